@@ -1,0 +1,181 @@
+//! Event routes: the structure event log (`/events`, registry contract §6.3) and the live
+//! `/ws` WebSocket (§6.4), which relays the `WatchEvents` stream of the caller's credentials.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{
+        Path, State, WebSocketUpgrade,
+        ws::{CloseFrame, Message, WebSocket, close_code},
+    },
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+use crate::{
+    Gateway,
+    error::{ApiError, ErrorBody},
+    forward::Forwarded,
+    json::{raw, timestamp_opt},
+    pb,
+    workspaces::render,
+};
+
+/// A client that does not take a frame within this long is disconnected (it reconnects and
+/// rehydrates) instead of silently losing events.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventRow {
+    id: String,
+    event_type: String,
+    workspace_id: Option<String>,
+    #[schema(value_type = Object)]
+    payload: Option<Box<RawValue>>,
+    created_at: Option<String>,
+}
+
+fn rows(reply: pb::ListEventsResponse) -> Vec<EventRow> {
+    reply
+        .events
+        .into_iter()
+        .map(|event| EventRow {
+            payload: raw(Some(&event.payload_json)),
+            created_at: timestamp_opt(event.timestamp.as_ref()),
+            id: event.id,
+            event_type: event.event,
+            workspace_id: event.workspace_id,
+        })
+        .collect()
+}
+
+#[utoipa::path(get, path = "/events", tag = "events",
+    responses((status = 200, body = [EventRow], description = "newest first, at most 100"),
+        (status = 401, body = ErrorBody)))]
+pub(crate) async fn list_events(State(gateway): State<Gateway>, forwarded: Forwarded) -> Response {
+    let request = pb::ListEventsRequest { workspace_id: None };
+    let result = gateway
+        .workspaces
+        .clone()
+        .list_events(forwarded.request(request))
+        .await;
+    render(StatusCode::OK, result, rows)
+}
+
+#[utoipa::path(get, path = "/events/{workspace_id}", tag = "events",
+    params(("workspace_id" = String, Path, description = "workspace id")),
+    responses((status = 200, body = [EventRow]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn list_workspace_events(
+    State(gateway): State<Gateway>,
+    forwarded: Forwarded,
+    Path(workspace_id): Path<String>,
+) -> Response {
+    let request = pb::ListEventsRequest {
+        workspace_id: Some(workspace_id),
+    };
+    let result = gateway
+        .workspaces
+        .clone()
+        .list_events(forwarded.request(request))
+        .await;
+    render(StatusCode::OK, result, rows)
+}
+
+#[derive(Serialize)]
+struct WireEnvelope<'a> {
+    event: &'a str,
+    workspace_id: &'a str,
+    timestamp: String,
+    payload: Option<Box<RawValue>>,
+}
+
+fn wire_json(event: &pb::Event) -> String {
+    let envelope = WireEnvelope {
+        event: &event.event,
+        workspace_id: event.workspace_id.as_deref().unwrap_or(""),
+        timestamp: timestamp_opt(event.timestamp.as_ref()).unwrap_or_default(),
+        payload: raw(Some(&event.payload_json)),
+    };
+    serde_json::to_string(&envelope).unwrap_or_default()
+}
+
+#[utoipa::path(get, path = "/ws", tag = "events",
+    description = "WebSocket of live events, one text frame per event: {\"event\",\"workspace_id\",\"timestamp\",\"payload\"}. \
+        Operators authenticate with the admin bearer; agents send X-Workspace-ID and their own token.",
+    responses((status = 101, description = "switching protocols"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub(crate) async fn websocket(
+    State(gateway): State<Gateway>,
+    forwarded: Forwarded,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    if let Some(origin) = forwarded.header("origin") {
+        let host = forwarded.header("host").unwrap_or("");
+        let same_origin = origin == format!("http://{host}") || origin == format!("https://{host}");
+        let edge = &gateway.edge;
+        if !same_origin && !edge.cors_origins.is_empty() && !edge.origin_allowed(origin) {
+            return ApiError::new(StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        }
+    }
+    // Authenticate before upgrading, so a refused client gets a real HTTP status.
+    let request = forwarded.request(pb::WatchEventsRequest {});
+    let events = match gateway.workspaces.clone().watch_events(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return ApiError::from(status).into_response(),
+    };
+    match upgrade {
+        Ok(upgrade) => upgrade.on_upgrade(move |socket| relay(socket, events, gateway.shutdown)),
+        Err(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "websocket upgrade required").into_response()
+        }
+    }
+}
+
+async fn relay(
+    mut socket: WebSocket,
+    mut events: tonic::Streaming<pb::Event>,
+    shutdown: CancellationToken,
+) {
+    let close = |code, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                let _ = socket.send(close(close_code::AWAY, "server shutting down")).await;
+                return;
+            }
+            next = events.message() => {
+                let frame = match next {
+                    Ok(Some(event)) => Message::Text(wire_json(&event).into()),
+                    Ok(None) => close(close_code::AWAY, "event stream ended"),
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        close(close_code::AGAIN, "too slow; reconnect")
+                    }
+                    Err(_) => close(close_code::ERROR, "event stream failed"),
+                };
+                let closing = matches!(frame, Message::Close(_));
+                match tokio::time::timeout(SEND_TIMEOUT, socket.send(frame)).await {
+                    Ok(Ok(())) if !closing => {}
+                    Ok(_) => return,
+                    Err(_) => {
+                        tracing::warn!("websocket client too slow; disconnecting");
+                        return;
+                    }
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                // Client frames are read and discarded; pings are answered by the library.
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! What the gateway passes on to the services: the caller's credentials and tracing headers as
+//! gRPC metadata (an allow-list), the client IP it saw, and the platform URL the caller used.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use http::{HeaderMap, request::Parts};
+
+/// Headers that cross into gRPC metadata, and nothing else.
+const FORWARDED_HEADERS: [&str; 5] = [
+    "authorization",
+    "x-workspace-id",
+    "x-molecule-org-id",
+    "x-request-id",
+    "traceparent",
+];
+
+/// The caller's forwarded context, taken from the request head.
+#[derive(Debug, Clone)]
+pub(crate) struct Forwarded {
+    headers: HeaderMap,
+    pub(crate) client_ip: IpAddr,
+}
+
+impl Forwarded {
+    /// Wraps a message in a gRPC request carrying the caller's credentials.
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let metadata = request.metadata_mut();
+        for name in FORWARDED_HEADERS {
+            if let Some(value) = self.headers.get(name)
+                && let Ok(value) = value.to_str()
+                && let Ok(value) = value.parse()
+            {
+                metadata.insert(name, value);
+            }
+        }
+        if let Ok(ip) = self.client_ip.to_string().parse() {
+            metadata.insert("x-forwarded-for", ip);
+        }
+        request
+    }
+
+    /// `scheme://host` as the caller reached us (contract §2.1), without a trailing slash.
+    pub(crate) fn platform_url(&self) -> String {
+        let header = |name: &str| {
+            self.headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(|value| value.split(',').next().unwrap_or("").trim().to_owned())
+                .filter(|value| !value.is_empty())
+        };
+        let scheme = header("x-forwarded-proto").unwrap_or_else(|| "http".to_owned());
+        let host = header("x-forwarded-host")
+            .or_else(|| header("host"))
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{scheme}://{host}")
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// The peer address of the connection (forwarded headers are not trusted).
+pub(crate) fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Forwarded {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            headers: parts.headers.clone(),
+            client_ip: client_ip(parts),
+        })
+    }
+}

@@ -1,0 +1,63 @@
+//! JSON helpers shared by the route modules: reading capped bodies, raw JSON passthrough,
+//! Go-compatible number and timestamp output.
+
+use axum::{body::Body, response::Response};
+use serde::Serializer;
+use serde_json::value::RawValue;
+
+use crate::edge::{BODY_LIMIT, payload_too_large};
+
+/// Why a request body could not be used.
+pub(crate) enum BodyError {
+    TooLarge,
+    Invalid,
+}
+
+impl BodyError {
+    /// The 413 needs no auth decision; anything else is the caller's documented 400.
+    pub(crate) fn too_large_response(&self) -> Option<Response> {
+        matches!(self, Self::TooLarge).then(payload_too_large)
+    }
+}
+
+/// Reads the whole body (at most the cap) as bytes.
+pub(crate) async fn read_body(body: Body) -> Result<bytes::Bytes, BodyError> {
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|err| {
+        if err.into_inner().is::<http_body_util::LengthLimitError>() {
+            BodyError::TooLarge
+        } else {
+            BodyError::Invalid
+        }
+    })
+}
+
+/// Reads and parses a JSON body into `T`.
+pub(crate) async fn parse_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, BodyError> {
+    let bytes = read_body(body).await?;
+    serde_json::from_slice(&bytes).map_err(|_| BodyError::Invalid)
+}
+
+/// Stored JSON text, emitted verbatim (key order and big integers survive).
+pub(crate) fn raw(text: Option<&str>) -> Option<Box<RawValue>> {
+    text.and_then(|text| RawValue::from_string(text.to_owned()).ok())
+}
+
+/// Floats the way the reference (Go) prints them: `0`, `120.5`.
+pub(crate) fn go_float<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        serializer.serialize_i64(*value as i64)
+    } else {
+        serializer.serialize_f64(*value)
+    }
+}
+
+/// RFC 3339 in UTC with fractional seconds, as the reference prints timestamps.
+pub(crate) fn timestamp(at: &prost_types::Timestamp) -> String {
+    chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+pub(crate) fn timestamp_opt(at: Option<&prost_types::Timestamp>) -> Option<String> {
+    at.map(timestamp)
+}

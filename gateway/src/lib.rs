@@ -1,0 +1,92 @@
+//! The Molecule REST + WebSocket gateway: the documented REST surface, byte for byte, over the
+//! gRPC services. It owns HTTP concerns only (paths, JSON shapes, status codes, the edge
+//! middleware) and forwards credentials as metadata; every auth and business rule is decided
+//! behind gRPC, so REST and gRPC callers always get the same answer.
+
+pub mod edge;
+mod error;
+mod events;
+mod forward;
+mod json;
+mod openapi;
+mod tokens;
+mod workspaces;
+
+use std::sync::Arc;
+
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use tower::{BoxError, util::BoxCloneSyncService};
+
+pub use edge::{EdgeConfig, RateLimiter};
+
+/// Generated client stubs for `molecule.v1` (client-only: the gateway never links the server).
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+pub mod pb {
+    tonic::include_proto!("molecule.v1");
+
+    pub mod google_rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+/// Any gRPC transport: the in-process services of `molecule serve`, or a `Channel` to a remote
+/// control plane for `molecule gateway`.
+pub type Transport = BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    TransportError,
+>;
+
+/// A transport failure. A concrete type (rather than `BoxError`) keeps handler futures `Send`
+/// for every lifetime, which axum requires.
+#[derive(Debug)]
+pub struct TransportError(BoxError);
+
+impl TransportError {
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Self(error.into())
+    }
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+type WorkspacesClient = pb::workspaces_client::WorkspacesClient<Transport>;
+
+/// The gateway's state: typed clients over one transport.
+#[derive(Clone)]
+pub struct Gateway {
+    workspaces: WorkspacesClient,
+    /// `POST /org/tokens` has its own, stricter limiter (10 per hour per IP).
+    org_token_mints: Arc<RateLimiter>,
+    /// Ends WebSocket sessions on shutdown.
+    shutdown: CancellationToken,
+    edge: Arc<EdgeConfig>,
+}
+
+impl Gateway {
+    pub fn new(transport: Transport, edge: Arc<EdgeConfig>, shutdown: CancellationToken) -> Self {
+        Self {
+            workspaces: WorkspacesClient::new(transport),
+            org_token_mints: Arc::new(RateLimiter::new(10, std::time::Duration::from_secs(3600))),
+            shutdown,
+            edge,
+        }
+    }
+}
+
+/// The REST router: every documented route, `/ws`, `/health` and `/openapi.json`. Apply
+/// [`edge::apply`] around it (together with anything else sharing the port).
+pub fn router(gateway: Gateway) -> Router {
+    openapi::router().with_state(gateway)
+}

@@ -1,0 +1,63 @@
+//! The route table and its OpenAPI document, generated from the handlers themselves (utoipa),
+//! so the published description cannot drift from what is served.
+
+use std::sync::Arc;
+
+use axum::{Json, Router, routing::get};
+use serde_json::json;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{Gateway, edge, events, tokens, workspaces};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Molecule control plane", description = "REST surface of the Molecule control plane"),
+    tags(
+        (name = "workspaces", description = "The workspace resource and its lifecycle"),
+        (name = "tokens", description = "Workspace tokens and org API keys"),
+        (name = "events", description = "The structure event log and its live stream"),
+        (name = "meta", description = "Health and this document"),
+    )
+)]
+struct ApiDoc;
+
+#[utoipa::path(get, path = "/health", tag = "meta",
+    responses((status = 200, body = Object, example = json!({"status": "ok"}))))]
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub(crate) fn router() -> Router<Gateway> {
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(
+            workspaces::list_workspaces,
+            workspaces::create_workspace
+        ))
+        .routes(routes!(
+            workspaces::get_workspace,
+            workspaces::patch_workspace,
+            workspaces::delete_workspace
+        ))
+        .routes(routes!(workspaces::workspace_state))
+        .routes(routes!(workspaces::pause_workspace))
+        .routes(routes!(workspaces::resume_workspace))
+        .routes(routes!(workspaces::restart_workspace))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(tokens::test_token))
+        .routes(routes!(tokens::list_org_tokens, tokens::create_org_token))
+        .routes(routes!(tokens::revoke_org_token))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::list_workspace_events))
+        .routes(routes!(events::websocket))
+        .split_for_parts();
+    let document = Arc::new(document);
+    router
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(document.as_ref().clone()) }),
+        )
+        .fallback(edge::not_found)
+}

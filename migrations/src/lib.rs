@@ -1,0 +1,18 @@
+//! The Molecule schema as one sea-orm migration set that runs unchanged on SQLite and Postgres.
+//! It owns table layout only: no data rules live here beyond CHECK constraints and keys.
+
+use sea_orm_migration::async_trait::async_trait;
+pub use sea_orm_migration::prelude::*;
+
+mod m20261120_000001_initial;
+
+/// Every migration, in order.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261120_000001_initial::Migration)]
+    }
+}

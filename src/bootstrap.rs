@@ -1,0 +1,104 @@
+//! First-boot credentials: outside production, an unset admin token or secrets key is generated
+//! once into the data dir (mode 0600) and reused on later boots. Production refuses to start
+//! without both. Nothing here prints a credential except the one-time admin token notice.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    auth::MintedToken,
+    config::{Config, Environment, Secret},
+    crypto::SecretsKey,
+};
+
+/// Credentials resolved for this boot.
+pub struct Credentials {
+    pub admin_token: Option<Secret>,
+    pub secrets_key: SecretsKey,
+    /// Set when the admin token was generated on this boot, so it can be shown once.
+    pub generated_admin_token: Option<PathBuf>,
+}
+
+pub fn resolve(config: &Config) -> Result<Credentials, String> {
+    let production = config.environment() == Environment::Production;
+    let configured_key = match &config.secrets_encryption_key {
+        Some(raw) => SecretsKey::parse(raw.expose())
+            .map_err(|reason| format!("SECRETS_ENCRYPTION_KEY is invalid: {reason}"))?,
+        None => None,
+    };
+    if production {
+        if config
+            .admin_token
+            .as_ref()
+            .is_none_or(|t| t.expose().is_empty())
+        {
+            return Err("refusing to start in production without ADMIN_TOKEN".to_owned());
+        }
+        let Some(secrets_key) = configured_key else {
+            return Err(
+                "refusing to start in production without SECRETS_ENCRYPTION_KEY".to_owned(),
+            );
+        };
+        return Ok(Credentials {
+            admin_token: config.admin_token.clone(),
+            secrets_key,
+            generated_admin_token: None,
+        });
+    }
+
+    let data_dir = &config.storage.data_dir;
+    fs::create_dir_all(data_dir).map_err(|err| format!("cannot create data dir: {err}"))?;
+    let secrets_key = match configured_key {
+        Some(key) => key,
+        None => {
+            let path = data_dir.join("secrets.key");
+            let (text, _) = read_or_create(&path, || SecretsKey::generate().to_base64())?;
+            SecretsKey::parse(&text)
+                .ok()
+                .flatten()
+                .ok_or_else(|| format!("{} does not hold a valid key", path.display()))?
+        }
+    };
+    let (admin_token, generated_admin_token) = match &config.admin_token {
+        Some(token) if !token.expose().is_empty() => (Some(token.clone()), None),
+        _ => {
+            let path = data_dir.join("admin-token");
+            let (token, created) = read_or_create(&path, || MintedToken::generate().plaintext)?;
+            (Some(Secret::new(token)), created.then_some(path))
+        }
+    };
+    Ok(Credentials {
+        admin_token,
+        secrets_key,
+        generated_admin_token,
+    })
+}
+
+/// Reads a credential file, or creates it with owner-only permissions. Returns whether it was
+/// created now.
+fn read_or_create(
+    path: &Path,
+    generate: impl FnOnce() -> String,
+) -> Result<(String, bool), String> {
+    match fs::read_to_string(path) {
+        Ok(text) => return Ok((text.trim().to_owned(), false)),
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("cannot read {}: {err}", path.display()));
+        }
+        Err(_) => {}
+    }
+    let value = generate();
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|err| format!("cannot create {}: {err}", path.display()))?;
+    file.write_all(format!("{value}\n").as_bytes())
+        .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    Ok((value, true))
+}

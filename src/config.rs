@@ -1,0 +1,212 @@
+//! Command line and environment: one typed clap struct per command, each setting a flag with an
+//! env var. Owns parsing and the environment classification; it never touches the datastore.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr};
+
+use clap::{Args, Parser, Subcommand};
+
+/// A credential or connection string whose `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The raw value; call sites that use it must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.trim().to_owned()))
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "molecule",
+    version,
+    about = "Molecule: the control plane for AI-agent workspaces"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane: REST, gRPC, gRPC-Web and /ws on one port (migrates first).
+    Serve(Box<Config>),
+    /// Run the database migrations and exit.
+    Migrate(StorageArgs),
+    /// Run the REST + WebSocket gateway alone, in front of a remote control plane.
+    Gateway(GatewayArgs),
+}
+
+/// Where state lives.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Directory for the embedded SQLite database and generated credentials.
+    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "./molecule-data")]
+    pub data_dir: PathBuf,
+
+    /// Postgres or SQLite URL; unset means SQLite in the data dir.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<Secret>,
+}
+
+/// The HTTP edge shared by `serve` and `gateway`.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// Requests per minute per client IP on REST routes (fixed window).
+    #[arg(long, env = "RATE_LIMIT", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: u32,
+
+    /// Browser origins allowed by CORS, comma-separated. Other origins are never rejected; they
+    /// just get no CORS headers.
+    #[arg(
+        long,
+        env = "CORS_ORIGINS",
+        default_value = "http://localhost:3000,http://localhost:3001"
+    )]
+    pub cors_origins: String,
+
+    /// Tenant guard: when set, requests must carry `X-Molecule-Org-Id` equal to it.
+    #[arg(long, env = "MOLECULE_ORG_ID")]
+    pub org_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on (REST, gRPC, gRPC-Web and /ws share it).
+    #[arg(long, env = "MOLECULE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Redis URL for liveness and cross-replica events; unset means in-process.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<Secret>,
+
+    /// Prefix for every Redis key and channel, so several deployments (or test runs) can share
+    /// one Redis.
+    #[arg(long, env = "MOLECULE_REDIS_NAMESPACE", default_value = "")]
+    pub redis_namespace: String,
+
+    /// The admin bearer token. Required in production; generated into the data dir otherwise.
+    #[arg(long, env = "ADMIN_TOKEN")]
+    pub admin_token: Option<Secret>,
+
+    /// AES-256 key for secrets at rest (base64 of 32 bytes, or 32 raw bytes). Required in
+    /// production; generated into the data dir otherwise.
+    #[arg(long, env = "SECRETS_ENCRYPTION_KEY")]
+    pub secrets_encryption_key: Option<Secret>,
+
+    /// `production`/`prod`, `development`/`dev`, or anything else for the default mode.
+    #[arg(long = "env", env = "MOLECULE_ENV", default_value = "")]
+    pub environment: String,
+
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+
+    /// Seconds without a heartbeat before a workspace shows offline.
+    #[arg(long, env = "LIVENESS_TTL_SECONDS", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..))]
+    pub liveness_ttl_seconds: u64,
+
+    /// Seconds a workspace may stay `provisioning` before it is marked `failed`.
+    #[arg(long, env = "PROVISION_TIMEOUT_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub provision_timeout_seconds: u64,
+
+    /// Public base URL shown to external agents; derived from the request when unset.
+    #[arg(long, env = "EXTERNAL_PLATFORM_URL")]
+    pub external_platform_url: Option<String>,
+
+    /// Enable the test-token endpoint even in production (`1` enables).
+    #[arg(long, env = "MOLECULE_ENABLE_TEST_TOKENS", default_value = "")]
+    pub enable_test_tokens: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MOLECULE_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    /// The control plane's gRPC endpoint, for example `http://10.0.0.5:8080`.
+    #[arg(long, env = "MOLECULE_UPSTREAM")]
+    pub upstream: String,
+
+    /// `development`/`dev` turns the rate limiter off, as on the control plane.
+    #[arg(long = "env", env = "MOLECULE_ENV", default_value = "")]
+    pub environment: String,
+
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// The environment class, decided once (contract §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Production,
+    Development,
+    Default,
+}
+
+impl Environment {
+    pub fn classify(raw: &str) -> Self {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "production" | "prod" => Self::Production,
+            "development" | "dev" => Self::Development,
+            _ => Self::Default,
+        }
+    }
+}
+
+impl Config {
+    pub fn environment(&self) -> Environment {
+        Environment::classify(&self.environment)
+    }
+
+    /// Bearer-less requests pass the auth gates only in development without an admin token.
+    pub fn dev_mode(&self) -> bool {
+        self.environment() == Environment::Development && self.admin_token.is_none()
+    }
+
+    pub fn test_tokens_enabled(&self) -> bool {
+        self.enable_test_tokens.trim() == "1" || self.environment() != Environment::Production
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_masks_the_value() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn environment_classification_is_case_insensitive_and_trimmed() {
+        assert_eq!(Environment::classify(" PROD "), Environment::Production);
+        assert_eq!(Environment::classify("Production"), Environment::Production);
+        assert_eq!(Environment::classify("dev"), Environment::Development);
+        assert_eq!(Environment::classify("staging"), Environment::Default);
+        assert_eq!(Environment::classify(""), Environment::Default);
+    }
+}

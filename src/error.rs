@@ -1,0 +1,221 @@
+//! The one error taxonomy of the control plane. Every domain error names its `ErrorCode` once;
+//! the gRPC status and the REST status + body are derived here and nowhere else. Handlers never
+//! build a `tonic::Status` themselves, and datastore text never reaches a caller.
+
+use std::borrow::Cow;
+
+use prost::Message;
+use sea_orm::DbErr;
+use serde_json::{Value, json};
+use tracing::error;
+
+use crate::pb;
+
+/// A deliberately small subset of outcomes, each with one gRPC code and one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    /// The resource existed and was removed (HTTP 410).
+    Gone,
+    Conflict,
+    PayloadTooLarge,
+    Unprocessable,
+    TooManyRequests,
+    Internal,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            Self::BadRequest | Self::Unprocessable => tonic::Code::InvalidArgument,
+            Self::Unauthenticated => tonic::Code::Unauthenticated,
+            Self::Forbidden => tonic::Code::PermissionDenied,
+            Self::NotFound | Self::Gone => tonic::Code::NotFound,
+            Self::Conflict => tonic::Code::FailedPrecondition,
+            Self::PayloadTooLarge | Self::TooManyRequests => tonic::Code::ResourceExhausted,
+            Self::Internal => tonic::Code::Internal,
+            Self::Unavailable => tonic::Code::Unavailable,
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Unauthenticated => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::Conflict => 409,
+            Self::Gone => 410,
+            Self::PayloadTooLarge => 413,
+            Self::Unprocessable => 422,
+            Self::TooManyRequests => 429,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+        }
+    }
+}
+
+/// The message every caller sees when the datastore cannot be reached (contract §3.3).
+pub const DATASTORE_UNAVAILABLE: &str = "platform datastore unavailable — retry shortly";
+
+/// A domain error: a code, the exact documented message, and the full body when the documented
+/// body is more than `{"error": message}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    pub body: Option<Value>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            body: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn unauthenticated(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn conflict(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    pub fn internal(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+
+    pub fn datastore_unavailable() -> Self {
+        Self::new(ErrorCode::Unavailable, DATASTORE_UNAVAILABLE)
+            .with_fields(json!({"code": "platform_unavailable"}))
+    }
+
+    /// Adds documented keys next to `"error"`.
+    pub fn with_fields(mut self, fields: Value) -> Self {
+        let mut body = json!({"error": self.message});
+        if let (Some(target), Value::Object(extra)) = (body.as_object_mut(), fields) {
+            target.extend(extra);
+        }
+        self.body = Some(body);
+        self
+    }
+
+    /// Replaces the whole body, for documented bodies without an `"error"` key.
+    pub fn with_body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// Maps a datastore failure: unreachable → 503 (fail closed), anything else → a 500 with the
+    /// documented `context` message. The cause is logged, never returned.
+    pub fn datastore(context: &'static str) -> impl FnOnce(DbErr) -> Self {
+        move |err| {
+            error!(error = %err, context, "datastore operation failed");
+            if is_connection_error(&err) {
+                Self::datastore_unavailable()
+            } else {
+                Self::internal(context)
+            }
+        }
+    }
+}
+
+fn is_connection_error(err: &DbErr) -> bool {
+    matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+        || err.to_string().to_ascii_lowercase().contains("connection")
+}
+
+const DETAIL_TYPE_URL: &str = "type.googleapis.com/molecule.v1.ErrorDetail";
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        let code = err.code.grpc_code();
+        let detail = pb::ErrorDetail {
+            http_status: u32::from(err.code.http_status()),
+            body_json: err.body.as_ref().map(Value::to_string),
+        };
+        let envelope = pb::google_rpc::Status {
+            code: code as i32,
+            message: err.message.to_string(),
+            details: vec![prost_types::Any {
+                type_url: DETAIL_TYPE_URL.to_owned(),
+                value: detail.encode_to_vec(),
+            }],
+        };
+        tonic::Status::with_details(code, err.message, envelope.encode_to_vec().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_maps_to_the_documented_http_status() {
+        let cases = [
+            (ErrorCode::BadRequest, 400, tonic::Code::InvalidArgument),
+            (
+                ErrorCode::Unauthenticated,
+                401,
+                tonic::Code::Unauthenticated,
+            ),
+            (ErrorCode::Forbidden, 403, tonic::Code::PermissionDenied),
+            (ErrorCode::NotFound, 404, tonic::Code::NotFound),
+            (ErrorCode::Gone, 410, tonic::Code::NotFound),
+            (ErrorCode::Conflict, 409, tonic::Code::FailedPrecondition),
+            (
+                ErrorCode::PayloadTooLarge,
+                413,
+                tonic::Code::ResourceExhausted,
+            ),
+            (ErrorCode::Unprocessable, 422, tonic::Code::InvalidArgument),
+            (
+                ErrorCode::TooManyRequests,
+                429,
+                tonic::Code::ResourceExhausted,
+            ),
+            (ErrorCode::Internal, 500, tonic::Code::Internal),
+            (ErrorCode::Unavailable, 503, tonic::Code::Unavailable),
+        ];
+        for (code, http, grpc) in cases {
+            assert_eq!(code.http_status(), http, "{code:?}");
+            assert_eq!(code.grpc_code(), grpc, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn status_carries_http_status_and_body() {
+        let status: tonic::Status = ApiError::datastore_unavailable().into();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.message(), DATASTORE_UNAVAILABLE);
+        let envelope = pb::google_rpc::Status::decode(status.details()).unwrap();
+        let detail = pb::ErrorDetail::decode(envelope.details[0].value.as_slice()).unwrap();
+        assert_eq!(detail.http_status, 503);
+        let body: Value = serde_json::from_str(&detail.body_json.unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"error": DATASTORE_UNAVAILABLE, "code": "platform_unavailable"})
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! Molecule: the control plane for AI-agent workspaces. One binary serves REST (the gateway),
+//! gRPC, gRPC-Web and the `/ws` WebSocket on one port. See README.md for the map.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod events;
+pub mod hierarchy;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod sweeper;
+pub mod workspaces;
+
+/// Generated protobuf types and gRPC stubs for `molecule.v1`.
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+pub mod pb {
+    tonic::include_proto!("molecule.v1");
+
+    /// `google.rpc.Status`, the envelope of error details.
+    pub mod google_rpc {
+        tonic::include_proto!("google.rpc");
+    }
+
+    /// Every descriptor of `proto/`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("molecule_descriptor");
+}

@@ -1,0 +1,318 @@
+//! Assembling and running one control-plane process: datastore, event bus, the gRPC services
+//! (with health and reflection), the in-process REST gateway, `/metrics`, and the edge
+//! middleware, all on one listener. Also the standalone gateway. It owns start-up and shutdown
+//! order; no request logic lives here.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, sync::OnceLock, time::Instant};
+
+use axum::{
+    Router,
+    extract::Request,
+    middleware::{self, Next},
+    response::Response,
+    routing::get,
+};
+use deadpool_redis::redis;
+use gateway::{EdgeConfig, Gateway, RateLimiter, Transport, TransportError};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tower::{ServiceExt, util::BoxCloneSyncService};
+use tracing::{info, warn};
+
+use crate::{
+    auth::Authenticator,
+    bootstrap,
+    config::{Config, Environment, GatewayArgs},
+    events::{EventBus, EventLog, InProcessBus, RedisBus},
+    hierarchy::Hierarchy,
+    pb,
+    state::{AppState, Settings},
+    store, sweeper,
+    workspaces::WorkspacesService,
+};
+
+pub type StartupError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A built control plane, bound and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    app: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Resolves credentials, connects and migrates the datastore, starts the event bus and the
+    /// sweeps, and binds the listener (port 0 works).
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let credentials = bootstrap::resolve(&config)?;
+        if let Some(path) = &credentials.generated_admin_token {
+            announce_admin_token(&config, path);
+        }
+        let db = store::connect(&config.storage).await?;
+        store::migrate(&db).await?;
+
+        let shutdown = CancellationToken::new();
+        let instance_id = uuid::Uuid::new_v4().to_string();
+        let bus: Arc<dyn EventBus> = match &config.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url.expose())?;
+                let pool = deadpool_redis::Config::from_url(url.expose())
+                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+                info!(instance_id, "event fan-out over redis");
+                Arc::new(RedisBus::start(pool, client, &config.redis_namespace, instance_id, shutdown.clone()).await?)
+            }
+            None => Arc::new(InProcessBus::new()),
+        };
+        let dev_mode = config.dev_mode();
+        if dev_mode {
+            warn!("dev mode: bearer-less requests pass the auth gates");
+        }
+        let state = AppState {
+            auth: Authenticator::new(db.clone(), credentials.admin_token.as_ref(), dev_mode),
+            events: EventLog::new(bus),
+            hierarchy: Hierarchy::new(db.clone()),
+            settings: Arc::new(Settings {
+                external_platform_url: config.external_platform_url.clone(),
+                test_tokens_enabled: config.test_tokens_enabled(),
+                provision_timeout: std::time::Duration::from_secs(config.provision_timeout_seconds),
+            }),
+            shutdown,
+            db,
+        };
+
+        let grpc = grpc_router(&state)?;
+        let transport = in_process_transport(grpc.clone());
+        let edge = Arc::new(EdgeConfig::new(
+            config.edge.rate_limit,
+            !dev_mode,
+            &config.edge.cors_origins,
+            config.edge.org_id.as_deref(),
+        ));
+        let limiter = Arc::new(RateLimiter::new(
+            config.edge.rate_limit,
+            std::time::Duration::from_secs(60),
+        ));
+        let rest = gateway::router(Gateway::new(
+            transport,
+            edge.clone(),
+            state.shutdown.clone(),
+        ));
+        let metrics = metrics_handle();
+        let app = rest.merge(grpc).route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        );
+        let app =
+            gateway::edge::apply(app, edge, limiter).layer(middleware::from_fn(track_metrics));
+
+        let listener = TcpListener::bind(config.listen).await?;
+        tokio::spawn(sweeper::run_provision_timeout_sweep(state.clone()));
+        Ok(Self {
+            listener,
+            app,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.state.db
+    }
+
+    /// Serves until `signal` resolves; then long-lived streams end and in-flight requests finish.
+    pub async fn run_until_stopped(self, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        serve(self.listener, self.app, self.state.shutdown, signal).await
+    }
+
+    /// A handle that stops the server when cancelled (for tests and embedding).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+}
+
+/// The gRPC services, routed by their `/package.Service/` prefix, with gRPC-Web translation.
+fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
+    let workspaces =
+        pb::workspaces_server::WorkspacesServer::new(WorkspacesService::new(state.clone()));
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let names = [
+        <pb::workspaces_server::WorkspacesServer<WorkspacesService> as NamedService>::NAME,
+        <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME,
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    tokio::spawn(async move {
+        health_reporter
+            .set_serving::<pb::workspaces_server::WorkspacesServer<WorkspacesService>>()
+            .await;
+    });
+    let routes = tonic::service::Routes::new(workspaces)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .prepare()
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new());
+    // Mount only the known prefixes, so unknown REST paths reach the gateway's JSON 404.
+    // (axum refuses a bare `Router` here, hence the boxing.)
+    let routes = BoxCloneSyncService::new(routes);
+    Ok(names.into_iter().fold(Router::new(), |router, name| {
+        router.route_service(&format!("/{name}/{{*method}}"), routes.clone())
+    }))
+}
+
+/// The generated clients of the gateway calling the generated servers without a socket.
+fn in_process_transport(grpc: Router) -> Transport {
+    BoxCloneSyncService::new(
+        grpc.map_request(|request: http::Request<tonic::body::Body>| {
+            request.map(axum::body::Body::new)
+        })
+        .map_response(|response: Response| response.map(tonic::body::Body::new))
+        .map_err(TransportError::new),
+    )
+}
+
+/// The REST gateway alone, in front of a remote control plane.
+pub struct GatewayServer {
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+}
+
+impl GatewayServer {
+    pub async fn build(args: GatewayArgs) -> Result<Self, StartupError> {
+        let channel = tonic::transport::Endpoint::from_shared(args.upstream.clone())?.connect_lazy();
+        let transport: Transport = BoxCloneSyncService::new(channel.map_err(TransportError::new));
+        let dev = Environment::classify(&args.environment) == Environment::Development;
+        let edge = Arc::new(EdgeConfig::new(
+            args.edge.rate_limit,
+            !dev,
+            &args.edge.cors_origins,
+            args.edge.org_id.as_deref(),
+        ));
+        let limiter = Arc::new(RateLimiter::new(args.edge.rate_limit, std::time::Duration::from_secs(60)));
+        let shutdown = CancellationToken::new();
+        let rest = gateway::router(Gateway::new(transport, edge.clone(), shutdown.clone()));
+        let app = gateway::edge::apply(rest, edge, limiter).layer(middleware::from_fn(track_metrics));
+        let listener = TcpListener::bind(args.listen).await?;
+        info!(upstream = %args.upstream, "gateway ready");
+        Ok(Self { listener, app, shutdown })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn run_until_stopped(self, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        serve(self.listener, self.app, self.shutdown, signal).await
+    }
+}
+
+/// Serves `app` until `signal` resolves or `shutdown` is cancelled, then cancels `shutdown` so
+/// long-lived streams end, and lets in-flight requests finish.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stopping = shutdown.clone();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = signal => {}
+                () = stopping.cancelled() => {}
+            }
+            info!("shutting down");
+            stopping.cancel();
+        })
+        .await;
+    shutdown.cancel();
+    result
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every app in the process).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                warn!("a metrics recorder was already installed");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Request counts and latencies, labelled by method and a bounded route label.
+async fn track_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = route_label(request.uri().path());
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// gRPC paths are already bounded; REST paths have their ids replaced.
+fn route_label(path: &str) -> String {
+    if path.starts_with("/molecule.") || path.starts_with("/grpc.") {
+        return path.to_owned();
+    }
+    path.split('/')
+        .map(|segment| {
+            if crate::workspaces::validate::parse_uuid(segment).is_some() {
+                ":id"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn announce_admin_token(config: &Config, path: &std::path::Path) {
+    let token = std::fs::read_to_string(path).unwrap_or_default();
+    let host = match config.listen.ip() {
+        ip if ip.is_unspecified() => format!("127.0.0.1:{}", config.listen.port()),
+        _ => config.listen.to_string(),
+    };
+    // The one place a credential is printed: generated on this boot, shown once, stored 0600.
+    println!(
+        "generated an admin token (saved to {}); it will not be shown again:\n\n  curl -H 'Authorization: Bearer {}' http://{host}/workspaces\n",
+        path.display(),
+        token.trim()
+    );
+}

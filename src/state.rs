@@ -1,0 +1,27 @@
+//! The application state every service shares: one `Clone` struct of cheap handles.
+
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::{auth::Authenticator, events::EventLog, hierarchy::Hierarchy};
+
+/// Settings the services read at run time (the rest of the config is consumed at start-up).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub external_platform_url: Option<String>,
+    pub test_tokens_enabled: bool,
+    pub provision_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub auth: Authenticator,
+    pub events: EventLog,
+    pub hierarchy: Hierarchy,
+    pub settings: Arc<Settings>,
+    /// Cancelled on shutdown; long-lived streams end on it so shutdown never hangs.
+    pub shutdown: CancellationToken,
+}

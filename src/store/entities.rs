@@ -1,0 +1,133 @@
+//! sea-orm entities, one module per table. Ids and enums are text; JSON is raw text so key order
+//! and large integers survive; timestamps are UTC.
+
+pub mod workspace {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "workspaces")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub name: String,
+        pub role: Option<String>,
+        pub tier: i32,
+        pub status: String,
+        pub runtime: String,
+        pub agent_card: Option<String>,
+        pub url: Option<String>,
+        pub parent_id: Option<String>,
+        pub forwarded_to: Option<String>,
+        pub source_bundle_id: Option<String>,
+        pub awareness_namespace: Option<String>,
+        pub workspace_dir: Option<String>,
+        pub workspace_access: String,
+        pub last_heartbeat_at: Option<DateTimeUtc>,
+        pub last_outbound_at: Option<DateTimeUtc>,
+        pub last_error_rate: f64,
+        pub last_sample_error: Option<String>,
+        pub current_task: Option<String>,
+        pub active_tasks: i32,
+        pub uptime_seconds: i32,
+        pub max_concurrent_tasks: i32,
+        pub budget_limit: Option<i64>,
+        pub monthly_spend: i64,
+        pub hibernation_idle_minutes: Option<i32>,
+        pub instance_id: Option<String>,
+        pub runtime_metadata: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod canvas_layout {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "canvas_layouts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub workspace_id: String,
+        pub x: f64,
+        pub y: f64,
+        pub collapsed: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod workspace_token {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "workspace_auth_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub workspace_id: String,
+        pub token_hash: Vec<u8>,
+        pub prefix: String,
+        pub created_at: DateTimeUtc,
+        pub last_used_at: Option<DateTimeUtc>,
+        pub revoked_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod org_token {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "org_api_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub token_hash: Vec<u8>,
+        pub prefix: String,
+        pub name: Option<String>,
+        pub created_by: Option<String>,
+        pub org_id: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub last_used_at: Option<DateTimeUtc>,
+        pub revoked_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod structure_event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "structure_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub event_type: String,
+        pub workspace_id: Option<String>,
+        pub agent_id: Option<String>,
+        pub target_id: Option<String>,
+        pub payload: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

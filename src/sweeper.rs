@@ -1,0 +1,73 @@
+//! Background sweeps that change state on a clock: the provision-timeout sweep (registry
+//! contract §5.4). Each transition is a conditional update, so with several replicas sweeping
+//! at once exactly one of them records the event.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::{state::AppState, store, store::entities::workspace};
+
+pub const PROVISION_TIMEOUT_ERROR: &str = "provisioning timed out — container started but never called /registry/register. Check container logs and network connectivity to the platform.";
+
+/// Runs until shutdown.
+pub async fn run_provision_timeout_sweep(state: AppState) {
+    let timeout = state.settings.provision_timeout;
+    let interval = (timeout / 2).clamp(Duration::from_millis(200), Duration::from_secs(30));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(err) = sweep_provisioning(&state, timeout).await {
+            warn!(error = %err, "provision-timeout sweep failed");
+        }
+    }
+}
+
+async fn sweep_provisioning(state: &AppState, timeout: Duration) -> Result<(), sea_orm::DbErr> {
+    let cutoff = store::now() - TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
+    let stuck = workspace::Entity::find()
+        .filter(workspace::Column::Status.eq("provisioning"))
+        .filter(workspace::Column::UpdatedAt.lt(cutoff))
+        .all(&state.db)
+        .await?;
+    for row in stuck {
+        let changed = workspace::Entity::update_many()
+            .col_expr(workspace::Column::Status, Expr::value("failed"))
+            .col_expr(
+                workspace::Column::LastSampleError,
+                Expr::value(PROVISION_TIMEOUT_ERROR),
+            )
+            .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
+            .filter(workspace::Column::Id.eq(row.id.clone()))
+            .filter(workspace::Column::Status.eq("provisioning"))
+            .filter(workspace::Column::UpdatedAt.lt(cutoff))
+            .exec(&state.db)
+            .await?;
+        if changed.rows_affected == 1 {
+            info!(workspace_id = %row.id, "provisioning timed out");
+            let payload = json!({
+                "error": PROVISION_TIMEOUT_ERROR,
+                "timeout_secs": timeout.as_secs(),
+                "runtime": row.runtime,
+                "source": "provision_timeout_sweep",
+            });
+            state
+                .events
+                .record(
+                    &state.db,
+                    "WORKSPACE_PROVISION_FAILED",
+                    Some(&row.id),
+                    payload,
+                )
+                .await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1383 @@
+//! The Workspaces gRPC service: the workspace resource and its lifecycle, tokens, org keys and
+//! the event log (contract §1–3, registry §6). Every RPC authenticates first (except the
+//! deliberate `/state` ordering) and changes state with conditional updates inside one
+//! transaction, then publishes the events it recorded. It knows nothing about HTTP.
+
+pub mod validate;
+
+use std::{collections::HashMap, pin::Pin, sync::Arc};
+
+use futures::Stream;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::Expr,
+};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use crate::{
+    auth::{self, MintedToken, Principal},
+    error::{ApiError, ApiResult, ErrorCode},
+    events::Envelope,
+    pb,
+    state::AppState,
+    store::{
+        self,
+        entities::{canvas_layout, org_token, structure_event, workspace, workspace_token},
+    },
+};
+
+const WORKSPACE_NOT_FOUND: &str = "workspace not found";
+const MAX_LIVE_TOKENS: u64 = 50;
+const EVENTS_PAGE: u64 = 100;
+const ORG_TOKENS_PAGE: u64 = 500;
+
+pub struct WorkspacesService {
+    state: AppState,
+}
+
+impl WorkspacesService {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+fn reply<T>(result: ApiResult<T>) -> RpcResult<T> {
+    result.map(Response::new).map_err(Status::from)
+}
+
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn caller_workspace_header(metadata: &MetadataMap) -> Option<&str> {
+    metadata
+        .get("x-workspace-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+}
+
+#[tonic::async_trait]
+impl pb::workspaces_server::Workspaces for WorkspacesService {
+    async fn create_workspace(
+        &self,
+        request: Request<pb::CreateWorkspaceRequest>,
+    ) -> RpcResult<pb::CreateWorkspaceResponse> {
+        let (metadata, _, body) = request.into_parts();
+        reply(self.create(&metadata, body).await)
+    }
+
+    async fn list_workspaces(
+        &self,
+        request: Request<pb::ListWorkspacesRequest>,
+    ) -> RpcResult<pb::ListWorkspacesResponse> {
+        reply(self.list(request.metadata()).await)
+    }
+
+    async fn get_workspace(
+        &self,
+        request: Request<pb::GetWorkspaceRequest>,
+    ) -> RpcResult<pb::Workspace> {
+        reply(self.get(request.metadata(), &request.get_ref().id).await)
+    }
+
+    async fn update_workspace(
+        &self,
+        request: Request<pb::UpdateWorkspaceRequest>,
+    ) -> RpcResult<pb::UpdateWorkspaceResponse> {
+        let (metadata, _, body) = request.into_parts();
+        reply(self.update(&metadata, body).await)
+    }
+
+    async fn delete_workspace(
+        &self,
+        request: Request<pb::DeleteWorkspaceRequest>,
+    ) -> RpcResult<pb::DeleteWorkspaceResponse> {
+        reply(self.delete(request.metadata(), request.get_ref()).await)
+    }
+
+    async fn get_workspace_state(
+        &self,
+        request: Request<pb::GetWorkspaceStateRequest>,
+    ) -> RpcResult<pb::WorkspaceState> {
+        reply(
+            self.state_of(request.metadata(), &request.get_ref().id)
+                .await,
+        )
+    }
+
+    async fn pause_workspace(
+        &self,
+        request: Request<pb::PauseWorkspaceRequest>,
+    ) -> RpcResult<pb::PauseWorkspaceResponse> {
+        reply(self.pause(request.metadata(), &request.get_ref().id).await)
+    }
+
+    async fn resume_workspace(
+        &self,
+        request: Request<pb::ResumeWorkspaceRequest>,
+    ) -> RpcResult<pb::ResumeWorkspaceResponse> {
+        reply(self.resume(request.metadata(), &request.get_ref().id).await)
+    }
+
+    async fn restart_workspace(
+        &self,
+        request: Request<pb::RestartWorkspaceRequest>,
+    ) -> RpcResult<pb::RestartWorkspaceResponse> {
+        reply(
+            self.restart(request.metadata(), &request.get_ref().id)
+                .await,
+        )
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> RpcResult<pb::ListTokensResponse> {
+        reply(self.tokens(request.metadata(), request.get_ref()).await)
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> RpcResult<pb::CreateTokenResponse> {
+        reply(
+            self.create_token(request.metadata(), &request.get_ref().workspace_id)
+                .await,
+        )
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> RpcResult<pb::RevokeTokenResponse> {
+        reply(
+            self.revoke_token(request.metadata(), request.get_ref())
+                .await,
+        )
+    }
+
+    async fn mint_test_token(
+        &self,
+        request: Request<pb::MintTestTokenRequest>,
+    ) -> RpcResult<pb::CreateTokenResponse> {
+        reply(
+            self.mint_test_token(request.metadata(), &request.get_ref().workspace_id)
+                .await,
+        )
+    }
+
+    async fn list_org_tokens(
+        &self,
+        request: Request<pb::ListOrgTokensRequest>,
+    ) -> RpcResult<pb::ListOrgTokensResponse> {
+        reply(self.org_tokens(request.metadata()).await)
+    }
+
+    async fn create_org_token(
+        &self,
+        request: Request<pb::CreateOrgTokenRequest>,
+    ) -> RpcResult<pb::CreateOrgTokenResponse> {
+        reply(
+            self.create_org_token(request.metadata(), &request.get_ref().name)
+                .await,
+        )
+    }
+
+    async fn revoke_org_token(
+        &self,
+        request: Request<pb::RevokeOrgTokenRequest>,
+    ) -> RpcResult<pb::RevokeOrgTokenResponse> {
+        reply(
+            self.revoke_org_token(request.metadata(), &request.get_ref().id)
+                .await,
+        )
+    }
+
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> RpcResult<pb::WhoAmIResponse> {
+        let metadata = request.metadata();
+        let principal = match &request.get_ref().workspace_id {
+            Some(id) => match validate::workspace_id(id) {
+                Ok(id) => self.state.auth.workspace(metadata, &id).await,
+                Err(err) => Err(err),
+            },
+            None => self.state.auth.admin(metadata).await,
+        };
+        reply(principal.map(|principal| pb::WhoAmIResponse {
+            principal: principal.kind().to_owned(),
+        }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> RpcResult<pb::ListEventsResponse> {
+        reply(self.events(request.metadata(), request.get_ref()).await)
+    }
+
+    type WatchEventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> RpcResult<Self::WatchEventsStream> {
+        reply(self.watch(request.metadata()).await)
+    }
+}
+
+/// A workspace row with its canvas position, as both reads show it.
+struct WorkspaceView {
+    row: workspace::Model,
+    layout: Option<canvas_layout::Model>,
+}
+
+impl From<WorkspaceView> for pb::Workspace {
+    fn from(WorkspaceView { row, layout }: WorkspaceView) -> Self {
+        let (x, y, collapsed) = layout.map_or((0.0, 0.0, false), |l| (l.x, l.y, l.collapsed));
+        Self {
+            id: row.id,
+            name: row.name,
+            role: row.role.filter(|role| !role.is_empty()),
+            tier: row.tier,
+            status: row.status,
+            url: row.url.unwrap_or_default(),
+            parent_id: row.parent_id,
+            agent_card_json: row.agent_card,
+            active_tasks: row.active_tasks,
+            max_concurrent_tasks: row.max_concurrent_tasks,
+            last_error_rate: row.last_error_rate,
+            last_sample_error: row.last_sample_error.unwrap_or_default(),
+            uptime_seconds: row.uptime_seconds,
+            current_task: row.current_task.unwrap_or_default(),
+            runtime: row.runtime,
+            workspace_dir: row.workspace_dir.filter(|dir| !dir.is_empty()),
+            monthly_spend: row.monthly_spend,
+            budget_limit: row.budget_limit,
+            x,
+            y,
+            collapsed,
+            last_outbound_at: row.last_outbound_at.map(timestamp),
+        }
+    }
+}
+
+impl From<Arc<Envelope>> for pb::Event {
+    fn from(envelope: Arc<Envelope>) -> Self {
+        Self {
+            id: envelope.id.clone(),
+            event: envelope.event.clone(),
+            workspace_id: envelope.workspace_id.clone(),
+            timestamp: Some(timestamp(envelope.timestamp)),
+            payload_json: envelope.payload.to_string(),
+        }
+    }
+}
+
+fn is_external(runtime: &str) -> bool {
+    runtime == "external"
+}
+
+impl WorkspacesService {
+    async fn find(
+        &self,
+        db: &impl ConnectionTrait,
+        id: &str,
+    ) -> ApiResult<Option<workspace::Model>> {
+        workspace::Entity::find_by_id(id.to_owned())
+            .one(db)
+            .await
+            .map_err(ApiError::datastore("query failed"))
+    }
+
+    /// The row, or 404 when it is missing or removed.
+    async fn find_live(&self, db: &impl ConnectionTrait, id: &str) -> ApiResult<workspace::Model> {
+        self.find(db, id)
+            .await?
+            .filter(|row| row.status != "removed")
+            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))
+    }
+
+    /// Every descendant of `root` (not `root` itself), breadth first and cycle-safe.
+    async fn descendants(
+        &self,
+        db: &impl ConnectionTrait,
+        root: &str,
+    ) -> ApiResult<Vec<workspace::Model>> {
+        let mut found: Vec<workspace::Model> = Vec::new();
+        let mut seen = std::collections::HashSet::from([root.to_owned()]);
+        let mut frontier = vec![root.to_owned()];
+        while !frontier.is_empty() {
+            let children = workspace::Entity::find()
+                .filter(workspace::Column::ParentId.is_in(frontier.clone()))
+                .order_by_asc(workspace::Column::CreatedAt)
+                .all(db)
+                .await
+                .map_err(ApiError::datastore("failed to check children"))?;
+            frontier.clear();
+            for child in children {
+                if seen.insert(child.id.clone()) {
+                    frontier.push(child.id.clone());
+                    found.push(child);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The nearest paused ancestor, if any (walks at most 32 links).
+    async fn paused_ancestor(&self, row: &workspace::Model) -> ApiResult<Option<workspace::Model>> {
+        let mut parent_id = row.parent_id.clone();
+        for _ in 0..32 {
+            let Some(id) = parent_id else { return Ok(None) };
+            let Some(parent) = self.find(&self.state.db, &id).await? else {
+                return Ok(None);
+            };
+            if parent.status == "paused" {
+                return Ok(Some(parent));
+            }
+            parent_id = parent.parent_id;
+        }
+        Ok(None)
+    }
+
+    /// A parent must exist, not be removed, and not be `child` or one of its descendants.
+    async fn check_parent(&self, parent_id: &str, child: Option<&str>) -> ApiResult<String> {
+        let invalid = || ApiError::bad_request("invalid parent_id");
+        let parent_id = validate::parse_uuid(parent_id).ok_or_else(invalid)?;
+        if child == Some(parent_id.as_str()) {
+            return Err(invalid());
+        }
+        let parent = self
+            .find(&self.state.db, &parent_id)
+            .await?
+            .ok_or_else(invalid)?;
+        if parent.status == "removed" {
+            return Err(invalid());
+        }
+        if let Some(child) = child {
+            let mut ancestor = parent.parent_id;
+            for _ in 0..32 {
+                let Some(id) = ancestor else { break };
+                if id == child {
+                    return Err(invalid());
+                }
+                ancestor = self
+                    .find(&self.state.db, &id)
+                    .await?
+                    .and_then(|row| row.parent_id);
+            }
+        }
+        Ok(parent_id)
+    }
+
+    async fn create(
+        &self,
+        metadata: &MetadataMap,
+        request: pb::CreateWorkspaceRequest,
+    ) -> ApiResult<pb::CreateWorkspaceResponse> {
+        self.state.auth.admin(metadata).await?;
+        if request.name.is_empty() {
+            return Err(ApiError::bad_request("invalid workspace payload"));
+        }
+        let fields = [
+            ("name", &request.name),
+            ("role", &request.role),
+            ("model", &request.model),
+            ("runtime", &request.runtime),
+        ];
+        if fields
+            .iter()
+            .any(|(field, value)| validate::text_field(field, value).is_err())
+        {
+            return Err(ApiError::bad_request("invalid workspace fields"));
+        }
+        if !request.template.is_empty() && !validate::template(&request.template) {
+            return Err(ApiError::bad_request("invalid template"));
+        }
+        if !request.workspace_dir.is_empty() && !validate::workspace_dir(&request.workspace_dir) {
+            return Err(ApiError::bad_request("invalid workspace directory"));
+        }
+        let access = if request.workspace_access.is_empty() {
+            "none"
+        } else {
+            request.workspace_access.as_str()
+        };
+        if !validate::WORKSPACE_ACCESS_VALUES.contains(&access)
+            || (access != "none" && request.workspace_dir.is_empty())
+        {
+            return Err(ApiError::bad_request("invalid workspace access"));
+        }
+        if !(0..=4).contains(&request.tier) {
+            return Err(ApiError::bad_request("invalid tier"));
+        }
+        let parent_id = match request.parent_id.as_deref() {
+            Some(parent) if !parent.is_empty() => Some(self.check_parent(parent, None).await?),
+            _ => None,
+        };
+        let runtime = if request.external || is_external(&request.runtime) {
+            "external".to_owned()
+        } else if request.runtime.is_empty() {
+            "langgraph".to_owned()
+        } else {
+            request.runtime.clone()
+        };
+        let external = is_external(&runtime);
+        let url = (external && !request.url.is_empty()).then(|| request.url.clone());
+        if let Some(url) = &url
+            && !validate::external_url(url)
+        {
+            return Err(ApiError::bad_request("invalid url"));
+        }
+
+        let id = uuid::Uuid::new_v4().to_string();
+        let tier = if request.tier == 0 { 3 } else { request.tier };
+        let status = match (external, &url) {
+            (true, Some(_)) => "online",
+            (true, None) => "awaiting_agent",
+            (false, _) => "provisioning",
+        };
+        let now = store::now();
+        let awareness_namespace = format!("workspace:{id}");
+        let (x, y) = request
+            .canvas
+            .map_or((0.0, 0.0), |canvas| (canvas.x, canvas.y));
+
+        let txn = self
+            .state
+            .db
+            .begin()
+            .await
+            .map_err(ApiError::datastore("failed to create workspace"))?;
+        workspace::Entity::insert(workspace::ActiveModel {
+            id: Set(id.clone()),
+            name: Set(request.name.clone()),
+            role: Set(Some(request.role.clone()).filter(|role| !role.is_empty())),
+            tier: Set(tier),
+            status: Set(status.to_owned()),
+            runtime: Set(runtime.clone()),
+            agent_card: Set(None),
+            url: Set(url.clone()),
+            parent_id: Set(parent_id),
+            forwarded_to: Set(None),
+            source_bundle_id: Set(None),
+            awareness_namespace: Set(Some(awareness_namespace.clone())),
+            workspace_dir: Set(Some(request.workspace_dir.clone()).filter(|dir| !dir.is_empty())),
+            workspace_access: Set(access.to_owned()),
+            last_heartbeat_at: Set(None),
+            last_outbound_at: Set(None),
+            last_error_rate: Set(0.0),
+            last_sample_error: Set(None),
+            current_task: Set(None),
+            active_tasks: Set(0),
+            uptime_seconds: Set(0),
+            max_concurrent_tasks: Set(request.max_concurrent_tasks.max(1)),
+            budget_limit: Set(request.budget_limit),
+            monthly_spend: Set(0),
+            hibernation_idle_minutes: Set(None),
+            instance_id: Set(None),
+            runtime_metadata: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec(&txn)
+        .await
+        .map_err(ApiError::datastore("failed to create workspace"))?;
+        canvas_layout::Entity::insert(canvas_layout::ActiveModel {
+            workspace_id: Set(id.clone()),
+            x: Set(x),
+            y: Set(y),
+            collapsed: Set(false),
+        })
+        .exec(&txn)
+        .await
+        .map_err(ApiError::datastore("failed to create workspace"))?;
+
+        let events = &self.state.events;
+        let mut recorded = vec![
+            events
+                .insert(
+                    &txn,
+                    "WORKSPACE_PROVISIONING",
+                    Some(&id),
+                    json!({"name": request.name, "tier": tier, "runtime": runtime}),
+                )
+                .await
+                .map_err(ApiError::datastore("failed to create workspace"))?,
+        ];
+        if external {
+            let event = if url.is_some() {
+                "WORKSPACE_ONLINE"
+            } else {
+                "WORKSPACE_AWAITING_AGENT"
+            };
+            recorded.push(
+                events
+                    .insert(
+                        &txn,
+                        event,
+                        Some(&id),
+                        json!({"name": request.name, "external": true}),
+                    )
+                    .await
+                    .map_err(ApiError::datastore("failed to create workspace"))?,
+            );
+        }
+        txn.commit()
+            .await
+            .map_err(ApiError::datastore("failed to create workspace"))?;
+        events.publish_all(recorded);
+        self.state.hierarchy.invalidate().await;
+
+        let connection = (external && url.is_none()).then(|| {
+            let platform_url = self
+                .state
+                .settings
+                .external_platform_url
+                .clone()
+                .unwrap_or(request.platform_url.clone());
+            connection_block(&id, &request.name, platform_url.trim_end_matches('/'))
+        });
+        Ok(pb::CreateWorkspaceResponse {
+            id,
+            status: status.to_owned(),
+            external,
+            awareness_namespace,
+            workspace_access: access.to_owned(),
+            connection,
+        })
+    }
+
+    async fn list(&self, metadata: &MetadataMap) -> ApiResult<pb::ListWorkspacesResponse> {
+        self.state.auth.admin(metadata).await?;
+        let rows = workspace::Entity::find()
+            .filter(workspace::Column::Status.ne("removed"))
+            .order_by_asc(workspace::Column::CreatedAt)
+            .order_by_asc(workspace::Column::Id)
+            .all(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("query failed"))?;
+        let mut layouts: HashMap<String, canvas_layout::Model> = canvas_layout::Entity::find()
+            .all(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("query failed"))?
+            .into_iter()
+            .map(|layout| (layout.workspace_id.clone(), layout))
+            .collect();
+        let workspaces = rows
+            .into_iter()
+            .map(|row| {
+                let layout = layouts.remove(&row.id);
+                WorkspaceView { row, layout }.into()
+            })
+            .collect();
+        Ok(pb::ListWorkspacesResponse { workspaces })
+    }
+
+    async fn get(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<pb::Workspace> {
+        let id = validate::workspace_id(raw_id)?;
+        self.state.auth.workspace(metadata, &id).await?;
+        let row = self
+            .find(&self.state.db, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+        let layout = canvas_layout::Entity::find_by_id(id)
+            .one(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("query failed"))?;
+        Ok(WorkspaceView { row, layout }.into())
+    }
+
+    async fn update(
+        &self,
+        metadata: &MetadataMap,
+        request: pb::UpdateWorkspaceRequest,
+    ) -> ApiResult<pb::UpdateWorkspaceResponse> {
+        let id = validate::workspace_id(&request.id)?;
+        let principal = self.state.auth.workspace(metadata, &id).await?;
+        if !principal.is_admin_level() {
+            let sensitive = [
+                ("tier", request.tier.is_some()),
+                ("parent_id", request.parent_id.is_some()),
+                ("runtime", request.runtime.is_some()),
+                ("workspace_dir", request.workspace_dir.is_some()),
+            ];
+            if let Some((field, _)) = sensitive.iter().find(|(_, present)| *present) {
+                return Err(ApiError::forbidden(format!(
+                    "admin credential required to change {field}"
+                )));
+            }
+        }
+        if let Some(name) = &request.name {
+            if name.is_empty() {
+                return Err(ApiError::bad_request("invalid name"));
+            }
+            validate::patch_text_field("name", name)?;
+        }
+        if let Some(role) = request.role.as_ref().and_then(|role| role.value.as_ref()) {
+            validate::patch_text_field("role", role)?;
+        }
+        if let Some(runtime) = &request.runtime {
+            if runtime.is_empty() {
+                return Err(ApiError::bad_request("invalid runtime"));
+            }
+            validate::patch_text_field("runtime", runtime)?;
+        }
+        if let Some(tier) = request.tier
+            && !(1..=4).contains(&tier)
+        {
+            return Err(ApiError::bad_request("invalid tier"));
+        }
+        if let Some(dir) = request
+            .workspace_dir
+            .as_ref()
+            .and_then(|dir| dir.value.as_ref())
+            && !validate::workspace_dir(dir)
+        {
+            return Err(ApiError::bad_request("invalid workspace directory"));
+        }
+        for (field, value) in [("x", request.x), ("y", request.y)] {
+            if value.is_some_and(|v| !v.is_finite()) {
+                return Err(ApiError::bad_request(format!("invalid {field}")));
+            }
+        }
+        self.find_live(&self.state.db, &id).await?;
+        let parent_id = match request
+            .parent_id
+            .as_ref()
+            .map(|parent| parent.value.as_deref())
+        {
+            Some(Some(parent)) => Some(Some(self.check_parent(parent, Some(&id)).await?)),
+            Some(None) => Some(None),
+            None => None,
+        };
+
+        let mut update = workspace::Entity::update_many()
+            .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
+            .filter(workspace::Column::Id.eq(id.clone()))
+            .filter(workspace::Column::Status.ne("removed"));
+        if let Some(name) = request.name {
+            update = update.col_expr(workspace::Column::Name, Expr::value(name));
+        }
+        if let Some(role) = request.role {
+            update = update.col_expr(
+                workspace::Column::Role,
+                Expr::value(role.value.filter(|role| !role.is_empty())),
+            );
+        }
+        if let Some(tier) = request.tier {
+            update = update.col_expr(workspace::Column::Tier, Expr::value(tier));
+        }
+        if let Some(parent_id) = &parent_id {
+            update = update.col_expr(workspace::Column::ParentId, Expr::value(parent_id.clone()));
+        }
+        if let Some(runtime) = request.runtime {
+            update = update.col_expr(workspace::Column::Runtime, Expr::value(runtime));
+        }
+        let needs_restart = request.workspace_dir.is_some();
+        if let Some(dir) = request.workspace_dir {
+            update = update.col_expr(
+                workspace::Column::WorkspaceDir,
+                Expr::value(dir.value.filter(|dir| !dir.is_empty())),
+            );
+        }
+
+        let txn = self
+            .state
+            .db
+            .begin()
+            .await
+            .map_err(ApiError::datastore("failed to update workspace"))?;
+        let changed = update
+            .exec(&txn)
+            .await
+            .map_err(ApiError::datastore("failed to update workspace"))?;
+        if changed.rows_affected == 0 {
+            return Err(ApiError::not_found(WORKSPACE_NOT_FOUND));
+        }
+        let position = request.x.zip(request.y);
+        if position.is_some() || request.collapsed.is_some() {
+            let existing = canvas_layout::Entity::find_by_id(id.clone())
+                .one(&txn)
+                .await
+                .map_err(ApiError::datastore("failed to update workspace"))?;
+            let (x, y) =
+                position.unwrap_or_else(|| existing.as_ref().map_or((0.0, 0.0), |l| (l.x, l.y)));
+            let collapsed = request
+                .collapsed
+                .unwrap_or_else(|| existing.as_ref().is_some_and(|l| l.collapsed));
+            let layout = canvas_layout::ActiveModel {
+                workspace_id: Set(id.clone()),
+                x: Set(x),
+                y: Set(y),
+                collapsed: Set(collapsed),
+            };
+            let saved = if existing.is_some() {
+                canvas_layout::Entity::update(layout)
+                    .exec(&txn)
+                    .await
+                    .map(drop)
+            } else {
+                canvas_layout::Entity::insert(layout)
+                    .exec(&txn)
+                    .await
+                    .map(drop)
+            };
+            saved.map_err(ApiError::datastore("failed to update workspace"))?;
+        }
+        txn.commit()
+            .await
+            .map_err(ApiError::datastore("failed to update workspace"))?;
+        if parent_id.is_some() {
+            self.state.hierarchy.invalidate().await;
+        }
+        Ok(pb::UpdateWorkspaceResponse { needs_restart })
+    }
+
+    async fn delete(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::DeleteWorkspaceRequest,
+    ) -> ApiResult<pb::DeleteWorkspaceResponse> {
+        let id = validate::workspace_id(&request.id)?;
+        self.state.auth.admin(metadata).await?;
+        let db = &self.state.db;
+        let root = self
+            .find(db, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+        let descendants = self.descendants(db, &id).await?;
+        if root.status == "removed" && !request.purge {
+            return Ok(pb::DeleteWorkspaceResponse {
+                status: "removed".to_owned(),
+                cascade_deleted: 0,
+            });
+        }
+        let live_children: Vec<_> = descendants
+            .iter()
+            .filter(|row| row.parent_id.as_deref() == Some(id.as_str()) && row.status != "removed")
+            .collect();
+        if !live_children.is_empty() && !request.confirm {
+            let children: Vec<_> = live_children
+                .iter()
+                .map(|child| json!({"id": child.id, "name": child.name}))
+                .collect();
+            let message =
+                "This workspace has sub-workspaces. Delete with ?confirm=true to cascade delete.";
+            return Err(ApiError::conflict(message).with_body(json!({
+                "status": "confirmation_required",
+                "message": message,
+                "children": children,
+                "children_count": children.len(),
+            })));
+        }
+        let live_descendants: Vec<_> = descendants
+            .iter()
+            .filter(|row| row.status != "removed")
+            .collect();
+        let cascade_deleted = live_descendants.len() as i32;
+        let targets: Vec<String> = std::iter::once(id.clone())
+            .chain(live_descendants.iter().map(|row| row.id.clone()))
+            .collect();
+
+        let txn = db
+            .begin()
+            .await
+            .map_err(ApiError::datastore("failed to delete workspace"))?;
+        let now = store::now();
+        let mut recorded = Vec::new();
+        for target in &targets {
+            // Status first, so a late heartbeat or register cannot resurrect the row.
+            let changed = workspace::Entity::update_many()
+                .col_expr(workspace::Column::Status, Expr::value("removed"))
+                .col_expr(workspace::Column::Url, Expr::value(""))
+                .col_expr(workspace::Column::UpdatedAt, Expr::value(now))
+                .filter(workspace::Column::Id.eq(target.clone()))
+                .filter(workspace::Column::Status.ne("removed"))
+                .exec(&txn)
+                .await
+                .map_err(ApiError::datastore("failed to delete workspace"))?;
+            if changed.rows_affected == 1 {
+                let payload = if *target == id {
+                    json!({"cascade_deleted": cascade_deleted})
+                } else {
+                    json!({})
+                };
+                recorded.push(
+                    self.state
+                        .events
+                        .insert(&txn, "WORKSPACE_REMOVED", Some(target), payload)
+                        .await
+                        .map_err(ApiError::datastore("failed to delete workspace"))?,
+                );
+            }
+        }
+        canvas_layout::Entity::delete_many()
+            .filter(canvas_layout::Column::WorkspaceId.is_in(targets.clone()))
+            .exec(&txn)
+            .await
+            .map_err(ApiError::datastore("failed to delete workspace"))?;
+        workspace_token::Entity::update_many()
+            .col_expr(workspace_token::Column::RevokedAt, Expr::value(now))
+            .filter(workspace_token::Column::WorkspaceId.is_in(targets.clone()))
+            .filter(workspace_token::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await
+            .map_err(ApiError::datastore("failed to delete workspace"))?;
+        txn.commit()
+            .await
+            .map_err(ApiError::datastore("failed to delete workspace"))?;
+        self.state.events.publish_all(recorded);
+
+        if request.purge {
+            let every: Vec<String> = std::iter::once(id.clone())
+                .chain(descendants.iter().map(|row| row.id.clone()))
+                .collect();
+            workspace::Entity::delete_many()
+                .filter(workspace::Column::Id.is_in(every))
+                .exec(db)
+                .await
+                .map_err(ApiError::datastore("purge failed"))?;
+            self.state.hierarchy.invalidate().await;
+            return Ok(pb::DeleteWorkspaceResponse {
+                status: "purged".to_owned(),
+                cascade_deleted: descendants.len() as i32,
+            });
+        }
+        Ok(pb::DeleteWorkspaceResponse {
+            status: "removed".to_owned(),
+            cascade_deleted,
+        })
+    }
+
+    async fn state_of(
+        &self,
+        metadata: &MetadataMap,
+        raw_id: &str,
+    ) -> ApiResult<pb::WorkspaceState> {
+        let id = validate::workspace_id(raw_id)?;
+        // Deliberately before auth: a deleted agent's token is revoked, and it must still learn
+        // that it was deleted (the SDK exits only on 404).
+        let row = self.find(&self.state.db, &id).await?;
+        let Some(row) = row else {
+            return Err(ApiError::not_found(WORKSPACE_NOT_FOUND)
+                .with_body(json!({"workspace_id": id, "deleted": true})));
+        };
+        if row.status == "removed" {
+            return Err(ApiError::not_found(WORKSPACE_NOT_FOUND)
+                .with_body(json!({"workspace_id": id, "status": "removed", "deleted": true})));
+        }
+        self.state.auth.workspace(metadata, &id).await?;
+        Ok(pb::WorkspaceState {
+            workspace_id: id,
+            paused: row.status == "paused",
+            status: row.status,
+            deleted: false,
+        })
+    }
+
+    async fn pause(
+        &self,
+        metadata: &MetadataMap,
+        raw_id: &str,
+    ) -> ApiResult<pb::PauseWorkspaceResponse> {
+        let id = validate::workspace_id(raw_id)?;
+        self.state.auth.workspace(metadata, &id).await?;
+        let db = &self.state.db;
+        let target = self
+            .find(db, &id)
+            .await?
+            .filter(|row| !matches!(row.status.as_str(), "removed" | "paused"))
+            .ok_or_else(|| ApiError::not_found("workspace not found or already paused"))?;
+        let mut rows = vec![target];
+        rows.extend(self.descendants(db, &id).await?);
+
+        let txn = db
+            .begin()
+            .await
+            .map_err(ApiError::datastore("failed to pause workspace"))?;
+        let mut recorded = Vec::new();
+        for row in rows {
+            let changed = workspace::Entity::update_many()
+                .col_expr(workspace::Column::Status, Expr::value("paused"))
+                .col_expr(workspace::Column::Url, Expr::value(""))
+                .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
+                .filter(workspace::Column::Id.eq(row.id.clone()))
+                .filter(workspace::Column::Status.is_not_in(["removed", "paused"]))
+                .exec(&txn)
+                .await
+                .map_err(ApiError::datastore("failed to pause workspace"))?;
+            if changed.rows_affected == 1 {
+                recorded.push(
+                    self.state
+                        .events
+                        .insert(
+                            &txn,
+                            "WORKSPACE_PAUSED",
+                            Some(&row.id),
+                            json!({"name": row.name}),
+                        )
+                        .await
+                        .map_err(ApiError::datastore("failed to pause workspace"))?,
+                );
+            }
+        }
+        txn.commit()
+            .await
+            .map_err(ApiError::datastore("failed to pause workspace"))?;
+        let paused_count = recorded.len() as i32;
+        self.state.events.publish_all(recorded);
+        Ok(pb::PauseWorkspaceResponse { paused_count })
+    }
+
+    async fn resume(
+        &self,
+        metadata: &MetadataMap,
+        raw_id: &str,
+    ) -> ApiResult<pb::ResumeWorkspaceResponse> {
+        let id = validate::workspace_id(raw_id)?;
+        self.state.auth.workspace(metadata, &id).await?;
+        let db = &self.state.db;
+        let target = self
+            .find(db, &id)
+            .await?
+            .filter(|row| row.status == "paused")
+            .ok_or_else(|| ApiError::not_found("workspace not found or not paused"))?;
+        if let Some(parent) = self.paused_ancestor(&target).await? {
+            return Err(paused_parent(&parent.name));
+        }
+        let target_status = resumed_status(&target.runtime);
+        let mut rows = vec![target];
+        rows.extend(self.descendants(db, &id).await?);
+
+        let txn = db
+            .begin()
+            .await
+            .map_err(ApiError::datastore("failed to resume workspace"))?;
+        let mut recorded = Vec::new();
+        for row in rows {
+            let changed = workspace::Entity::update_many()
+                .col_expr(
+                    workspace::Column::Status,
+                    Expr::value(resumed_status(&row.runtime)),
+                )
+                .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
+                .filter(workspace::Column::Id.eq(row.id.clone()))
+                .filter(workspace::Column::Status.eq("paused"))
+                .exec(&txn)
+                .await
+                .map_err(ApiError::datastore("failed to resume workspace"))?;
+            if changed.rows_affected == 1 {
+                let payload = json!({"name": row.name, "tier": row.tier, "runtime": row.runtime});
+                recorded.push(
+                    self.state
+                        .events
+                        .insert(&txn, "WORKSPACE_PROVISIONING", Some(&row.id), payload)
+                        .await
+                        .map_err(ApiError::datastore("failed to resume workspace"))?,
+                );
+            }
+        }
+        txn.commit()
+            .await
+            .map_err(ApiError::datastore("failed to resume workspace"))?;
+        let resumed_count = recorded.len() as i32;
+        self.state.events.publish_all(recorded);
+        Ok(pb::ResumeWorkspaceResponse {
+            status: target_status.to_owned(),
+            resumed_count,
+        })
+    }
+
+    async fn restart(
+        &self,
+        metadata: &MetadataMap,
+        raw_id: &str,
+    ) -> ApiResult<pb::RestartWorkspaceResponse> {
+        let id = validate::workspace_id(raw_id)?;
+        self.state.auth.workspace(metadata, &id).await?;
+        let db = &self.state.db;
+        let row = self.find_live(db, &id).await?;
+        if let Some(parent) = self.paused_ancestor(&row).await? {
+            return Err(paused_parent(&parent.name));
+        }
+        if is_external(&row.runtime) {
+            return Err(ApiError::conflict(
+                "external workspaces are restarted by their operator, not the platform",
+            ));
+        }
+        let txn = db
+            .begin()
+            .await
+            .map_err(ApiError::datastore("failed to restart workspace"))?;
+        let changed = workspace::Entity::update_many()
+            .col_expr(workspace::Column::Status, Expr::value("provisioning"))
+            .col_expr(workspace::Column::Url, Expr::value(""))
+            .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
+            .filter(workspace::Column::Id.eq(id.clone()))
+            .filter(workspace::Column::Status.ne("removed"))
+            .exec(&txn)
+            .await
+            .map_err(ApiError::datastore("failed to restart workspace"))?;
+        if changed.rows_affected == 0 {
+            return Err(ApiError::not_found(WORKSPACE_NOT_FOUND));
+        }
+        let payload = json!({"name": row.name, "tier": row.tier, "runtime": row.runtime});
+        let event = self
+            .state
+            .events
+            .insert(&txn, "WORKSPACE_PROVISIONING", Some(&id), payload)
+            .await
+            .map_err(ApiError::datastore("failed to restart workspace"))?;
+        txn.commit()
+            .await
+            .map_err(ApiError::datastore("failed to restart workspace"))?;
+        self.state.events.publish_all([event]);
+        Ok(pb::RestartWorkspaceResponse {
+            status: "provisioning".to_owned(),
+        })
+    }
+
+    async fn tokens(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::ListTokensRequest,
+    ) -> ApiResult<pb::ListTokensResponse> {
+        let id = validate::workspace_id(&request.workspace_id)?;
+        self.state.auth.workspace(metadata, &id).await?;
+        let limit = if (1..=200).contains(&request.limit) {
+            request.limit
+        } else {
+            50
+        };
+        let rows = workspace_token::Entity::find()
+            .filter(workspace_token::Column::WorkspaceId.eq(id))
+            .filter(workspace_token::Column::RevokedAt.is_null())
+            .order_by(workspace_token::Column::CreatedAt, Order::Desc)
+            .order_by(workspace_token::Column::Id, Order::Desc)
+            .limit(limit as u64)
+            .offset(request.offset.max(0) as u64)
+            .all(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("failed to list tokens"))?;
+        let tokens = rows
+            .into_iter()
+            .map(|row| pb::TokenInfo {
+                id: row.id,
+                prefix: row.prefix,
+                created_at: Some(timestamp(row.created_at)),
+                last_used_at: row.last_used_at.map(timestamp),
+            })
+            .collect();
+        Ok(pb::ListTokensResponse { tokens })
+    }
+
+    async fn create_token(
+        &self,
+        metadata: &MetadataMap,
+        raw_id: &str,
+    ) -> ApiResult<pb::CreateTokenResponse> {
+        let id = validate::workspace_id(raw_id)?;
+        self.state.auth.workspace(metadata, &id).await?;
+        self.find_live(&self.state.db, &id).await?;
+        let live = workspace_token::Entity::find()
+            .filter(workspace_token::Column::WorkspaceId.eq(id.clone()))
+            .filter(workspace_token::Column::RevokedAt.is_null())
+            .count(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("failed to create token"))?;
+        if live >= MAX_LIVE_TOKENS {
+            return Err(ApiError::new(
+                ErrorCode::TooManyRequests,
+                "maximum 50 active tokens per workspace",
+            ));
+        }
+        let auth_token = auth::issue_workspace_token(&self.state.db, &id)
+            .await
+            .map_err(ApiError::datastore("failed to create token"))?;
+        Ok(pb::CreateTokenResponse {
+            auth_token,
+            workspace_id: id,
+        })
+    }
+
+    async fn revoke_token(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::RevokeTokenRequest,
+    ) -> ApiResult<pb::RevokeTokenResponse> {
+        let id = validate::workspace_id(&request.workspace_id)?;
+        self.state.auth.workspace(metadata, &id).await?;
+        let not_found = || ApiError::not_found("token not found or already revoked");
+        let token_id = validate::parse_uuid(&request.token_id).ok_or_else(not_found)?;
+        let revoked = workspace_token::Entity::update_many()
+            .col_expr(
+                workspace_token::Column::RevokedAt,
+                Expr::value(store::now()),
+            )
+            .filter(workspace_token::Column::Id.eq(token_id))
+            .filter(workspace_token::Column::WorkspaceId.eq(id))
+            .filter(workspace_token::Column::RevokedAt.is_null())
+            .exec(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("failed to revoke token"))?;
+        if revoked.rows_affected == 0 {
+            return Err(not_found());
+        }
+        Ok(pb::RevokeTokenResponse {})
+    }
+
+    async fn mint_test_token(
+        &self,
+        metadata: &MetadataMap,
+        raw_id: &str,
+    ) -> ApiResult<pb::CreateTokenResponse> {
+        let hidden = || ApiError::not_found("not found");
+        let auth = &self.state.auth;
+        if !self.state.settings.test_tokens_enabled {
+            return Err(hidden());
+        }
+        if auth.has_admin_token() {
+            if !auth::bearer(metadata).is_some_and(|bearer| auth.is_admin_token(bearer)) {
+                return Err(ApiError::unauthenticated(auth::ADMIN_AUTH_REQUIRED));
+            }
+        } else if !auth.dev_mode() {
+            return Err(hidden());
+        }
+        let id = validate::workspace_id(raw_id)?;
+        let db = &self.state.db;
+        self.find(db, &id)
+            .await
+            .map_err(|_| ApiError::internal("lookup failed"))?
+            .filter(|row| row.status != "removed")
+            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+        let auth_token = auth::issue_workspace_token(db, &id)
+            .await
+            .map_err(ApiError::datastore("token issue failed"))?;
+        Ok(pb::CreateTokenResponse {
+            auth_token,
+            workspace_id: id,
+        })
+    }
+
+    async fn org_tokens(&self, metadata: &MetadataMap) -> ApiResult<pb::ListOrgTokensResponse> {
+        self.state.auth.admin(metadata).await?;
+        let rows = org_token::Entity::find()
+            .filter(org_token::Column::RevokedAt.is_null())
+            .order_by(org_token::Column::CreatedAt, Order::Desc)
+            .order_by(org_token::Column::Id, Order::Desc)
+            .limit(ORG_TOKENS_PAGE)
+            .all(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("failed to list tokens"))?;
+        let tokens = rows
+            .into_iter()
+            .map(|row| pb::OrgTokenInfo {
+                id: row.id,
+                prefix: row.prefix,
+                name: row.name.filter(|name| !name.is_empty()),
+                org_id: row.org_id,
+                created_by: row.created_by.filter(|by| !by.is_empty()),
+                created_at: Some(timestamp(row.created_at)),
+                last_used_at: row.last_used_at.map(timestamp),
+            })
+            .collect();
+        Ok(pb::ListOrgTokensResponse { tokens })
+    }
+
+    async fn create_org_token(
+        &self,
+        metadata: &MetadataMap,
+        name: &str,
+    ) -> ApiResult<pb::CreateOrgTokenResponse> {
+        let principal = self.state.auth.admin(metadata).await?;
+        if name.chars().count() > 100 {
+            return Err(ApiError::bad_request("name too long (max 100 chars)"));
+        }
+        let (created_by, org_id) = match &principal {
+            Principal::Org(key) => (format!("org-token:{}", key.prefix), key.org_id.clone()),
+            _ => ("admin-token".to_owned(), None),
+        };
+        let token = MintedToken::generate();
+        let id = uuid::Uuid::new_v4().to_string();
+        org_token::Entity::insert(org_token::ActiveModel {
+            id: Set(id.clone()),
+            token_hash: Set(token.hash),
+            prefix: Set(token.prefix.clone()),
+            name: Set(Some(name.to_owned()).filter(|name| !name.is_empty())),
+            created_by: Set(Some(created_by)),
+            org_id: Set(org_id),
+            created_at: Set(store::now()),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+        })
+        .exec(&self.state.db)
+        .await
+        .map_err(ApiError::datastore("failed to mint token"))?;
+        Ok(pb::CreateOrgTokenResponse {
+            id,
+            prefix: token.prefix,
+            name: name.to_owned(),
+            auth_token: token.plaintext,
+        })
+    }
+
+    async fn revoke_org_token(
+        &self,
+        metadata: &MetadataMap,
+        raw_id: &str,
+    ) -> ApiResult<pb::RevokeOrgTokenResponse> {
+        self.state.auth.admin(metadata).await?;
+        let not_found = || ApiError::not_found("token not found or already revoked");
+        let id = validate::parse_uuid(raw_id).ok_or_else(not_found)?;
+        let revoked = org_token::Entity::update_many()
+            .col_expr(org_token::Column::RevokedAt, Expr::value(store::now()))
+            .filter(org_token::Column::Id.eq(id))
+            .filter(org_token::Column::RevokedAt.is_null())
+            .exec(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("failed to revoke token"))?;
+        if revoked.rows_affected == 0 {
+            return Err(not_found());
+        }
+        Ok(pb::RevokeOrgTokenResponse {})
+    }
+
+    async fn events(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::ListEventsRequest,
+    ) -> ApiResult<pb::ListEventsResponse> {
+        self.state.auth.admin(metadata).await?;
+        let mut query = structure_event::Entity::find();
+        if let Some(workspace_id) = &request.workspace_id {
+            let id = validate::workspace_id(workspace_id)?;
+            query = query.filter(structure_event::Column::WorkspaceId.eq(id));
+        }
+        let rows = query
+            .order_by(structure_event::Column::CreatedAt, Order::Desc)
+            .order_by(structure_event::Column::Id, Order::Desc)
+            .limit(EVENTS_PAGE)
+            .all(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("query failed"))?;
+        let events = rows
+            .into_iter()
+            .map(|row| pb::Event {
+                id: row.id,
+                event: row.event_type,
+                workspace_id: row.workspace_id,
+                timestamp: Some(timestamp(row.created_at)),
+                payload_json: row.payload,
+            })
+            .collect();
+        Ok(pb::ListEventsResponse { events })
+    }
+
+    async fn watch(
+        &self,
+        metadata: &MetadataMap,
+    ) -> ApiResult<<Self as pb::workspaces_server::Workspaces>::WatchEventsStream> {
+        // An agent sees itself and the peers it may talk to; an operator sees everything.
+        let agent = match caller_workspace_header(metadata) {
+            Some(raw) => {
+                let id = validate::workspace_id(raw)?;
+                self.state.auth.workspace(metadata, &id).await?;
+                Some(id)
+            }
+            None => {
+                self.state.auth.admin(metadata).await?;
+                None
+            }
+        };
+        let receiver = self.state.events.subscribe();
+        let hierarchy = self.state.hierarchy.clone();
+        let shutdown = self.state.shutdown.clone();
+        let stream = futures::stream::unfold(
+            (receiver, hierarchy, agent, shutdown, false),
+            |(mut receiver, hierarchy, agent, shutdown, ended)| async move {
+                if ended {
+                    return None;
+                }
+                loop {
+                    let received = tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        received = receiver.recv() => received,
+                    };
+                    let envelope = match received {
+                        Ok(envelope) => envelope,
+                        Err(RecvError::Closed) => return None,
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "event watcher too slow; disconnecting");
+                            let status = Status::resource_exhausted(
+                                "event watcher fell behind; reconnect and rehydrate",
+                            );
+                            return Some((
+                                Err(status),
+                                (receiver, hierarchy, agent, shutdown, true),
+                            ));
+                        }
+                    };
+                    let visible = match (&agent, &envelope.workspace_id) {
+                        (None, _) => true,
+                        (Some(_), None) => false,
+                        (Some(caller), Some(subject)) => {
+                            hierarchy.can_communicate(caller, subject).await
+                        }
+                    };
+                    if visible {
+                        return Some((
+                            Ok(envelope.into()),
+                            (receiver, hierarchy, agent, shutdown, false),
+                        ));
+                    }
+                }
+            },
+        );
+        Ok(Box::pin(stream))
+    }
+}
+
+fn resumed_status(runtime: &str) -> &'static str {
+    if is_external(runtime) {
+        "awaiting_agent"
+    } else {
+        "provisioning"
+    }
+}
+
+fn paused_parent(name: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "parent workspace \"{name}\" is paused — resume it first"
+    ))
+}
+
+/// How an operator connects the agent of a new external workspace: the first register mints
+/// its token, so the snippets register without a bearer and keep the returned token.
+fn connection_block(id: &str, name: &str, platform_url: &str) -> pb::ExternalConnection {
+    let card = json!({"name": name, "skills": []}).to_string();
+    let curl_register_template = format!(
+        "curl -sS -X POST {platform_url}/registry/register \\\n  -H 'Content-Type: application/json' \\\n  -d '{{\"id\":\"{id}\",\"url\":\"'\"$AGENT_URL\"'\",\"agent_card\":{card}}}'"
+    );
+    let python_snippet = format!(
+        "from molecule_agent import RemoteAgentClient\n\n\
+         client = RemoteAgentClient(workspace_id=\"{id}\", platform_url=\"{platform_url}\")\n\
+         client.register()  # the first registration returns the workspace token; the SDK keeps it\n\
+         client.run_agent_loop()\n"
+    );
+    pb::ExternalConnection {
+        workspace_id: id.to_owned(),
+        platform_url: platform_url.to_owned(),
+        auth_token: String::new(),
+        registry_endpoint: format!("{platform_url}/registry/register"),
+        heartbeat_endpoint: format!("{platform_url}/registry/heartbeat"),
+        curl_register_template,
+        python_snippet,
+    }
+}
