@@ -199,7 +199,9 @@ impl Relay {
                             message = messages.next() => message,
                         };
                         let Some(message) = message else { break };
-                        let Ok(payload) = message.get_payload::<String>() else { continue };
+                        let Ok(payload) = message.get_payload::<String>() else {
+                            continue;
+                        };
                         self.deliver(&payload);
                     }
                     warn!("event relay subscription ended; reconnecting");
@@ -225,7 +227,10 @@ impl Relay {
     }
 }
 
-async fn subscribe(client: &redis::Client, channel: &str) -> Result<redis::aio::PubSub, redis::RedisError> {
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> Result<redis::aio::PubSub, redis::RedisError> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     info!(channel, "event relay subscribed");

@@ -19,11 +19,13 @@ const SNAPSHOT_TTL: Duration = Duration::from_secs(2);
 const MAX_DEPTH: usize = 32;
 
 type ParentMap = HashMap<String, Option<String>>;
+/// A loaded parent map and when it was loaded.
+type Snapshot = Option<(Instant, Arc<ParentMap>)>;
 
 #[derive(Clone)]
 pub struct Hierarchy {
     db: DatabaseConnection,
-    snapshot: Arc<RwLock<Option<(Instant, Arc<ParentMap>)>>>,
+    snapshot: Arc<RwLock<Snapshot>>,
 }
 
 impl Hierarchy {

@@ -62,7 +62,16 @@ impl Application {
                 let pool = deadpool_redis::Config::from_url(url.expose())
                     .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
                 info!(instance_id, "event fan-out over redis");
-                Arc::new(RedisBus::start(pool, client, &config.redis_namespace, instance_id, shutdown.clone()).await?)
+                Arc::new(
+                    RedisBus::start(
+                        pool,
+                        client,
+                        &config.redis_namespace,
+                        instance_id,
+                        shutdown.clone(),
+                    )
+                    .await?,
+                )
             }
             None => Arc::new(InProcessBus::new()),
         };
@@ -128,7 +137,10 @@ impl Application {
     }
 
     /// Serves until `signal` resolves; then long-lived streams end and in-flight requests finish.
-    pub async fn run_until_stopped(self, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         serve(self.listener, self.app, self.state.shutdown, signal).await
     }
 
@@ -197,7 +209,8 @@ pub struct GatewayServer {
 
 impl GatewayServer {
     pub async fn build(args: GatewayArgs) -> Result<Self, StartupError> {
-        let channel = tonic::transport::Endpoint::from_shared(args.upstream.clone())?.connect_lazy();
+        let channel =
+            tonic::transport::Endpoint::from_shared(args.upstream.clone())?.connect_lazy();
         let transport: Transport = BoxCloneSyncService::new(channel.map_err(TransportError::new));
         let dev = Environment::classify(&args.environment) == Environment::Development;
         let edge = Arc::new(EdgeConfig::new(
@@ -206,24 +219,37 @@ impl GatewayServer {
             &args.edge.cors_origins,
             args.edge.org_id.as_deref(),
         ));
-        let limiter = Arc::new(RateLimiter::new(args.edge.rate_limit, std::time::Duration::from_secs(60)));
+        let limiter = Arc::new(RateLimiter::new(
+            args.edge.rate_limit,
+            std::time::Duration::from_secs(60),
+        ));
         let shutdown = CancellationToken::new();
         let rest = gateway::router(Gateway::new(transport, edge.clone(), shutdown.clone()));
-        let app = gateway::edge::apply(rest, edge, limiter).layer(middleware::from_fn(track_metrics));
+        let app =
+            gateway::edge::apply(rest, edge, limiter).layer(middleware::from_fn(track_metrics));
         let listener = TcpListener::bind(args.listen).await?;
         info!(upstream = %args.upstream, "gateway ready");
-        Ok(Self { listener, app, shutdown })
+        Ok(Self {
+            listener,
+            app,
+            shutdown,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
-    pub async fn run_until_stopped(self, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         serve(self.listener, self.app, self.shutdown, signal).await
     }
 }
@@ -240,16 +266,19 @@ async fn serve(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = signal => {}
-                () = stopping.cancelled() => {}
-            }
-            info!("shutting down");
-            stopping.cancel();
-        })
-        .await;
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            () = signal => {}
+            () = stopping.cancelled() => {}
+        }
+        info!("shutting down");
+        stopping.cancel();
+    })
+    .await;
     shutdown.cancel();
     result
 }

@@ -326,7 +326,13 @@ async fn tenant_guard(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(org_id) = &config.org_id else {
+    // gRPC callers are runtimes and services (including a standalone gateway, which already
+    // applied this guard); the guard routes REST traffic.
+    let Some(org_id) = config
+        .org_id
+        .as_ref()
+        .filter(|_| !is_grpc(request.headers()))
+    else {
         return next.run(request).await;
     };
     let path = request.uri().path();
@@ -341,7 +347,6 @@ async fn tenant_guard(
     });
     let passes = TENANT_EXEMPT_PATHS.contains(&path)
         || path.starts_with("/cp/")
-        || path.starts_with("/grpc.health.v1.Health/")
         || header("x-molecule-org-id").map(str::trim) == Some(org_id.as_str())
         || replay_state.as_deref() == Some(org_id.as_str());
     if passes {

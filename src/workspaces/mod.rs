@@ -1143,12 +1143,14 @@ impl WorkspacesService {
         if !self.state.settings.test_tokens_enabled {
             return Err(hidden());
         }
-        if auth.has_admin_token() {
+        // Only the admin token itself (never an org key) mints test tokens, dev mode aside.
+        if !auth.dev_mode() {
+            if !auth.has_admin_token() {
+                return Err(hidden());
+            }
             if !auth::bearer(metadata).is_some_and(|bearer| auth.is_admin_token(bearer)) {
                 return Err(ApiError::unauthenticated(auth::ADMIN_AUTH_REQUIRED));
             }
-        } else if !auth.dev_mode() {
-            return Err(hidden());
         }
         let id = validate::workspace_id(raw_id)?;
         let db = &self.state.db;

@@ -1,0 +1,232 @@
+//! The HTTP edge (contract §7): health, security headers everywhere, CORS that never rejects,
+//! the rate limiter, the body cap, the tenant guard, JSON 404s, metrics and the OpenAPI document.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{Options, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_a_request_id() {
+    let app = spawn_app().await;
+    let health = app.get("/health", None).await;
+    assert_eq!(
+        (health.status, health.body.clone()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    for reply in [
+        health,
+        app.get("/workspaces", None).await,
+        app.get("/no/such/route", None).await,
+    ] {
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            (
+                "strict-transport-security",
+                "max-age=31536000; includeSubDomains",
+            ),
+            ("referrer-policy", "strict-origin-when-cross-origin"),
+            (
+                "permissions-policy",
+                "camera=(), microphone=(), geolocation=()",
+            ),
+            ("content-security-policy", "default-src 'self'"),
+        ] {
+            assert_eq!(reply.headers[name], value, "{name} on {}", reply.status);
+        }
+        assert!(reply.headers.contains_key("x-request-id"));
+    }
+    let unknown = app.get("/no/such/route", None).await;
+    assert_eq!(
+        (unknown.status, unknown.body),
+        (StatusCode::NOT_FOUND, json!({"error": "not found"}))
+    );
+    let request = app
+        .http
+        .get(format!("{}/health", app.rest))
+        .header("x-request-id", "trace-me");
+    assert_eq!(app.raw(request).await.headers["x-request-id"], "trace-me");
+}
+
+#[tokio::test]
+async fn cors_decorates_allowed_origins_and_never_rejects_others() {
+    let app = spawn_app_with(Options {
+        cors_origins: Some("http://localhost:3000, https://canvas.example"),
+        ..Options::default()
+    })
+    .await;
+    let allowed = app
+        .http
+        .get(format!("{}/health", app.rest))
+        .header("origin", "https://canvas.example");
+    let reply = app.raw(allowed).await;
+    assert_eq!(
+        reply.headers["access-control-allow-origin"],
+        "https://canvas.example"
+    );
+    assert_eq!(reply.headers["access-control-allow-credentials"], "true");
+    // The SDK sends its platform URL as Origin: served, just without CORS headers.
+    let other = app
+        .http
+        .get(format!("{}/workspaces", app.rest))
+        .bearer_auth(&app.admin_token)
+        .header("origin", "https://sdk.example");
+    let reply = app.raw(other).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(!reply.headers.contains_key("access-control-allow-origin"));
+    let preflight = app
+        .http
+        .request(Method::OPTIONS, format!("{}/workspaces", app.rest))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST");
+    let reply = app.raw(preflight).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(
+        reply.headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("X-Molecule-Org-Id")
+    );
+}
+
+#[tokio::test]
+async fn the_rate_limiter_counts_per_ip_and_answers_429() {
+    let app = spawn_app_with(Options {
+        rate_limit: 3,
+        ..Options::default()
+    })
+    .await;
+    let first = app.get("/health", None).await;
+    assert_eq!(first.headers["x-ratelimit-limit"], "3");
+    assert_eq!(first.headers["x-ratelimit-remaining"], "2");
+    let reset: u64 = first.headers["x-ratelimit-reset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&reset));
+    app.get("/health", None).await;
+    app.get("/health", None).await;
+    let limited = app.get("/health", None).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        limited.body,
+        json!({"error": "rate limit exceeded", "retry_after": retry})
+    );
+    assert_eq!(limited.headers["x-ratelimit-remaining"], "0");
+    assert_eq!(limited.headers["x-content-type-options"], "nosniff");
+
+    let dev = spawn_app_with(Options {
+        rate_limit: 1,
+        env: "dev",
+        admin_token: false,
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..3 {
+        let reply = dev.get("/health", None).await;
+        assert_eq!(
+            (
+                reply.status,
+                reply.headers["x-ratelimit-limit"].to_str().unwrap()
+            ),
+            (StatusCode::OK, "unlimited")
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversize_bodies_get_413_and_change_nothing() {
+    let app = spawn_app().await;
+    let huge = json!({"name": "x".repeat(1024 * 1024 + 10)});
+    let reply = app.admin(Method::POST, "/workspaces", Some(huge)).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.body, json!({"error": "request body too large"}));
+    // Without a declared length the cap applies while reading.
+    let stream =
+        futures_util::stream::iter((0..2048).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
+    let request = app
+        .http
+        .post(format!("{}/workspaces", app.rest))
+        .bearer_auth(&app.admin_token)
+        .body(reqwest::Body::wrap_stream(stream));
+    let reply = app.raw(request).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(app.admin_get("/workspaces").await.body, json!([]));
+}
+
+#[tokio::test]
+async fn the_tenant_guard_hides_other_tenants_behind_an_empty_404() {
+    let app = spawn_app_with(Options {
+        org_id: Some("org-123"),
+        ..Options::default()
+    })
+    .await;
+    let hidden = app.admin_get("/workspaces").await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    assert_eq!(hidden.text, "");
+    assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
+    let request = app
+        .http
+        .get(format!("{}/workspaces", app.rest))
+        .bearer_auth(&app.admin_token)
+        .header("x-molecule-org-id", "org-123");
+    assert_eq!(app.raw(request).await.status, StatusCode::OK);
+    let replay = app
+        .http
+        .get(format!("{}/workspaces", app.rest))
+        .bearer_auth(&app.admin_token)
+        .header("fly-replay-src", "instance=abc;state=org-123");
+    assert_eq!(app.raw(replay).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn openapi_describes_every_rest_route() {
+    let app = spawn_app().await;
+    let document = app.get("/openapi.json", None).await.body;
+    let paths = document["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/health", "get"),
+        ("/workspaces", "get"),
+        ("/workspaces", "post"),
+        ("/workspaces/{id}", "get"),
+        ("/workspaces/{id}", "patch"),
+        ("/workspaces/{id}", "delete"),
+        ("/workspaces/{id}/state", "get"),
+        ("/workspaces/{id}/pause", "post"),
+        ("/workspaces/{id}/resume", "post"),
+        ("/workspaces/{id}/restart", "post"),
+        ("/workspaces/{id}/tokens", "get"),
+        ("/workspaces/{id}/tokens", "post"),
+        ("/workspaces/{id}/tokens/{token_id}", "delete"),
+        ("/admin/workspaces/{id}/test-token", "get"),
+        ("/org/tokens", "get"),
+        ("/org/tokens", "post"),
+        ("/org/tokens/{id}", "delete"),
+        ("/events", "get"),
+        ("/events/{workspace_id}", "get"),
+        ("/ws", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} undocumented"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_exported_for_prometheus() {
+    let app = spawn_app().await;
+    app.get("/health", None).await;
+    let reply = app
+        .raw(app.http.get(format!("http://{}/metrics", app.addr)))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.text.contains("http_requests_total"), "{}", reply.text);
+}

@@ -1,0 +1,163 @@
+//! The same service over typed gRPC stubs: errors carry the documented REST body as a detail,
+//! the event watch streams, and health and reflection answer.
+
+use std::time::Duration;
+
+use molecule::pb;
+use prost::Message;
+use serde_json::json;
+use tonic::{Code, Request, metadata::MetadataValue};
+
+use crate::helpers::spawn_app;
+
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+#[tokio::test]
+async fn workspaces_round_trip_over_grpc() {
+    let app = spawn_app().await;
+    let mut client = app.grpc.clone();
+    let created = client
+        .create_workspace(authed(
+            pb::CreateWorkspaceRequest {
+                name: "typed".into(),
+                external: true,
+                url: "https://agent.example.com".into(),
+                ..Default::default()
+            },
+            &app.admin_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.status, "online");
+    assert!(created.external);
+    let fetched = client
+        .get_workspace(authed(
+            pb::GetWorkspaceRequest {
+                id: created.id.clone(),
+            },
+            &app.admin_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            fetched.name.as_str(),
+            fetched.runtime.as_str(),
+            fetched.url.as_str()
+        ),
+        ("typed", "external", "https://agent.example.com")
+    );
+    // REST sees what gRPC wrote.
+    let rest = app.admin_get(&format!("/workspaces/{}", created.id)).await;
+    assert_eq!(rest.body["name"], "typed");
+}
+
+#[tokio::test]
+async fn grpc_errors_carry_the_rest_status_and_body() {
+    let app = spawn_app().await;
+    let mut client = app.grpc.clone();
+    let status = client
+        .list_workspaces(Request::new(pb::ListWorkspacesRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "admin auth required");
+
+    let missing = uuid::Uuid::new_v4().to_string();
+    let status = client
+        .get_workspace_state(Request::new(pb::GetWorkspaceStateRequest {
+            id: missing.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let envelope = pb::google_rpc::Status::decode(status.details()).unwrap();
+    let detail = pb::ErrorDetail::decode(envelope.details[0].value.as_slice()).unwrap();
+    assert_eq!(detail.http_status, 404);
+    let body: serde_json::Value =
+        serde_json::from_str(detail.body_json.as_deref().unwrap()).unwrap();
+    assert_eq!(body, json!({"workspace_id": missing, "deleted": true}));
+}
+
+#[tokio::test]
+async fn the_event_watch_streams_over_grpc() {
+    let app = spawn_app().await;
+    let mut client = app.grpc.clone();
+    let mut stream = client
+        .watch_events(authed(pb::WatchEventsRequest {}, &app.admin_token))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = app.create_workspace(json!({"name": "streamed"})).await;
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.event, "WORKSPACE_PROVISIONING");
+    assert_eq!(event.workspace_id.as_deref(), Some(id.as_str()));
+    let payload: serde_json::Value = serde_json::from_str(&event.payload_json).unwrap();
+    assert_eq!(payload["name"], "streamed");
+    let refused = client
+        .watch_events(authed(pb::WatchEventsRequest {}, "not-a-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer_on_the_same_port() {
+    let app = spawn_app().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "molecule.v1.Workspaces".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("expected a service list");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"molecule.v1.Workspaces".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+}

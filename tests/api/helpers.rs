@@ -1,0 +1,337 @@
+//! The test harness: `spawn_app()` starts the real server on `127.0.0.1:0` against a fresh
+//! datastore and returns typed gRPC clients plus an HTTP client. The backend comes from the
+//! environment: SQLite in a temp dir always; Postgres + Redis when `TEST_DATABASE_URL` and
+//! `TEST_REDIS_URL` are set. `TEST_GATEWAY=remote` sends REST through a standalone gateway.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use molecule::{
+    config::{Cli, Command},
+    pb::workspaces_client::WorkspacesClient,
+    server::{Application, GatewayServer},
+    store,
+};
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use sea_orm::ConnectionTrait;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Where a server keeps its state; replicas share one.
+#[derive(Clone, Debug)]
+pub(crate) struct Backend {
+    pub(crate) database_url: String,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) redis_namespace: String,
+    pub(crate) data_dir: PathBuf,
+}
+
+impl Backend {
+    /// A fresh, empty backend of the kind the environment asks for.
+    pub(crate) async fn fresh() -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let data_dir = std::env::temp_dir().join(format!("molecule-test-{suffix}"));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let database_url = match std::env::var("TEST_DATABASE_URL") {
+            Ok(base) => create_postgres_database(&base, &suffix).await,
+            Err(_) => store::default_sqlite_url(&data_dir),
+        };
+        Self {
+            database_url,
+            redis_url: std::env::var("TEST_REDIS_URL").ok(),
+            redis_namespace: format!("test-{suffix}:"),
+            data_dir,
+        }
+    }
+
+    /// The same backend, with Redis even when the environment runs without it (the
+    /// multi-replica tests need a shared bus; `.ci/run` starts Redis for every pass).
+    pub(crate) fn with_redis(mut self) -> Self {
+        if self.redis_url.is_none() {
+            self.redis_url = Some("redis://127.0.0.1:6379".to_owned());
+        }
+        self
+    }
+}
+
+/// `CREATE DATABASE <base>_<suffix>` next to the CI database, returning its URL.
+async fn create_postgres_database(base_url: &str, suffix: &str) -> String {
+    let (prefix, base_name) = base_url
+        .rsplit_once('/')
+        .expect("TEST_DATABASE_URL has a database");
+    let base_name = base_name.split('?').next().unwrap();
+    let name = format!("{base_name}_{suffix}");
+    let admin = store::connect_url(base_url)
+        .await
+        .expect("TEST_DATABASE_URL reachable");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    format!("{prefix}/{name}")
+}
+
+/// Knobs a test may turn; everything else is the default configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub(crate) admin_token: bool,
+    pub(crate) env: &'static str,
+    pub(crate) rate_limit: u32,
+    pub(crate) cors_origins: Option<&'static str>,
+    pub(crate) org_id: Option<&'static str>,
+    pub(crate) provision_timeout_seconds: u64,
+    pub(crate) enable_test_tokens: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            admin_token: true,
+            env: "",
+            rate_limit: 100_000,
+            cors_origins: None,
+            org_id: None,
+            provision_timeout_seconds: 600,
+            enable_test_tokens: "",
+        }
+    }
+}
+
+pub(crate) struct TestApp {
+    /// The control plane's port (gRPC, and REST in-process).
+    pub(crate) addr: SocketAddr,
+    /// Base URL for REST: the control plane itself, or a standalone gateway in front of it.
+    pub(crate) rest: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) grpc: WorkspacesClient<Channel>,
+    pub(crate) admin_token: String,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) server: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub(crate) db: sea_orm::DatabaseConnection,
+}
+
+/// The parsed response of one REST call.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) text: String,
+    pub(crate) body: Value,
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
+    spawn_on(Backend::fresh().await, options).await
+}
+
+/// Starts a server on `backend` (a replica when another server already uses it).
+pub(crate) async fn spawn_on(backend: Backend, options: Options) -> TestApp {
+    let admin_token = molecule::auth::MintedToken::generate().plaintext;
+    let mut args: Vec<String> = vec!["molecule".into(), "serve".into()];
+    // `--flag=value`, because generated tokens may start with `-`.
+    let mut push = |flag: &str, value: String| args.push(format!("{flag}={value}"));
+    push("--listen", "127.0.0.1:0".into());
+    push("--data-dir", backend.data_dir.display().to_string());
+    push("--database-url", backend.database_url.clone());
+    push("--redis-namespace", backend.redis_namespace.clone());
+    if let Some(redis) = &backend.redis_url {
+        push("--redis-url", redis.clone());
+    }
+    if options.admin_token {
+        push("--admin-token", admin_token.clone());
+    }
+    if molecule::config::Environment::classify(options.env)
+        == molecule::config::Environment::Production
+    {
+        push(
+            "--secrets-encryption-key",
+            molecule::crypto::SecretsKey::generate().to_base64(),
+        );
+    }
+    push(
+        "--provision-timeout-seconds",
+        options.provision_timeout_seconds.to_string(),
+    );
+    push(
+        "--enable-test-tokens",
+        options.enable_test_tokens.to_owned(),
+    );
+    let edge = edge_args(&options);
+    args.extend(edge.iter().cloned());
+    let Command::Serve(config) = Cli::parse_from(args).command else {
+        unreachable!("serve parses as serve")
+    };
+
+    let app = Application::build(*config).await.expect("server builds");
+    let addr = app.local_addr();
+    let db = app.db().clone();
+    let shutdown = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
+
+    let rest = if std::env::var("TEST_GATEWAY").as_deref() == Ok("remote") {
+        let mut gateway_args: Vec<String> = vec![
+            "molecule".into(),
+            "gateway".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--upstream".into(),
+            format!("http://{addr}"),
+        ];
+        gateway_args.extend(edge);
+        let Command::Gateway(args) = Cli::parse_from(gateway_args).command else {
+            unreachable!("gateway parses as gateway")
+        };
+        let gateway = GatewayServer::build(args).await.expect("gateway builds");
+        let gateway_addr = gateway.local_addr();
+        let gateway_shutdown = gateway.shutdown_token();
+        let stop = shutdown.clone();
+        tokio::spawn(gateway.run_until_stopped(async move { stop.cancelled().await }));
+        drop(gateway_shutdown);
+        format!("http://{gateway_addr}")
+    } else {
+        format!("http://{addr}")
+    };
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("grpc connects");
+    let grpc = WorkspacesClient::new(channel);
+    TestApp {
+        addr,
+        rest,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+        grpc,
+        admin_token,
+        shutdown,
+        server,
+        db,
+    }
+}
+
+fn edge_args(options: &Options) -> Vec<String> {
+    let mut args = vec![
+        format!("--env={}", options.env),
+        format!("--rate-limit={}", options.rate_limit),
+    ];
+    if let Some(origins) = options.cors_origins {
+        args.push(format!("--cors-origins={origins}"));
+    }
+    if let Some(org_id) = options.org_id {
+        args.push(format!("--org-id={org_id}"));
+    }
+    args
+}
+
+impl TestApp {
+    pub(crate) fn ws_url(&self) -> String {
+        format!("{}/ws", self.rest.replacen("http://", "ws://", 1))
+    }
+
+    /// One REST call with an optional bearer and JSON body.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.rest));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        reply(request.send().await.expect("request sent")).await
+    }
+
+    pub(crate) async fn raw(&self, request: reqwest::RequestBuilder) -> Reply {
+        reply(request.send().await.expect("request sent")).await
+    }
+
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub(crate) async fn admin_get(&self, path: &str) -> Reply {
+        self.get(path, Some(&self.admin_token.clone())).await
+    }
+
+    pub(crate) async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.call(method, path, Some(&self.admin_token.clone()), body)
+            .await
+    }
+
+    /// Creates a workspace as admin and returns its id.
+    pub(crate) async fn create_workspace(&self, body: Value) -> String {
+        let reply = self.admin(Method::POST, "/workspaces", Some(body)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Mints a workspace token through the admin-level token endpoint.
+    pub(crate) async fn workspace_token(&self, id: &str) -> String {
+        let reply = self
+            .admin(Method::POST, &format!("/workspaces/{id}/tokens"), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.body["auth_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Every persisted event type for a workspace, oldest first.
+    pub(crate) async fn event_types(&self, id: &str) -> Vec<String> {
+        let reply = self.admin_get(&format!("/events/{id}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let mut types: Vec<String> = reply
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|event| event["event_type"].as_str().unwrap().to_owned())
+            .collect();
+        types.reverse();
+        types
+    }
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        text,
+        body,
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `seconds`.
+pub(crate) async fn eventually<T, F, Fut>(seconds: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {seconds}s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,11 @@
+//! The integration suite: one binary, every test against a real server on a real socket, on
+//! every configured backend (see `helpers`).
+
+mod auth;
+mod edge;
+mod events;
+mod grpc;
+mod helpers;
+mod lifecycle;
+mod tokens;
+mod workspaces;
