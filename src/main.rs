@@ -16,18 +16,29 @@ async fn main() {
         )
         .init();
     let cli = Cli::parse();
-    if let Err(err) = run(cli.command).await {
+    // Registered before start-up, so a SIGTERM that arrives early still stops the process cleanly.
+    let signal = match shutdown_signal() {
+        Ok(signal) => signal,
+        Err(err) => {
+            eprintln!("error: cannot install signal handlers: {err}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(err) = run(cli.command, signal).await {
         eprintln!("error: {err}");
         std::process::exit(1);
     }
 }
 
-async fn run(command: Command) -> Result<(), server::StartupError> {
+async fn run(
+    command: Command,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), server::StartupError> {
     match command {
         Command::Serve(config) => {
             let app = Application::build(*config).await?;
             tracing::info!(listen = %app.local_addr(), "molecule listening");
-            app.run_until_stopped(shutdown_signal()).await?;
+            app.run_until_stopped(signal).await?;
         }
         Command::Migrate(storage) => {
             let db = store::connect(&storage).await?;
@@ -37,30 +48,21 @@ async fn run(command: Command) -> Result<(), server::StartupError> {
         Command::Gateway(args) => {
             let gateway = GatewayServer::build(args).await?;
             tracing::info!(listen = %gateway.local_addr(), "molecule gateway listening");
-            gateway.run_until_stopped(shutdown_signal()).await?;
+            gateway.run_until_stopped(signal).await?;
         }
     }
     Ok(())
 }
 
-/// Resolves on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Installs the SIGINT and SIGTERM handlers now; the future resolves on the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
 }

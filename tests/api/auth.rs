@@ -285,3 +285,25 @@ async fn a_datastore_outage_fails_closed_with_503() {
     );
     assert_eq!(reply.body, unavailable);
 }
+
+#[tokio::test]
+async fn org_keys_are_minted_at_most_ten_times_an_hour_per_ip() {
+    let app = spawn_app().await;
+    for _ in 0..10 {
+        let reply = app.admin(Method::POST, "/org/tokens", None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
+    let limited = app.admin(Method::POST, "/org/tokens", None).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 60, "an hourly window: {retry}");
+    assert_eq!(
+        limited.body,
+        json!({"error": "rate limit exceeded", "retry_after": retry})
+    );
+    assert_eq!(app.admin_get("/org/tokens").await.body["count"], 10);
+}

@@ -161,3 +161,102 @@ async fn health_and_reflection_answer_on_the_same_port() {
         "{names:?}"
     );
 }
+
+#[tokio::test]
+async fn grpc_web_calls_work_on_the_same_port() {
+    let app = spawn_app().await;
+    app.create_workspace(json!({"name": "web"})).await;
+    let message = pb::ListWorkspacesRequest {}.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let response = app
+        .http
+        .post(format!(
+            "http://{}/molecule.v1.Workspaces/ListWorkspaces",
+            app.addr
+        ))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("authorization", format!("Bearer {}", app.admin_token))
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/grpc-web")
+    );
+    let body = response.bytes().await.unwrap();
+    // First frame: the message; then a trailers frame (flag 0x80) carrying grpc-status: 0.
+    assert_eq!(body[0], 0);
+    let length = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+    let reply = pb::ListWorkspacesResponse::decode(&body[5..5 + length]).unwrap();
+    assert_eq!(reply.workspaces[0].name, "web");
+    let trailers = String::from_utf8_lossy(&body[5 + length + 5..]);
+    assert_eq!(body[5 + length], 0x80);
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+}
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_is_cut_off_not_silently_skipped() {
+    let app = spawn_app().await;
+    // A slow consumer: small HTTP/2 windows, so unread events back up to the server.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .initial_connection_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::workspaces_client::WorkspacesClient::new(channel);
+    let mut stream = client
+        .watch_events(authed(pb::WatchEventsRequest {}, &app.admin_token))
+        .await
+        .unwrap()
+        .into_inner();
+    // 1 root + 120 children, paused and resumed repeatedly: thousands of events that this
+    // watcher does not read while they happen.
+    let root = app.create_workspace(json!({"name": "root"})).await;
+    for i in 0..120 {
+        app.create_workspace(json!({"name": format!("child-{i}"), "parent_id": root}))
+            .await;
+    }
+    for _ in 0..12 {
+        app.admin(
+            reqwest::Method::POST,
+            &format!("/workspaces/{root}/pause"),
+            None,
+        )
+        .await;
+        app.admin(
+            reqwest::Method::POST,
+            &format!("/workspaces/{root}/resume"),
+            None,
+        )
+        .await;
+    }
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut delivered = 0usize;
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => delivered += 1,
+                Ok(None) => return (delivered, None),
+                Err(status) => return (delivered, Some(status)),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    let (delivered, status) = outcome;
+    let status = status.expect("ended with an error, not a silent gap");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(
+        status.message(),
+        "event watcher fell behind; reconnect and rehydrate"
+    );
+    assert!(delivered < 121 * 2 + 12 * 2 * 121, "delivered {delivered}");
+}

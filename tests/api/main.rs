@@ -2,6 +2,7 @@
 //! every configured backend (see `helpers`).
 
 mod auth;
+mod cli;
 mod edge;
 mod events;
 mod grpc;

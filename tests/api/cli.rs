@@ -1,0 +1,166 @@
+//! The `molecule` binary itself: first-boot credentials, the production refusal, `migrate`, and
+//! a clean exit on SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::PermissionsExt,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+fn molecule() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_molecule"));
+    for variable in [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "ADMIN_TOKEN",
+        "SECRETS_ENCRYPTION_KEY",
+        "MOLECULE_ENV",
+    ] {
+        command.env_remove(variable);
+    }
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+fn temp_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("molecule-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn production_refuses_to_boot_without_its_credentials() {
+    let dir = temp_dir();
+    let output = molecule()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("MOLECULE_ENV", "production")
+        .env("MOLECULE_DATA_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: refusing to start in production without ADMIN_TOKEN"
+    );
+    let output = molecule()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("MOLECULE_ENV", "prod")
+        .env("ADMIN_TOKEN", "x".repeat(43))
+        .env("MOLECULE_DATA_DIR", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "error: refusing to start in production without SECRETS_ENCRYPTION_KEY"
+    );
+    assert!(
+        !dir.join("admin-token").exists(),
+        "production never generates credentials"
+    );
+}
+
+#[test]
+fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
+    let dir = temp_dir();
+    let boot = || {
+        molecule()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("MOLECULE_DATA_DIR", &dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = boot();
+    let stdout = BufReader::new(first.stdout.take().unwrap());
+    let banner: Vec<String> = stdout.lines().take(3).map(Result::unwrap).collect();
+    let token = std::fs::read_to_string(dir.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(token.len(), 43);
+    assert!(
+        banner[0].starts_with("generated an admin token"),
+        "{banner:?}"
+    );
+    assert!(
+        banner[2].contains(&format!("curl -H 'Authorization: Bearer {token}'")),
+        "{banner:?}"
+    );
+    for file in ["admin-token", "secrets.key"] {
+        let mode = std::fs::metadata(dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    stop_with_sigterm(first);
+
+    let key = std::fs::read_to_string(dir.join("secrets.key")).unwrap();
+    let mut second = boot();
+    std::thread::sleep(Duration::from_millis(500));
+    stop_with_sigterm_keep(&mut second);
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut second.stdout.take().unwrap(), &mut printed).unwrap();
+    assert!(
+        !printed.contains("generated an admin token"),
+        "later boots reuse the token: {printed}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("admin-token"))
+            .unwrap()
+            .trim(),
+        token
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("secrets.key")).unwrap(),
+        key
+    );
+}
+
+fn stop_with_sigterm_keep(child: &mut std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit after SIGTERM: {status}");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit within 10s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop_with_sigterm(mut child: std::process::Child) {
+    stop_with_sigterm_keep(&mut child);
+}
+
+#[test]
+fn migrate_applies_the_schema_and_exits() {
+    let dir = temp_dir();
+    let status = molecule()
+        .args(["migrate"])
+        .env("MOLECULE_DATA_DIR", &dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(dir.join("molecule.db").exists());
+    // Idempotent.
+    assert!(
+        molecule()
+            .args(["migrate"])
+            .env("MOLECULE_DATA_DIR", &dir)
+            .status()
+            .unwrap()
+            .success()
+    );
+}
