@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/google/rpc/status.proto",
         "proto/molecule/v1/errors.proto",
+        "proto/molecule/v1/registry.proto",
         "proto/molecule/v1/workspaces.proto",
     ];
     // tonic-prost-build does not emit these itself (grpc/grpc-rust#2511).

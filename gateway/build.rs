@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "../proto/google/rpc/status.proto",
         "../proto/molecule/v1/errors.proto",
+        "../proto/molecule/v1/registry.proto",
         "../proto/molecule/v1/workspaces.proto",
     ];
     println!("cargo:rerun-if-changed=../proto");

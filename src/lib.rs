@@ -8,10 +8,12 @@ pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod hierarchy;
+pub mod liveness;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod sweeper;
+pub mod url_safety;
 pub mod workspaces;
 
 /// Generated protobuf types and gRPC stubs for `molecule.v1`.
