@@ -130,6 +130,11 @@ pub struct Config {
     #[arg(long, env = "PROVISION_TIMEOUT_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub provision_timeout_seconds: u64,
 
+    /// `saas` allows agent URLs in private ranges; `self-hosted` (or anything else) is strict.
+    /// Unset means relaxed iff MOLECULE_ORG_ID is set.
+    #[arg(long, env = "MOLECULE_DEPLOY_MODE", default_value = "")]
+    pub deploy_mode: String,
+
     /// Public base URL shown to external agents; derived from the request when unset.
     #[arg(long, env = "EXTERNAL_PLATFORM_URL")]
     pub external_platform_url: Option<String>,
@@ -183,6 +188,21 @@ impl Config {
     /// Bearer-less requests pass the auth gates only in development without an admin token.
     pub fn dev_mode(&self) -> bool {
         self.environment() == Environment::Development && self.admin_token.is_none()
+    }
+
+    /// Which agent addresses this deployment may register and dial (design §3).
+    pub fn url_policy(&self) -> crate::url_safety::UrlPolicy {
+        let dev = self.environment() == Environment::Development;
+        let one_machine =
+            self.environment() == Environment::Default && self.listen.ip().is_loopback();
+        crate::url_safety::UrlPolicy {
+            allow_loopback: dev || one_machine,
+            allow_private: dev
+                || crate::url_safety::relaxed_deploy_mode(
+                    &self.deploy_mode,
+                    self.edge.org_id.as_deref(),
+                ),
+        }
     }
 
     pub fn test_tokens_enabled(&self) -> bool {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod hierarchy;
 pub mod liveness;
+pub mod registry;
 pub mod server;
 pub mod state;
 pub mod store;

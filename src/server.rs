@@ -28,9 +28,12 @@ use crate::{
     config::{Config, Environment, GatewayArgs},
     events::{EventBus, EventLog, InProcessBus, RedisBus},
     hierarchy::Hierarchy,
+    liveness::{InProcessLiveness, Liveness, RedisLiveness},
     pb,
+    registry::{self, RegistryService},
     state::{AppState, Settings},
     store, sweeper,
+    url_safety::SystemResolver,
     workspaces::WorkspacesService,
 };
 
@@ -75,6 +78,14 @@ impl Application {
             }
             None => Arc::new(InProcessBus::new()),
         };
+        let ttl = std::time::Duration::from_secs(config.liveness_ttl_seconds);
+        let liveness: Arc<dyn Liveness> = match &config.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url.expose())?;
+                RedisLiveness::start(client, &config.redis_namespace, ttl, shutdown.clone()).await?
+            }
+            None => InProcessLiveness::start(ttl, shutdown.clone()),
+        };
         let dev_mode = config.dev_mode();
         if dev_mode {
             warn!("dev mode: bearer-less requests pass the auth gates");
@@ -83,6 +94,10 @@ impl Application {
             auth: Authenticator::new(db.clone(), credentials.admin_token.as_ref(), dev_mode),
             events: EventLog::new(bus),
             hierarchy: Hierarchy::new(db.clone()),
+            liveness,
+            hot: Arc::default(),
+            url_policy: config.url_policy(),
+            resolver: Arc::new(SystemResolver),
             settings: Arc::new(Settings {
                 external_platform_url: config.external_platform_url.clone(),
                 test_tokens_enabled: config.test_tokens_enabled(),
@@ -119,6 +134,7 @@ impl Application {
 
         let listener = TcpListener::bind(config.listen).await?;
         tokio::spawn(sweeper::run_provision_timeout_sweep(state.clone()));
+        registry::spawn_background(&state);
         Ok(Self {
             listener,
             app,
@@ -141,7 +157,12 @@ impl Application {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        serve(self.listener, self.app, self.state.shutdown, signal).await
+        let result = serve(self.listener, self.app, self.state.shutdown.clone(), signal).await;
+        // The last beats' informational columns, which the flusher may not have written yet.
+        if let Err(err) = registry::flush_write_behind(&self.state).await {
+            warn!(error = %err, "final heartbeat flush failed");
+        }
+        result
     }
 
     /// A handle that stops the server when cancelled (for tests and embedding).
@@ -152,6 +173,8 @@ impl Application {
 
 /// The gRPC services, routed by their `/package.Service/` prefix, with gRPC-Web translation.
 fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
+    let registry_service =
+        pb::registry_server::RegistryServer::new(RegistryService::new(state.clone()));
     let workspaces =
         pb::workspaces_server::WorkspacesServer::new(WorkspacesService::new(state.clone()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -165,6 +188,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         .build_v1alpha()?;
     let names = [
         <pb::workspaces_server::WorkspacesServer<WorkspacesService> as NamedService>::NAME,
+        <pb::registry_server::RegistryServer<RegistryService> as NamedService>::NAME,
         <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME,
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -173,8 +197,12 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         health_reporter
             .set_serving::<pb::workspaces_server::WorkspacesServer<WorkspacesService>>()
             .await;
+        health_reporter
+            .set_serving::<pb::registry_server::RegistryServer<RegistryService>>()
+            .await;
     });
     let routes = tonic::service::Routes::new(workspaces)
+        .add_service(registry_service)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -5,7 +5,14 @@ use std::{sync::Arc, time::Duration};
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::{auth::Authenticator, events::EventLog, hierarchy::Hierarchy};
+use crate::{
+    auth::Authenticator,
+    events::EventLog,
+    hierarchy::Hierarchy,
+    liveness::Liveness,
+    registry::hot::HotState,
+    url_safety::{Resolver, UrlPolicy},
+};
 
 /// Settings the services read at run time (the rest of the config is consumed at start-up).
 #[derive(Debug, Clone)]
@@ -21,6 +28,11 @@ pub struct AppState {
     pub auth: Authenticator,
     pub events: EventLog,
     pub hierarchy: Hierarchy,
+    pub liveness: Arc<dyn Liveness>,
+    /// The heartbeat hot path's caches, write-behind buffer and open streams.
+    pub hot: Arc<HotState>,
+    pub url_policy: UrlPolicy,
+    pub resolver: Arc<dyn Resolver>,
     pub settings: Arc<Settings>,
     /// Cancelled on shutdown; long-lived streams end on it so shutdown never hangs.
     pub shutdown: CancellationToken,

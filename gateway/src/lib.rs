@@ -9,6 +9,7 @@ mod events;
 mod forward;
 mod json;
 mod openapi;
+mod registry;
 mod tokens;
 mod workspaces;
 
@@ -62,11 +63,13 @@ impl std::error::Error for TransportError {
 }
 
 type WorkspacesClient = pb::workspaces_client::WorkspacesClient<Transport>;
+type RegistryClient = pb::registry_client::RegistryClient<Transport>;
 
 /// The gateway's state: typed clients over one transport.
 #[derive(Clone)]
 pub struct Gateway {
     workspaces: WorkspacesClient,
+    registry: RegistryClient,
     /// `POST /org/tokens` has its own, stricter limiter (10 per hour per IP).
     org_token_mints: Arc<RateLimiter>,
     /// Ends WebSocket sessions on shutdown.
@@ -77,7 +80,8 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(transport: Transport, edge: Arc<EdgeConfig>, shutdown: CancellationToken) -> Self {
         Self {
-            workspaces: WorkspacesClient::new(transport),
+            workspaces: WorkspacesClient::new(transport.clone()),
+            registry: RegistryClient::new(transport),
             org_token_mints: Arc::new(RateLimiter::new(10, std::time::Duration::from_secs(3600))),
             shutdown,
             edge,

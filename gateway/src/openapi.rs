@@ -8,7 +8,7 @@ use serde_json::json;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{Gateway, edge, events, tokens, workspaces};
+use crate::{Gateway, edge, events, registry, tokens, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,8 @@ use crate::{Gateway, edge, events, tokens, workspaces};
         (name = "workspaces", description = "The workspace resource and its lifecycle"),
         (name = "tokens", description = "Workspace tokens and org API keys"),
         (name = "events", description = "The structure event log and its live stream"),
+        (name = "registry", description = "Agents joining, staying live and finding peers"),
+        (name = "activity", description = "Activity logs and agent messages"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -52,6 +54,14 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(events::list_events))
         .routes(routes!(events::list_workspace_events))
         .routes(routes!(events::websocket))
+        .routes(routes!(registry::register))
+        .routes(routes!(registry::heartbeat))
+        .routes(routes!(registry::update_card))
+        .routes(routes!(registry::discover))
+        .routes(routes!(registry::peers))
+        .routes(routes!(registry::check_access))
+        .routes(routes!(registry::list_activity, registry::log_activity))
+        .routes(routes!(registry::notify))
         .split_for_parts();
     let document = Arc::new(document);
     router

@@ -131,3 +131,33 @@ pub mod structure_event {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod activity_log {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "activity_logs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub workspace_id: String,
+        pub activity_type: String,
+        pub source_id: Option<String>,
+        pub target_id: Option<String>,
+        pub method: Option<String>,
+        pub summary: Option<String>,
+        pub request_body: Option<String>,
+        pub response_body: Option<String>,
+        pub tool_trace: Option<String>,
+        pub duration_ms: Option<i32>,
+        pub status: String,
+        pub error_detail: Option<String>,
+        pub idempotency_key: Option<String>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -20,6 +20,7 @@ use crate::{
     auth::{self, MintedToken, Principal},
     error::{ApiError, ApiResult, ErrorCode},
     events::Envelope,
+    liveness::BeatSnapshot,
     pb,
     state::AppState,
     store::{
@@ -233,14 +234,30 @@ impl pb::workspaces_server::Workspaces for WorkspacesService {
 }
 
 /// A workspace row with its canvas position, as both reads show it.
+/// A workspace row with its canvas position and its latest beat (which is newer than the
+/// row's write-behind columns), as both reads show it.
 struct WorkspaceView {
     row: workspace::Model,
     layout: Option<canvas_layout::Model>,
+    beat: Option<BeatSnapshot>,
 }
 
 impl From<WorkspaceView> for pb::Workspace {
-    fn from(WorkspaceView { row, layout }: WorkspaceView) -> Self {
+    fn from(
+        WorkspaceView {
+            mut row,
+            layout,
+            beat,
+        }: WorkspaceView,
+    ) -> Self {
         let (x, y, collapsed) = layout.map_or((0.0, 0.0, false), |l| (l.x, l.y, l.collapsed));
+        if let Some(beat) = beat.filter(|_| row.status != "removed") {
+            row.active_tasks = beat.active_tasks;
+            row.uptime_seconds = i32::try_from(beat.uptime_seconds).unwrap_or(i32::MAX);
+            row.last_error_rate = beat.error_rate;
+            row.last_sample_error = Some(beat.sample_error).filter(|e| !e.is_empty());
+            row.monthly_spend = beat.monthly_spend.unwrap_or(row.monthly_spend);
+        }
         Self {
             id: row.id,
             name: row.name,
@@ -285,6 +302,29 @@ fn is_external(runtime: &str) -> bool {
 }
 
 impl WorkspacesService {
+    /// The live heartbeat snapshots of `ids`; reads degrade to the stored columns when the
+    /// liveness store cannot answer.
+    async fn live_snapshots(&self, ids: &[String]) -> HashMap<String, BeatSnapshot> {
+        self.state
+            .liveness
+            .snapshots(ids)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "live snapshot overlay unavailable");
+                HashMap::new()
+            })
+    }
+
+    /// Drops liveness for workspaces that stopped (pause, delete); the key must not expire
+    /// later into an offline transition.
+    async fn forget_liveness(&self, ids: &[String]) {
+        for id in ids {
+            if let Err(err) = self.state.liveness.forget(id).await {
+                tracing::warn!(workspace_id = %id, error = %err, "liveness forget failed");
+            }
+        }
+    }
+
     async fn find(
         &self,
         db: &impl ConnectionTrait,
@@ -430,10 +470,15 @@ impl WorkspacesService {
         };
         let external = is_external(&runtime);
         let url = (external && !request.url.is_empty()).then(|| request.url.clone());
-        if let Some(url) = &url
-            && !validate::external_url(url)
-        {
-            return Err(ApiError::bad_request("invalid url"));
+        if let Some(url) = &url {
+            let checked = self
+                .state
+                .url_policy
+                .check_registration(url, self.state.resolver.as_ref())
+                .await;
+            if !matches!(checked, Ok(crate::url_safety::AgentUrl::Http(_))) {
+                return Err(ApiError::bad_request("invalid url"));
+            }
         }
 
         let id = uuid::Uuid::new_v4().to_string();
@@ -570,11 +615,14 @@ impl WorkspacesService {
             .into_iter()
             .map(|layout| (layout.workspace_id.clone(), layout))
             .collect();
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let mut beats = self.live_snapshots(&ids).await;
         let workspaces = rows
             .into_iter()
             .map(|row| {
                 let layout = layouts.remove(&row.id);
-                WorkspaceView { row, layout }.into()
+                let beat = beats.remove(&row.id);
+                WorkspaceView { row, layout, beat }.into()
             })
             .collect();
         Ok(pb::ListWorkspacesResponse { workspaces })
@@ -587,11 +635,12 @@ impl WorkspacesService {
             .find(&self.state.db, &id)
             .await?
             .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
-        let layout = canvas_layout::Entity::find_by_id(id)
+        let layout = canvas_layout::Entity::find_by_id(id.clone())
             .one(&self.state.db)
             .await
             .map_err(ApiError::datastore("query failed"))?;
-        Ok(WorkspaceView { row, layout }.into())
+        let beat = self.live_snapshots(&[id]).await.into_values().next();
+        Ok(WorkspaceView { row, layout, beat }.into())
     }
 
     async fn update(
@@ -658,6 +707,19 @@ impl WorkspacesService {
             None => None,
         };
 
+        let changed_fields: Vec<&str> = [
+            ("name", request.name.is_some()),
+            ("role", request.role.is_some()),
+            ("tier", request.tier.is_some()),
+            ("parent_id", request.parent_id.is_some()),
+            ("runtime", request.runtime.is_some()),
+            ("workspace_dir", request.workspace_dir.is_some()),
+            ("collapsed", request.collapsed.is_some()),
+            ("position", request.x.is_some() && request.y.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, present)| present.then_some(field))
+        .collect();
         let mut update = workspace::Entity::update_many()
             .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
             .filter(workspace::Column::Id.eq(id.clone()))
@@ -731,9 +793,21 @@ impl WorkspacesService {
             };
             saved.map_err(ApiError::datastore("failed to update workspace"))?;
         }
+        let event = self
+            .state
+            .events
+            .insert(
+                &txn,
+                "WORKSPACE_UPDATED",
+                Some(&id),
+                json!({"fields": changed_fields}),
+            )
+            .await
+            .map_err(ApiError::datastore("failed to update workspace"))?;
         txn.commit()
             .await
             .map_err(ApiError::datastore("failed to update workspace"))?;
+        self.state.events.publish_all([event]);
         if parent_id.is_some() {
             self.state.hierarchy.invalidate().await;
         }
@@ -834,6 +908,7 @@ impl WorkspacesService {
             .await
             .map_err(ApiError::datastore("failed to delete workspace"))?;
         self.state.events.publish_all(recorded);
+        self.forget_liveness(&targets).await;
 
         if request.purge {
             let every: Vec<String> = std::iter::once(id.clone())
@@ -932,7 +1007,12 @@ impl WorkspacesService {
             .await
             .map_err(ApiError::datastore("failed to pause workspace"))?;
         let paused_count = recorded.len() as i32;
+        let paused: Vec<String> = recorded
+            .iter()
+            .filter_map(|e| e.workspace_id.clone())
+            .collect();
         self.state.events.publish_all(recorded);
+        self.forget_liveness(&paused).await;
         Ok(pb::PauseWorkspaceResponse { paused_count })
     }
 
@@ -1121,8 +1201,8 @@ impl WorkspacesService {
                 workspace_token::Column::RevokedAt,
                 Expr::value(store::now()),
             )
-            .filter(workspace_token::Column::Id.eq(token_id))
-            .filter(workspace_token::Column::WorkspaceId.eq(id))
+            .filter(workspace_token::Column::Id.eq(token_id.clone()))
+            .filter(workspace_token::Column::WorkspaceId.eq(id.clone()))
             .filter(workspace_token::Column::RevokedAt.is_null())
             .exec(&self.state.db)
             .await
@@ -1130,6 +1210,16 @@ impl WorkspacesService {
         if revoked.rows_affected == 0 {
             return Err(not_found());
         }
+        // Every replica drops the token from its caches and closes streams opened with it.
+        self.state
+            .events
+            .record(
+                &self.state.db,
+                "WORKSPACE_TOKEN_REVOKED",
+                Some(&id),
+                json!({"token_id": token_id}),
+            )
+            .await;
         Ok(pb::RevokeTokenResponse {})
     }
 

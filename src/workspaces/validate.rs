@@ -84,16 +84,6 @@ pub fn template(name: &str) -> bool {
         && !name.split(['/', '\\']).any(|part| part == "..")
 }
 
-/// The agent URL of an external workspace: an absolute http(s) URL with a host. The full
-/// address-safety policy is applied by the registry at registration and at use.
-pub fn external_url(url: &str) -> bool {
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return false;
-    };
-    matches!(uri.scheme_str(), Some("http" | "https"))
-        && uri.host().is_some_and(|host| !host.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,14 +147,5 @@ mod tests {
         assert!(!template("/abs"));
         assert!(!template("../escape"));
         assert!(!template("a/../../b"));
-    }
-
-    #[test]
-    fn external_urls_need_http_and_a_host() {
-        assert!(external_url("https://agent.example.com"));
-        assert!(external_url("http://agent.example.com:8000/a2a"));
-        assert!(!external_url("ftp://x"));
-        assert!(!external_url("://not-a-url"));
-        assert!(!external_url("agent.example.com"));
     }
 }

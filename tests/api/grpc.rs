@@ -26,7 +26,7 @@ async fn workspaces_round_trip_over_grpc() {
             pb::CreateWorkspaceRequest {
                 name: "typed".into(),
                 external: true,
-                url: "https://agent.example.com".into(),
+                url: "https://93.184.215.14:8443".into(),
                 ..Default::default()
             },
             &app.admin_token,
@@ -52,7 +52,7 @@ async fn workspaces_round_trip_over_grpc() {
             fetched.runtime.as_str(),
             fetched.url.as_str()
         ),
-        ("typed", "external", "https://agent.example.com")
+        ("typed", "external", "https://93.184.215.14:8443")
     );
     // REST sees what gRPC wrote.
     let rest = app.admin_get(&format!("/workspaces/{}", created.id)).await;

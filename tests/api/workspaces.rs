@@ -61,7 +61,7 @@ async fn create_external_with_url_is_online_and_honours_forwarded_host() {
             Method::POST,
             "/workspaces",
             Some(
-                json!({"name": "echo", "runtime": "external", "url": "https://agent.example.com"}),
+                json!({"name": "echo", "runtime": "external", "url": "https://93.184.215.14:8443"}),
             ),
         )
         .await;

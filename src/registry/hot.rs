@@ -1,0 +1,163 @@
+//! The heartbeat hot path's memory: cached token owners and workspace states, runtime
+//! overrides, the write-behind buffer of informational columns, and the open heartbeat streams
+//! to push control frames to. Caches are short-lived and invalidated by events from every
+//! replica; correctness never depends on them because every write is conditional.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+
+use crate::{liveness::BeatSnapshot, pb};
+
+/// How long a validated token is trusted without asking the datastore again. Revocations
+/// invalidate at once through their event.
+const TOKEN_TTL: Duration = Duration::from_secs(30);
+/// How long a workspace's state is trusted; every transition also invalidates it.
+const STATE_TTL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedWorkspace {
+    pub status: String,
+    pub runtime: String,
+    pub current_task: String,
+    pub max_concurrent_tasks: i32,
+}
+
+/// Per-workspace runtime overrides from `runtime_metadata` (absent = unchanged).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuntimeOverrides {
+    pub status_mgmt: bool,
+    pub idle_timeout_seconds: Option<i64>,
+}
+
+/// An open heartbeat stream, as the control dispatcher sees it.
+pub struct StreamHandle {
+    pub token_id: Option<String>,
+    pub frames: mpsc::Sender<Result<pb::ServerFrame, tonic::Status>>,
+    pub paused: bool,
+    pub serial: u64,
+}
+
+#[derive(Default)]
+pub struct HotState {
+    tokens: Mutex<HashMap<Vec<u8>, (String, String, Instant)>>,
+    workspaces: Mutex<HashMap<String, (CachedWorkspace, Instant)>>,
+    overrides: Mutex<HashMap<String, RuntimeOverrides>>,
+    pending: Mutex<HashMap<String, BeatSnapshot>>,
+    pub(crate) streams: Mutex<HashMap<String, Vec<StreamHandle>>>,
+    next_serial: std::sync::atomic::AtomicU64,
+}
+
+impl HotState {
+    /// `(workspace_id, token_id)` of a recently validated token hash.
+    pub fn token(&self, hash: &[u8]) -> Option<(String, String)> {
+        let tokens = self.tokens.lock().expect("token cache poisoned");
+        let (workspace, token, at) = tokens.get(hash)?;
+        (at.elapsed() < TOKEN_TTL).then(|| (workspace.clone(), token.clone()))
+    }
+
+    pub fn remember_token(&self, hash: Vec<u8>, workspace_id: &str, token_id: &str) {
+        let mut tokens = self.tokens.lock().expect("token cache poisoned");
+        if tokens.len() > 100_000 {
+            tokens.retain(|_, (_, _, at)| at.elapsed() < TOKEN_TTL);
+        }
+        tokens.insert(
+            hash,
+            (workspace_id.to_owned(), token_id.to_owned(), Instant::now()),
+        );
+    }
+
+    pub fn forget_tokens_of(&self, workspace_id: &str) {
+        self.tokens
+            .lock()
+            .expect("token cache poisoned")
+            .retain(|_, (owner, _, _)| owner != workspace_id);
+    }
+
+    pub fn workspace(&self, id: &str) -> Option<CachedWorkspace> {
+        let workspaces = self.workspaces.lock().expect("state cache poisoned");
+        let (state, at) = workspaces.get(id)?;
+        (at.elapsed() < STATE_TTL).then(|| state.clone())
+    }
+
+    pub fn remember_workspace(&self, id: &str, state: CachedWorkspace) {
+        let mut workspaces = self.workspaces.lock().expect("state cache poisoned");
+        if workspaces.len() > 100_000 {
+            workspaces.retain(|_, (_, at)| at.elapsed() < STATE_TTL);
+        }
+        workspaces.insert(id.to_owned(), (state, Instant::now()));
+    }
+
+    pub fn forget_workspace(&self, id: &str) {
+        self.workspaces
+            .lock()
+            .expect("state cache poisoned")
+            .remove(id);
+    }
+
+    /// Applies this beat's metadata (absent = unchanged) and returns the effective overrides.
+    pub fn overrides(&self, id: &str, metadata: Option<&pb::RuntimeMetadata>) -> RuntimeOverrides {
+        let mut overrides = self.overrides.lock().expect("overrides poisoned");
+        let entry = overrides.entry(id.to_owned()).or_default();
+        if let Some(metadata) = metadata {
+            let capabilities: serde_json::Value = metadata
+                .capabilities_json
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default();
+            entry.status_mgmt = capabilities["status_mgmt"].as_bool().unwrap_or(false);
+            entry.idle_timeout_seconds =
+                metadata.idle_timeout_seconds.filter(|seconds| *seconds > 0);
+        }
+        entry.clone()
+    }
+
+    pub fn idle_timeout(&self, id: &str) -> Option<i64> {
+        self.overrides
+            .lock()
+            .expect("overrides poisoned")
+            .get(id)
+            .and_then(|o| o.idle_timeout_seconds)
+    }
+
+    /// Queues the informational columns for the next flush (the newest beat wins).
+    pub fn defer(&self, id: &str, snapshot: BeatSnapshot) {
+        self.pending
+            .lock()
+            .expect("write-behind poisoned")
+            .insert(id.to_owned(), snapshot);
+    }
+
+    pub fn take_pending(&self) -> HashMap<String, BeatSnapshot> {
+        std::mem::take(&mut *self.pending.lock().expect("write-behind poisoned"))
+    }
+
+    /// Registers a stream; returns its serial for removal.
+    pub fn open_stream(&self, id: &str, mut handle: StreamHandle) -> u64 {
+        let serial = self
+            .next_serial
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        handle.serial = serial;
+        self.streams
+            .lock()
+            .expect("streams poisoned")
+            .entry(id.to_owned())
+            .or_default()
+            .push(handle);
+        serial
+    }
+
+    pub fn close_stream(&self, id: &str, serial: u64) {
+        let mut streams = self.streams.lock().expect("streams poisoned");
+        if let Some(handles) = streams.get_mut(id) {
+            handles.retain(|handle| handle.serial != serial);
+            if handles.is_empty() {
+                streams.remove(id);
+            }
+        }
+    }
+}

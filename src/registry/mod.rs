@@ -1,0 +1,1020 @@
+//! The Registry gRPC service (registry contract §1–5, §7, design D1, D2, D5, D7, D10, D12):
+//! registration with the atomic first mint, heartbeats over unary calls and over a stream, card
+//! updates, discovery, peers, access checks, activity, and the offline rules. The heartbeat is
+//! the hot path: cached credentials and state, one liveness write, and a datastore write only
+//! on a transition or a `current_task` change (everything else is flushed write-behind).
+
+mod activity;
+pub mod hot;
+mod stream;
+pub mod transitions;
+
+use std::{collections::HashMap, pin::Pin, time::Duration};
+
+use futures::Stream;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QuerySelect, Statement, TransactionTrait, sea_query::Expr,
+};
+use serde_json::{Value, json};
+use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
+use tracing::{debug, info, warn};
+
+use crate::{
+    auth::{self, hash_token},
+    error::{ApiError, ApiResult},
+    liveness::BeatSnapshot,
+    pb,
+    state::AppState,
+    store::{
+        self,
+        entities::{workspace, workspace_token},
+    },
+    workspaces::validate,
+};
+use hot::CachedWorkspace;
+use transitions::BeatFacts;
+
+const WORKSPACE_NOT_FOUND: &str = "workspace not found";
+const WORKSPACE_REMOVED: &str = "workspace removed";
+/// How often the write-behind buffer is flushed (one statement per flush).
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+const FLUSH_BATCH: usize = 500;
+
+/// Which credential let an agent in; a stream closes when its token is revoked.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentCredential {
+    pub(crate) token_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct RegistryService {
+    state: AppState,
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+fn reply<T>(result: ApiResult<T>) -> RpcResult<T> {
+    result.map(Response::new).map_err(Status::from)
+}
+
+pub(crate) fn caller_header(metadata: &MetadataMap) -> Option<&str> {
+    metadata
+        .get("x-workspace-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+}
+
+fn invalid_body() -> ApiError {
+    ApiError::bad_request("invalid request body")
+}
+
+/// An agent card must be a JSON object.
+fn parse_card(raw: &str) -> ApiResult<Value> {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(card @ Value::Object(_)) => Ok(card),
+        _ => Err(invalid_body()),
+    }
+}
+
+impl RegistryService {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    /// Heartbeat, update-card, discovery and streams: the workspace's own token or the admin
+    /// token (dev mode aside). Validated tokens are cached briefly.
+    pub(crate) async fn authenticate_agent(
+        &self,
+        metadata: &MetadataMap,
+        id: &str,
+    ) -> ApiResult<AgentCredential> {
+        let auth = &self.state.auth;
+        let Some(bearer) = auth::bearer(metadata) else {
+            return if auth.dev_mode() {
+                Ok(AgentCredential { token_id: None })
+            } else {
+                Err(ApiError::unauthenticated(auth::MISSING_WORKSPACE_TOKEN))
+            };
+        };
+        if auth.is_admin_token(bearer) {
+            return Ok(AgentCredential { token_id: None });
+        }
+        let hash = hash_token(bearer);
+        let owner = match self.state.hot.token(&hash) {
+            Some(owner) => Some(owner),
+            None => self.load_token(hash).await?,
+        };
+        match owner {
+            Some((owner, token_id)) if owner == id => Ok(AgentCredential {
+                token_id: Some(token_id),
+            }),
+            _ => Err(ApiError::unauthenticated(auth::INVALID_WORKSPACE_TOKEN)),
+        }
+    }
+
+    async fn load_token(&self, hash: Vec<u8>) -> ApiResult<Option<(String, String)>> {
+        let token = workspace_token::Entity::find()
+            .filter(workspace_token::Column::TokenHash.eq(hash.clone()))
+            .filter(workspace_token::Column::RevokedAt.is_null())
+            .one(&self.state.db)
+            .await
+            .map_err(|err| {
+                warn!(error = %err, "datastore error during auth");
+                ApiError::datastore_unavailable()
+            })?;
+        let Some(token) = token else { return Ok(None) };
+        let owner = self.workspace_state(&token.workspace_id).await;
+        match owner {
+            Ok(state) if state.status != "removed" => {
+                self.state
+                    .hot
+                    .remember_token(hash, &token.workspace_id, &token.id);
+                Ok(Some((token.workspace_id, token.id)))
+            }
+            Ok(_) | Err(_) => Ok(None),
+        }
+    }
+
+    /// The cached state of a workspace, loaded on a miss. Missing → 404.
+    async fn workspace_state(&self, id: &str) -> ApiResult<CachedWorkspace> {
+        if let Some(state) = self.state.hot.workspace(id) {
+            return Ok(state);
+        }
+        let row = workspace::Entity::find_by_id(id.to_owned())
+            .one(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("query failed"))?
+            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+        let state = CachedWorkspace {
+            status: row.status,
+            runtime: row.runtime,
+            current_task: row.current_task.unwrap_or_default(),
+            max_concurrent_tasks: row.max_concurrent_tasks,
+        };
+        self.state.hot.remember_workspace(id, state.clone());
+        Ok(state)
+    }
+
+    /// Like `workspace_state`, with removed workspaces answered 410 (registry contract).
+    async fn live_workspace_state(&self, id: &str) -> ApiResult<CachedWorkspace> {
+        let state = self.workspace_state(id).await?;
+        if state.status == "removed" {
+            return Err(ApiError::new(
+                crate::error::ErrorCode::Gone,
+                WORKSPACE_REMOVED,
+            ));
+        }
+        Ok(state)
+    }
+
+    async fn register(
+        &self,
+        metadata: &MetadataMap,
+        request: pb::RegisterRequest,
+    ) -> ApiResult<pb::RegisterResponse> {
+        let id = validate::parse_uuid(&request.id).ok_or_else(invalid_body)?;
+        if request.url.is_empty() {
+            return Err(invalid_body());
+        }
+        let card = parse_card(&request.agent_card_json)?;
+        let url = self
+            .state
+            .url_policy
+            .check_registration(&request.url, self.state.resolver.as_ref())
+            .await
+            .map_err(ApiError::bad_request)?;
+        let db = &self.state.db;
+        let row = workspace::Entity::find_by_id(id.clone())
+            .one(db)
+            .await
+            .map_err(ApiError::datastore("registration failed"))?
+            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+        if row.status == "removed" {
+            return Err(ApiError::new(
+                crate::error::ErrorCode::Gone,
+                WORKSPACE_REMOVED,
+            ));
+        }
+
+        // D1/D2: a bearer must be this workspace's token or the admin token; without one, only
+        // a workspace that never had a token, or an SDK restart with an unchanged URL, passes.
+        let auth = &self.state.auth;
+        let privileged = match auth::bearer(metadata) {
+            Some(bearer) if auth.is_admin_token(bearer) => true,
+            Some(_) => {
+                self.authenticate_agent(metadata, &id).await?;
+                true
+            }
+            None => auth.dev_mode(),
+        };
+        if !privileged {
+            let ever_had_token = workspace_token::Entity::find()
+                .filter(workspace_token::Column::WorkspaceId.eq(id.clone()))
+                .count(db)
+                .await
+                .map_err(ApiError::datastore("registration failed"))?
+                > 0;
+            if ever_had_token {
+                if same_url(row.url.as_deref(), url.as_str()) {
+                    self.refresh_liveness(&id).await;
+                    return Ok(pb::RegisterResponse { auth_token: None });
+                }
+                return Err(ApiError::unauthenticated(auth::MISSING_WORKSPACE_TOKEN));
+            }
+        }
+
+        let stored = row.url.clone().unwrap_or_default();
+        let effective_url = if stored.starts_with("http://127.0.0.1") {
+            stored
+        } else {
+            url.as_str().to_owned()
+        };
+        let txn = db
+            .begin()
+            .await
+            .map_err(ApiError::datastore("registration failed"))?;
+        // Serialises concurrent first registrations of this workspace (Postgres row lock;
+        // SQLite has a single writer), so exactly one of them mints.
+        let locked = workspace::Entity::find_by_id(id.clone())
+            .lock_exclusive()
+            .one(&txn)
+            .await
+            .map_err(ApiError::datastore("registration failed"))?
+            .filter(|row| row.status != "removed")
+            .ok_or_else(|| ApiError::new(crate::error::ErrorCode::Gone, WORKSPACE_REMOVED))?;
+        let status = if matches!(locked.status.as_str(), "paused" | "hibernated") {
+            locked.status.clone()
+        } else {
+            "online".to_owned()
+        };
+        let now = store::now();
+        workspace::Entity::update_many()
+            .col_expr(
+                workspace::Column::AgentCard,
+                Expr::value(request.agent_card_json.clone()),
+            )
+            .col_expr(workspace::Column::Url, Expr::value(effective_url.clone()))
+            .col_expr(workspace::Column::Status, Expr::value(status.clone()))
+            .col_expr(workspace::Column::LastHeartbeatAt, Expr::value(now))
+            .col_expr(workspace::Column::UpdatedAt, Expr::value(now))
+            .filter(workspace::Column::Id.eq(id.clone()))
+            .filter(workspace::Column::Status.ne("removed"))
+            .exec(&txn)
+            .await
+            .map_err(ApiError::datastore("registration failed"))?;
+        let live_tokens = workspace_token::Entity::find()
+            .filter(workspace_token::Column::WorkspaceId.eq(id.clone()))
+            .filter(workspace_token::Column::RevokedAt.is_null())
+            .count(&txn)
+            .await
+            .map_err(ApiError::datastore("registration failed"))?;
+        let auth_token = if live_tokens == 0 {
+            Some(
+                auth::issue_workspace_token(&txn, &id)
+                    .await
+                    .map_err(ApiError::datastore("registration failed"))?,
+            )
+        } else {
+            None
+        };
+        let event = self
+            .state
+            .events
+            .insert(
+                &txn,
+                "WORKSPACE_ONLINE",
+                Some(&id),
+                json!({"url": effective_url, "agent_card": card}),
+            )
+            .await
+            .map_err(ApiError::datastore("registration failed"))?;
+        txn.commit()
+            .await
+            .map_err(ApiError::datastore("registration failed"))?;
+        self.state.events.publish_all([event]);
+        self.state.hot.forget_workspace(&id);
+        self.refresh_liveness(&id).await;
+        if auth_token.is_some() {
+            info!(workspace_id = %id, "first registration minted the workspace token");
+        }
+        Ok(pb::RegisterResponse { auth_token })
+    }
+
+    /// Registration refreshes liveness best-effort: a liveness failure never fails it.
+    async fn refresh_liveness(&self, id: &str) {
+        let snapshot = BeatSnapshot {
+            at: store::now(),
+            active_tasks: 0,
+            uptime_seconds: 0,
+            error_rate: 0.0,
+            sample_error: String::new(),
+            monthly_spend: None,
+        };
+        if let Err(err) = self.state.liveness.beat(id, &snapshot).await {
+            warn!(workspace_id = %id, error = %err, "liveness refresh on register failed");
+        }
+    }
+
+    /// One heartbeat, whatever the transport. Returns the status after it.
+    pub(crate) async fn beat(&self, id: &str, request: &pb::HeartbeatRequest) -> ApiResult<String> {
+        let cached = self.live_workspace_state(id).await?;
+        let error_rate = if request.error_rate.is_finite() {
+            request.error_rate.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let snapshot = BeatSnapshot {
+            at: store::now(),
+            active_tasks: request.active_tasks,
+            uptime_seconds: request.uptime_seconds,
+            error_rate,
+            sample_error: request.sample_error.clone(),
+            monthly_spend: request
+                .monthly_spend
+                .filter(|spend| *spend > 0)
+                .map(|spend| spend.min(1_000_000_000_000)),
+        };
+        self.state
+            .liveness
+            .beat(id, &snapshot)
+            .await
+            .map_err(|err| {
+                warn!(workspace_id = %id, error = %err, "heartbeat rejected: liveness store down");
+                ApiError::datastore_unavailable()
+            })?;
+
+        let overrides = self
+            .state
+            .hot
+            .overrides(id, request.runtime_metadata.as_ref());
+        let facts = BeatFacts {
+            error_rate,
+            runtime_state: &request.runtime_state,
+            sample_error: &request.sample_error,
+            native: overrides.status_mgmt,
+        };
+        let mut status = cached.status.clone();
+        if let Some((to, payload)) = transitions::evaluate(&cached.status, facts)
+            && self.transition(id, &cached.status, to, payload).await?
+        {
+            status = to.to_owned();
+        }
+        if request.current_task != cached.current_task {
+            self.write_current_task(id, request).await?;
+            self.state.events.broadcast_only(
+                "TASK_UPDATED",
+                Some(id),
+                json!({"current_task": request.current_task, "active_tasks": request.active_tasks}),
+            );
+        }
+        self.state.hot.defer(id, snapshot);
+        self.state.events.broadcast_only(
+            "WORKSPACE_HEARTBEAT",
+            Some(id),
+            json!({"active_tasks": request.active_tasks, "uptime_seconds": request.uptime_seconds}),
+        );
+        Ok(status)
+    }
+
+    /// A conditional status change with its event, in one transaction. False when another
+    /// writer changed the status first (the cache is then dropped).
+    async fn transition(&self, id: &str, from: &str, to: &str, payload: Value) -> ApiResult<bool> {
+        let event = transition_in(&self.state, id, &[from], to, payload)
+            .await
+            .map_err(ApiError::datastore("failed to update"))?;
+        self.state.hot.forget_workspace(id);
+        match event {
+            Some(event) => {
+                self.state.events.publish_all([event]);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn write_current_task(&self, id: &str, request: &pb::HeartbeatRequest) -> ApiResult<()> {
+        workspace::Entity::update_many()
+            .col_expr(
+                workspace::Column::CurrentTask,
+                Expr::value(Some(request.current_task.clone()).filter(|task| !task.is_empty())),
+            )
+            .col_expr(
+                workspace::Column::ActiveTasks,
+                Expr::value(request.active_tasks),
+            )
+            .filter(workspace::Column::Id.eq(id.to_owned()))
+            .filter(workspace::Column::Status.ne("removed"))
+            .exec(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("failed to update"))?;
+        if let Some(mut state) = self.state.hot.workspace(id) {
+            state.current_task = request.current_task.clone();
+            self.state.hot.remember_workspace(id, state);
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(
+        &self,
+        metadata: &MetadataMap,
+        request: pb::HeartbeatRequest,
+    ) -> ApiResult<pb::HeartbeatResponse> {
+        if request.workspace_id.is_empty() {
+            return Err(invalid_body());
+        }
+        let id = validate::parse_uuid(&request.workspace_id)
+            .ok_or_else(|| ApiError::bad_request(validate::INVALID_WORKSPACE_ID))?;
+        self.authenticate_agent(metadata, &id).await?;
+        let status = self.beat(&id, &request).await?;
+        Ok(pb::HeartbeatResponse { status })
+    }
+
+    async fn update_card(
+        &self,
+        metadata: &MetadataMap,
+        request: pb::UpdateCardRequest,
+    ) -> ApiResult<pb::UpdateCardResponse> {
+        let id = validate::parse_uuid(&request.workspace_id).ok_or_else(invalid_body)?;
+        let card = parse_card(&request.agent_card_json)?;
+        self.authenticate_agent(metadata, &id).await?;
+        self.live_workspace_state(&id).await?;
+        let txn = self
+            .state
+            .db
+            .begin()
+            .await
+            .map_err(ApiError::datastore("failed to update card"))?;
+        let changed = workspace::Entity::update_many()
+            .col_expr(
+                workspace::Column::AgentCard,
+                Expr::value(request.agent_card_json),
+            )
+            .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
+            .filter(workspace::Column::Id.eq(id.clone()))
+            .filter(workspace::Column::Status.ne("removed"))
+            .exec(&txn)
+            .await
+            .map_err(ApiError::datastore("failed to update card"))?;
+        if changed.rows_affected == 0 {
+            return Err(ApiError::new(
+                crate::error::ErrorCode::Gone,
+                WORKSPACE_REMOVED,
+            ));
+        }
+        let event = self
+            .state
+            .events
+            .insert(
+                &txn,
+                "AGENT_CARD_UPDATED",
+                Some(&id),
+                json!({"agent_card": card}),
+            )
+            .await
+            .map_err(ApiError::datastore("failed to update card"))?;
+        txn.commit()
+            .await
+            .map_err(ApiError::datastore("failed to update card"))?;
+        self.state.events.publish_all([event]);
+        Ok(pb::UpdateCardResponse {})
+    }
+
+    /// The caller named by `x-workspace-id`, authenticated (DiscoveryAuth).
+    async fn discovery_caller(&self, metadata: &MetadataMap) -> ApiResult<String> {
+        let raw = caller_header(metadata)
+            .ok_or_else(|| ApiError::bad_request("X-Workspace-ID header is required"))?;
+        let caller = validate::workspace_id(raw)?;
+        self.authenticate_agent(metadata, &caller).await?;
+        Ok(caller)
+    }
+
+    async fn discover(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::DiscoverRequest,
+    ) -> ApiResult<pb::DiscoverResponse> {
+        let caller = self.discovery_caller(metadata).await?;
+        let target = validate::workspace_id(&request.target_id)?;
+        if !self.state.hierarchy.can_communicate(&caller, &target).await {
+            return Err(ApiError::forbidden(
+                "not authorized to discover this workspace",
+            ));
+        }
+        let row = workspace::Entity::find_by_id(target.clone())
+            .one(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("lookup failed"))?
+            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+        let url = self.reachable_url(&row).await?;
+        Ok(pb::DiscoverResponse {
+            id: row.id,
+            url,
+            name: row.name,
+        })
+    }
+
+    /// The URL a peer can use to reach `target` directly (registry contract §4.2).
+    async fn reachable_url(&self, target: &workspace::Model) -> ApiResult<String> {
+        let unavailable = || {
+            ApiError::new(
+                crate::error::ErrorCode::Unavailable,
+                "workspace not available",
+            )
+            .with_fields(json!({"status": target.status}))
+        };
+        if target.status == "removed" {
+            return Err(unavailable());
+        }
+        let stored = target.url.clone().unwrap_or_default();
+        if stored.starts_with("remote://") {
+            return Ok(stored);
+        }
+        if !stored.is_empty() {
+            // In dev, agents in containers reach host-run agents through the Docker host name.
+            let url = if self.state.auth.dev_mode() && target.runtime == "external" {
+                rewrite_loopback_host(&stored)
+            } else {
+                stored
+            };
+            return self
+                .state
+                .url_policy
+                .check_use(&url, self.state.resolver.as_ref())
+                .await
+                .map(|checked| checked.to_string())
+                .map_err(|reason| {
+                    debug!(workspace_id = %target.id, %reason, "discovered url failed the safety check");
+                    ApiError::new(crate::error::ErrorCode::Unavailable, "workspace URL failed safety check")
+                });
+        }
+        if matches!(target.status.as_str(), "online" | "degraded") && target.runtime != "external" {
+            return Ok(format!("http://ws-{}:8000", &target.id[..12]));
+        }
+        Err(unavailable())
+    }
+
+    async fn peers(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::ListPeersRequest,
+    ) -> ApiResult<pb::ListPeersResponse> {
+        let id = validate::workspace_id(&request.workspace_id)?;
+        self.authenticate_agent(metadata, &id).await?;
+        let db = &self.state.db;
+        let me = workspace::Entity::find_by_id(id.clone())
+            .one(db)
+            .await
+            .map_err(ApiError::datastore("lookup failed"))?
+            .filter(|row| row.status != "removed")
+            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+        let live = || workspace::Entity::find().filter(workspace::Column::Status.ne("removed"));
+        let siblings = match &me.parent_id {
+            Some(parent) => live().filter(workspace::Column::ParentId.eq(parent.clone())),
+            None => live().filter(workspace::Column::ParentId.is_null()),
+        }
+        .filter(workspace::Column::Id.ne(id.clone()));
+        let mut rows = query_ordered(siblings, db).await?;
+        rows.extend(
+            query_ordered(
+                live().filter(workspace::Column::ParentId.eq(id.clone())),
+                db,
+            )
+            .await?,
+        );
+        if let Some(parent) = &me.parent_id {
+            rows.extend(
+                query_ordered(live().filter(workspace::Column::Id.eq(parent.clone())), db).await?,
+            );
+        }
+        let query = request.query.trim().to_lowercase();
+        rows.retain(|row| {
+            query.is_empty()
+                || row.name.to_lowercase().contains(&query)
+                || row
+                    .role
+                    .as_deref()
+                    .is_some_and(|role| role.to_lowercase().contains(&query))
+        });
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let live_snapshots = self
+            .state
+            .liveness
+            .snapshots(&ids)
+            .await
+            .unwrap_or_default();
+        let mut peers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let url = self.reachable_url(&row).await.unwrap_or_default();
+            let active_tasks = live_snapshots
+                .get(&row.id)
+                .map_or(row.active_tasks, |s| s.active_tasks);
+            peers.push(pb::Peer {
+                url,
+                active_tasks,
+                id: row.id,
+                name: row.name,
+                role: row.role.filter(|role| !role.is_empty()),
+                tier: row.tier,
+                status: row.status,
+                agent_card_json: row.agent_card,
+                parent_id: row.parent_id,
+            });
+        }
+        Ok(pb::ListPeersResponse { peers })
+    }
+
+    async fn check_access(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::CheckAccessRequest,
+    ) -> ApiResult<pb::CheckAccessResponse> {
+        let caller = validate::parse_uuid(&request.caller_id).ok_or_else(invalid_body)?;
+        let target = validate::parse_uuid(&request.target_id).ok_or_else(invalid_body)?;
+        let is_admin =
+            auth::bearer(metadata).is_some_and(|bearer| self.state.auth.is_admin_token(bearer));
+        if !is_admin {
+            self.authenticate_agent(metadata, &caller).await?;
+        }
+        Ok(pb::CheckAccessResponse {
+            allowed: self.state.hierarchy.can_communicate(&caller, &target).await,
+        })
+    }
+}
+
+async fn query_ordered(
+    select: sea_orm::Select<workspace::Entity>,
+    db: &impl ConnectionTrait,
+) -> ApiResult<Vec<workspace::Model>> {
+    use sea_orm::QueryOrder;
+    select
+        .order_by_asc(workspace::Column::CreatedAt)
+        .order_by_asc(workspace::Column::Id)
+        .all(db)
+        .await
+        .map_err(ApiError::datastore("lookup failed"))
+}
+
+/// Both `remote://` counts as the same "no inbound endpoint".
+fn same_url(stored: Option<&str>, requested: &str) -> bool {
+    let stored = stored.unwrap_or("");
+    stored == requested || (stored.starts_with("remote://") && requested.starts_with("remote://"))
+}
+
+/// Rewrites only the host component, never a substring elsewhere in the URL.
+fn rewrite_loopback_host(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if matches!(url.host_str(), Some("127.0.0.1" | "localhost")) => {
+            let _ = url.set_host(Some("host.docker.internal"));
+            url.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+/// `UPDATE … SET status = to WHERE id = ? AND status IN (from…)` plus its event row, in one
+/// transaction. The event is returned for publishing after the commit, only if a row changed.
+pub(crate) async fn transition_in(
+    state: &AppState,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    payload: Value,
+) -> Result<Option<std::sync::Arc<crate::events::Envelope>>, DbErr> {
+    let txn = state.db.begin().await?;
+    let now = store::now();
+    let changed = workspace::Entity::update_many()
+        .col_expr(workspace::Column::Status, Expr::value(to))
+        .col_expr(workspace::Column::UpdatedAt, Expr::value(now))
+        .filter(workspace::Column::Id.eq(id.to_owned()))
+        .filter(workspace::Column::Status.is_in(from.iter().copied()))
+        .exec(&txn)
+        .await?;
+    if changed.rows_affected == 0 {
+        return Ok(None);
+    }
+    let event_type = match to {
+        "online" => "WORKSPACE_ONLINE",
+        "degraded" => "WORKSPACE_DEGRADED",
+        "offline" => "WORKSPACE_OFFLINE",
+        other => return Err(DbErr::Custom(format!("no event for status {other}"))),
+    };
+    let event = state
+        .events
+        .insert(&txn, event_type, Some(id), payload)
+        .await?;
+    txn.commit().await?;
+    Ok(Some(event))
+}
+
+/// Liveness ran out (expiry, sweep or goodbye): online/degraded → offline, once fleet-wide.
+pub(crate) async fn mark_offline(state: &AppState, id: &str) -> Result<bool, DbErr> {
+    let event = transition_in(state, id, &["online", "degraded"], "offline", json!({})).await?;
+    state.hot.forget_workspace(id);
+    Ok(match event {
+        Some(event) => {
+            info!(workspace_id = %id, "workspace offline");
+            state.events.publish_all([event]);
+            true
+        }
+        None => false,
+    })
+}
+
+/// Writes the buffered informational columns: one statement per batch of workspaces.
+pub async fn flush_write_behind(state: &AppState) -> Result<usize, DbErr> {
+    let pending = state.hot.take_pending();
+    let total = pending.len();
+    let rows: Vec<(String, BeatSnapshot)> = pending.into_iter().collect();
+    let backend = state.db.get_database_backend();
+    for batch in rows.chunks(FLUSH_BATCH) {
+        let (sql, values) = flush_statement(backend, batch);
+        state
+            .db
+            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+    }
+    Ok(total)
+}
+
+fn flush_statement(
+    backend: DbBackend,
+    batch: &[(String, BeatSnapshot)],
+) -> (String, Vec<sea_orm::Value>) {
+    let postgres = backend == DbBackend::Postgres;
+    let casts = [
+        "::text",
+        "::timestamptz",
+        "::int",
+        "::int",
+        "::float8",
+        "::text",
+        "::bigint",
+    ];
+    let mut values = Vec::with_capacity(batch.len() * casts.len());
+    let mut tuples = Vec::with_capacity(batch.len());
+    for (id, snapshot) in batch {
+        let placeholders: Vec<String> = casts
+            .iter()
+            .enumerate()
+            .map(|(column, cast)| {
+                let n = values.len() + column + 1;
+                if postgres {
+                    format!("${n}{cast}")
+                } else {
+                    "?".to_owned()
+                }
+            })
+            .collect();
+        tuples.push(format!("({})", placeholders.join(", ")));
+        values.push(id.clone().into());
+        values.push(snapshot.at.into());
+        values.push(snapshot.active_tasks.into());
+        values.push(
+            i32::try_from(snapshot.uptime_seconds)
+                .unwrap_or(i32::MAX)
+                .into(),
+        );
+        values.push(snapshot.error_rate.into());
+        values.push(
+            Some(snapshot.sample_error.clone())
+                .filter(|e| !e.is_empty())
+                .into(),
+        );
+        values.push(snapshot.monthly_spend.into());
+    }
+    let sql = format!(
+        "UPDATE workspaces SET last_heartbeat_at = v.column2, active_tasks = v.column3, \
+         uptime_seconds = v.column4, last_error_rate = v.column5, last_sample_error = v.column6, \
+         monthly_spend = COALESCE(v.column7, workspaces.monthly_spend) \
+         FROM (VALUES {}) AS v WHERE workspaces.id = v.column1 AND workspaces.status <> 'removed'",
+        tuples.join(", ")
+    );
+    (sql, values)
+}
+
+/// Background work of the registry: expiry handling, the liveness sweep, the write-behind
+/// flusher, and cache invalidation plus control frames from events. Runs until shutdown.
+pub fn spawn_background(state: &AppState) {
+    tokio::spawn(stream::dispatch_events(state.clone()));
+    tokio::spawn(handle_expirations(state.clone()));
+    tokio::spawn(sweep_liveness(state.clone()));
+    tokio::spawn(run_flusher(state.clone()));
+}
+
+async fn handle_expirations(state: AppState) {
+    let mut expired = state.liveness.expirations();
+    loop {
+        let id = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            id = expired.recv() => id,
+        };
+        let id = match id {
+            Ok(id) => id,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                warn!(missed, "expiry reports dropped; the sweep will catch them");
+                continue;
+            }
+            Err(_) => return,
+        };
+        // A late expiry report must not undo a beat that re-created the key.
+        let alive = state.liveness.snapshots(std::slice::from_ref(&id)).await;
+        if alive.is_ok_and(|alive| alive.contains_key(&id)) {
+            continue;
+        }
+        if let Err(err) = mark_offline(&state, &id).await {
+            warn!(workspace_id = %id, error = %err, "offline transition failed");
+        }
+    }
+}
+
+/// The backstop for lost expiry events: online/degraded workspaces without a liveness entry go
+/// offline — but only once the backend has been healthy for a whole TTL, so a restart or a
+/// Redis recovery never causes an offline storm for agents that keep beating.
+async fn sweep_liveness(state: AppState) {
+    let ttl = state.liveness.ttl();
+    let every = (ttl / 3).clamp(Duration::from_millis(200), Duration::from_secs(15));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if state.liveness.healthy_since().elapsed() < ttl {
+            continue;
+        }
+        if let Err(err) = sweep_once(&state).await {
+            warn!(error = %err, "liveness sweep failed");
+        }
+    }
+}
+
+async fn sweep_once(state: &AppState) -> Result<(), String> {
+    let ids: Vec<String> = workspace::Entity::find()
+        .select_only()
+        .column(workspace::Column::Id)
+        .filter(workspace::Column::Status.is_in(["online", "degraded"]))
+        .into_tuple()
+        .all(&state.db)
+        .await
+        .map_err(|err| err.to_string())?;
+    for chunk in ids.chunks(1000) {
+        let alive: HashMap<String, BeatSnapshot> = state
+            .liveness
+            .snapshots(chunk)
+            .await
+            .map_err(|err| err.to_string())?;
+        for id in chunk.iter().filter(|id| !alive.contains_key(*id)) {
+            mark_offline(state, id)
+                .await
+                .map_err(|err| err.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+async fn run_flusher(state: AppState) {
+    let mut ticker = tokio::time::interval(FLUSH_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            () = state.shutdown.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
+        if let Err(err) = flush_write_behind(&state).await {
+            warn!(error = %err, "heartbeat write-behind flush failed");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::registry_server::Registry for RegistryService {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> RpcResult<pb::RegisterResponse> {
+        let (metadata, _, body) = request.into_parts();
+        reply(RegistryService::register(self, &metadata, body).await)
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> RpcResult<pb::HeartbeatResponse> {
+        let (metadata, _, body) = request.into_parts();
+        reply(RegistryService::heartbeat(self, &metadata, body).await)
+    }
+
+    type HeartbeatStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
+
+    async fn heartbeat_stream(
+        &self,
+        request: Request<Streaming<pb::AgentFrame>>,
+    ) -> RpcResult<Self::HeartbeatStreamStream> {
+        reply(stream::open(self.clone(), request).await)
+    }
+
+    async fn update_card(
+        &self,
+        request: Request<pb::UpdateCardRequest>,
+    ) -> RpcResult<pb::UpdateCardResponse> {
+        let (metadata, _, body) = request.into_parts();
+        reply(RegistryService::update_card(self, &metadata, body).await)
+    }
+
+    async fn discover(
+        &self,
+        request: Request<pb::DiscoverRequest>,
+    ) -> RpcResult<pb::DiscoverResponse> {
+        reply(RegistryService::discover(self, request.metadata(), request.get_ref()).await)
+    }
+
+    async fn list_peers(
+        &self,
+        request: Request<pb::ListPeersRequest>,
+    ) -> RpcResult<pb::ListPeersResponse> {
+        reply(self.peers(request.metadata(), request.get_ref()).await)
+    }
+
+    async fn check_access(
+        &self,
+        request: Request<pb::CheckAccessRequest>,
+    ) -> RpcResult<pb::CheckAccessResponse> {
+        reply(RegistryService::check_access(self, request.metadata(), request.get_ref()).await)
+    }
+
+    async fn log_activity(
+        &self,
+        request: Request<pb::LogActivityRequest>,
+    ) -> RpcResult<pb::LogActivityResponse> {
+        let (metadata, _, body) = request.into_parts();
+        reply(activity::log(&self.state, &metadata, body).await)
+    }
+
+    async fn list_activity(
+        &self,
+        request: Request<pb::ListActivityRequest>,
+    ) -> RpcResult<pb::ListActivityResponse> {
+        reply(activity::list(&self.state, request.metadata(), request.get_ref()).await)
+    }
+
+    async fn notify(&self, request: Request<pb::NotifyRequest>) -> RpcResult<pb::NotifyResponse> {
+        let (metadata, _, body) = request.into_parts();
+        reply(activity::notify(&self.state, &metadata, body).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_host_is_rewritten() {
+        assert_eq!(
+            rewrite_loopback_host("http://127.0.0.1:8000/a?next=http://127.0.0.1"),
+            "http://host.docker.internal:8000/a?next=http://127.0.0.1"
+        );
+        assert_eq!(
+            rewrite_loopback_host("http://agent.example/localhost"),
+            "http://agent.example/localhost"
+        );
+    }
+
+    #[test]
+    fn remote_urls_are_all_the_same_no_inbound_endpoint() {
+        assert!(same_url(Some("remote://no-inbound"), "remote://other"));
+        assert!(same_url(Some("https://a"), "https://a"));
+        assert!(!same_url(Some("https://a"), "https://b"));
+        assert!(!same_url(None, "https://a"));
+    }
+
+    #[test]
+    fn the_flush_is_one_statement_with_backend_placeholders() {
+        let snapshot = BeatSnapshot {
+            at: store::now(),
+            active_tasks: 1,
+            uptime_seconds: 2,
+            error_rate: 0.0,
+            sample_error: String::new(),
+            monthly_spend: None,
+        };
+        let batch = vec![
+            ("a".to_owned(), snapshot.clone()),
+            ("b".to_owned(), snapshot),
+        ];
+        let (sql, values) = flush_statement(DbBackend::Postgres, &batch);
+        assert!(
+            sql.contains("($1::text, $2::timestamptz") && sql.contains("($8::text"),
+            "{sql}"
+        );
+        assert_eq!(values.len(), 14);
+        let (sql, _) = flush_statement(DbBackend::Sqlite, &batch);
+        assert!(sql.contains("(?, ?, ?, ?, ?, ?, ?), (?,"), "{sql}");
+    }
+}

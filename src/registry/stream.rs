@@ -1,0 +1,204 @@
+//! The bidirectional heartbeat stream (design D10): authenticated once, every beat acked, a
+//! goodbye marks the workspace offline at once, and control frames are pushed when the
+//! workspace is paused, resumed, removed, its token revoked, or its secrets or config change.
+//! One dispatcher task routes events to streams, so a stream costs no work per foreign event.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status, Streaming};
+use tracing::{debug, warn};
+
+use super::{RegistryService, caller_header, hot::StreamHandle, mark_offline};
+use crate::{
+    error::{ApiError, ApiResult},
+    events::Envelope,
+    pb::{self, control::Kind},
+    state::AppState,
+    workspaces::validate,
+};
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
+
+/// Outbound frames buffered per stream; an agent this far behind is cut off.
+const OUTBOUND: usize = 32;
+
+pub(super) async fn open(
+    service: RegistryService,
+    request: Request<Streaming<pb::AgentFrame>>,
+) -> ApiResult<FrameStream> {
+    let (metadata, _, inbound) = request.into_parts();
+    let raw = caller_header(&metadata)
+        .ok_or_else(|| ApiError::bad_request("X-Workspace-ID header is required"))?;
+    let id = validate::workspace_id(raw)?;
+    let credential = service.authenticate_agent(&metadata, &id).await?;
+    let current = service.live_workspace_state(&id).await?;
+    let (frames, outbound) = mpsc::channel(OUTBOUND);
+    let serial = service.state.hot.open_stream(
+        &id,
+        StreamHandle {
+            token_id: credential.token_id,
+            frames: frames.clone(),
+            paused: current.status == "paused",
+            serial: 0,
+        },
+    );
+    tokio::spawn(serve(service, id, serial, inbound, frames));
+    Ok(Box::pin(ReceiverStream::new(outbound)))
+}
+
+async fn serve(
+    service: RegistryService,
+    id: String,
+    serial: u64,
+    mut inbound: Streaming<pb::AgentFrame>,
+    frames: mpsc::Sender<Result<pb::ServerFrame, Status>>,
+) {
+    let state = service.state.clone();
+    loop {
+        let frame = tokio::select! {
+            () = state.shutdown.cancelled() => break,
+            () = frames.closed() => break,
+            frame = inbound.message() => frame,
+        };
+        match frame {
+            Ok(Some(pb::AgentFrame {
+                frame: Some(pb::agent_frame::Frame::Beat(beat)),
+            })) => {
+                let heartbeat = beat.heartbeat.unwrap_or_default();
+                let reply = match service.beat(&id, &heartbeat).await {
+                    Ok(status) => Ok(pb::ServerFrame {
+                        frame: Some(pb::server_frame::Frame::Ack(pb::Ack {
+                            sequence: beat.sequence,
+                            status,
+                        })),
+                    }),
+                    Err(err) => Err(Status::from(err)),
+                };
+                let failed = reply.is_err();
+                if frames.send(reply).await.is_err() || failed {
+                    break;
+                }
+            }
+            Ok(Some(pb::AgentFrame {
+                frame: Some(pb::agent_frame::Frame::Goodbye(goodbye)),
+            })) => {
+                debug!(workspace_id = %id, reason = %goodbye.reason, "heartbeat stream goodbye");
+                if let Err(err) = state.liveness.forget(&id).await {
+                    warn!(workspace_id = %id, error = %err, "liveness forget failed");
+                }
+                if let Err(err) = mark_offline(&state, &id).await {
+                    warn!(workspace_id = %id, error = %err, "offline on goodbye failed");
+                }
+                break;
+            }
+            Ok(Some(_)) => {}
+            // Dropped without a goodbye: the liveness TTL decides.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    state.hot.close_stream(&id, serial);
+}
+
+fn control(kind: Kind, envelope: &Envelope) -> pb::ServerFrame {
+    pb::ServerFrame {
+        frame: Some(pb::server_frame::Frame::Control(pb::Control {
+            kind: kind as i32,
+            event: envelope.event.clone(),
+            at: Some(prost_types::Timestamp {
+                seconds: envelope.timestamp.timestamp(),
+                nanos: envelope.timestamp.timestamp_subsec_nanos() as i32,
+            }),
+        })),
+    }
+}
+
+/// Events that change nothing the hot path caches.
+fn is_informational(event: &str) -> bool {
+    matches!(
+        event,
+        "WORKSPACE_HEARTBEAT"
+            | "TASK_UPDATED"
+            | "ACTIVITY_LOGGED"
+            | "AGENT_MESSAGE"
+            | "A2A_RESPONSE"
+    )
+}
+
+/// Invalidates caches and pushes control frames, for events from every replica.
+pub(super) async fn dispatch_events(state: AppState) {
+    let mut events = state.events.subscribe();
+    loop {
+        let envelope = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            received = events.recv() => match received {
+                Ok(envelope) => envelope,
+                Err(RecvError::Lagged(missed)) => {
+                    warn!(missed, "registry event dispatcher lagged");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            },
+        };
+        let Some(id) = envelope.workspace_id.as_deref() else {
+            continue;
+        };
+        if is_informational(&envelope.event) {
+            continue;
+        }
+        state.hot.forget_workspace(id);
+        if matches!(
+            envelope.event.as_str(),
+            "WORKSPACE_TOKEN_REVOKED" | "WORKSPACE_REMOVED"
+        ) {
+            state.hot.forget_tokens_of(id);
+        }
+        push_controls(&state, id, &envelope);
+    }
+}
+
+fn push_controls(state: &AppState, id: &str, envelope: &Envelope) {
+    let mut streams = state.hot.streams.lock().expect("streams poisoned");
+    let Some(handles) = streams.get_mut(id) else {
+        return;
+    };
+    handles.retain_mut(|handle| {
+        let revoked_token = envelope.payload["token_id"].as_str();
+        let (kind, close) = match envelope.event.as_str() {
+            "WORKSPACE_PAUSED" => {
+                handle.paused = true;
+                (Kind::Paused, false)
+            }
+            "WORKSPACE_PROVISIONING" | "WORKSPACE_AWAITING_AGENT" if handle.paused => {
+                handle.paused = false;
+                (Kind::Resumed, false)
+            }
+            "WORKSPACE_REMOVED" => (Kind::Removed, true),
+            "WORKSPACE_TOKEN_REVOKED"
+                if handle.token_id.is_some() && handle.token_id.as_deref() == revoked_token =>
+            {
+                (Kind::TokenRevoked, true)
+            }
+            "SECRETS_CHANGED" => (Kind::SecretsChanged, false),
+            "WORKSPACE_UPDATED" | "AGENT_CARD_UPDATED" => (Kind::ConfigChanged, false),
+            _ => return true,
+        };
+        let mut delivered = handle.frames.try_send(Ok(control(kind, envelope))).is_ok();
+        if delivered && close {
+            let reason = match kind {
+                Kind::TokenRevoked => Status::unauthenticated("workspace token revoked"),
+                _ => Status::not_found("workspace removed"),
+            };
+            delivered = handle.frames.try_send(Err(reason)).is_ok();
+        }
+        if !delivered {
+            warn!(workspace_id = %id, "heartbeat stream not reading control frames; dropping it");
+        }
+        delivered && !close
+    });
+    if handles.is_empty() {
+        streams.remove(id);
+    }
+}

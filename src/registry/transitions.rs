@@ -1,0 +1,99 @@
+//! The heartbeat status rules of registry contract §2.1, as a pure function: given the status
+//! read once and this beat, which single transition (if any) to attempt, and its event payload.
+
+use serde_json::{Value, json};
+
+/// What a heartbeat reports that the rules look at.
+#[derive(Debug, Clone, Copy)]
+pub struct BeatFacts<'a> {
+    pub error_rate: f64,
+    pub runtime_state: &'a str,
+    pub sample_error: &'a str,
+    /// The runtime manages its own status (`capabilities.status_mgmt`).
+    pub native: bool,
+}
+
+/// The one transition this beat causes, evaluated in the contract's order.
+pub fn evaluate(current: &str, beat: BeatFacts<'_>) -> Option<(&'static str, Value)> {
+    let wedged = beat.runtime_state == "wedged";
+    match current {
+        "online" if wedged => Some((
+            "degraded",
+            json!({"runtime_state": "wedged", "sample_error": beat.sample_error}),
+        )),
+        "online" if !beat.native && beat.error_rate >= 0.5 => Some((
+            "degraded",
+            json!({"error_rate": beat.error_rate, "sample_error": beat.sample_error}),
+        )),
+        "degraded" if !beat.native && beat.error_rate < 0.1 && beat.runtime_state.is_empty() => {
+            Some(("online", json!({})))
+        }
+        "offline" => Some(("online", json!({}))),
+        "provisioning" => Some(("online", json!({"recovered_from": "provisioning"}))),
+        "awaiting_agent" => Some(("online", json!({"recovered_from": "awaiting_agent"}))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(error_rate: f64, runtime_state: &str, native: bool) -> BeatFacts<'_> {
+        BeatFacts {
+            error_rate,
+            runtime_state,
+            sample_error: "boom",
+            native,
+        }
+    }
+
+    #[test]
+    fn the_rules_in_order() {
+        let healthy = beat(0.0, "", false);
+        assert_eq!(evaluate("online", healthy), None);
+        // A wedge and a high error rate together: one transition, the wedge's payload.
+        assert_eq!(
+            evaluate("online", beat(0.9, "wedged", false)),
+            Some((
+                "degraded",
+                json!({"runtime_state": "wedged", "sample_error": "boom"})
+            ))
+        );
+        assert_eq!(
+            evaluate("online", beat(0.5, "", false)),
+            Some((
+                "degraded",
+                json!({"error_rate": 0.5, "sample_error": "boom"})
+            ))
+        );
+        assert_eq!(
+            evaluate("online", beat(0.9, "", true)),
+            None,
+            "native runtimes manage themselves"
+        );
+        // Hysteresis: degraded recovers only below 0.1 and without a wedge.
+        assert_eq!(evaluate("degraded", beat(0.2, "", false)), None);
+        assert_eq!(evaluate("degraded", beat(0.05, "wedged", false)), None);
+        assert_eq!(
+            evaluate("degraded", beat(0.05, "", false)),
+            Some(("online", json!({})))
+        );
+        // Recovery fires even when this beat reports a wedge; the next one degrades.
+        assert_eq!(
+            evaluate("offline", beat(0.0, "wedged", false)),
+            Some(("online", json!({})))
+        );
+        assert_eq!(
+            evaluate("provisioning", healthy),
+            Some(("online", json!({"recovered_from": "provisioning"})))
+        );
+        assert_eq!(
+            evaluate("awaiting_agent", healthy),
+            Some(("online", json!({"recovered_from": "awaiting_agent"})))
+        );
+        for untouched in ["paused", "hibernated", "failed", "removed"] {
+            assert_eq!(evaluate(untouched, healthy), None, "{untouched}");
+        }
+    }
+}
