@@ -179,8 +179,7 @@ impl RegistryService {
             return Err(invalid_body());
         }
         let card = parse_card(&request.agent_card_json)?;
-        let url = self
-            .state
+        self.state
             .url_policy
             .check_registration(&request.url, self.state.resolver.as_ref())
             .await
@@ -217,7 +216,7 @@ impl RegistryService {
                 .map_err(ApiError::datastore("registration failed"))?
                 > 0;
             if ever_had_token {
-                if same_url(row.url.as_deref(), url.as_str()) {
+                if same_url(row.url.as_deref(), &request.url) {
                     self.refresh_liveness(&id).await;
                     return Ok(pb::RegisterResponse { auth_token: None });
                 }
@@ -229,7 +228,7 @@ impl RegistryService {
         let effective_url = if stored.starts_with("http://127.0.0.1") {
             stored
         } else {
-            url.as_str().to_owned()
+            request.url.clone()
         };
         let txn = db
             .begin()

@@ -14,7 +14,7 @@ use molecule::{
 };
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use sea_orm::ConnectionTrait;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -82,6 +82,7 @@ pub(crate) struct Options {
     pub(crate) cors_origins: Option<&'static str>,
     pub(crate) org_id: Option<&'static str>,
     pub(crate) provision_timeout_seconds: u64,
+    pub(crate) liveness_ttl_seconds: u64,
     pub(crate) enable_test_tokens: &'static str,
 }
 
@@ -94,6 +95,7 @@ impl Default for Options {
             cors_origins: None,
             org_id: None,
             provision_timeout_seconds: 600,
+            liveness_ttl_seconds: 90,
             enable_test_tokens: "",
         }
     }
@@ -130,7 +132,20 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
 }
 
 /// Starts a server on `backend` (a replica when another server already uses it).
+/// Logs go to stderr with `TEST_LOG=1` (filter with `RUST_LOG`), and nowhere otherwise.
+static TRACING: std::sync::LazyLock<()> = std::sync::LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .init();
+    }
+});
+
 pub(crate) async fn spawn_on(backend: Backend, options: Options) -> TestApp {
+    std::sync::LazyLock::force(&TRACING);
     let admin_token = molecule::auth::MintedToken::generate().plaintext;
     let mut args: Vec<String> = vec!["molecule".into(), "serve".into()];
     // `--flag=value`, because generated tokens may start with `-`.
@@ -156,6 +171,10 @@ pub(crate) async fn spawn_on(backend: Backend, options: Options) -> TestApp {
     push(
         "--provision-timeout-seconds",
         options.provision_timeout_seconds.to_string(),
+    );
+    push(
+        "--liveness-ttl-seconds",
+        options.liveness_ttl_seconds.to_string(),
     );
     push(
         "--enable-test-tokens",
@@ -286,6 +305,37 @@ impl TestApp {
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
         reply.body["auth_token"].as_str().unwrap().to_owned()
+    }
+
+    /// `POST /registry/register` with an optional bearer.
+    pub(crate) async fn register(&self, id: &str, url: &str, token: Option<&str>) -> Reply {
+        let body = json!({"id": id, "url": url, "agent_card": {"name": "agent", "skills": []}});
+        self.call(Method::POST, "/registry/register", token, Some(body))
+            .await
+    }
+
+    /// An external workspace registered once; returns its id and token.
+    pub(crate) async fn registered_agent(
+        &self,
+        name: &str,
+        parent: Option<&str>,
+    ) -> (String, String) {
+        let id = self
+            .create_workspace(json!({"name": name, "external": true, "parent_id": parent}))
+            .await;
+        let reply = self.register(&id, "remote://no-inbound", None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        (id, reply.body["auth_token"].as_str().unwrap().to_owned())
+    }
+
+    /// `POST /registry/heartbeat` with this body merged over `workspace_id`.
+    pub(crate) async fn heartbeat(&self, id: &str, token: &str, fields: Value) -> Reply {
+        let mut body = json!({"workspace_id": id});
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        self.call(Method::POST, "/registry/heartbeat", Some(token), Some(body))
+            .await
     }
 
     /// Every persisted event type for a workspace, oldest first.

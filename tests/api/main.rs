@@ -8,5 +8,6 @@ mod events;
 mod grpc;
 mod helpers;
 mod lifecycle;
+mod registry;
 mod tokens;
 mod workspaces;
