@@ -252,6 +252,15 @@ fn edge_args(options: &Options) -> Vec<String> {
 }
 
 impl TestApp {
+    /// A fresh gRPC connection to the control plane.
+    pub(crate) async fn grpc_channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("grpc connects")
+    }
+
     pub(crate) fn ws_url(&self) -> String {
         format!("{}/ws", self.rest.replacen("http://", "ws://", 1))
     }

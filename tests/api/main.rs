@@ -1,11 +1,14 @@
 //! The integration suite: one binary, every test against a real server on a real socket, on
 //! every configured backend (see `helpers`).
 
+mod activity;
 mod auth;
 mod cli;
+mod discovery;
 mod edge;
 mod events;
 mod grpc;
+mod heartbeat_stream;
 mod helpers;
 mod lifecycle;
 mod registry;
