@@ -203,7 +203,7 @@ impl RedisLiveness {
 
 /// Turns on expired-key events (`E` + `x`) unless already on; managed Redis may refuse, and the
 /// sweep remains the backstop then.
-async fn enable_expiry_events(connection: &mut redis::aio::ConnectionManager) {
+async fn enable_expiry_events(connection: &mut impl redis::aio::ConnectionLike) {
     let current: Result<Vec<String>, _> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("notify-keyspace-events")
@@ -261,6 +261,10 @@ impl ExpiryListener {
             match connection {
                 Ok(connection) => {
                     *self.healthy_since.lock().expect("poisoned") = Instant::now();
+                    // A restarted Redis has lost the setting.
+                    if let Ok(mut setup) = self.client.get_multiplexed_async_connection().await {
+                        enable_expiry_events(&mut setup).await;
+                    }
                     let mut messages = connection.into_on_message();
                     loop {
                         let message = tokio::select! {
@@ -295,6 +299,14 @@ fn unavailable(err: impl std::fmt::Display) -> LivenessError {
     LivenessError(err.to_string())
 }
 
+impl RedisLiveness {
+    /// Any failure restarts the grace period: keys may have been lost with the server.
+    fn failed(&self, err: impl std::fmt::Display) -> LivenessError {
+        *self.healthy_since.lock().expect("poisoned") = Instant::now();
+        unavailable(err)
+    }
+}
+
 #[async_trait::async_trait]
 impl Liveness for RedisLiveness {
     async fn beat(&self, id: &str, snapshot: &BeatSnapshot) -> Result<(), LivenessError> {
@@ -303,7 +315,7 @@ impl Liveness for RedisLiveness {
         connection
             .set_ex::<_, _, ()>(self.key(id), value, self.ttl.as_secs().max(1))
             .await
-            .map_err(unavailable)
+            .map_err(|err| self.failed(err))
     }
 
     async fn forget(&self, id: &str) -> Result<(), LivenessError> {
@@ -327,7 +339,7 @@ impl Liveness for RedisLiveness {
             .arg(&keys)
             .query_async(&mut connection)
             .await
-            .map_err(unavailable)?;
+            .map_err(|err| self.failed(err))?;
         Ok(ids
             .iter()
             .zip(values)

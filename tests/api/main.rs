@@ -11,6 +11,7 @@ mod grpc;
 mod heartbeat_stream;
 mod helpers;
 mod lifecycle;
+mod outage;
 mod registry;
 mod tokens;
 mod workspaces;
