@@ -10,6 +10,7 @@ mod events;
 mod grpc;
 mod heartbeat_stream;
 mod helpers;
+mod interop;
 mod lifecycle;
 mod outage;
 mod registry;

@@ -1,0 +1,413 @@
+//! Heartbeat load generator. Starts `molecule serve` (the release binary) on Postgres + Redis,
+//! drives N simulated agents over gRPC heartbeat streams and then over REST, and reports acked
+//! heartbeats/s, p50/p99 latency, Postgres row updates per heartbeat (pg_stat_user_tables),
+//! server RSS per idle stream, and the same Redis measured by redis-benchmark in the same run.
+//!
+//! Run it with `bench/heartbeat.sh` (which builds the release binary first).
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use futures_util::future::join_all;
+use molecule::pb::{self, registry_client::RegistryClient};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, transport::Channel};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The `molecule` binary to start.
+    #[arg(long, default_value = "target/release/molecule")]
+    server: String,
+    /// A Postgres URL whose server can host a fresh benchmark database.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres: String,
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Simulated agents (workspaces).
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// gRPC connections the stream phase spreads agents over.
+    #[arg(long, default_value_t = 16)]
+    grpc_connections: usize,
+    /// Concurrent REST clients.
+    #[arg(long, default_value_t = 50)]
+    rest_clients: usize,
+    /// Seconds per load phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Idle streams for the memory measurement.
+    #[arg(long, default_value_t = 10_000)]
+    idle_streams: usize,
+    /// Connections the idle streams are spread over.
+    #[arg(long, default_value_t = 100)]
+    idle_connections: usize,
+    #[arg(long, default_value_t = 18123)]
+    port: u16,
+    // `cargo bench` passes `--bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+struct Latencies(Vec<u32>);
+
+impl Latencies {
+    fn percentile(&mut self, p: f64) -> f64 {
+        self.0.sort_unstable();
+        let index = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.0.get(index).copied().unwrap_or(0)) / 1000.0
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn workspace_updates(db: &DatabaseConnection) -> i64 {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'workspaces'",
+        ))
+        .await
+        .expect("pg_stat_user_tables readable")
+        .expect("workspaces table has stats");
+    row.try_get_by_index::<i64>(0).unwrap_or(0)
+}
+
+/// Waits for the write-behind flush (2 s) and Postgres' stats flush (idle backends: 10 s).
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(12)).await;
+}
+
+fn redis_benchmark(redis: &str) -> f64 {
+    let url = url::Url::parse(redis).expect("redis url");
+    let output = Command::new("redis-benchmark")
+        .args(["-h", url.host_str().unwrap_or("127.0.0.1")])
+        .args(["-p", &url.port().unwrap_or(6379).to_string()])
+        .args(["-c", "50", "-n", "200000", "-r", "10000", "-q"])
+        .args(["SET", "ws:__rand_int__", "online", "EX", "90"])
+        .output()
+        .expect("redis-benchmark is installed");
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "SET ws:__rand_int__ online EX 90: 98039.22 requests per second, p50=0.263 msec"
+    text.split("requests per second")
+        .next()
+        .and_then(|head| head.rsplit(':').next())
+        .and_then(|number| number.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected redis-benchmark output: {text}"))
+}
+
+async fn start_server(args: &Args, database_url: &str, admin_token: &str) -> Server {
+    let data_dir =
+        std::env::temp_dir().join(format!("molecule-bench-{}", uuid::Uuid::new_v4().simple()));
+    let child = Command::new(&args.server)
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", args.port)])
+        .env("DATABASE_URL", database_url)
+        .env("REDIS_URL", &args.redis)
+        .env(
+            "MOLECULE_REDIS_NAMESPACE",
+            format!("bench-{}:", uuid::Uuid::new_v4().simple()),
+        )
+        .env("ADMIN_TOKEN", admin_token)
+        .env("MOLECULE_DATA_DIR", &data_dir)
+        .env("RATE_LIMIT", "1000000000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the molecule binary starts (run bench/heartbeat.sh)");
+    let base = format!("http://127.0.0.1:{}", args.port);
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/health")).await.is_ok() {
+            return Server { child, base };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not come up");
+}
+
+/// Creates and registers `count` external workspaces; returns `(id, token)` pairs.
+async fn create_agents(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    count: usize,
+) -> Vec<(String, String)> {
+    let batches = (0..count).collect::<Vec<_>>();
+    let mut agents = Vec::with_capacity(count);
+    for chunk in batches.chunks(32) {
+        let created = join_all(chunk.iter().map(|i| async move {
+            let reply: serde_json::Value = http
+                .post(format!("{base}/workspaces"))
+                .bearer_auth(admin)
+                .json(&json!({"name": format!("agent-{i}"), "external": true}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = reply["id"].as_str().unwrap().to_owned();
+            let registered: serde_json::Value = http
+                .post(format!("{base}/registry/register"))
+                .json(&json!({"id": id, "url": "remote://no-inbound", "agent_card": {"name": format!("agent-{i}")}}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (id, registered["auth_token"].as_str().unwrap().to_owned())
+        }))
+        .await;
+        agents.extend(created);
+    }
+    agents
+}
+
+fn beat(sequence: u64) -> pb::AgentFrame {
+    pb::AgentFrame {
+        frame: Some(pb::agent_frame::Frame::Beat(pb::Beat {
+            sequence,
+            heartbeat: Some(pb::HeartbeatRequest {
+                active_tasks: 1,
+                uptime_seconds: sequence as i64,
+                ..Default::default()
+            }),
+        })),
+    }
+}
+
+async fn open_stream(
+    channel: Channel,
+    id: &str,
+    token: &str,
+) -> (
+    mpsc::Sender<pb::AgentFrame>,
+    tonic::Streaming<pb::ServerFrame>,
+) {
+    let (sender, receiver) = mpsc::channel(4);
+    let mut request = Request::new(ReceiverStream::new(receiver));
+    request
+        .metadata_mut()
+        .insert("x-workspace-id", id.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let inbound = RegistryClient::new(channel)
+        .heartbeat_stream(request)
+        .await
+        .expect("stream opens")
+        .into_inner();
+    (sender, inbound)
+}
+
+async fn channels(base: &str, count: usize) -> Vec<Channel> {
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(base.to_owned())
+                .unwrap()
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .expect("grpc connects"),
+        );
+    }
+    channels
+}
+
+/// Closed loop per agent: send a beat, wait for its ack, repeat until the deadline.
+async fn grpc_phase(args: &Args, base: &str, agents: &[(String, String)]) -> (u64, Latencies) {
+    let channels = channels(base, args.grpc_connections).await;
+    let mut streams = Vec::with_capacity(agents.len());
+    for (i, (id, token)) in agents.iter().enumerate() {
+        streams.push(open_stream(channels[i % channels.len()].clone(), id, token).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let results = join_all(streams.into_iter().map(|(sender, mut inbound)| {
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut sequence = 0;
+            while Instant::now() < deadline {
+                sequence += 1;
+                let sent = Instant::now();
+                sender.send(beat(sequence)).await.unwrap();
+                match inbound.message().await {
+                    Ok(Some(pb::ServerFrame {
+                        frame: Some(pb::server_frame::Frame::Ack(_)),
+                    })) => {
+                        latencies.push(sent.elapsed().as_micros() as u32);
+                    }
+                    Ok(Some(_)) => {}
+                    other => panic!("stream failed: {other:?}"),
+                }
+            }
+            latencies
+        })
+    }))
+    .await;
+    let all: Vec<u32> = results.into_iter().flat_map(Result::unwrap).collect();
+    (all.len() as u64, Latencies(all))
+}
+
+async fn rest_phase(
+    args: &Args,
+    base: &str,
+    agents: Arc<Vec<(String, String)>>,
+) -> (u64, Latencies) {
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let clients = args.rest_clients;
+    let results = join_all((0..clients).map(|worker| {
+        let agents = agents.clone();
+        let base = base.to_owned();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            let mut n = worker;
+            while Instant::now() < deadline {
+                let (id, token) = &agents[n % agents.len()];
+                n += clients;
+                let sent = Instant::now();
+                let response = http
+                    .post(format!("{base}/registry/heartbeat"))
+                    .bearer_auth(token)
+                    .json(&json!({"workspace_id": id, "active_tasks": 1, "uptime_seconds": n}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                let _ = response.bytes().await;
+                latencies.push(sent.elapsed().as_micros() as u32);
+            }
+            latencies
+        })
+    }))
+    .await;
+    let all: Vec<u32> = results.into_iter().flat_map(Result::unwrap).collect();
+    (all.len() as u64, Latencies(all))
+}
+
+/// Opens `idle_streams` streams that beat once and then stay open; returns the RSS growth.
+async fn idle_phase(args: &Args, server: &Server, agents: &[(String, String)]) -> (u64, u64) {
+    let pid = server.child.id();
+    let channels = channels(&server.base, args.idle_connections).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_kib(pid);
+    let mut held = Vec::with_capacity(args.idle_streams);
+    for i in 0..args.idle_streams {
+        let (id, token) = &agents[i % agents.len()];
+        let (sender, mut inbound) =
+            open_stream(channels[i % channels.len()].clone(), id, token).await;
+        sender.send(beat(1)).await.unwrap();
+        inbound.message().await.unwrap();
+        held.push((sender, inbound));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(pid);
+    drop(held);
+    (before, after)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let base_db = args.postgres.clone();
+    let db_name = format!("molecule_bench_{}", uuid::Uuid::new_v4().simple());
+    let admin = molecule::store::connect_url(&base_db)
+        .await
+        .expect("postgres reachable");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{db_name}\""))
+        .await
+        .unwrap();
+    let database_url = format!("{}/{db_name}", base_db.rsplit_once('/').unwrap().0);
+    let admin_token = molecule::auth::MintedToken::generate().plaintext;
+    let server = start_server(&args, &database_url, &admin_token).await;
+    let stats_db = molecule::store::connect_url(&database_url).await.unwrap();
+    let http = reqwest::Client::new();
+
+    println!("setting up {} agents…", args.agents);
+    let agents = create_agents(&http, &server.base, &admin_token, args.agents).await;
+    settle().await;
+
+    let updates_before = workspace_updates(&stats_db).await;
+    println!("phase: gRPC streams (server pid {})", server.child.id());
+    let (grpc_beats, mut grpc_latency) = grpc_phase(&args, &server.base, &agents).await;
+    settle().await;
+    let grpc_updates = workspace_updates(&stats_db).await - updates_before;
+
+    let agents = Arc::new(agents);
+    let updates_before = workspace_updates(&stats_db).await;
+    println!("phase: REST");
+    let (rest_beats, mut rest_latency) = rest_phase(&args, &server.base, agents.clone()).await;
+    settle().await;
+    let rest_updates = workspace_updates(&stats_db).await - updates_before;
+
+    println!("phase: idle streams");
+    let (rss_before, rss_after) = idle_phase(&args, &server, &agents).await;
+    let redis_rps = redis_benchmark(&args.redis);
+
+    let seconds = args.seconds as f64;
+    let grpc_rate = grpc_beats as f64 / seconds;
+    let rest_rate = rest_beats as f64 / seconds;
+    println!();
+    println!("agents: {}, phase length: {} s", args.agents, args.seconds);
+    println!(
+        "redis-benchmark -c 50 -n 200000 -r 10000 SET ws:__rand_int__ online EX 90: {redis_rps:.0} req/s"
+    );
+    println!(
+        "gRPC streams ({} connections): {grpc_rate:.0} acked beats/s = {:.2}x redis-benchmark; p50 {:.2} ms, p99 {:.2} ms; postgres row updates/beat {:.4}",
+        args.grpc_connections,
+        grpc_rate / redis_rps,
+        grpc_latency.percentile(0.50),
+        grpc_latency.percentile(0.99),
+        grpc_updates as f64 / grpc_beats.max(1) as f64,
+    );
+    println!(
+        "REST ({} clients): {rest_rate:.0} acked beats/s = {:.2}x redis-benchmark; p50 {:.2} ms, p99 {:.2} ms; postgres row updates/beat {:.4}",
+        args.rest_clients,
+        rest_rate / redis_rps,
+        rest_latency.percentile(0.50),
+        rest_latency.percentile(0.99),
+        rest_updates as f64 / rest_beats.max(1) as f64,
+    );
+    println!(
+        "idle streams: {} over {} connections: server RSS {} KiB -> {} KiB = {:.1} KiB per stream",
+        args.idle_streams,
+        args.idle_connections,
+        rss_before,
+        rss_after,
+        (rss_after.saturating_sub(rss_before)) as f64 / args.idle_streams as f64
+    );
+    drop(server);
+    stats_db.close().await.ok();
+    let _ = admin
+        .execute_unprepared(&format!(
+            "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+        ))
+        .await;
+}
