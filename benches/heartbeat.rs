@@ -124,7 +124,7 @@ fn redis_benchmark(redis: &str) -> f64 {
 async fn start_server(args: &Args, database_url: &str, admin_token: &str) -> Server {
     let data_dir =
         std::env::temp_dir().join(format!("molecule-bench-{}", uuid::Uuid::new_v4().simple()));
-    let child = Command::new(&args.server)
+    let mut child = Command::new(&args.server)
         .args(["serve", "--listen", &format!("127.0.0.1:{}", args.port)])
         .env("DATABASE_URL", database_url)
         .env("REDIS_URL", &args.redis)
@@ -146,6 +146,8 @@ async fn start_server(args: &Args, database_url: &str, admin_token: &str) -> Ser
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server did not come up");
 }
 

@@ -241,15 +241,37 @@ async fn subscribe(
 #[derive(Clone)]
 pub struct EventLog {
     bus: Arc<dyn EventBus>,
+    /// Open watch streams (WebSocket and gRPC); live-only events are built only when some are.
+    watchers: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a watcher for as long as it lives.
+pub struct WatcherGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl EventLog {
     pub fn new(bus: Arc<dyn EventBus>) -> Self {
-        Self { bus }
+        Self {
+            bus,
+            watchers: Arc::default(),
+        }
     }
 
+    /// Internal consumers (caches, control frames): they never need live-only events.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
         self.bus.subscribe()
+    }
+
+    /// A watch stream: every event, live-only ones included, while the guard lives.
+    pub fn watch(&self) -> (broadcast::Receiver<Arc<Envelope>>, WatcherGuard) {
+        self.watchers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (self.bus.subscribe(), WatcherGuard(self.watchers.clone()))
     }
 
     /// Inserts a persisted event on `db` (usually the transaction that made the change, so the
@@ -303,6 +325,9 @@ impl EventLog {
     /// A live-only event (heartbeats, task updates): no row, no cross-replica relay guarantee
     /// beyond the bus itself.
     pub fn broadcast_only(&self, event: &str, workspace_id: Option<&str>, payload: Value) {
+        if self.watchers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return;
+        }
         self.bus
             .publish(Arc::new(Envelope::new(event, workspace_id, payload)));
     }

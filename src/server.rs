@@ -125,12 +125,16 @@ impl Application {
             state.shutdown.clone(),
         ));
         let metrics = metrics_handle();
-        let app = rest.merge(grpc).route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        );
-        let app =
-            gateway::edge::apply(app, edge, limiter).layer(middleware::from_fn(track_metrics));
+        let app = rest
+            .merge(grpc.clone().layer(tonic_web::GrpcWebLayer::new()))
+            .route(
+                "/metrics",
+                get(move || std::future::ready(metrics.render())),
+            );
+        let app = gateway::edge::apply(app, edge, limiter);
+        let app = Router::new()
+            .fallback_service(by_protocol(grpc, app))
+            .layer(middleware::from_fn(track_metrics));
 
         let listener = TcpListener::bind(config.listen).await?;
         tokio::spawn(sweeper::run_provision_timeout_sweep(state.clone()));
@@ -171,7 +175,31 @@ impl Application {
     }
 }
 
-/// The gRPC services, routed by their `/package.Service/` prefix, with gRPC-Web translation.
+/// Native gRPC (runtimes, services) goes straight to the services: the REST edge layers
+/// (CORS, limiter, security headers, request ids) are HTTP/1 browser concerns and would
+/// otherwise wrap every frame of every heartbeat stream. gRPC-Web and REST take the edge.
+fn by_protocol(
+    grpc: Router,
+    app: Router,
+) -> BoxCloneSyncService<Request, Response, std::convert::Infallible> {
+    BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
+        let native_grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| {
+                value.starts_with("application/grpc") && !value.starts_with("application/grpc-web")
+            });
+        let target = if native_grpc {
+            grpc.clone()
+        } else {
+            app.clone()
+        };
+        target.oneshot(request)
+    }))
+}
+
+/// The gRPC services, routed by their `/package.Service/` prefix.
 fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
     let registry_service =
         pb::registry_server::RegistryServer::new(RegistryService::new(state.clone()));
@@ -207,8 +235,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .prepare()
-        .into_axum_router()
-        .layer(tonic_web::GrpcWebLayer::new());
+        .into_axum_router();
     // Mount only the known prefixes, so unknown REST paths reach the gateway's JSON 404.
     // (axum refuses a bare `Router` here, hence the boxing.)
     let routes = BoxCloneSyncService::new(routes);

@@ -102,8 +102,11 @@ impl HotState {
     /// Applies this beat's metadata (absent = unchanged) and returns the effective overrides.
     pub fn overrides(&self, id: &str, metadata: Option<&pb::RuntimeMetadata>) -> RuntimeOverrides {
         let mut overrides = self.overrides.lock().expect("overrides poisoned");
+        let Some(metadata) = metadata else {
+            return overrides.get(id).cloned().unwrap_or_default();
+        };
         let entry = overrides.entry(id.to_owned()).or_default();
-        if let Some(metadata) = metadata {
+        {
             let capabilities: serde_json::Value = metadata
                 .capabilities_json
                 .as_deref()

@@ -216,7 +216,15 @@ impl RegistryService {
                 .map_err(ApiError::datastore("registration failed"))?
                 > 0;
             if ever_had_token {
-                if same_url(row.url.as_deref(), &request.url) {
+                // Read after the count: a concurrent first registration may just have set it.
+                let stored: Option<Option<String>> = workspace::Entity::find_by_id(id.clone())
+                    .select_only()
+                    .column(workspace::Column::Url)
+                    .into_tuple()
+                    .one(db)
+                    .await
+                    .map_err(ApiError::datastore("registration failed"))?;
+                if same_url(stored.flatten().as_deref(), &request.url) {
                     self.refresh_liveness(&id).await;
                     return Ok(pb::RegisterResponse { auth_token: None });
                 }

@@ -1388,12 +1388,12 @@ impl WorkspacesService {
                 None
             }
         };
-        let receiver = self.state.events.subscribe();
+        let (receiver, guard) = self.state.events.watch();
         let hierarchy = self.state.hierarchy.clone();
         let shutdown = self.state.shutdown.clone();
         let stream = futures::stream::unfold(
-            (receiver, hierarchy, agent, shutdown, false),
-            |(mut receiver, hierarchy, agent, shutdown, ended)| async move {
+            (receiver, hierarchy, agent, shutdown, false, guard),
+            |(mut receiver, hierarchy, agent, shutdown, ended, guard)| async move {
                 if ended {
                     return None;
                 }
@@ -1412,7 +1412,7 @@ impl WorkspacesService {
                             );
                             return Some((
                                 Err(status),
-                                (receiver, hierarchy, agent, shutdown, true),
+                                (receiver, hierarchy, agent, shutdown, true, guard),
                             ));
                         }
                     };
@@ -1426,7 +1426,7 @@ impl WorkspacesService {
                     if visible {
                         return Some((
                             Ok(envelope.into()),
-                            (receiver, hierarchy, agent, shutdown, false),
+                            (receiver, hierarchy, agent, shutdown, false, guard),
                         ));
                     }
                 }

@@ -13,7 +13,7 @@ use crate::helpers::{Backend, Options, spawn_on};
 
 /// A private redis-server on a fixed port, so it can be killed and restarted.
 fn start_redis(port: u16) -> Child {
-    let child = Command::new("redis-server")
+    let mut child = Command::new("redis-server")
         .args([
             "--port",
             &port.to_string(),
@@ -33,6 +33,8 @@ fn start_redis(port: u16) -> Child {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("redis-server did not start on {port}");
 }
 
