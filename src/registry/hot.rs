@@ -37,10 +37,15 @@ pub struct RuntimeOverrides {
 /// An open heartbeat stream, as the control dispatcher sees it.
 pub struct StreamHandle {
     pub token_id: Option<String>,
-    pub frames: mpsc::Sender<Result<pb::ServerFrame, tonic::Status>>,
+    /// Boxed: the channel allocates its slots in blocks of 32, so a small item keeps an idle
+    /// stream small.
+    pub frames: mpsc::Sender<OutboundFrame>,
     pub paused: bool,
     pub serial: u64,
 }
+
+/// One outbound frame of a heartbeat stream.
+pub type OutboundFrame = Box<Result<pb::ServerFrame, tonic::Status>>;
 
 #[derive(Default)]
 pub struct HotState {

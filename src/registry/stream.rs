@@ -5,13 +5,17 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
 use tracing::{debug, warn};
 
-use super::{RegistryService, caller_header, hot::StreamHandle, mark_offline};
+use super::{
+    RegistryService, caller_header,
+    hot::{OutboundFrame, StreamHandle},
+    mark_offline,
+};
 use crate::{
     error::{ApiError, ApiResult},
     events::Envelope,
@@ -46,7 +50,7 @@ pub(super) async fn open(
         },
     );
     tokio::spawn(serve(service, id, serial, inbound, frames));
-    Ok(Box::pin(ReceiverStream::new(outbound)))
+    Ok(Box::pin(ReceiverStream::new(outbound).map(|frame| *frame)))
 }
 
 async fn serve(
@@ -54,7 +58,7 @@ async fn serve(
     id: String,
     serial: u64,
     mut inbound: Streaming<pb::AgentFrame>,
-    frames: mpsc::Sender<Result<pb::ServerFrame, Status>>,
+    frames: mpsc::Sender<OutboundFrame>,
 ) {
     let state = service.state.clone();
     loop {
@@ -78,7 +82,7 @@ async fn serve(
                     Err(err) => Err(Status::from(err)),
                 };
                 let failed = reply.is_err();
-                if frames.send(reply).await.is_err() || failed {
+                if frames.send(Box::new(reply)).await.is_err() || failed {
                     break;
                 }
             }
@@ -185,13 +189,16 @@ fn push_controls(state: &AppState, id: &str, envelope: &Envelope) {
             "WORKSPACE_UPDATED" | "AGENT_CARD_UPDATED" => (Kind::ConfigChanged, false),
             _ => return true,
         };
-        let mut delivered = handle.frames.try_send(Ok(control(kind, envelope))).is_ok();
+        let mut delivered = handle
+            .frames
+            .try_send(Box::new(Ok(control(kind, envelope))))
+            .is_ok();
         if delivered && close {
             let reason = match kind {
                 Kind::TokenRevoked => Status::unauthenticated("workspace token revoked"),
                 _ => Status::not_found("workspace removed"),
             };
-            delivered = handle.frames.try_send(Err(reason)).is_ok();
+            delivered = handle.frames.try_send(Box::new(Err(reason))).is_ok();
         }
         if !delivered {
             warn!(workspace_id = %id, "heartbeat stream not reading control frames; dropping it");
