@@ -124,14 +124,6 @@ impl HotState {
         entry.clone()
     }
 
-    pub fn idle_timeout(&self, id: &str) -> Option<i64> {
-        self.overrides
-            .lock()
-            .expect("overrides poisoned")
-            .get(id)
-            .and_then(|o| o.idle_timeout_seconds)
-    }
-
     /// Queues the informational columns for the next flush (the newest beat wins).
     pub fn defer(&self, id: &str, snapshot: BeatSnapshot) {
         self.pending
