@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/google/rpc/status.proto",
         "proto/molecule/v1/errors.proto",
         "proto/molecule/v1/registry.proto",
+        "proto/molecule/v1/secrets.proto",
         "proto/molecule/v1/workspaces.proto",
     ];
     // tonic-prost-build does not emit these itself (grpc/grpc-rust#2511).

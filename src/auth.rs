@@ -10,8 +10,8 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QuerySelect, sea_query::Expr,
 };
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -188,6 +188,30 @@ impl Authenticator {
         }
         match self.workspace_token_owner(bearer).await? {
             Some(owner) if owner == workspace_id => Ok(Principal::Workspace(owner)),
+            _ => Err(ApiError::unauthenticated(INVALID_WORKSPACE_TOKEN)),
+        }
+    }
+
+    /// WorkspaceAuth plus the own-token rule of §3.4 (`/secrets/values`, plugin download): once
+    /// the workspace has a live token, only that workspace's own token passes.
+    pub async fn own_token(
+        &self,
+        metadata: &MetadataMap,
+        workspace_id: &str,
+    ) -> ApiResult<Principal> {
+        let principal = self.workspace(metadata, workspace_id).await?;
+        if matches!(principal, Principal::Workspace(_)) {
+            return Ok(principal);
+        }
+        let live_tokens = workspace_token::Entity::find()
+            .filter(workspace_token::Column::WorkspaceId.eq(workspace_id))
+            .filter(workspace_token::Column::RevokedAt.is_null())
+            .count(&self.db)
+            .await
+            .map_err(ApiError::datastore("auth check failed"))?;
+        match (live_tokens, principal) {
+            (0, principal) => Ok(principal),
+            (_, Principal::Dev) => Err(ApiError::unauthenticated(MISSING_WORKSPACE_TOKEN)),
             _ => Err(ApiError::unauthenticated(INVALID_WORKSPACE_TOKEN)),
         }
     }

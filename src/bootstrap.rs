@@ -17,51 +17,36 @@ use crate::{
 /// Credentials resolved for this boot.
 pub struct Credentials {
     pub admin_token: Option<Secret>,
-    pub secrets_key: SecretsKey,
+    pub keys: SecretsKeys,
     /// Set when the admin token was generated on this boot, so it can be shown once.
     pub generated_admin_token: Option<PathBuf>,
 }
 
+/// The key that seals every write and, during a rotation, the one rows may still be under.
+pub struct SecretsKeys {
+    pub current: SecretsKey,
+    pub previous: Option<SecretsKey>,
+}
+
 pub fn resolve(config: &Config) -> Result<Credentials, String> {
     let production = config.environment() == Environment::Production;
-    let configured_key = match &config.secrets_encryption_key {
-        Some(raw) => SecretsKey::parse(raw.expose())
-            .map_err(|reason| format!("SECRETS_ENCRYPTION_KEY is invalid: {reason}"))?,
-        None => None,
-    };
-    if production {
-        if config
+    if production
+        && config
             .admin_token
             .as_ref()
             .is_none_or(|t| t.expose().is_empty())
-        {
-            return Err("refusing to start in production without ADMIN_TOKEN".to_owned());
-        }
-        let Some(secrets_key) = configured_key else {
-            return Err(
-                "refusing to start in production without SECRETS_ENCRYPTION_KEY".to_owned(),
-            );
-        };
+    {
+        return Err("refusing to start in production without ADMIN_TOKEN".to_owned());
+    }
+    let keys = resolve_keys(config)?;
+    if production {
         return Ok(Credentials {
             admin_token: config.admin_token.clone(),
-            secrets_key,
+            keys,
             generated_admin_token: None,
         });
     }
-
     let data_dir = &config.storage.data_dir;
-    fs::create_dir_all(data_dir).map_err(|err| format!("cannot create data dir: {err}"))?;
-    let secrets_key = match configured_key {
-        Some(key) => key,
-        None => {
-            let path = data_dir.join("secrets.key");
-            let (text, _) = read_or_create(&path, || SecretsKey::generate().to_base64())?;
-            SecretsKey::parse(&text)
-                .ok()
-                .flatten()
-                .ok_or_else(|| format!("{} does not hold a valid key", path.display()))?
-        }
-    };
     let (admin_token, generated_admin_token) = match &config.admin_token {
         Some(token) if !token.expose().is_empty() => (Some(token.clone()), None),
         _ => {
@@ -72,9 +57,53 @@ pub fn resolve(config: &Config) -> Result<Credentials, String> {
     };
     Ok(Credentials {
         admin_token,
-        secrets_key,
+        keys,
         generated_admin_token,
     })
+}
+
+/// The secrets keys: `SECRETS_ENCRYPTION_KEY` (+ `_PREVIOUS`), or outside production the
+/// generated `<data dir>/secrets.key` (+ `secrets.key.previous`, left there by an operator who
+/// is rotating).
+pub fn resolve_keys(config: &Config) -> Result<SecretsKeys, String> {
+    let parse = |name: &str, value: &Option<Secret>| match value {
+        Some(raw) => {
+            SecretsKey::parse(raw.expose()).map_err(|reason| format!("{name} is invalid: {reason}"))
+        }
+        None => Ok(None),
+    };
+    let configured = parse("SECRETS_ENCRYPTION_KEY", &config.secrets_encryption_key)?;
+    let mut previous = parse(
+        "SECRETS_ENCRYPTION_KEY_PREVIOUS",
+        &config.secrets_encryption_key_previous,
+    )?;
+    if let Some(current) = configured {
+        return Ok(SecretsKeys { current, previous });
+    }
+    if config.environment() == Environment::Production {
+        return Err("refusing to start in production without SECRETS_ENCRYPTION_KEY".to_owned());
+    }
+    let data_dir = &config.storage.data_dir;
+    fs::create_dir_all(data_dir).map_err(|err| format!("cannot create data dir: {err}"))?;
+    let path = data_dir.join("secrets.key");
+    let (text, _) = read_or_create(&path, || SecretsKey::generate().to_base64())?;
+    let current = key_file(&path, &text)?;
+    let previous_path = data_dir.join("secrets.key.previous");
+    if previous.is_none() {
+        previous = match fs::read_to_string(&previous_path) {
+            Ok(text) => Some(key_file(&previous_path, text.trim())?),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(err) => return Err(format!("cannot read {}: {err}", previous_path.display())),
+        };
+    }
+    Ok(SecretsKeys { current, previous })
+}
+
+fn key_file(path: &Path, text: &str) -> Result<SecretsKey, String> {
+    SecretsKey::parse(text)
+        .ok()
+        .flatten()
+        .ok_or_else(|| format!("{} does not hold a valid key", path.display()))
 }
 
 /// Reads a credential file, or creates it with owner-only permissions. Returns whether it was

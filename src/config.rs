@@ -53,6 +53,16 @@ pub enum Command {
     Migrate(StorageArgs),
     /// Run the REST + WebSocket gateway alone, in front of a remote control plane.
     Gateway(GatewayArgs),
+    /// Manage secrets at rest.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-encrypt every secret under the current key, opening rows sealed under the previous
+    /// one. Safe while servers keep serving; see README "Rotating the secrets key".
+    RotateKey(Box<Config>),
 }
 
 /// Where state lives.
@@ -114,6 +124,11 @@ pub struct Config {
     /// production; generated into the data dir otherwise.
     #[arg(long, env = "SECRETS_ENCRYPTION_KEY")]
     pub secrets_encryption_key: Option<Secret>,
+
+    /// The key being rotated away from: rows still sealed under it keep opening until
+    /// `molecule secrets rotate-key` has re-encrypted them.
+    #[arg(long, env = "SECRETS_ENCRYPTION_KEY_PREVIOUS")]
+    pub secrets_encryption_key_previous: Option<Secret>,
 
     /// `production`/`prod`, `development`/`dev`, or anything else for the default mode.
     #[arg(long = "env", env = "MOLECULE_ENV", default_value = "")]

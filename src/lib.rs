@@ -10,6 +10,7 @@ pub mod events;
 pub mod hierarchy;
 pub mod liveness;
 pub mod registry;
+pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -1,8 +1,11 @@
-//! The `molecule` binary: `serve`, `migrate` and `gateway`.
+//! The `molecule` binary: `serve`, `migrate`, `gateway` and `secrets rotate-key`.
 
 use clap::Parser;
 use molecule::{
-    config::{Cli, Command},
+    bootstrap,
+    config::{Cli, Command, SecretsCommand},
+    crypto::Keyring,
+    secrets,
     server::{self, Application, GatewayServer},
     store,
 };
@@ -49,6 +52,28 @@ async fn run(
             let gateway = GatewayServer::build(args).await?;
             tracing::info!(listen = %gateway.local_addr(), "molecule gateway listening");
             gateway.run_until_stopped(signal).await?;
+        }
+        Command::Secrets(SecretsCommand::RotateKey(config)) => {
+            let keys = bootstrap::resolve_keys(&config)?;
+            let keyring = Keyring::new(&keys.current, keys.previous.as_ref());
+            let db = store::connect(&config.storage).await?;
+            store::migrate(&db).await?;
+            let report = secrets::rotate(&db, &keyring).await?;
+            println!(
+                "key_version={} rewritten={} current={} failed={}",
+                report.key_version,
+                report.rewritten,
+                report.current,
+                report.failed.len()
+            );
+            if !report.failed.is_empty() {
+                return Err(format!(
+                    "{} secrets open under no configured key: {}",
+                    report.failed.len(),
+                    report.failed.join(", ")
+                )
+                .into());
+            }
         }
     }
     Ok(())

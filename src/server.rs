@@ -26,11 +26,13 @@ use crate::{
     auth::Authenticator,
     bootstrap,
     config::{Config, Environment, GatewayArgs},
+    crypto::Keyring,
     events::{EventBus, EventLog, InProcessBus, RedisBus},
     hierarchy::Hierarchy,
     liveness::{InProcessLiveness, Liveness, RedisLiveness},
     pb,
     registry::{self, RegistryService},
+    secrets::SecretsService,
     state::{AppState, Settings},
     store, sweeper,
     url_safety::SystemResolver,
@@ -94,6 +96,10 @@ impl Application {
             auth: Authenticator::new(db.clone(), credentials.admin_token.as_ref(), dev_mode),
             events: EventLog::new(bus),
             hierarchy: Hierarchy::new(db.clone()),
+            keyring: Arc::new(Keyring::new(
+                &credentials.keys.current,
+                credentials.keys.previous.as_ref(),
+            )),
             liveness,
             hot: Arc::default(),
             url_policy: config.url_policy(),
@@ -205,6 +211,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         pb::registry_server::RegistryServer::new(RegistryService::new(state.clone()));
     let workspaces =
         pb::workspaces_server::WorkspacesServer::new(WorkspacesService::new(state.clone()));
+    let secrets = pb::secrets_server::SecretsServer::new(SecretsService::new(state.clone()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -217,6 +224,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
     let names = [
         <pb::workspaces_server::WorkspacesServer<WorkspacesService> as NamedService>::NAME,
         <pb::registry_server::RegistryServer<RegistryService> as NamedService>::NAME,
+        <pb::secrets_server::SecretsServer<SecretsService> as NamedService>::NAME,
         <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME,
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -228,9 +236,13 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         health_reporter
             .set_serving::<pb::registry_server::RegistryServer<RegistryService>>()
             .await;
+        health_reporter
+            .set_serving::<pb::secrets_server::SecretsServer<SecretsService>>()
+            .await;
     });
     let routes = tonic::service::Routes::new(workspaces)
         .add_service(registry_service)
+        .add_service(secrets)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Authenticator,
+    crypto::Keyring,
     events::EventLog,
     hierarchy::Hierarchy,
     liveness::Liveness,
@@ -28,6 +29,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub events: EventLog,
     pub hierarchy: Hierarchy,
+    /// Seals and opens secrets at rest.
+    pub keyring: Arc<Keyring>,
     pub liveness: Arc<dyn Liveness>,
     /// The heartbeat hot path's caches, write-behind buffer and open streams.
     pub hot: Arc<HotState>,

@@ -10,6 +10,7 @@ mod forward;
 mod json;
 mod openapi;
 mod registry;
+mod secrets;
 mod tokens;
 mod workspaces;
 
@@ -64,12 +65,14 @@ impl std::error::Error for TransportError {
 
 type WorkspacesClient = pb::workspaces_client::WorkspacesClient<Transport>;
 type RegistryClient = pb::registry_client::RegistryClient<Transport>;
+type SecretsClient = pb::secrets_client::SecretsClient<Transport>;
 
 /// The gateway's state: typed clients over one transport.
 #[derive(Clone)]
 pub struct Gateway {
     workspaces: WorkspacesClient,
     registry: RegistryClient,
+    secrets: SecretsClient,
     /// `POST /org/tokens` has its own, stricter limiter (10 per hour per IP).
     org_token_mints: Arc<RateLimiter>,
     /// Ends WebSocket sessions on shutdown.
@@ -81,7 +84,8 @@ impl Gateway {
     pub fn new(transport: Transport, edge: Arc<EdgeConfig>, shutdown: CancellationToken) -> Self {
         Self {
             workspaces: WorkspacesClient::new(transport.clone()),
-            registry: RegistryClient::new(transport),
+            registry: RegistryClient::new(transport.clone()),
+            secrets: SecretsClient::new(transport),
             org_token_mints: Arc::new(RateLimiter::new(10, std::time::Duration::from_secs(3600))),
             shutdown,
             edge,

@@ -8,7 +8,7 @@ use serde_json::json;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{Gateway, edge, events, registry, tokens, workspaces};
+use crate::{Gateway, edge, events, registry, secrets, tokens, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use crate::{Gateway, edge, events, registry, tokens, workspaces};
         (name = "events", description = "The structure event log and its live stream"),
         (name = "registry", description = "Agents joining, staying live and finding peers"),
         (name = "activity", description = "Activity logs and agent messages"),
+        (name = "secrets", description = "Workspace and global secrets, encrypted at rest"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -62,6 +63,21 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(registry::check_access))
         .routes(routes!(registry::list_activity, registry::log_activity))
         .routes(routes!(registry::notify))
+        .routes(routes!(secrets::list_secrets, secrets::set_secret))
+        .routes(routes!(secrets::secret_values))
+        .routes(routes!(secrets::delete_secret))
+        .routes(routes!(secrets::get_model, secrets::set_model))
+        .routes(routes!(
+            secrets::list_global_secrets,
+            secrets::set_global_secret
+        ))
+        .routes(routes!(secrets::delete_global_secret))
+        .routes(routes!(
+            secrets::legacy_list_global_secrets,
+            secrets::legacy_set_global_secret
+        ))
+        .routes(routes!(secrets::legacy_delete_global_secret))
+        .routes(routes!(secrets::rotate_key))
         .split_for_parts();
     let document = Arc::new(document);
     router

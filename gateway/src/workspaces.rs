@@ -152,6 +152,7 @@ pub(crate) struct CreateWorkspaceBody {
     budget_limit: Option<i64>,
     max_concurrent_tasks: Option<i32>,
     canvas: Option<CanvasBody>,
+    secrets: Option<std::collections::HashMap<String, String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -281,6 +282,7 @@ pub(crate) async fn create_workspace(
         max_concurrent_tasks: body.max_concurrent_tasks.unwrap_or(0),
         canvas: body.canvas.map(|c| pb::CanvasPosition { x: c.x, y: c.y }),
         platform_url: forwarded.platform_url(),
+        secrets: body.secrets.unwrap_or_default(),
     };
     let result = gateway
         .workspaces

@@ -147,6 +147,13 @@ pub(super) async fn dispatch_events(state: AppState) {
             },
         };
         let Some(id) = envelope.workspace_id.as_deref() else {
+            // A global secret changed: it names every workspace that does not override it.
+            if envelope.event == "GLOBAL_SECRETS_CHANGED" {
+                let affected = envelope.payload["workspace_ids"].as_array();
+                for id in affected.into_iter().flatten().filter_map(|id| id.as_str()) {
+                    push_controls(&state, id, &envelope);
+                }
+            }
             continue;
         };
         if is_informational(&envelope.event) {
@@ -185,7 +192,7 @@ fn push_controls(state: &AppState, id: &str, envelope: &Envelope) {
             {
                 (Kind::TokenRevoked, true)
             }
-            "SECRETS_CHANGED" => (Kind::SecretsChanged, false),
+            "SECRETS_CHANGED" | "GLOBAL_SECRETS_CHANGED" => (Kind::SecretsChanged, false),
             "WORKSPACE_UPDATED" | "AGENT_CARD_UPDATED" => (Kind::ConfigChanged, false),
             _ => return true,
         };

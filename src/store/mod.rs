@@ -10,7 +10,10 @@ use migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use tracing::info;
 
-use crate::config::StorageArgs;
+use crate::{
+    config::StorageArgs,
+    error::{ApiError, ApiResult},
+};
 
 /// The SQLite URL of the embedded default, inside the data dir.
 pub fn default_sqlite_url(data_dir: &Path) -> String {
@@ -62,4 +65,18 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 pub fn now() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// A workspace row that exists and is not removed, or the documented 404.
+pub async fn live_workspace(
+    db: &impl sea_orm::ConnectionTrait,
+    id: &str,
+) -> ApiResult<entities::workspace::Model> {
+    use sea_orm::EntityTrait;
+    entities::workspace::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await
+        .map_err(ApiError::datastore("query failed"))?
+        .filter(|row| row.status != "removed")
+        .ok_or_else(|| ApiError::not_found("workspace not found"))
 }

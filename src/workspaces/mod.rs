@@ -21,7 +21,7 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
     events::Envelope,
     liveness::BeatSnapshot,
-    pb,
+    pb, secrets,
     state::AppState,
     store::{
         self,
@@ -233,7 +233,6 @@ impl pb::workspaces_server::Workspaces for WorkspacesService {
     }
 }
 
-/// A workspace row with its canvas position, as both reads show it.
 /// A workspace row with its canvas position and its latest beat (which is newer than the
 /// row's write-behind columns), as both reads show it.
 struct WorkspaceView {
@@ -338,10 +337,7 @@ impl WorkspacesService {
 
     /// The row, or 404 when it is missing or removed.
     async fn find_live(&self, db: &impl ConnectionTrait, id: &str) -> ApiResult<workspace::Model> {
-        self.find(db, id)
-            .await?
-            .filter(|row| row.status != "removed")
-            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))
+        store::live_workspace(db, id).await
     }
 
     /// Every descendant of `root` (not `root` itself), breadth first and cycle-safe.
@@ -480,6 +476,15 @@ impl WorkspacesService {
                 return Err(ApiError::bad_request("invalid url"));
             }
         }
+        // Sorted, so the first failure reported is the same on every call.
+        let mut secrets: Vec<(&String, &String)> = request.secrets.iter().collect();
+        secrets.sort();
+        if let Some((key, _)) = secrets
+            .iter()
+            .find(|(key, value)| !secrets::valid_key(key) || !secrets::valid_value(value))
+        {
+            return Err(ApiError::bad_request(format!("invalid secret key: {key}")));
+        }
 
         let id = uuid::Uuid::new_v4().to_string();
         let tier = if request.tier == 0 { 3 } else { request.tier };
@@ -543,6 +548,16 @@ impl WorkspacesService {
         .exec(&txn)
         .await
         .map_err(ApiError::datastore("failed to create workspace"))?;
+        secrets::insert_initial(&txn, &self.state.keyring, &id, &secrets)
+            .await
+            .map_err(
+                |(key, err)| match ApiError::datastore("failed to save secret")(err) {
+                    failed if failed.code == ErrorCode::Internal => {
+                        ApiError::internal(format!("failed to save secret: {key}"))
+                    }
+                    unavailable => unavailable,
+                },
+            )?;
 
         let events = &self.state.events;
         let mut recorded = vec![

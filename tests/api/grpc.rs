@@ -10,7 +10,7 @@ use tonic::{Code, Request, metadata::MetadataValue};
 
 use crate::helpers::spawn_app;
 
-fn authed<T>(message: T, token: &str) -> Request<T> {
+pub(crate) fn authed<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
     request.metadata_mut().insert("authorization", value);

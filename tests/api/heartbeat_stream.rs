@@ -13,12 +13,16 @@ use tonic::{Code, Request, Streaming};
 use crate::helpers::TestApp;
 use crate::helpers::spawn_app;
 
-struct AgentStream {
+pub(crate) struct AgentStream {
     outbound: mpsc::Sender<pb::AgentFrame>,
     inbound: Streaming<pb::ServerFrame>,
 }
 
-async fn open(app: &TestApp, id: &str, token: &str) -> Result<AgentStream, tonic::Status> {
+pub(crate) async fn open(
+    app: &TestApp,
+    id: &str,
+    token: &str,
+) -> Result<AgentStream, tonic::Status> {
     let (outbound, receiver) = mpsc::channel(16);
     let mut request = Request::new(ReceiverStream::new(receiver));
     request
@@ -55,10 +59,13 @@ impl AgentStream {
     }
 
     async fn control(&mut self) -> Kind {
+        Kind::try_from(self.control_frame().await.kind).unwrap()
+    }
+
+    /// The next frame, which must be a control frame.
+    pub(crate) async fn control_frame(&mut self) -> pb::Control {
         match self.next().await.expect("a frame").unwrap().frame {
-            Some(pb::server_frame::Frame::Control(control)) => {
-                Kind::try_from(control.kind).unwrap()
-            }
+            Some(pb::server_frame::Frame::Control(control)) => control,
             other => panic!("expected a control frame, got {other:?}"),
         }
     }

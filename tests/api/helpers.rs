@@ -84,6 +84,9 @@ pub(crate) struct Options {
     pub(crate) provision_timeout_seconds: u64,
     pub(crate) liveness_ttl_seconds: u64,
     pub(crate) enable_test_tokens: &'static str,
+    /// `SECRETS_ENCRYPTION_KEY` (and `_PREVIOUS`); unset means the generated key file.
+    pub(crate) secrets_key: Option<String>,
+    pub(crate) previous_secrets_key: Option<String>,
 }
 
 impl Default for Options {
@@ -97,6 +100,8 @@ impl Default for Options {
             provision_timeout_seconds: 600,
             liveness_ttl_seconds: 90,
             enable_test_tokens: "",
+            secrets_key: None,
+            previous_secrets_key: None,
         }
     }
 }
@@ -160,13 +165,17 @@ pub(crate) async fn spawn_on(backend: Backend, options: Options) -> TestApp {
     if options.admin_token {
         push("--admin-token", admin_token.clone());
     }
-    if molecule::config::Environment::classify(options.env)
-        == molecule::config::Environment::Production
-    {
-        push(
-            "--secrets-encryption-key",
-            molecule::crypto::SecretsKey::generate().to_base64(),
-        );
+    let production = molecule::config::Environment::classify(options.env)
+        == molecule::config::Environment::Production;
+    let secrets_key = options
+        .secrets_key
+        .clone()
+        .or_else(|| production.then(|| molecule::crypto::SecretsKey::generate().to_base64()));
+    if let Some(key) = secrets_key {
+        push("--secrets-encryption-key", key);
+    }
+    if let Some(key) = &options.previous_secrets_key {
+        push("--secrets-encryption-key-previous", key.clone());
     }
     push(
         "--provision-timeout-seconds",
@@ -252,6 +261,12 @@ fn edge_args(options: &Options) -> Vec<String> {
 }
 
 impl TestApp {
+    /// Stops the server and waits until it has finished.
+    pub(crate) async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.await.unwrap().unwrap();
+    }
+
     /// A fresh gRPC connection to the control plane.
     pub(crate) async fn grpc_channel(&self) -> Channel {
         tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))

@@ -14,5 +14,6 @@ mod interop;
 mod lifecycle;
 mod outage;
 mod registry;
+mod secrets;
 mod tokens;
 mod workspaces;
