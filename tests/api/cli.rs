@@ -8,13 +8,14 @@ use std::{
     time::Duration,
 };
 
-fn molecule() -> Command {
+pub(crate) fn molecule() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_molecule"));
     for variable in [
         "DATABASE_URL",
         "REDIS_URL",
         "ADMIN_TOKEN",
         "SECRETS_ENCRYPTION_KEY",
+        "SECRETS_ENCRYPTION_KEY_PREVIOUS",
         "MOLECULE_ENV",
     ] {
         command.env_remove(variable);

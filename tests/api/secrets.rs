@@ -7,6 +7,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
 use crate::{
+    cli::molecule,
     grpc::authed,
     heartbeat_stream::open,
     helpers::{Backend, Options, TestApp, spawn_app, spawn_on},
@@ -663,4 +664,42 @@ async fn secrets_over_grpc_follow_the_same_rules() {
         .await
         .unwrap_err();
     assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+}
+
+/// The embedded procedure of the README: move the key file aside, rotate, drop the old key.
+#[tokio::test]
+async fn the_rotate_key_command_moves_every_row_to_a_fresh_key_file() {
+    let backend = Backend::fresh().await;
+    let app = spawn_on(backend.clone(), Options::default()).await;
+    let id = app
+        .create_workspace(json!({"name": "w", "secrets": {"OWN": "v"}}))
+        .await;
+    set_global(&app, "GLOBAL", "g").await;
+    app.stop().await;
+
+    let key_file = backend.data_dir.join("secrets.key");
+    let previous_file = backend.data_dir.join("secrets.key.previous");
+    std::fs::rename(&key_file, &previous_file).unwrap();
+    let output = molecule()
+        .args(["secrets", "rotate-key"])
+        .arg(format!("--data-dir={}", backend.data_dir.display()))
+        .arg(format!("--database-url={}", backend.database_url))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let new_key = SecretsKey::parse(std::fs::read_to_string(&key_file).unwrap().trim())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stdout.trim(),
+        format!("key_version={} rewritten=2 current=0 failed=0", new_key.version())
+    );
+
+    std::fs::remove_file(&previous_file).unwrap();
+    let app = spawn_on(backend, Options::default()).await;
+    let pull = app
+        .admin_get(&format!("/workspaces/{id}/secrets/values"))
+        .await;
+    assert_eq!(pull.text, r#"{"GLOBAL":"g","OWN":"v"}"#);
 }
