@@ -6,7 +6,9 @@ use std::{env, path::PathBuf};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/google/rpc/status.proto",
+        "proto/molecule/v1/bundles.proto",
         "proto/molecule/v1/errors.proto",
+        "proto/molecule/v1/plugins.proto",
         "proto/molecule/v1/registry.proto",
         "proto/molecule/v1/secrets.proto",
         "proto/molecule/v1/workspaces.proto",

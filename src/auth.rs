@@ -216,6 +216,20 @@ impl Authenticator {
         }
     }
 
+    /// Any live credential: the admin token, an org key, or some workspace's own token.
+    pub async fn any_credential(&self, metadata: &MetadataMap) -> ApiResult<Principal> {
+        let admin = self.admin(metadata).await;
+        match (&admin, bearer(metadata)) {
+            (Err(err), Some(bearer)) if err.code == crate::error::ErrorCode::Unauthenticated => {
+                match self.workspace_token_owner(bearer).await? {
+                    Some(owner) => Ok(Principal::Workspace(owner)),
+                    None => admin,
+                }
+            }
+            _ => admin,
+        }
+    }
+
     /// A live org key with this plaintext.
     async fn org_key(&self, bearer: &str) -> ApiResult<Option<OrgKey>> {
         let row = org_token::Entity::find()

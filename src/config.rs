@@ -157,6 +157,52 @@ pub struct Config {
     /// Enable the test-token endpoint even in production (`1` enables).
     #[arg(long, env = "MOLECULE_ENABLE_TEST_TOKENS", default_value = "")]
     pub enable_test_tokens: String,
+
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+/// Where plugins come from and the limits on fetching them.
+#[derive(Debug, Clone, Args)]
+pub struct PluginArgs {
+    /// One subdirectory per plugin, each with an optional `plugin.yaml`.
+    #[arg(long, env = "MOLECULE_PLUGINS_DIR", default_value = "./plugins")]
+    pub plugins_dir: PathBuf,
+
+    /// Bound on resolving and fetching one plugin (`30s`, `5m`, `1h`).
+    #[arg(long, env = "PLUGIN_INSTALL_FETCH_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub plugin_install_fetch_timeout: std::time::Duration,
+
+    /// Largest plugin tree served, in bytes.
+    #[arg(long, env = "PLUGIN_INSTALL_MAX_DIR_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub plugin_install_max_dir_bytes: u64,
+
+    /// Accept `github://owner/repo` without a `#ref`.
+    #[arg(long, env = "PLUGIN_ALLOW_UNPINNED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub plugin_allow_unpinned: bool,
+
+    /// The org plugin allowlist, comma-separated names; empty allows every plugin.
+    #[arg(long, env = "MOLECULE_PLUGIN_ALLOWLIST", default_value = "")]
+    pub plugin_allowlist: String,
+}
+
+/// A Go-style duration with one unit: `500ms`, `30s`, `5m`, `1h`.
+fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{raw:?} has no unit (ms, s, m, h)"))?;
+    let (amount, unit) = raw.split_at(split);
+    let amount: u64 = amount
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration"))?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("{raw:?} has an unknown unit (ms, s, m, h)")),
+    };
+    Ok(std::time::Duration::from_millis(amount * millis))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -228,6 +274,21 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_go_units() {
+        assert_eq!(
+            parse_duration("5m"),
+            Ok(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("m").is_err());
+    }
 
     #[test]
     fn secret_debug_masks_the_value() {

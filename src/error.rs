@@ -25,7 +25,11 @@ pub enum ErrorCode {
     Unprocessable,
     TooManyRequests,
     Internal,
+    /// An upstream (a plugin source, an agent) failed (HTTP 502).
+    BadGateway,
     Unavailable,
+    /// An upstream did not answer in time (HTTP 504).
+    GatewayTimeout,
 }
 
 impl ErrorCode {
@@ -38,7 +42,8 @@ impl ErrorCode {
             Self::Conflict => tonic::Code::FailedPrecondition,
             Self::PayloadTooLarge | Self::TooManyRequests => tonic::Code::ResourceExhausted,
             Self::Internal => tonic::Code::Internal,
-            Self::Unavailable => tonic::Code::Unavailable,
+            Self::BadGateway | Self::Unavailable => tonic::Code::Unavailable,
+            Self::GatewayTimeout => tonic::Code::DeadlineExceeded,
         }
     }
 
@@ -54,7 +59,9 @@ impl ErrorCode {
             Self::Unprocessable => 422,
             Self::TooManyRequests => 429,
             Self::Internal => 500,
+            Self::BadGateway => 502,
             Self::Unavailable => 503,
+            Self::GatewayTimeout => 504,
         }
     }
 }
@@ -196,7 +203,13 @@ mod tests {
                 tonic::Code::ResourceExhausted,
             ),
             (ErrorCode::Internal, 500, tonic::Code::Internal),
+            (ErrorCode::BadGateway, 502, tonic::Code::Unavailable),
             (ErrorCode::Unavailable, 503, tonic::Code::Unavailable),
+            (
+                ErrorCode::GatewayTimeout,
+                504,
+                tonic::Code::DeadlineExceeded,
+            ),
         ];
         for (code, http, grpc) in cases {
             assert_eq!(code.http_status(), http, "{code:?}");

@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod hierarchy;
 pub mod liveness;
+pub mod plugins;
 pub mod registry;
 pub mod secrets;
 pub mod server;

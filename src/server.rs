@@ -31,9 +31,10 @@ use crate::{
     hierarchy::Hierarchy,
     liveness::{InProcessLiveness, Liveness, RedisLiveness},
     pb,
+    plugins::PluginsService,
     registry::{self, RegistryService},
     secrets::SecretsService,
-    state::{AppState, Settings},
+    state::{AppState, PluginSettings, Settings},
     store, sweeper,
     url_safety::SystemResolver,
     workspaces::WorkspacesService,
@@ -108,6 +109,20 @@ impl Application {
                 external_platform_url: config.external_platform_url.clone(),
                 test_tokens_enabled: config.test_tokens_enabled(),
                 provision_timeout: std::time::Duration::from_secs(config.provision_timeout_seconds),
+                plugins: PluginSettings {
+                    dir: config.plugins.plugins_dir.clone(),
+                    fetch_timeout: config.plugins.plugin_install_fetch_timeout,
+                    max_dir_bytes: config.plugins.plugin_install_max_dir_bytes,
+                    allow_unpinned: config.plugins.plugin_allow_unpinned,
+                    allowlist: config
+                        .plugins
+                        .plugin_allowlist
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|name| !name.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                },
             }),
             shutdown,
             db,
@@ -212,6 +227,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
     let workspaces =
         pb::workspaces_server::WorkspacesServer::new(WorkspacesService::new(state.clone()));
     let secrets = pb::secrets_server::SecretsServer::new(SecretsService::new(state.clone()));
+    let plugins = pb::plugins_server::PluginsServer::new(PluginsService::new(state.clone()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -225,6 +241,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         <pb::workspaces_server::WorkspacesServer<WorkspacesService> as NamedService>::NAME,
         <pb::registry_server::RegistryServer<RegistryService> as NamedService>::NAME,
         <pb::secrets_server::SecretsServer<SecretsService> as NamedService>::NAME,
+        <pb::plugins_server::PluginsServer<PluginsService> as NamedService>::NAME,
         <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME,
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -239,10 +256,14 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         health_reporter
             .set_serving::<pb::secrets_server::SecretsServer<SecretsService>>()
             .await;
+        health_reporter
+            .set_serving::<pb::plugins_server::PluginsServer<PluginsService>>()
+            .await;
     });
     let routes = tonic::service::Routes::new(workspaces)
         .add_service(registry_service)
         .add_service(secrets)
+        .add_service(plugins)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

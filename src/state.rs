@@ -21,6 +21,18 @@ pub struct Settings {
     pub external_platform_url: Option<String>,
     pub test_tokens_enabled: bool,
     pub provision_timeout: Duration,
+    pub plugins: PluginSettings,
+}
+
+/// Where plugins come from and the limits on fetching them.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    pub dir: std::path::PathBuf,
+    pub fetch_timeout: Duration,
+    pub max_dir_bytes: u64,
+    pub allow_unpinned: bool,
+    /// Empty allows every plugin.
+    pub allowlist: Vec<String>,
 }
 
 #[derive(Clone)]

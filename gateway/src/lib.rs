@@ -9,6 +9,7 @@ mod events;
 mod forward;
 mod json;
 mod openapi;
+mod plugins;
 mod registry;
 mod secrets;
 mod tokens;
@@ -66,6 +67,7 @@ impl std::error::Error for TransportError {
 type WorkspacesClient = pb::workspaces_client::WorkspacesClient<Transport>;
 type RegistryClient = pb::registry_client::RegistryClient<Transport>;
 type SecretsClient = pb::secrets_client::SecretsClient<Transport>;
+type PluginsClient = pb::plugins_client::PluginsClient<Transport>;
 
 /// The gateway's state: typed clients over one transport.
 #[derive(Clone)]
@@ -73,6 +75,7 @@ pub struct Gateway {
     workspaces: WorkspacesClient,
     registry: RegistryClient,
     secrets: SecretsClient,
+    plugins: PluginsClient,
     /// `POST /org/tokens` has its own, stricter limiter (10 per hour per IP).
     org_token_mints: Arc<RateLimiter>,
     /// Ends WebSocket sessions on shutdown.
@@ -85,7 +88,8 @@ impl Gateway {
         Self {
             workspaces: WorkspacesClient::new(transport.clone()),
             registry: RegistryClient::new(transport.clone()),
-            secrets: SecretsClient::new(transport),
+            secrets: SecretsClient::new(transport.clone()),
+            plugins: PluginsClient::new(transport),
             org_token_mints: Arc::new(RateLimiter::new(10, std::time::Duration::from_secs(3600))),
             shutdown,
             edge,

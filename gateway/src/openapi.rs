@@ -8,7 +8,7 @@ use serde_json::json;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{Gateway, edge, events, registry, secrets, tokens, workspaces};
+use crate::{Gateway, edge, events, plugins, registry, secrets, tokens, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ use crate::{Gateway, edge, events, registry, secrets, tokens, workspaces};
         (name = "registry", description = "Agents joining, staying live and finding peers"),
         (name = "activity", description = "Activity logs and agent messages"),
         (name = "secrets", description = "Workspace and global secrets, encrypted at rest"),
+        (name = "plugins", description = "The plugin catalogue, downloads and install records"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -78,6 +79,11 @@ pub(crate) fn router() -> Router<Gateway> {
         ))
         .routes(routes!(secrets::legacy_delete_global_secret))
         .routes(routes!(secrets::rotate_key))
+        .routes(routes!(plugins::list_plugins))
+        .routes(routes!(plugins::list_sources))
+        .routes(routes!(plugins::download))
+        .routes(routes!(plugins::workspace_download))
+        .routes(routes!(plugins::record_install))
         .split_for_parts();
     let document = Arc::new(document);
     router

@@ -87,6 +87,9 @@ pub(crate) struct Options {
     /// `SECRETS_ENCRYPTION_KEY` (and `_PREVIOUS`); unset means the generated key file.
     pub(crate) secrets_key: Option<String>,
     pub(crate) previous_secrets_key: Option<String>,
+    pub(crate) plugins_dir: Option<PathBuf>,
+    pub(crate) plugin_allowlist: &'static str,
+    pub(crate) plugin_max_dir_bytes: Option<u64>,
 }
 
 impl Default for Options {
@@ -102,6 +105,9 @@ impl Default for Options {
             enable_test_tokens: "",
             secrets_key: None,
             previous_secrets_key: None,
+            plugins_dir: None,
+            plugin_allowlist: "",
+            plugin_max_dir_bytes: None,
         }
     }
 }
@@ -176,6 +182,15 @@ pub(crate) async fn spawn_on(backend: Backend, options: Options) -> TestApp {
     }
     if let Some(key) = &options.previous_secrets_key {
         push("--secrets-encryption-key-previous", key.clone());
+    }
+    let plugins_dir = options
+        .plugins_dir
+        .clone()
+        .unwrap_or_else(|| backend.data_dir.join("plugins"));
+    push("--plugins-dir", plugins_dir.display().to_string());
+    push("--plugin-allowlist", options.plugin_allowlist.to_owned());
+    if let Some(max) = options.plugin_max_dir_bytes {
+        push("--plugin-install-max-dir-bytes", max.to_string());
     }
     push(
         "--provision-timeout-seconds",

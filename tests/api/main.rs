@@ -13,6 +13,7 @@ mod helpers;
 mod interop;
 mod lifecycle;
 mod outage;
+mod plugins;
 mod registry;
 mod secrets;
 mod tokens;

@@ -687,13 +687,20 @@ async fn the_rotate_key_command_moves_every_row_to_a_fresh_key_file() {
         .output()
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let new_key = SecretsKey::parse(std::fs::read_to_string(&key_file).unwrap().trim())
         .unwrap()
         .unwrap();
     assert_eq!(
         stdout.trim(),
-        format!("key_version={} rewritten=2 current=0 failed=0", new_key.version())
+        format!(
+            "key_version={} rewritten=2 current=0 failed=0",
+            new_key.version()
+        )
     );
 
     std::fs::remove_file(&previous_file).unwrap();
