@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod bundles;
 pub mod config;
 pub mod crypto;
 pub mod error;

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::{
     auth::Authenticator,
     bootstrap,
+    bundles::BundlesService,
     config::{Config, Environment, GatewayArgs},
     crypto::Keyring,
     events::{EventBus, EventLog, InProcessBus, RedisBus},
@@ -228,6 +229,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         pb::workspaces_server::WorkspacesServer::new(WorkspacesService::new(state.clone()));
     let secrets = pb::secrets_server::SecretsServer::new(SecretsService::new(state.clone()));
     let plugins = pb::plugins_server::PluginsServer::new(PluginsService::new(state.clone()));
+    let bundles = pb::bundles_server::BundlesServer::new(BundlesService::new(state.clone()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -242,6 +244,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         <pb::registry_server::RegistryServer<RegistryService> as NamedService>::NAME,
         <pb::secrets_server::SecretsServer<SecretsService> as NamedService>::NAME,
         <pb::plugins_server::PluginsServer<PluginsService> as NamedService>::NAME,
+        <pb::bundles_server::BundlesServer<BundlesService> as NamedService>::NAME,
         <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME,
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -259,11 +262,15 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         health_reporter
             .set_serving::<pb::plugins_server::PluginsServer<PluginsService>>()
             .await;
+        health_reporter
+            .set_serving::<pb::bundles_server::BundlesServer<BundlesService>>()
+            .await;
     });
     let routes = tonic::service::Routes::new(workspaces)
         .add_service(registry_service)
         .add_service(secrets)
         .add_service(plugins)
+        .add_service(bundles)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -3,6 +3,7 @@
 //! middleware) and forwards credentials as metadata; every auth and business rule is decided
 //! behind gRPC, so REST and gRPC callers always get the same answer.
 
+mod bundles;
 pub mod edge;
 mod error;
 mod events;
@@ -68,6 +69,7 @@ type WorkspacesClient = pb::workspaces_client::WorkspacesClient<Transport>;
 type RegistryClient = pb::registry_client::RegistryClient<Transport>;
 type SecretsClient = pb::secrets_client::SecretsClient<Transport>;
 type PluginsClient = pb::plugins_client::PluginsClient<Transport>;
+type BundlesClient = pb::bundles_client::BundlesClient<Transport>;
 
 /// The gateway's state: typed clients over one transport.
 #[derive(Clone)]
@@ -76,6 +78,7 @@ pub struct Gateway {
     registry: RegistryClient,
     secrets: SecretsClient,
     plugins: PluginsClient,
+    bundles: BundlesClient,
     /// `POST /org/tokens` has its own, stricter limiter (10 per hour per IP).
     org_token_mints: Arc<RateLimiter>,
     /// Ends WebSocket sessions on shutdown.
@@ -89,7 +92,8 @@ impl Gateway {
             workspaces: WorkspacesClient::new(transport.clone()),
             registry: RegistryClient::new(transport.clone()),
             secrets: SecretsClient::new(transport.clone()),
-            plugins: PluginsClient::new(transport),
+            plugins: PluginsClient::new(transport.clone()),
+            bundles: BundlesClient::new(transport),
             org_token_mints: Arc::new(RateLimiter::new(10, std::time::Duration::from_secs(3600))),
             shutdown,
             edge,

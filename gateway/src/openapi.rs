@@ -8,7 +8,7 @@ use serde_json::json;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{Gateway, edge, events, plugins, registry, secrets, tokens, workspaces};
+use crate::{Gateway, bundles, edge, events, plugins, registry, secrets, tokens, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use crate::{Gateway, edge, events, plugins, registry, secrets, tokens, workspace
         (name = "activity", description = "Activity logs and agent messages"),
         (name = "secrets", description = "Workspace and global secrets, encrypted at rest"),
         (name = "plugins", description = "The plugin catalogue, downloads and install records"),
+        (name = "bundles", description = "Workspace trees exported and imported as documents"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -84,6 +85,8 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(plugins::download))
         .routes(routes!(plugins::workspace_download))
         .routes(routes!(plugins::record_install))
+        .routes(routes!(bundles::export))
+        .routes(routes!(bundles::import))
         .split_for_parts();
     let document = Arc::new(document);
     router

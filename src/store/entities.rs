@@ -43,6 +43,45 @@ pub mod workspace {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+
+    impl ActiveModel {
+        /// A new `provisioning` row with every default of the contract (§2.1); callers set
+        /// what their request says on top.
+        pub fn fresh(id: &str, name: &str, now: DateTimeUtc) -> Self {
+            use sea_orm::ActiveValue::Set;
+            Self {
+                id: Set(id.to_owned()),
+                name: Set(name.to_owned()),
+                role: Set(None),
+                tier: Set(3),
+                status: Set("provisioning".to_owned()),
+                runtime: Set("langgraph".to_owned()),
+                agent_card: Set(None),
+                url: Set(None),
+                parent_id: Set(None),
+                forwarded_to: Set(None),
+                source_bundle_id: Set(None),
+                awareness_namespace: Set(Some(format!("workspace:{id}"))),
+                workspace_dir: Set(None),
+                workspace_access: Set("none".to_owned()),
+                last_heartbeat_at: Set(None),
+                last_outbound_at: Set(None),
+                last_error_rate: Set(0.0),
+                last_sample_error: Set(None),
+                current_task: Set(None),
+                active_tasks: Set(0),
+                uptime_seconds: Set(0),
+                max_concurrent_tasks: Set(1),
+                budget_limit: Set(None),
+                monthly_spend: Set(0),
+                hibernation_idle_minutes: Set(None),
+                instance_id: Set(None),
+                runtime_metadata: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+        }
+    }
 }
 
 pub mod canvas_layout {

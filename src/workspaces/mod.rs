@@ -506,35 +506,17 @@ impl WorkspacesService {
             .await
             .map_err(ApiError::datastore("failed to create workspace"))?;
         workspace::Entity::insert(workspace::ActiveModel {
-            id: Set(id.clone()),
-            name: Set(request.name.clone()),
             role: Set(Some(request.role.clone()).filter(|role| !role.is_empty())),
             tier: Set(tier),
             status: Set(status.to_owned()),
             runtime: Set(runtime.clone()),
-            agent_card: Set(None),
             url: Set(url.clone()),
             parent_id: Set(parent_id),
-            forwarded_to: Set(None),
-            source_bundle_id: Set(None),
-            awareness_namespace: Set(Some(awareness_namespace.clone())),
             workspace_dir: Set(Some(request.workspace_dir.clone()).filter(|dir| !dir.is_empty())),
             workspace_access: Set(access.to_owned()),
-            last_heartbeat_at: Set(None),
-            last_outbound_at: Set(None),
-            last_error_rate: Set(0.0),
-            last_sample_error: Set(None),
-            current_task: Set(None),
-            active_tasks: Set(0),
-            uptime_seconds: Set(0),
             max_concurrent_tasks: Set(request.max_concurrent_tasks.max(1)),
             budget_limit: Set(request.budget_limit),
-            monthly_spend: Set(0),
-            hibernation_idle_minutes: Set(None),
-            instance_id: Set(None),
-            runtime_metadata: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
+            ..workspace::ActiveModel::fresh(&id, &request.name, now)
         })
         .exec(&txn)
         .await

@@ -3,6 +3,7 @@
 
 mod activity;
 mod auth;
+mod bundles;
 mod cli;
 mod discovery;
 mod edge;
