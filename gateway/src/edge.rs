@@ -111,10 +111,21 @@ pub fn apply(app: Router, config: Arc<EdgeConfig>, limiter: Arc<RateLimiter>) ->
                         .get("x-request-id")
                         .and_then(|value| value.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                    let path = traced_path(request.uri().path());
+                    tracing::info_span!("request", method = %request.method(), %path, request_id)
                 }))
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
+}
+
+/// The path as traces show it: a secret's key name (`…/secrets/{key}`) is redacted.
+fn traced_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.split_once("/secrets/") {
+        Some((prefix, rest)) if !matches!(rest, "values" | "rotate-key") => {
+            format!("{prefix}/secrets/{{key}}").into()
+        }
+        _ => path.into(),
+    }
 }
 
 /// The JSON 404 for unknown routes.
@@ -377,6 +388,26 @@ pub(crate) fn payload_too_large() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traced_paths_hide_secret_key_names() {
+        assert_eq!(
+            traced_path("/workspaces/w/secrets/OPENAI_API_KEY"),
+            "/workspaces/w/secrets/{key}"
+        );
+        assert_eq!(
+            traced_path("/settings/secrets/K"),
+            "/settings/secrets/{key}"
+        );
+        assert_eq!(
+            traced_path("/workspaces/w/secrets/values"),
+            "/workspaces/w/secrets/values"
+        );
+        assert_eq!(
+            traced_path("/workspaces/w/secrets"),
+            "/workspaces/w/secrets"
+        );
+    }
 
     #[test]
     fn fixed_window_counts_down_and_refills() {

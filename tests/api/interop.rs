@@ -1,12 +1,18 @@
 //! Interop with the real agents' language: a Python gRPC client built from `proto/` with
-//! grpcio-tools registers over REST, streams heartbeats, and receives a pushed control frame.
+//! grpcio-tools registers over REST, streams heartbeats, and receives a pushed control frame;
+//! a plugin installs through Python's `tarfile` as the SDK does, byte for byte.
 //! The Python environment is created under `target/` on first use (pip, from PyPI).
 
 use std::{path::PathBuf, process::Command};
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    helpers::{Options, spawn_app, spawn_app_with},
+    plugins::plugins_dir,
+};
 
 /// A virtualenv with `tests/interop/requirements.txt`, made once per target dir.
 fn python() -> PathBuf {
@@ -74,4 +80,51 @@ async fn a_python_agent_streams_heartbeats_and_sees_a_pause() {
     let view = app.admin_get(&format!("/workspaces/{id}")).await.body;
     assert_eq!(view["status"], "paused", "a goodbye does not unpause");
     assert_eq!(view["agent_card"], json!({"name": "py-agent"}));
+}
+
+#[tokio::test]
+async fn a_python_agent_installs_a_plugin_byte_for_byte() {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let dir = plugins_dir();
+    let app = spawn_app_with(Options {
+        plugins_dir: Some(dir.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (id, token) = app.registered_agent("py-installer", None).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/plugin_install.py");
+    let base = format!("http://{}", app.addr);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([&base, &id, &token, "alpha"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.pop(), Some("RECORDED installed"));
+    lines.sort_unstable();
+    let digest = |path: &str| {
+        hex::encode(Sha256::digest(
+            std::fs::read(dir.join("alpha").join(path)).unwrap(),
+        ))
+    };
+    let expected: Vec<String> = [
+        ("blob.bin", "0o644"),
+        ("plugin.yaml", "0o644"),
+        ("setup.sh", "0o755"),
+        ("skills/research/SKILL.md", "0o644"),
+    ]
+    .iter()
+    .map(|(path, mode)| format!("{path} {} {mode}", digest(path)))
+    .collect();
+    assert_eq!(lines, expected);
 }

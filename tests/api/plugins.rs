@@ -15,7 +15,7 @@ use crate::{
 
 /// A plugins dir: `alpha` (a manifest, nested, binary and executable files, a symlink that
 /// must not leak) and `beta` (no manifest), plus a stray file.
-fn plugins_dir() -> PathBuf {
+pub(crate) fn plugins_dir() -> PathBuf {
     let root = std::env::temp_dir().join(format!("plugins-{}", uuid::Uuid::new_v4().simple()));
     let alpha = root.join("alpha");
     fs::create_dir_all(alpha.join("skills/research")).unwrap();
