@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
     tonic_prost_build::configure()
+        .codec_path("gateway::codec::LeanCodec")
         .build_server(true)
         .build_client(true)
         .compile_fds(descriptors)?;

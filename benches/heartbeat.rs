@@ -20,6 +20,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, transport::Channel};
 
+// The same allocator as the server, so the generator takes no more of the shared cores than it
+// must (redis-benchmark, the baseline, is lean C).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 struct Args {
     /// The `molecule` binary to start.

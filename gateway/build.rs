@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../proto");
     let descriptors = protox::compile(protos, ["../proto"])?;
     tonic_prost_build::configure()
+        .codec_path("crate::codec::LeanCodec")
         .build_server(false)
         .build_client(true)
         .compile_fds(descriptors)?;

@@ -4,6 +4,7 @@
 //! behind gRPC, so REST and gRPC callers always get the same answer.
 
 mod bundles;
+pub mod codec;
 pub mod edge;
 mod error;
 mod events;
