@@ -13,7 +13,7 @@ use axum::{
     routing::get,
 };
 use deadpool_redis::redis;
-use gateway::{EdgeConfig, Gateway, RateLimiter, Transport, TransportError};
+use gateway::{EdgeConfig, Gateway, RateLimiter, Transport, TransportError, edge::RouteTemplate};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -396,11 +396,12 @@ fn metrics_handle() -> PrometheusHandle {
 /// Request counts and latencies, labelled by method and a bounded route label.
 async fn track_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
-    let route = route_label(request.uri().path());
+    let method = request.method().clone();
+    let grpc_path = is_grpc_path(request.uri().path()).then(|| request.uri().path().to_owned());
     let response = next.run(request).await;
+    let route = route_label(&response, grpc_path);
     let labels = [
-        ("method", method),
+        ("method", method.as_str().to_owned()),
         ("route", route),
         ("status", response.status().as_u16().to_string()),
     ];
@@ -410,21 +411,23 @@ async fn track_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// gRPC paths are already bounded; REST paths have their ids replaced.
-fn route_label(path: &str) -> String {
-    if path.starts_with("/molecule.") || path.starts_with("/grpc.") {
-        return path.to_owned();
+fn is_grpc_path(path: &str) -> bool {
+    path.starts_with("/molecule.") || path.starts_with("/grpc.")
+}
+
+/// A bounded label: the REST route template, a gRPC method that exists, or "unmatched".
+fn route_label(response: &Response, grpc_path: Option<String>) -> String {
+    if let Some(RouteTemplate(matched)) = response.extensions().get() {
+        return matched.as_str().to_owned();
     }
-    path.split('/')
-        .map(|segment| {
-            if crate::workspaces::validate::parse_uuid(segment).is_some() {
-                ":id"
-            } else {
-                segment
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+    let unimplemented = response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|status| status == "12");
+    match grpc_path {
+        Some(path) if !unimplemented => path,
+        _ => "unmatched".to_owned(),
+    }
 }
 
 fn announce_admin_token(config: &Config, path: &std::path::Path) {

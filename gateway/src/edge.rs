@@ -118,6 +118,21 @@ pub fn apply(app: Router, config: Arc<EdgeConfig>, limiter: Arc<RateLimiter>) ->
         )
 }
 
+/// The route template a request matched (`/workspaces/{id}/secrets/{key}`), left on the
+/// response for metrics: labels stay bounded and never carry ids, key names or scanner noise.
+#[derive(Debug, Clone)]
+pub struct RouteTemplate(pub axum::extract::MatchedPath);
+
+pub(crate) async fn tag_route(
+    matched: axum::extract::MatchedPath,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(RouteTemplate(matched));
+    response
+}
+
 /// The path as traces show it: a secret's key name (`…/secrets/{key}`) is redacted.
 fn traced_path(path: &str) -> std::borrow::Cow<'_, str> {
     match path.split_once("/secrets/") {

@@ -94,5 +94,6 @@ pub(crate) fn router() -> Router<Gateway> {
             "/openapi.json",
             get(move || async move { Json(document.as_ref().clone()) }),
         )
+        .route_layer(axum::middleware::from_fn(edge::tag_route))
         .fallback(edge::not_found)
 }

@@ -221,12 +221,37 @@ async fn openapi_describes_every_rest_route() {
 }
 
 #[tokio::test]
-async fn metrics_are_exported_for_prometheus() {
+async fn metrics_are_exported_for_prometheus_with_bounded_labels() {
     let app = spawn_app().await;
     app.get("/health", None).await;
+    let id = app.create_workspace(serde_json::json!({"name": "m"})).await;
+    // Straight to the control plane, which serves the metrics (also when the suite runs the
+    // REST calls through a standalone gateway).
+    let direct = format!("http://{}", app.addr);
+    app.raw(
+        app.http
+            .delete(format!(
+                "{direct}/workspaces/{id}/secrets/METRICS_SECRET_NAME"
+            ))
+            .bearer_auth(&app.admin_token),
+    )
+    .await;
+    app.raw(app.http.get(format!("{direct}/scanner/probe-metrics-7c1")))
+        .await;
     let reply = app
         .raw(app.http.get(format!("http://{}/metrics", app.addr)))
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.text.contains("http_requests_total"), "{}", reply.text);
+    assert!(
+        reply
+            .text
+            .contains(r#"route="/workspaces/{id}/secrets/{key}""#),
+        "{}",
+        reply.text
+    );
+    assert!(reply.text.contains(r#"route="unmatched""#));
+    for leaked in [id.as_str(), "METRICS_SECRET_NAME", "probe-metrics-7c1"] {
+        assert!(!reply.text.contains(leaked), "{leaked} in a metrics label");
+    }
 }
