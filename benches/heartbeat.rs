@@ -44,6 +44,10 @@ struct Args {
     /// Concurrent REST clients.
     #[arg(long, default_value_t = 50)]
     rest_clients: usize,
+    /// Rounds of (redis-benchmark, gRPC, REST, redis-benchmark); the median ratio is reported,
+    /// since other load on a shared machine moves absolute figures between runs.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Seconds per load phase.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -101,6 +105,11 @@ async fn workspace_updates(db: &DatabaseConnection) -> i64 {
         .expect("pg_stat_user_tables readable")
         .expect("workspaces table has stats");
     row.try_get_by_index::<i64>(0).unwrap_or(0)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Waits for the write-behind flush (2 s) and Postgres' stats flush (idle backends: 10 s).
@@ -361,46 +370,65 @@ async fn main() {
     let agents = create_agents(&http, &server.base, &admin_token, args.agents).await;
     settle().await;
 
-    let updates_before = workspace_updates(&stats_db).await;
-    println!("phase: gRPC streams (server pid {})", server.child.id());
-    let (grpc_beats, mut grpc_latency) = grpc_phase(&args, &server.base, &agents).await;
-    settle().await;
-    let grpc_updates = workspace_updates(&stats_db).await - updates_before;
-
     let agents = Arc::new(agents);
-    let updates_before = workspace_updates(&stats_db).await;
-    println!("phase: REST");
-    let (rest_beats, mut rest_latency) = rest_phase(&args, &server.base, agents.clone()).await;
-    settle().await;
-    let rest_updates = workspace_updates(&stats_db).await - updates_before;
+    let seconds = args.seconds as f64;
+    let mut grpc_ratios = Vec::new();
+    let mut rest_ratios = Vec::new();
+    let mut report = Vec::new();
+    for round in 1..=args.rounds {
+        let baseline_before = redis_benchmark(&args.redis);
+        let updates_before = workspace_updates(&stats_db).await;
+        println!(
+            "round {round}: gRPC streams (server pid {})",
+            server.child.id()
+        );
+        let (grpc_beats, mut grpc_latency) = grpc_phase(&args, &server.base, &agents).await;
+        settle().await;
+        let grpc_updates = workspace_updates(&stats_db).await - updates_before;
+
+        let updates_before = workspace_updates(&stats_db).await;
+        println!("round {round}: REST");
+        let (rest_beats, mut rest_latency) = rest_phase(&args, &server.base, agents.clone()).await;
+        settle().await;
+        let rest_updates = workspace_updates(&stats_db).await - updates_before;
+        let baseline = (baseline_before + redis_benchmark(&args.redis)) / 2.0;
+
+        let grpc_rate = grpc_beats as f64 / seconds;
+        let rest_rate = rest_beats as f64 / seconds;
+        grpc_ratios.push(grpc_rate / baseline);
+        rest_ratios.push(rest_rate / baseline);
+        report.push(format!(
+            "round {round}: redis-benchmark {baseline:.0} req/s (mean of before and after)\n  \
+             gRPC streams ({} connections): {grpc_rate:.0} acked beats/s = {:.2}x; p50 {:.2} ms, p99 {:.2} ms; postgres row updates/beat {:.4}\n  \
+             REST ({} clients): {rest_rate:.0} acked beats/s = {:.2}x; p50 {:.2} ms, p99 {:.2} ms; postgres row updates/beat {:.4}",
+            args.grpc_connections,
+            grpc_rate / baseline,
+            grpc_latency.percentile(0.50),
+            grpc_latency.percentile(0.99),
+            grpc_updates as f64 / grpc_beats.max(1) as f64,
+            args.rest_clients,
+            rest_rate / baseline,
+            rest_latency.percentile(0.50),
+            rest_latency.percentile(0.99),
+            rest_updates as f64 / rest_beats.max(1) as f64,
+        ));
+    }
 
     println!("phase: idle streams");
     let (rss_before, rss_after) = idle_phase(&args, &server, &agents).await;
-    let redis_rps = redis_benchmark(&args.redis);
 
-    let seconds = args.seconds as f64;
-    let grpc_rate = grpc_beats as f64 / seconds;
-    let rest_rate = rest_beats as f64 / seconds;
     println!();
-    println!("agents: {}, phase length: {} s", args.agents, args.seconds);
     println!(
-        "redis-benchmark -c 50 -n 200000 -r 10000 SET ws:__rand_int__ online EX 90: {redis_rps:.0} req/s"
+        "agents: {}, phase length: {} s, rounds: {}; baseline: redis-benchmark -c 50 -n 200000 -r 10000 SET ws:__rand_int__ online EX 90",
+        args.agents, args.seconds, args.rounds
     );
+    for line in &report {
+        println!("{line}");
+    }
     println!(
-        "gRPC streams ({} connections): {grpc_rate:.0} acked beats/s = {:.2}x redis-benchmark; p50 {:.2} ms, p99 {:.2} ms; postgres row updates/beat {:.4}",
-        args.grpc_connections,
-        grpc_rate / redis_rps,
-        grpc_latency.percentile(0.50),
-        grpc_latency.percentile(0.99),
-        grpc_updates as f64 / grpc_beats.max(1) as f64,
-    );
-    println!(
-        "REST ({} clients): {rest_rate:.0} acked beats/s = {:.2}x redis-benchmark; p50 {:.2} ms, p99 {:.2} ms; postgres row updates/beat {:.4}",
-        args.rest_clients,
-        rest_rate / redis_rps,
-        rest_latency.percentile(0.50),
-        rest_latency.percentile(0.99),
-        rest_updates as f64 / rest_beats.max(1) as f64,
+        "median: gRPC {:.2}x redis-benchmark, REST {:.2}x redis-benchmark",
+        median(&mut grpc_ratios),
+        median(&mut rest_ratios)
     );
     println!(
         "idle streams: {} over {} connections: server RSS {} KiB -> {} KiB = {:.1} KiB per stream",

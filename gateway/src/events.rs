@@ -128,7 +128,9 @@ pub(crate) async fn websocket(
         Err(status) => return ApiError::from(status).into_response(),
     };
     match upgrade {
-        Ok(upgrade) => upgrade.on_upgrade(move |socket| relay(socket, events, gateway.shutdown)),
+        Ok(upgrade) => {
+            upgrade.on_upgrade(move |socket| relay(socket, events, gateway.shutdown.clone()))
+        }
         Err(_) => {
             ApiError::new(StatusCode::BAD_REQUEST, "websocket upgrade required").into_response()
         }

@@ -4,7 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use http::{HeaderMap, request::Parts};
+use http::{HeaderMap, HeaderValue, request::Parts};
+use tonic::metadata::MetadataMap;
 
 /// Headers that cross into gRPC metadata, and nothing else.
 const FORWARDED_HEADERS: [&str; 5] = [
@@ -15,10 +16,15 @@ const FORWARDED_HEADERS: [&str; 5] = [
     "traceparent",
 ];
 
-/// The caller's forwarded context, taken from the request head.
+/// Headers the gateway itself reads (never forwarded).
+const LOCAL_HEADERS: [&str; 4] = ["x-forwarded-proto", "x-forwarded-host", "host", "origin"];
+
+/// The caller's forwarded context, taken from the request head: only the allow-listed
+/// headers are kept, so extracting it costs a handful of small copies, not the whole head.
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarded {
-    headers: HeaderMap,
+    metadata: MetadataMap,
+    local: HeaderMap,
     pub(crate) client_ip: IpAddr,
 }
 
@@ -26,27 +32,14 @@ impl Forwarded {
     /// Wraps a message in a gRPC request carrying the caller's credentials.
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        let metadata = request.metadata_mut();
-        for name in FORWARDED_HEADERS {
-            if let Some(value) = self.headers.get(name)
-                && let Ok(value) = value.to_str()
-                && let Ok(value) = value.parse()
-            {
-                metadata.insert(name, value);
-            }
-        }
-        if let Ok(ip) = self.client_ip.to_string().parse() {
-            metadata.insert("x-forwarded-for", ip);
-        }
+        *request.metadata_mut() = self.metadata.clone();
         request
     }
 
     /// `scheme://host` as the caller reached us (contract §2.1), without a trailing slash.
     pub(crate) fn platform_url(&self) -> String {
         let header = |name: &str| {
-            self.headers
-                .get(name)
-                .and_then(|value| value.to_str().ok())
+            self.header(name)
                 .map(|value| value.split(',').next().unwrap_or("").trim().to_owned())
                 .filter(|value| !value.is_empty())
         };
@@ -59,8 +52,9 @@ impl Forwarded {
             .to_owned()
     }
 
+    /// One of the headers the gateway reads itself (`host`, `origin`, `x-forwarded-*`).
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
+        self.local.get(name).and_then(|value| value.to_str().ok())
     }
 }
 
@@ -76,9 +70,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Forwarded {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let client_ip = client_ip(parts);
+        let mut metadata = MetadataMap::new();
+        for name in FORWARDED_HEADERS {
+            if let Some(value) = parts.headers.get(name)
+                && let Ok(value) = value.to_str()
+                && let Ok(value) = value.parse()
+            {
+                metadata.insert(name, value);
+            }
+        }
+        if let Ok(ip) = client_ip.to_string().parse() {
+            metadata.insert("x-forwarded-for", ip);
+        }
+        let mut local = HeaderMap::new();
+        for name in LOCAL_HEADERS {
+            if let Some(value) = parts.headers.get(name) {
+                local.insert(name, HeaderValue::clone(value));
+            }
+        }
         Ok(Self {
-            headers: parts.headers.clone(),
-            client_ip: client_ip(parts),
+            metadata,
+            local,
+            client_ip,
         })
     }
 }

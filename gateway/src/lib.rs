@@ -72,33 +72,44 @@ type SecretsClient = pb::secrets_client::SecretsClient<Transport>;
 type PluginsClient = pb::plugins_client::PluginsClient<Transport>;
 type BundlesClient = pb::bundles_client::BundlesClient<Transport>;
 
-/// The gateway's state: typed clients over one transport.
+/// The gateway's state: typed clients over one transport, behind one `Arc` so that handing it
+/// to a handler costs a reference count, not a copy of every client.
 #[derive(Clone)]
-pub struct Gateway {
+pub struct Gateway(Arc<Clients>);
+
+pub struct Clients {
     workspaces: WorkspacesClient,
     registry: RegistryClient,
     secrets: SecretsClient,
     plugins: PluginsClient,
     bundles: BundlesClient,
     /// `POST /org/tokens` has its own, stricter limiter (10 per hour per IP).
-    org_token_mints: Arc<RateLimiter>,
+    org_token_mints: RateLimiter,
     /// Ends WebSocket sessions on shutdown.
     shutdown: CancellationToken,
     edge: Arc<EdgeConfig>,
 }
 
+impl std::ops::Deref for Gateway {
+    type Target = Clients;
+
+    fn deref(&self) -> &Clients {
+        &self.0
+    }
+}
+
 impl Gateway {
     pub fn new(transport: Transport, edge: Arc<EdgeConfig>, shutdown: CancellationToken) -> Self {
-        Self {
+        Self(Arc::new(Clients {
             workspaces: WorkspacesClient::new(transport.clone()),
             registry: RegistryClient::new(transport.clone()),
             secrets: SecretsClient::new(transport.clone()),
             plugins: PluginsClient::new(transport.clone()),
             bundles: BundlesClient::new(transport),
-            org_token_mints: Arc::new(RateLimiter::new(10, std::time::Duration::from_secs(3600))),
+            org_token_mints: RateLimiter::new(10, std::time::Duration::from_secs(3600)),
             shutdown,
             edge,
-        }
+        }))
     }
 }
 
