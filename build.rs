@@ -6,6 +6,7 @@ use std::{env, path::PathBuf};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/google/rpc/status.proto",
+        "proto/molecule/v1/a2a.proto",
         "proto/molecule/v1/bundles.proto",
         "proto/molecule/v1/errors.proto",
         "proto/molecule/v1/plugins.proto",

@@ -160,6 +160,11 @@ pub struct Config {
 
     #[command(flatten)]
     pub plugins: PluginArgs,
+
+    /// Seconds of silence from an agent before a proxied A2A call is given up; a value that is
+    /// not a positive integer means the default.
+    #[arg(long, env = "A2A_IDLE_TIMEOUT_SECONDS", default_value = "300")]
+    pub a2a_idle_timeout_seconds: String,
 }
 
 /// Where plugins come from and the limits on fetching them.
@@ -242,6 +247,21 @@ impl Environment {
 }
 
 impl Config {
+    pub fn a2a_idle_timeout(&self) -> std::time::Duration {
+        const DEFAULT: u64 = 300;
+        let seconds = match self.a2a_idle_timeout_seconds.trim().parse::<i64>() {
+            Ok(seconds) if seconds > 0 => seconds.unsigned_abs(),
+            _ => {
+                tracing::warn!(
+                    value = %self.a2a_idle_timeout_seconds,
+                    "A2A_IDLE_TIMEOUT_SECONDS is not a positive integer; using {DEFAULT}"
+                );
+                DEFAULT
+            }
+        };
+        std::time::Duration::from_secs(seconds)
+    }
+
     pub fn environment(&self) -> Environment {
         Environment::classify(&self.environment)
     }

@@ -16,6 +16,8 @@ use crate::pb;
 pub enum ErrorCode {
     BadRequest,
     Unauthenticated,
+    /// The target's budget is spent (HTTP 402).
+    PaymentRequired,
     Forbidden,
     NotFound,
     /// The resource existed and was removed (HTTP 410).
@@ -39,7 +41,7 @@ impl ErrorCode {
             Self::Unauthenticated => tonic::Code::Unauthenticated,
             Self::Forbidden => tonic::Code::PermissionDenied,
             Self::NotFound | Self::Gone => tonic::Code::NotFound,
-            Self::Conflict => tonic::Code::FailedPrecondition,
+            Self::Conflict | Self::PaymentRequired => tonic::Code::FailedPrecondition,
             Self::PayloadTooLarge | Self::TooManyRequests => tonic::Code::ResourceExhausted,
             Self::Internal => tonic::Code::Internal,
             Self::BadGateway | Self::Unavailable => tonic::Code::Unavailable,
@@ -51,6 +53,7 @@ impl ErrorCode {
         match self {
             Self::BadRequest => 400,
             Self::Unauthenticated => 401,
+            Self::PaymentRequired => 402,
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::Conflict => 409,
@@ -186,6 +189,11 @@ mod tests {
                 ErrorCode::Unauthenticated,
                 401,
                 tonic::Code::Unauthenticated,
+            ),
+            (
+                ErrorCode::PaymentRequired,
+                402,
+                tonic::Code::FailedPrecondition,
             ),
             (ErrorCode::Forbidden, 403, tonic::Code::PermissionDenied),
             (ErrorCode::NotFound, 404, tonic::Code::NotFound),

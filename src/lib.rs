@@ -1,6 +1,7 @@
 //! Molecule: the control plane for AI-agent workspaces. One binary serves REST (the gateway),
 //! gRPC, gRPC-Web and the `/ws` WebSocket on one port. See README.md for the map.
 
+pub mod a2a;
 pub mod auth;
 pub mod bootstrap;
 pub mod bundles;

@@ -23,6 +23,7 @@ use tower::{ServiceExt, util::BoxCloneSyncService};
 use tracing::{info, warn};
 
 use crate::{
+    a2a::{A2AService, upstream::Upstream},
     auth::Authenticator,
     bootstrap,
     bundles::BundlesService,
@@ -105,11 +106,13 @@ impl Application {
             liveness,
             hot: Arc::default(),
             url_policy: config.url_policy(),
+            upstream: Upstream::new(config.url_policy(), Arc::new(SystemResolver)),
             resolver: Arc::new(SystemResolver),
             settings: Arc::new(Settings {
                 external_platform_url: config.external_platform_url.clone(),
                 test_tokens_enabled: config.test_tokens_enabled(),
                 provision_timeout: std::time::Duration::from_secs(config.provision_timeout_seconds),
+                a2a_idle_timeout: config.a2a_idle_timeout(),
                 plugins: PluginSettings {
                     dir: config.plugins.plugins_dir.clone(),
                     fetch_timeout: config.plugins.plugin_install_fetch_timeout,
@@ -230,6 +233,9 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
     let secrets = pb::secrets_server::SecretsServer::new(SecretsService::new(state.clone()));
     let plugins = pb::plugins_server::PluginsServer::new(PluginsService::new(state.clone()));
     let bundles = pb::bundles_server::BundlesServer::new(BundlesService::new(state.clone()));
+    let a2a = pb::a2a_server::A2aServer::new(A2AService::new(state.clone()))
+        .max_decoding_message_size(11 * 1024 * 1024)
+        .max_encoding_message_size(11 * 1024 * 1024);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -245,6 +251,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         <pb::secrets_server::SecretsServer<SecretsService> as NamedService>::NAME,
         <pb::plugins_server::PluginsServer<PluginsService> as NamedService>::NAME,
         <pb::bundles_server::BundlesServer<BundlesService> as NamedService>::NAME,
+        <pb::a2a_server::A2aServer<A2AService> as NamedService>::NAME,
         <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME,
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -265,12 +272,16 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         health_reporter
             .set_serving::<pb::bundles_server::BundlesServer<BundlesService>>()
             .await;
+        health_reporter
+            .set_serving::<pb::a2a_server::A2aServer<A2AService>>()
+            .await;
     });
     let routes = tonic::service::Routes::new(workspaces)
         .add_service(registry_service)
         .add_service(secrets)
         .add_service(plugins)
         .add_service(bundles)
+        .add_service(a2a)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

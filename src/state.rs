@@ -6,6 +6,7 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    a2a::upstream::Upstream,
     auth::Authenticator,
     crypto::Keyring,
     events::EventLog,
@@ -22,6 +23,9 @@ pub struct Settings {
     pub test_tokens_enabled: bool,
     pub provision_timeout: Duration,
     pub plugins: PluginSettings,
+    /// Silence from an agent after which a proxied call is given up (its heartbeat may
+    /// override it).
+    pub a2a_idle_timeout: Duration,
 }
 
 /// Where plugins come from and the limits on fetching them.
@@ -47,6 +51,8 @@ pub struct AppState {
     /// The heartbeat hot path's caches, write-behind buffer and open streams.
     pub hot: Arc<HotState>,
     pub url_policy: UrlPolicy,
+    /// The A2A proxy's pooled client (dial-time URL safety built in).
+    pub upstream: Upstream,
     pub resolver: Arc<dyn Resolver>,
     pub settings: Arc<Settings>,
     /// Cancelled on shutdown; long-lived streams end on it so shutdown never hangs.

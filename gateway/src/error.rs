@@ -41,8 +41,16 @@ impl ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// A documented `retry_after` also becomes the `Retry-After` header.
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let retry_after = self.body["retry_after"].as_u64();
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

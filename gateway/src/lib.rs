@@ -3,6 +3,7 @@
 //! middleware) and forwards credentials as metadata; every auth and business rule is decided
 //! behind gRPC, so REST and gRPC callers always get the same answer.
 
+mod a2a;
 mod bundles;
 pub mod codec;
 pub mod edge;
@@ -71,6 +72,7 @@ type RegistryClient = pb::registry_client::RegistryClient<Transport>;
 type SecretsClient = pb::secrets_client::SecretsClient<Transport>;
 type PluginsClient = pb::plugins_client::PluginsClient<Transport>;
 type BundlesClient = pb::bundles_client::BundlesClient<Transport>;
+type A2aClient = pb::a2a_client::A2aClient<Transport>;
 
 /// The gateway's state: typed clients over one transport, behind one `Arc` so that handing it
 /// to a handler costs a reference count, not a copy of every client.
@@ -83,6 +85,7 @@ pub struct Clients {
     secrets: SecretsClient,
     plugins: PluginsClient,
     bundles: BundlesClient,
+    a2a: A2aClient,
     /// `POST /org/tokens` has its own, stricter limiter (10 per hour per IP).
     org_token_mints: RateLimiter,
     /// Ends WebSocket sessions on shutdown.
@@ -105,7 +108,11 @@ impl Gateway {
             registry: RegistryClient::new(transport.clone()),
             secrets: SecretsClient::new(transport.clone()),
             plugins: PluginsClient::new(transport.clone()),
-            bundles: BundlesClient::new(transport),
+            bundles: BundlesClient::new(transport.clone()),
+            // An agent's answer may be up to 10 MiB.
+            a2a: A2aClient::new(transport)
+                .max_decoding_message_size(11 * 1024 * 1024)
+                .max_encoding_message_size(11 * 1024 * 1024),
             org_token_mints: RateLimiter::new(10, std::time::Duration::from_secs(3600)),
             shutdown,
             edge,

@@ -8,7 +8,7 @@ use serde_json::json;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{Gateway, bundles, edge, events, plugins, registry, secrets, tokens, workspaces};
+use crate::{Gateway, a2a, bundles, edge, events, plugins, registry, secrets, tokens, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use crate::{Gateway, bundles, edge, events, plugins, registry, secrets, tokens, 
         (name = "secrets", description = "Workspace and global secrets, encrypted at rest"),
         (name = "plugins", description = "The plugin catalogue, downloads and install records"),
         (name = "bundles", description = "Workspace trees exported and imported as documents"),
+        (name = "a2a", description = "The agent-to-agent proxy"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -87,6 +88,7 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(plugins::record_install))
         .routes(routes!(bundles::export))
         .routes(routes!(bundles::import))
+        .routes(routes!(a2a::proxy))
         .split_for_parts();
     let document = Arc::new(document);
     router

@@ -124,6 +124,15 @@ impl HotState {
         entry.clone()
     }
 
+    /// The idle timeout a workspace's last heartbeat asked for.
+    pub fn idle_timeout(&self, id: &str) -> Option<i64> {
+        self.overrides
+            .lock()
+            .expect("overrides poisoned")
+            .get(id)
+            .and_then(|overrides| overrides.idle_timeout_seconds)
+    }
+
     /// Queues the informational columns for the next flush (the newest beat wins).
     pub fn defer(&self, id: &str, snapshot: BeatSnapshot) {
         self.pending

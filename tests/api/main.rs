@@ -1,6 +1,7 @@
 //! The integration suite: one binary, every test against a real server on a real socket, on
 //! every configured backend (see `helpers`).
 
+mod a2a;
 mod activity;
 mod auth;
 mod bundles;

@@ -1,0 +1,114 @@
+//! `POST /workspaces/{id}/a2a` (contract a2a.md §1): the REST face of the A2A proxy core. It
+//! reads the capped body, passes `X-Timeout` and the allow-listed A2A headers on, and shapes
+//! the core's outcome: an agent's 2xx answer unchanged, its other statuses as
+//! `{"error": <its string error or the reason phrase>}`, the poll mailbox as 202.
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::{
+    Gateway,
+    error::{ApiError, ErrorBody},
+    forward::Forwarded,
+    json::{BodyError, read_body},
+    pb,
+};
+
+/// Request headers the target receives unchanged.
+const PASS_THROUGH: [&str; 4] = [
+    "a2a-version",
+    "x-a2a-extensions",
+    "traceparent",
+    "tracestate",
+];
+
+#[utoipa::path(post, path = "/workspaces/{id}/a2a", tag = "a2a",
+    params(("id" = String, Path, description = "target workspace id")),
+    request_body(content = Object, description = "a JSON-RPC 2.0 A2A request, or a bare {method, params}"),
+    responses((status = 200, description = "the agent's answer, unchanged", body = Object),
+        (status = 202, body = Object, example = json!({"queued": true, "delivery": "poll", "activity_id": "…", "message": "target agent polls for messages; reply will arrive asynchronously"})),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 402, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn proxy(
+    State(gateway): State<Gateway>,
+    forwarded: Forwarded,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                .into_response();
+        }
+        Err(BodyError::Invalid) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "failed to read request body")
+                .into_response();
+        }
+    };
+    let timeout_seconds = headers
+        .get("x-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u32>().ok());
+    let forward_headers = PASS_THROUGH
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.to_str().ok()?;
+            Some(((*name).to_owned(), value.to_owned()))
+        })
+        .collect();
+    let request = pb::ProxyRequest {
+        target_workspace_id: id,
+        body: body.to_vec(),
+        timeout_seconds,
+        forward_headers,
+    };
+    let reply = match gateway.a2a.clone().send(forwarded.request(request)).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return ApiError::from(status).into_response(),
+    };
+    match reply.outcome {
+        Some(pb::proxy_reply::Outcome::Delivered(delivered)) => relay(delivered),
+        Some(pb::proxy_reply::Outcome::Queued(queued)) => {
+            let body = if queued.delivery == "poll" {
+                json!({"queued": true, "delivery": "poll", "activity_id": queued.activity_id, "message": queued.message})
+            } else {
+                json!({"queued": true, "queue_id": queued.queue_id, "queue_depth": queued.queue_depth, "message": queued.message})
+            };
+            (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+        }
+        None => ApiError::new(StatusCode::BAD_GATEWAY, "failed to reach workspace agent")
+            .into_response(),
+    }
+}
+
+/// An agent's answer: 2xx unchanged (as JSON); any other status kept, with the error shape.
+fn relay(delivered: pb::Delivered) -> Response {
+    let status =
+        StatusCode::from_u16(delivered.upstream_status as u16).unwrap_or(StatusCode::BAD_GATEWAY);
+    if status.is_success() {
+        return (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            delivered.body,
+        )
+            .into_response();
+    }
+    let message = serde_json::from_slice::<Value>(&delivered.body)
+        .ok()
+        .and_then(|value| value["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("Bad Gateway")
+                .to_owned()
+        });
+    ApiError::new(status, &message).into_response()
+}

@@ -1,0 +1,471 @@
+//! The A2A proxy core (contract a2a.md §1, §3.3, §4): caller classes and their auth, the
+//! hierarchy rule, target resolution, body normalization, dispatch to the agent's URL (through
+//! the dial-time URL-safety connector) or to its poll mailbox, and the side effects. REST
+//! (`POST /workspaces/:id/a2a`) and the `A2A` gRPC service both run this one core; how an
+//! answer is shaped for HTTP is the gateway's business.
+
+pub mod envelope;
+pub mod upstream;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tracing::warn;
+
+use self::{
+    envelope::Envelope,
+    upstream::{Answer, BodyFailure, DispatchError, Limits},
+};
+use crate::{
+    auth,
+    error::{ApiError, ApiResult, ErrorCode},
+    pb,
+    state::AppState,
+    store::{
+        self,
+        entities::{activity_log, workspace},
+    },
+    workspaces::validate,
+};
+
+/// Headers a caller may pass through to the target (contract §1.1).
+pub const FORWARDED_HEADERS: [&str; 4] = [
+    "a2a-version",
+    "x-a2a-extensions",
+    "traceparent",
+    "tracestate",
+];
+/// The ceiling for workspace and system callers; user callers have none.
+const AGENT_CEILING: Duration = Duration::from_secs(30 * 60);
+const FORGED_PREFIXES: [&str; 4] = ["webhook:", "system:", "test:", "channel:"];
+const ACCESS_DENIED: &str = "access denied: workspaces cannot communicate per hierarchy rules";
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A person: the canvas or another user client, with a user credential.
+    User,
+    /// An agent, authenticated with its own workspace token.
+    Workspace(String),
+    /// In-process callers (queue drain, scheduler); never from headers.
+    System(&'static str),
+}
+
+impl Caller {
+    fn source_id(&self) -> Option<String> {
+        match self {
+            Self::Workspace(id) => Some(id.clone()),
+            Self::User | Self::System(_) => None,
+        }
+    }
+}
+
+/// What the proxy did with a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The agent answered; its status may be anything (the gateway shapes >= 300).
+    Delivered {
+        status: u16,
+        body: Bytes,
+        content_type: String,
+        duration_ms: u32,
+    },
+    /// Left in the target's poll mailbox.
+    Mailbox { activity_id: String },
+}
+
+/// One proxied request as the transports hand it over.
+pub struct ProxyCall {
+    pub target: String,
+    pub body: Bytes,
+    /// `X-Timeout` semantics.
+    pub timeout_seconds: Option<u32>,
+    pub forward_headers: Vec<(String, String)>,
+}
+
+pub struct A2AService {
+    state: AppState,
+}
+
+impl A2AService {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::a2a_server::A2a for A2AService {
+    async fn send(
+        &self,
+        request: Request<pb::ProxyRequest>,
+    ) -> Result<Response<pb::ProxyReply>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        let result = async {
+            let caller = authenticate(&self.state, &metadata).await?;
+            let call = ProxyCall {
+                target: request.target_workspace_id,
+                body: Bytes::from(request.body),
+                timeout_seconds: request.timeout_seconds,
+                forward_headers: request.forward_headers.into_iter().collect(),
+            };
+            proxy(&self.state, caller, call).await
+        }
+        .await;
+        let outcome = result.map_err(Status::from)?;
+        Ok(Response::new(pb::ProxyReply {
+            outcome: Some(match outcome {
+                Outcome::Delivered {
+                    status,
+                    body,
+                    content_type,
+                    duration_ms,
+                } => pb::proxy_reply::Outcome::Delivered(pb::Delivered {
+                    upstream_status: u32::from(status),
+                    body: body.to_vec(),
+                    content_type,
+                    duration_ms,
+                }),
+                Outcome::Mailbox { activity_id } => pb::proxy_reply::Outcome::Queued(pb::Queued {
+                    queue_id: String::new(),
+                    queue_depth: 0,
+                    message: "target agent polls for messages; reply will arrive asynchronously"
+                        .to_owned(),
+                    delivery: "poll".to_owned(),
+                    activity_id,
+                }),
+            }),
+        }))
+    }
+}
+
+/// §1.2 steps 2–4: forged ids, user callers, agent callers (their own token, always).
+pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> ApiResult<Caller> {
+    let header = metadata
+        .get("x-workspace-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("");
+    if header.is_empty() {
+        state.auth.admin(metadata).await?;
+        return Ok(Caller::User);
+    }
+    let lowered = header.to_ascii_lowercase();
+    let Some(caller) = validate::parse_uuid(header).filter(|_| {
+        !FORGED_PREFIXES
+            .iter()
+            .any(|prefix| lowered.starts_with(prefix))
+    }) else {
+        let remote = metadata
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        warn!(security_event = true, remote, caller_id = ?header, "a2a call with a forged caller id");
+        return Err(ApiError::forbidden("invalid caller ID"));
+    };
+    let Some(bearer) = auth::bearer(metadata) else {
+        return Err(ApiError::unauthenticated("missing caller auth token"));
+    };
+    match state.auth.workspace_token_owner(bearer).await? {
+        Some(owner) if owner == caller => Ok(Caller::Workspace(caller)),
+        _ => Err(ApiError::unauthenticated("invalid caller auth token")),
+    }
+}
+
+/// The pipeline of §1.4 after authentication. Delivery and its side effects run in their own
+/// task, so a caller that goes away cancels neither the agent's work nor the records of it.
+pub async fn proxy(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult<Outcome> {
+    let envelope = envelope::normalize(&call.body)?;
+    let target_id = validate::parse_uuid(&call.target)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, store_not_found()))?;
+    let target = workspace::Entity::find_by_id(target_id.clone())
+        .one(&state.db)
+        .await
+        .map_err(ApiError::datastore("lookup failed"))?
+        .filter(|row| row.status != "removed");
+    if let Caller::Workspace(caller_id) = &caller
+        && *caller_id != target_id
+    {
+        // An unknown or removed target denies here, so agents cannot probe ids.
+        if target.is_none() || !state.hierarchy.can_communicate(caller_id, &target_id).await {
+            return Err(ApiError::forbidden(ACCESS_DENIED));
+        }
+    }
+    let target = target.ok_or_else(|| ApiError::not_found(store_not_found()))?;
+    if target
+        .budget_limit
+        .is_some_and(|limit| target.monthly_spend >= limit)
+    {
+        return Err(ApiError::new(
+            ErrorCode::PaymentRequired,
+            "workspace budget limit exceeded",
+        ));
+    }
+    let route = match target.url.as_deref().filter(|url| !url.is_empty()) {
+        Some(url) if url.starts_with("remote://") => Route::Mailbox,
+        Some(url) => Route::Http(url.to_owned()),
+        None if target.runtime == "external" => Route::Mailbox,
+        None => {
+            return Err(
+                ApiError::new(ErrorCode::Unavailable, "workspace has no URL")
+                    .with_fields(json!({"status": target.status})),
+            );
+        }
+    };
+    let url = match route {
+        Route::Mailbox => return deliver_to_mailbox(state, &caller, &target, &envelope).await,
+        Route::Http(url) => url,
+    };
+
+    let limits = Limits {
+        idle: idle_timeout(state, &target.id),
+        deadline: match (call.timeout_seconds, &caller) {
+            (Some(0), _) | (None, Caller::User) => None,
+            (Some(seconds), _) => Some(Instant::now() + Duration::from_secs(u64::from(seconds))),
+            (None, _) => Some(Instant::now() + AGENT_CEILING),
+        },
+    };
+    let mut headers = HeaderMap::new();
+    for (name, value) in &call.forward_headers {
+        let name = name.to_ascii_lowercase();
+        if FORWARDED_HEADERS.contains(&name.as_str())
+            && let (Ok(name), Ok(value)) =
+                (HeaderName::try_from(name), HeaderValue::try_from(value))
+        {
+            headers.insert(name, value);
+        }
+    }
+    if let Some(source) = caller.source_id()
+        && let Ok(value) = HeaderValue::try_from(source)
+    {
+        headers.insert("x-source-workspace-id", value);
+    }
+    let task_state = state.clone();
+    let delivery = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let result = task_state
+            .upstream
+            .post(&url, envelope.body.clone(), headers, limits)
+            .await;
+        let duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        record(
+            &task_state,
+            &caller,
+            &target,
+            &envelope,
+            &result,
+            duration_ms,
+        )
+        .await;
+        answer(result, duration_ms)
+    });
+    delivery
+        .await
+        .map_err(|_| ApiError::internal("failed to create proxy request"))?
+}
+
+enum Route {
+    Http(String),
+    Mailbox,
+}
+
+fn store_not_found() -> &'static str {
+    "workspace not found"
+}
+
+/// The target's own idle timeout (from its heartbeat), else the platform's.
+fn idle_timeout(state: &AppState, target: &str) -> Duration {
+    state
+        .hot
+        .idle_timeout(target)
+        .map_or(state.settings.a2a_idle_timeout, |seconds| {
+            Duration::from_secs(seconds.unsigned_abs())
+        })
+}
+
+/// Turns a dispatch into the outcome or the documented failure.
+fn answer(result: Result<Answer, DispatchError>, duration_ms: u32) -> ApiResult<Outcome> {
+    match result {
+        Ok(Answer {
+            status,
+            content_type,
+            body: Ok(body),
+        }) => Ok(Outcome::Delivered {
+            status: status.as_u16(),
+            body,
+            content_type,
+            duration_ms,
+        }),
+        Ok(Answer {
+            body: Err(BodyFailure::TooLarge),
+            ..
+        }) => Err(ApiError::new(
+            ErrorCode::BadGateway,
+            "agent response too large",
+        )),
+        Ok(Answer {
+            status,
+            body: Err(BodyFailure::Read(_)),
+            ..
+        }) => Err(
+            ApiError::new(ErrorCode::BadGateway, "failed to read agent response")
+                .with_fields(json!({"delivery_confirmed": (200..400).contains(&status.as_u16())})),
+        ),
+        Err(DispatchError::Blocked) => Err(ApiError::new(
+            ErrorCode::BadGateway,
+            "workspace URL is not publicly routable",
+        )),
+        Err(DispatchError::Unreachable(_)) => Err(ApiError::new(
+            ErrorCode::BadGateway,
+            "failed to reach workspace agent",
+        )),
+        Err(DispatchError::Busy(_)) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "workspace agent busy — retry after a short backoff",
+        )
+        .with_fields(json!({"busy": true, "retry_after": 30}))),
+    }
+}
+
+/// The activity row and events of §1.11 for one dispatch (success or failure).
+async fn record(
+    state: &AppState,
+    caller: &Caller,
+    target: &workspace::Model,
+    envelope: &Envelope,
+    result: &Result<Answer, DispatchError>,
+    duration_ms: u32,
+) {
+    let (status, response_body, error_detail, summary) = match result {
+        Ok(answer) => {
+            let json_body = answer
+                .body
+                .as_ref()
+                .ok()
+                .and_then(|body| serde_json::from_slice::<Value>(body).ok());
+            // A redirect is an upstream error too: it is never followed (§1.7).
+            let ok = answer.status.is_success() && answer.body.is_ok();
+            (
+                if ok { "ok" } else { "error" },
+                json_body,
+                None,
+                format!("{} → {}", envelope.method, target.name),
+            )
+        }
+        Err(err) => {
+            let text = match err {
+                DispatchError::Blocked => "workspace URL is not publicly routable".to_owned(),
+                DispatchError::Unreachable(text) | DispatchError::Busy(text) => text.clone(),
+            };
+            (
+                "error",
+                None,
+                Some(text.clone()),
+                format!("A2A request to {} failed: {text}", target.name),
+            )
+        }
+    };
+    let tool_trace = response_body
+        .as_ref()
+        .map(|body| body["result"]["metadata"]["tool_trace"].clone())
+        .filter(|trace| !trace.is_null());
+    let source_id = caller.source_id();
+    let duration = i32::try_from(duration_ms).unwrap_or(i32::MAX);
+    let row = activity_log::ActiveModel {
+        id: Set(uuid::Uuid::new_v4().to_string()),
+        workspace_id: Set(target.id.clone()),
+        activity_type: Set("a2a_receive".to_owned()),
+        source_id: Set(source_id.clone()),
+        target_id: Set(Some(target.id.clone())),
+        method: Set(Some(envelope.method.clone())),
+        summary: Set(Some(summary.clone())),
+        request_body: Set(Some(envelope.body.clone())),
+        response_body: Set(response_body.as_ref().map(Value::to_string)),
+        tool_trace: Set(tool_trace.as_ref().map(Value::to_string)),
+        duration_ms: Set(Some(duration)),
+        status: Set(status.to_owned()),
+        error_detail: Set(error_detail),
+        idempotency_key: Set(None),
+        created_at: Set(store::now()),
+    };
+    if let Err(err) = activity_log::Entity::insert(row).exec(&state.db).await {
+        warn!(workspace_id = %target.id, error = %err, "a2a activity row not written");
+    }
+    let mut logged = json!({
+        "activity_type": "a2a_receive", "method": envelope.method, "summary": summary,
+        "status": status, "source_id": source_id, "target_id": target.id, "duration_ms": duration,
+    });
+    if let Some(trace) = &tool_trace {
+        logged["tool_trace"] = trace.clone();
+    }
+    state
+        .events
+        .broadcast_only("ACTIVITY_LOGGED", Some(&target.id), logged);
+    let delivered = status == "ok";
+    if !delivered {
+        return;
+    }
+    match caller {
+        Caller::Workspace(caller_id) => {
+            let touched = workspace::Entity::update_many()
+                .col_expr(workspace::Column::LastOutboundAt, Expr::value(store::now()))
+                .filter(workspace::Column::Id.eq(caller_id.as_str()))
+                .exec(&state.db)
+                .await;
+            if let Err(err) = touched {
+                warn!(workspace_id = %caller_id, error = %err, "last_outbound_at not written");
+            }
+        }
+        Caller::User => state.events.broadcast_only(
+            "A2A_RESPONSE",
+            Some(&target.id),
+            json!({"response_body": response_body, "method": envelope.method, "duration_ms": duration}),
+        ),
+        Caller::System(_) => {}
+    }
+}
+
+/// Route (3): the row is the delivery; the agent reads it through its activity cursor.
+async fn deliver_to_mailbox(
+    state: &AppState,
+    caller: &Caller,
+    target: &workspace::Model,
+    envelope: &Envelope,
+) -> ApiResult<Outcome> {
+    let activity_id = uuid::Uuid::new_v4().to_string();
+    let source_id = caller.source_id();
+    let summary = format!("{} → {}", envelope.method, target.name);
+    activity_log::Entity::insert(activity_log::ActiveModel {
+        id: Set(activity_id.clone()),
+        workspace_id: Set(target.id.clone()),
+        activity_type: Set("a2a_receive".to_owned()),
+        source_id: Set(source_id.clone()),
+        target_id: Set(Some(target.id.clone())),
+        method: Set(Some(envelope.method.clone())),
+        summary: Set(Some(summary.clone())),
+        request_body: Set(Some(envelope.body.clone())),
+        response_body: Set(None),
+        tool_trace: Set(None),
+        duration_ms: Set(Some(0)),
+        status: Set("queued".to_owned()),
+        error_detail: Set(None),
+        idempotency_key: Set(envelope.message_id.clone()),
+        created_at: Set(store::now()),
+    })
+    .exec(&state.db)
+    .await
+    .map_err(ApiError::datastore("failed to queue message"))?;
+    state.events.broadcast_only(
+        "ACTIVITY_LOGGED",
+        Some(&target.id),
+        json!({
+            "activity_type": "a2a_receive", "method": envelope.method, "summary": summary,
+            "status": "queued", "source_id": source_id, "target_id": target.id, "duration_ms": 0,
+        }),
+    );
+    Ok(Outcome::Mailbox { activity_id })
+}

@@ -1,0 +1,543 @@
+//! The A2A proxy (a2a.md §1, §3, §4): delivery to an agent shaped like the Python SDK's inbound
+//! server, caller classes and the hierarchy, upstream statuses, dial-time URL safety, caps,
+//! timeouts, the poll mailbox, and records that land after the caller has gone.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode as AxumStatus},
+    response::IntoResponse,
+    routing::{any, post},
+};
+use molecule::pb;
+use reqwest::{Method, StatusCode};
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+
+use crate::{
+    grpc::authed,
+    helpers::{TestApp, eventually, spawn_app},
+};
+
+/// What the fake agent saw: each request's headers and JSON body.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(HeaderMap, Value)>>>);
+
+/// An agent on loopback: `/a2a/inbound` answers like the Python SDK (`{"status":"ok","result":…}`),
+/// the other routes misbehave on purpose.
+async fn fake_agent() -> (String, Seen) {
+    let seen = Seen::default();
+    async fn inbound(
+        State(seen): State<Seen>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> impl IntoResponse {
+        seen.0.lock().unwrap().push((headers, body.clone()));
+        Json(json!({"status": "ok", "result": body}))
+    }
+    async fn failing() -> impl IntoResponse {
+        (
+            AxumStatus::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "internal error: boom"})),
+        )
+    }
+    async fn missing() -> impl IntoResponse {
+        (AxumStatus::NOT_FOUND, "no such thing")
+    }
+    async fn redirect(State(seen): State<Seen>, headers: HeaderMap) -> impl IntoResponse {
+        let location = format!("http://{}/followed", headers["host"].to_str().unwrap());
+        let _ = seen;
+        (AxumStatus::TEMPORARY_REDIRECT, [("location", location)])
+    }
+    async fn followed(State(seen): State<Seen>, headers: HeaderMap) -> impl IntoResponse {
+        seen.0.lock().unwrap().push((headers, json!("followed")));
+        Json(json!({"followed": true}))
+    }
+    async fn slow(
+        State(seen): State<Seen>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> impl IntoResponse {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        seen.0.lock().unwrap().push((headers, body));
+        Json(
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"kind": "message", "parts": [{"kind": "text", "text": "late"}]}}),
+        )
+    }
+    async fn huge() -> impl IntoResponse {
+        "x".repeat(10 * 1024 * 1024 + 1)
+    }
+    let app = Router::new()
+        .route("/a2a/inbound", post(inbound))
+        .route("/failing", post(failing))
+        .route("/missing", post(missing))
+        .route("/redirect", post(redirect))
+        .route("/followed", any(followed))
+        .route("/slow", post(slow))
+        .route("/huge", post(huge))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+/// An external workspace registered at `url`; returns its id and token.
+async fn agent_at(app: &TestApp, name: &str, parent: Option<&str>, url: &str) -> (String, String) {
+    let id = app
+        .create_workspace(json!({"name": name, "external": true, "parent_id": parent}))
+        .await;
+    let reply = app.register(&id, url, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    (id, reply.body["auth_token"].as_str().unwrap().to_owned())
+}
+
+/// `POST /workspaces/{target}/a2a` with optional caller id, bearer and extra headers.
+async fn send(
+    app: &TestApp,
+    target: &str,
+    caller: Option<&str>,
+    bearer: Option<&str>,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> crate::helpers::Reply {
+    let mut request = app
+        .http
+        .post(format!("{}/workspaces/{target}/a2a", app.rest))
+        .json(&body);
+    if let Some(caller) = caller {
+        request = request.header("x-workspace-id", caller);
+    }
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    app.raw(request).await
+}
+
+/// Caller id, bearer, target, expected status and body.
+type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a str, u16, Value);
+
+fn hello() -> Value {
+    json!({"method": "message/send", "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}, "metadata": {"big": 12345678901234567890u64}}})
+}
+
+#[tokio::test]
+async fn a_user_call_reaches_an_sdk_agent_and_comes_back_unchanged() {
+    let app = spawn_app().await;
+    let (base, seen) = fake_agent().await;
+    let (id, _) = agent_at(&app, "sdk-agent", None, &format!("{base}/a2a/inbound")).await;
+    let reply = send(
+        &app,
+        &id,
+        None,
+        Some(&app.admin_token),
+        hello(),
+        &[
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("a2a-version", "0.3"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.headers["content-type"], "application/json");
+    assert_eq!(reply.body["status"], "ok");
+    let (headers, envelope) = seen.0.lock().unwrap()[0].clone();
+    assert_eq!(reply.body["result"], envelope);
+    assert_eq!(envelope["jsonrpc"], "2.0");
+    assert!(envelope["id"].is_string());
+    assert!(envelope["params"]["message"]["messageId"].is_string());
+    assert!(
+        reply.text.contains("12345678901234567890"),
+        "big numbers survive"
+    );
+    assert_eq!(
+        headers["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
+    assert_eq!(headers["a2a-version"], "0.3");
+    assert!(
+        headers.get("authorization").is_none(),
+        "credentials never reach the agent"
+    );
+    assert!(headers.get("x-source-workspace-id").is_none());
+
+    let rows = app
+        .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
+        .await;
+    assert_eq!(rows.body[0]["status"], "ok");
+    assert_eq!(rows.body[0]["method"], "message/send");
+    assert_eq!(rows.body[0]["summary"], "message/send → sdk-agent");
+    assert!(rows.body[0]["source_id"].is_null());
+}
+
+#[tokio::test]
+async fn agent_callers_use_their_own_token_within_the_hierarchy() {
+    let app = spawn_app().await;
+    let (base, seen) = fake_agent().await;
+    let url = format!("{base}/a2a/inbound");
+    let (lead, lead_token) = agent_at(&app, "lead", None, &url).await;
+    let (dev, dev_token) = agent_at(&app, "dev", Some(&lead), &url).await;
+    let (other_root, _) = agent_at(&app, "other-root", None, &url).await;
+    let (cousin, cousin_token) = agent_at(&app, "cousin", Some(&other_root), &url).await;
+
+    let ok = send(&app, &dev, Some(&lead), Some(&lead_token), hello(), &[]).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(
+        seen.0.lock().unwrap().last().unwrap().0["x-source-workspace-id"],
+        lead.as_str()
+    );
+    let up = send(&app, &lead, Some(&dev), Some(&dev_token), hello(), &[]).await;
+    assert_eq!(up.status, StatusCode::OK);
+    let caller_row = app.admin_get(&format!("/workspaces/{dev}")).await.body;
+    assert!(caller_row["last_outbound_at"].is_string(), "{caller_row}");
+
+    let denied =
+        json!({"error": "access denied: workspaces cannot communicate per hierarchy rules"});
+    let cases: Vec<Case<'_>> = vec![
+        (
+            Some(&cousin),
+            Some(&cousin_token),
+            dev.as_str(),
+            403,
+            denied.clone(),
+        ),
+        // An unknown target is denied the same way, so ids cannot be probed.
+        (
+            Some(&dev),
+            Some(&dev_token),
+            "00000000-0000-4000-8000-000000000000",
+            403,
+            denied,
+        ),
+        (
+            Some("system:scheduler"),
+            Some(&dev_token),
+            lead.as_str(),
+            403,
+            json!({"error": "invalid caller ID"}),
+        ),
+        (
+            Some("webhook:github"),
+            None,
+            lead.as_str(),
+            403,
+            json!({"error": "invalid caller ID"}),
+        ),
+        (
+            Some("not-a-uuid"),
+            Some(&dev_token),
+            lead.as_str(),
+            403,
+            json!({"error": "invalid caller ID"}),
+        ),
+        (
+            Some(&dev),
+            None,
+            lead.as_str(),
+            401,
+            json!({"error": "missing caller auth token"}),
+        ),
+        // Someone else's token, even the target's own, is not the caller's.
+        (
+            Some(&dev),
+            Some(&lead_token),
+            lead.as_str(),
+            401,
+            json!({"error": "invalid caller auth token"}),
+        ),
+        (
+            Some(&dev),
+            Some(&app.admin_token),
+            lead.as_str(),
+            401,
+            json!({"error": "invalid caller auth token"}),
+        ),
+        (
+            None,
+            None,
+            lead.as_str(),
+            401,
+            json!({"error": "admin auth required"}),
+        ),
+        (
+            None,
+            Some(&dev_token),
+            lead.as_str(),
+            401,
+            json!({"error": "invalid admin auth token"}),
+        ),
+        (
+            None,
+            Some(&app.admin_token),
+            "00000000-0000-4000-8000-000000000000",
+            404,
+            json!({"error": "workspace not found"}),
+        ),
+    ];
+    for (caller, bearer, target, status, body) in cases {
+        let reply = send(&app, target, caller, bearer, hello(), &[]).await;
+        assert_eq!(
+            reply.status.as_u16(),
+            status,
+            "{caller:?} → {target}: {}",
+            reply.text
+        );
+        assert_eq!(reply.body, body, "{caller:?} → {target}");
+    }
+
+    // A revoked token stops working at once.
+    let tokens = app.admin_get(&format!("/workspaces/{dev}/tokens")).await;
+    let token_id = tokens.body["tokens"][0]["id"].as_str().unwrap().to_owned();
+    app.admin(
+        Method::DELETE,
+        &format!("/workspaces/{dev}/tokens/{token_id}"),
+        None,
+    )
+    .await;
+    let revoked = send(&app, &lead, Some(&dev), Some(&dev_token), hello(), &[]).await;
+    assert_eq!(revoked.body, json!({"error": "invalid caller auth token"}));
+}
+
+#[tokio::test]
+async fn upstream_answers_keep_their_status_and_redirects_are_not_followed() {
+    let app = spawn_app().await;
+    let (base, seen) = fake_agent().await;
+    for (path, status, error) in [
+        ("/failing", 500, "internal error: boom"),
+        ("/missing", 404, "Not Found"),
+        ("/redirect", 307, "Temporary Redirect"),
+    ] {
+        let (id, _) = agent_at(
+            &app,
+            path.trim_start_matches('/'),
+            None,
+            &format!("{base}{path}"),
+        )
+        .await;
+        let reply = send(&app, &id, None, Some(&app.admin_token), hello(), &[]).await;
+        assert_eq!(reply.status.as_u16(), status, "{path}");
+        assert_eq!(reply.body, json!({"error": error}), "{path}");
+        let rows = app
+            .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
+            .await;
+        assert_eq!(rows.body[0]["status"], "error", "{path}");
+    }
+    assert!(
+        seen.0.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
+
+    let (huge, _) = agent_at(&app, "huge", None, &format!("{base}/huge")).await;
+    let reply = send(&app, &huge, None, Some(&app.admin_token), hello(), &[]).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.body, json!({"error": "agent response too large"}));
+}
+
+#[tokio::test]
+async fn the_dialled_address_must_pass_the_url_policy() {
+    let app = spawn_app().await;
+    let (base, _seen) = fake_agent().await;
+    let (id, _) = agent_at(&app, "moved", None, &format!("{base}/a2a/inbound")).await;
+    // Registration checked the URL; the proxy checks the address it actually dials, so a
+    // stored URL that no longer passes (or a name that now resolves elsewhere) is refused.
+    for url in [
+        "http://10.1.2.3:9/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://167772161/",
+        "http://[::ffff:10.0.0.1]:80/",
+        "http://[fd00::1]/",
+    ] {
+        app.db
+            .execute_unprepared(&format!(
+                "UPDATE workspaces SET url = '{url}' WHERE id = '{id}'"
+            ))
+            .await
+            .unwrap();
+        let reply = send(&app, &id, None, Some(&app.admin_token), hello(), &[]).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{url}");
+        assert_eq!(
+            reply.body,
+            json!({"error": "workspace URL is not publicly routable"}),
+            "{url}"
+        );
+    }
+    app.db
+        .execute_unprepared(&format!(
+            "UPDATE workspaces SET url = 'http://127.0.0.1:1/' WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    let refused = send(&app, &id, None, Some(&app.admin_token), hello(), &[]).await;
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        refused.body,
+        json!({"error": "failed to reach workspace agent"})
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_budgets_and_timeouts_get_the_documented_answers() {
+    let app = spawn_app().await;
+    let (base, seen) = fake_agent().await;
+    let (id, _) = agent_at(&app, "target", None, &format!("{base}/a2a/inbound")).await;
+    for body in ["[1]", "{not json", "\"x\""] {
+        let reply = app
+            .raw(
+                app.http
+                    .post(format!("{}/workspaces/{id}/a2a", app.rest))
+                    .bearer_auth(&app.admin_token)
+                    .body(body),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.text, r#"{"error":"invalid JSON"}"#);
+    }
+    let too_big = app
+        .raw(
+            app.http
+                .post(format!("{}/workspaces/{id}/a2a", app.rest))
+                .bearer_auth(&app.admin_token)
+                .body(vec![b' '; 1024 * 1024 + 1]),
+        )
+        .await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_big.text, r#"{"error":"request body too large"}"#);
+
+    app.db
+        .execute_unprepared(&format!(
+            "UPDATE workspaces SET budget_limit = 100, monthly_spend = 100 WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    let broke = send(&app, &id, None, Some(&app.admin_token), hello(), &[]).await;
+    assert_eq!(broke.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(broke.text, r#"{"error":"workspace budget limit exceeded"}"#);
+    assert!(seen.0.lock().unwrap().is_empty());
+
+    let (slow, _) = agent_at(&app, "slow", None, &format!("{base}/slow")).await;
+    let busy = send(
+        &app,
+        &slow,
+        None,
+        Some(&app.admin_token),
+        hello(),
+        &[("x-timeout", "1")],
+    )
+    .await;
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(busy.headers["retry-after"], "30");
+    assert_eq!(
+        busy.body,
+        json!({"error": "workspace agent busy — retry after a short backoff", "busy": true, "retry_after": 30})
+    );
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_does_not_cancel_the_call_or_its_records() {
+    let app = spawn_app().await;
+    let (base, seen) = fake_agent().await;
+    let (id, _) = agent_at(&app, "slow", None, &format!("{base}/slow")).await;
+    let gone = app
+        .http
+        .post(format!("{}/workspaces/{id}/a2a", app.rest))
+        .bearer_auth(&app.admin_token)
+        .json(&hello())
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the caller gave up first");
+    let row = eventually(10, || async {
+        let rows = app
+            .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
+            .await;
+        rows.body.as_array().and_then(|rows| rows.first().cloned())
+    })
+    .await;
+    assert_eq!(row["status"], "ok");
+    assert_eq!(row["response_body"]["result"]["parts"][0]["text"], "late");
+    assert_eq!(seen.0.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn agents_without_an_inbound_url_read_calls_from_their_mailbox() {
+    let app = spawn_app().await;
+    let (polling, polling_token) = app.registered_agent("poller", None).await;
+    let (peer, peer_token) = app.registered_agent("peer", None).await;
+    let reply = send(&app, &polling, Some(&peer), Some(&peer_token), hello(), &[]).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    assert_eq!(reply.body["queued"], true);
+    assert_eq!(reply.body["delivery"], "poll");
+    assert_eq!(
+        reply.body["message"],
+        "target agent polls for messages; reply will arrive asynchronously"
+    );
+    let activity_id = reply.body["activity_id"].as_str().unwrap();
+    let inbox = app
+        .get(
+            &format!("/workspaces/{polling}/activity?type=a2a_receive&order=asc"),
+            Some(&polling_token),
+        )
+        .await;
+    let entry = &inbox.body[0];
+    assert_eq!(entry["id"], activity_id);
+    assert_eq!(entry["status"], "queued");
+    assert_eq!(entry["source_id"], peer.as_str());
+    assert_eq!(entry["data"]["source"], "peer_agent");
+    assert_eq!(entry["data"]["text"], "hi");
+    assert_eq!(entry["request_body"]["jsonrpc"], "2.0");
+}
+
+#[tokio::test]
+async fn the_grpc_send_returns_raw_upstream_answers() {
+    let app = spawn_app().await;
+    let (base, _seen) = fake_agent().await;
+    let (ok, _) = agent_at(&app, "ok", None, &format!("{base}/a2a/inbound")).await;
+    let (failing, _) = agent_at(&app, "failing", None, &format!("{base}/failing")).await;
+    let mut client = pb::a2a_client::A2aClient::new(app.grpc_channel().await);
+    for (target, status) in [(&ok, 200), (&failing, 500)] {
+        let reply = client
+            .send(authed(
+                pb::ProxyRequest {
+                    target_workspace_id: target.clone(),
+                    body: hello().to_string().into_bytes(),
+                    timeout_seconds: None,
+                    forward_headers: Default::default(),
+                },
+                &app.admin_token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(pb::proxy_reply::Outcome::Delivered(delivered)) = reply.outcome else {
+            panic!("expected a delivery");
+        };
+        assert_eq!(delivered.upstream_status, status);
+        let body: Value = serde_json::from_slice(&delivered.body).unwrap();
+        if status == 500 {
+            assert_eq!(body, json!({"error": "internal error: boom"}));
+        } else {
+            assert_eq!(body["status"], "ok");
+        }
+    }
+    let denied = client
+        .send(tonic::Request::new(pb::ProxyRequest {
+            target_workspace_id: ok.clone(),
+            body: b"{}".to_vec(),
+            timeout_seconds: None,
+            forward_headers: Default::default(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+}
