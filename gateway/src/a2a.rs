@@ -64,26 +64,23 @@ pub(crate) async fn proxy(
             Some(((*name).to_owned(), value.to_owned()))
         })
         .collect();
+    let streaming = looks_streaming(&body);
     let request = pb::ProxyRequest {
         target_workspace_id: id,
         body: body.to_vec(),
         timeout_seconds,
         forward_headers,
     };
+    if streaming {
+        return gateway.stream(&forwarded, request).await;
+    }
     let reply = match gateway.a2a.clone().send(forwarded.request(request)).await {
         Ok(reply) => reply.into_inner(),
         Err(status) => return ApiError::from(status).into_response(),
     };
     match reply.outcome {
         Some(pb::proxy_reply::Outcome::Delivered(delivered)) => relay(delivered),
-        Some(pb::proxy_reply::Outcome::Queued(queued)) => {
-            let body = if queued.delivery == "poll" {
-                json!({"queued": true, "delivery": "poll", "activity_id": queued.activity_id, "message": queued.message})
-            } else {
-                json!({"queued": true, "queue_id": queued.queue_id, "queue_depth": queued.queue_depth, "message": queued.message})
-            };
-            (StatusCode::ACCEPTED, axum::Json(body)).into_response()
-        }
+        Some(pb::proxy_reply::Outcome::Queued(queued)) => accepted(queued),
         None => ApiError::new(StatusCode::BAD_GATEWAY, "failed to reach workspace agent")
             .into_response(),
     }
@@ -111,4 +108,96 @@ fn relay(delivered: pb::Delivered) -> Response {
                 .to_owned()
         });
     ApiError::new(status, &message).into_response()
+}
+
+/// 202: queued for a busy agent, or left in a polling agent's mailbox.
+fn accepted(queued: pb::Queued) -> Response {
+    let body = if queued.delivery == "poll" {
+        json!({"queued": true, "delivery": "poll", "activity_id": queued.activity_id, "message": queued.message})
+    } else {
+        json!({"queued": true, "queue_id": queued.queue_id, "queue_depth": queued.queue_depth, "message": queued.message})
+    };
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+}
+
+/// Whether the body may name a streaming method; a false positive only costs the streaming
+/// RPC, which answers non-streaming calls as well.
+fn looks_streaming(body: &[u8]) -> bool {
+    const METHODS: [&[u8]; 4] = [
+        b"message/stream",
+        b"tasks/resubscribe",
+        b"SendStreamingMessage",
+        b"SubscribeToTask",
+    ];
+    METHODS
+        .iter()
+        .any(|method| body.windows(method.len()).any(|window| window == *method))
+}
+
+impl Gateway {
+    /// A streaming call: an SSE answer is relayed event by event, each flushed as it arrives;
+    /// any other answer is relayed whole.
+    async fn stream(&self, forwarded: &Forwarded, request: pb::ProxyRequest) -> Response {
+        use pb::proxy_stream_event::Part;
+        let mut events = match self.a2a.clone().stream(forwarded.request(request)).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => return ApiError::from(status).into_response(),
+        };
+        let opened = match events.message().await {
+            Ok(Some(pb::ProxyStreamEvent {
+                part: Some(Part::Opened(opened)),
+            })) => opened,
+            Ok(Some(pb::ProxyStreamEvent {
+                part: Some(Part::Queued(queued)),
+            })) => return accepted(queued),
+            Err(status) => return ApiError::from(status).into_response(),
+            Ok(_) => {
+                return ApiError::new(StatusCode::BAD_GATEWAY, "failed to read agent response")
+                    .into_response();
+            }
+        };
+        let status =
+            StatusCode::from_u16(opened.upstream_status as u16).unwrap_or(StatusCode::BAD_GATEWAY);
+        if status.is_success() && opened.content_type.starts_with("text/event-stream") {
+            let body = futures::stream::unfold(events, |mut events| async move {
+                match events.message().await {
+                    Ok(Some(pb::ProxyStreamEvent {
+                        part: Some(Part::Event(event)),
+                    })) => Some((Ok(bytes::Bytes::from(event)), events)),
+                    Ok(_) => None,
+                    // Ends the response mid-stream, so the client sees a broken stream.
+                    Err(status) => Some((
+                        Err(std::io::Error::other(status.message().to_owned())),
+                        events,
+                    )),
+                }
+            });
+            return (
+                status,
+                [
+                    (header::CONTENT_TYPE, opened.content_type.as_str()),
+                    (header::CACHE_CONTROL, "no-cache"),
+                    (header::HeaderName::from_static("x-accel-buffering"), "no"),
+                ],
+                Body::from_stream(body),
+            )
+                .into_response();
+        }
+        let mut body = Vec::new();
+        loop {
+            match events.message().await {
+                Ok(Some(pb::ProxyStreamEvent {
+                    part: Some(Part::Event(event)),
+                })) => body.extend_from_slice(&event),
+                Ok(_) => break,
+                Err(status) => return ApiError::from(status).into_response(),
+            }
+        }
+        relay(pb::Delivered {
+            upstream_status: opened.upstream_status,
+            body,
+            content_type: opened.content_type,
+            duration_ms: 0,
+        })
+    }
 }

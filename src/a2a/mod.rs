@@ -98,6 +98,64 @@ impl A2AService {
     }
 }
 
+fn call_of(request: pb::ProxyRequest) -> ProxyCall {
+    ProxyCall {
+        target: request.target_workspace_id,
+        body: Bytes::from(request.body),
+        timeout_seconds: request.timeout_seconds,
+        forward_headers: request.forward_headers.into_iter().collect(),
+    }
+}
+
+fn mailbox_reply(activity_id: String) -> pb::Queued {
+    pb::Queued {
+        queue_id: String::new(),
+        queue_depth: 0,
+        message: "target agent polls for messages; reply will arrive asynchronously".to_owned(),
+        delivery: "poll".to_owned(),
+        activity_id,
+    }
+}
+
+/// The messages of one streamed item (a whole answer becomes opened, event, closed).
+fn stream_messages(item: StreamItem) -> Vec<Result<pb::ProxyStreamEvent, Status>> {
+    use pb::proxy_stream_event::Part;
+    let message = |part| Ok(pb::ProxyStreamEvent { part: Some(part) });
+    let opened = |status: u16, content_type| {
+        Part::Opened(pb::Opened {
+            upstream_status: u32::from(status),
+            content_type,
+        })
+    };
+    match item {
+        StreamItem::Whole(Outcome::Mailbox { activity_id }) => {
+            vec![message(Part::Queued(mailbox_reply(activity_id)))]
+        }
+        StreamItem::Whole(Outcome::Delivered {
+            status,
+            body,
+            content_type,
+            duration_ms,
+        }) => vec![
+            message(opened(status, content_type)),
+            message(Part::Event(body.to_vec())),
+            message(Part::Closed(pb::Closed { duration_ms })),
+        ],
+        StreamItem::Opened {
+            status,
+            content_type,
+        } => vec![message(opened(status, content_type))],
+        StreamItem::Event(event) => vec![message(Part::Event(event.to_vec()))],
+        StreamItem::Closed { duration_ms } => {
+            vec![message(Part::Closed(pb::Closed { duration_ms }))]
+        }
+        StreamItem::Failed(err) => vec![Err(Status::from(err))],
+    }
+}
+
+type EventStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ProxyStreamEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl pb::a2a_server::A2a for A2AService {
     async fn send(
@@ -105,18 +163,8 @@ impl pb::a2a_server::A2a for A2AService {
         request: Request<pb::ProxyRequest>,
     ) -> Result<Response<pb::ProxyReply>, Status> {
         let (metadata, _, request) = request.into_parts();
-        let result = async {
-            let caller = authenticate(&self.state, &metadata).await?;
-            let call = ProxyCall {
-                target: request.target_workspace_id,
-                body: Bytes::from(request.body),
-                timeout_seconds: request.timeout_seconds,
-                forward_headers: request.forward_headers.into_iter().collect(),
-            };
-            proxy(&self.state, caller, call).await
-        }
-        .await;
-        let outcome = result.map_err(Status::from)?;
+        let caller = authenticate(&self.state, &metadata).await?;
+        let outcome = proxy(&self.state, caller, call_of(request)).await?;
         Ok(Response::new(pb::ProxyReply {
             outcome: Some(match outcome {
                 Outcome::Delivered {
@@ -130,16 +178,33 @@ impl pb::a2a_server::A2a for A2AService {
                     content_type,
                     duration_ms,
                 }),
-                Outcome::Mailbox { activity_id } => pb::proxy_reply::Outcome::Queued(pb::Queued {
-                    queue_id: String::new(),
-                    queue_depth: 0,
-                    message: "target agent polls for messages; reply will arrive asynchronously"
-                        .to_owned(),
-                    delivery: "poll".to_owned(),
-                    activity_id,
-                }),
+                Outcome::Mailbox { activity_id } => {
+                    pb::proxy_reply::Outcome::Queued(mailbox_reply(activity_id))
+                }
             }),
         }))
+    }
+
+    type StreamStream = EventStream;
+
+    async fn stream(
+        &self,
+        request: Request<pb::ProxyRequest>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        use futures::StreamExt;
+        let (metadata, _, request) = request.into_parts();
+        let caller = authenticate(&self.state, &metadata).await?;
+        let mut receiver = proxy_stream(&self.state, caller, call_of(request)).await?;
+        // A failure before the agent answered is the call's status, not an item of the stream.
+        let first = match receiver.recv().await {
+            Some(StreamItem::Failed(err)) => return Err(err.into()),
+            Some(item) => item,
+            None => return Err(ApiError::internal("failed to create proxy request").into()),
+        };
+        let rest = tokio_stream::wrappers::ReceiverStream::new(receiver)
+            .flat_map(|item| futures::stream::iter(stream_messages(item)));
+        let stream = futures::stream::iter(stream_messages(first)).chain(rest);
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -176,9 +241,69 @@ pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> ApiResult
     }
 }
 
+/// A request that passed every check and goes to an agent's URL.
+struct Dispatch {
+    caller: Caller,
+    target: workspace::Model,
+    envelope: Envelope,
+    url: String,
+    headers: HeaderMap,
+    limits: Limits,
+}
+
+enum Prepared {
+    Mailbox(Outcome),
+    Http(Box<Dispatch>),
+}
+
 /// The pipeline of §1.4 after authentication. Delivery and its side effects run in their own
 /// task, so a caller that goes away cancels neither the agent's work nor the records of it.
 pub async fn proxy(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult<Outcome> {
+    let dispatch = match prepare(state, caller, call).await? {
+        Prepared::Mailbox(outcome) => return Ok(outcome),
+        Prepared::Http(dispatch) => dispatch,
+    };
+    let state = state.clone();
+    tokio::spawn(async move { deliver(&state, *dispatch).await })
+        .await
+        .map_err(|_| ApiError::internal("failed to create proxy request"))?
+}
+
+/// One item of a streamed call, in order: `Opened`, `Event`s, then the end of the channel;
+/// or a single `Whole`/`Failed`.
+#[derive(Debug)]
+pub enum StreamItem {
+    Whole(Outcome),
+    Opened { status: u16, content_type: String },
+    Event(Bytes),
+    Closed { duration_ms: u32 },
+    Failed(ApiError),
+}
+
+/// Events buffered between the agent and a slow caller.
+const STREAM_BUFFER: usize = 64;
+
+/// The streaming form of [`proxy`]: SSE answers are relayed event by event as they arrive.
+/// The upstream is read to its end by a task of its own, also after the receiver is dropped.
+pub async fn proxy_stream(
+    state: &AppState,
+    caller: Caller,
+    call: ProxyCall,
+) -> ApiResult<tokio::sync::mpsc::Receiver<StreamItem>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+    match prepare(state, caller, call).await? {
+        Prepared::Mailbox(outcome) => {
+            let _ = sender.try_send(StreamItem::Whole(outcome));
+        }
+        Prepared::Http(dispatch) => {
+            let state = state.clone();
+            tokio::spawn(async move { stream(&state, *dispatch, sender).await });
+        }
+    }
+    Ok(receiver)
+}
+
+async fn prepare(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult<Prepared> {
     let envelope = envelope::normalize(&call.body)?;
     let target_id = validate::parse_uuid(&call.target)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, store_not_found()))?;
@@ -217,10 +342,13 @@ pub async fn proxy(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResu
         }
     };
     let url = match route {
-        Route::Mailbox => return deliver_to_mailbox(state, &caller, &target, &envelope).await,
+        Route::Mailbox => {
+            return deliver_to_mailbox(state, &caller, &target, &envelope)
+                .await
+                .map(Prepared::Mailbox);
+        }
         Route::Http(url) => url,
     };
-
     let limits = Limits {
         idle: idle_timeout(state, &target.id),
         deadline: match (call.timeout_seconds, &caller) {
@@ -244,28 +372,125 @@ pub async fn proxy(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResu
     {
         headers.insert("x-source-workspace-id", value);
     }
-    let task_state = state.clone();
-    let delivery = tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        let result = task_state
-            .upstream
-            .post(&url, envelope.body.clone(), headers, limits)
-            .await;
-        let duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-        record(
-            &task_state,
-            &caller,
-            &target,
-            &envelope,
-            &result,
-            duration_ms,
+    Ok(Prepared::Http(Box::new(Dispatch {
+        caller,
+        target,
+        envelope,
+        url,
+        headers,
+        limits,
+    })))
+}
+
+fn elapsed_ms(started: std::time::Instant) -> u32 {
+    u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX)
+}
+
+/// A whole-answer dispatch and its records.
+async fn deliver(state: &AppState, dispatch: Dispatch) -> ApiResult<Outcome> {
+    let started = std::time::Instant::now();
+    let result = state
+        .upstream
+        .post(
+            &dispatch.url,
+            dispatch.envelope.body.clone(),
+            dispatch.headers,
+            dispatch.limits,
         )
         .await;
-        answer(result, duration_ms)
-    });
-    delivery
+    let duration_ms = elapsed_ms(started);
+    record(
+        state,
+        &dispatch.caller,
+        &dispatch.target,
+        &dispatch.envelope,
+        &result,
+        duration_ms,
+    )
+    .await;
+    answer(result, duration_ms)
+}
+
+/// A streamed dispatch: SSE answers event by event, anything else whole. The record is
+/// written when the stream ends, with the last event's JSON as the response.
+async fn stream(
+    state: &AppState,
+    dispatch: Dispatch,
+    sender: tokio::sync::mpsc::Sender<StreamItem>,
+) {
+    let started = std::time::Instant::now();
+    let Dispatch {
+        caller,
+        target,
+        envelope,
+        url,
+        headers,
+        limits,
+    } = dispatch;
+    let response = match state
+        .upstream
+        .open(&url, envelope.body.clone(), headers, limits)
         .await
-        .map_err(|_| ApiError::internal("failed to create proxy request"))?
+    {
+        Ok(response) => response,
+        Err(err) => {
+            let result = Err(err);
+            let duration_ms = elapsed_ms(started);
+            record(state, &caller, &target, &envelope, &result, duration_ms).await;
+            let _ = sender.send(failed(answer(result, duration_ms))).await;
+            return;
+        }
+    };
+    let status = response.status();
+    let content_type = upstream::content_type(&response);
+    if !(status.is_success() && content_type.starts_with("text/event-stream")) {
+        let result = Ok(upstream::read_answer(response, limits).await);
+        let duration_ms = elapsed_ms(started);
+        record(state, &caller, &target, &envelope, &result, duration_ms).await;
+        let _ = sender.send(failed(answer(result, duration_ms))).await;
+        return;
+    }
+    // From here on a send error only means the caller left: keep reading to the end.
+    let _ = sender
+        .send(StreamItem::Opened {
+            status: status.as_u16(),
+            content_type: content_type.clone(),
+        })
+        .await;
+    let mut events = upstream::SseEvents::new(response.into_body(), limits);
+    let mut last = Bytes::new();
+    let outcome = loop {
+        match events.next().await {
+            Ok(Some(event)) => {
+                last = Bytes::from(upstream::event_data(&event));
+                let _ = sender.send(StreamItem::Event(event)).await;
+            }
+            Ok(None) => break Ok(last),
+            Err(failure) => break Err(failure),
+        }
+    };
+    let duration_ms = elapsed_ms(started);
+    let failure = outcome.is_err();
+    let result = Ok(Answer {
+        status,
+        content_type,
+        body: outcome,
+    });
+    record(state, &caller, &target, &envelope, &result, duration_ms).await;
+    let _ = sender
+        .send(if failure {
+            failed(answer(result, duration_ms))
+        } else {
+            StreamItem::Closed { duration_ms }
+        })
+        .await;
+}
+
+fn failed(result: ApiResult<Outcome>) -> StreamItem {
+    match result {
+        Ok(outcome) => StreamItem::Whole(outcome),
+        Err(err) => StreamItem::Failed(err),
+    }
 }
 
 enum Route {

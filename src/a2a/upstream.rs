@@ -12,8 +12,9 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::Client,
@@ -166,6 +167,18 @@ impl Upstream {
         headers: HeaderMap,
         limits: Limits,
     ) -> Result<Answer, DispatchError> {
+        let response = self.open(url, body, headers, limits).await?;
+        Ok(read_answer(response, limits).await)
+    }
+
+    /// POSTs and returns once the answer's headers have arrived.
+    pub async fn open(
+        &self,
+        url: &str,
+        body: String,
+        headers: HeaderMap,
+        limits: Limits,
+    ) -> Result<Response<Incoming>, DispatchError> {
         let uri: Uri = url
             .parse()
             .map_err(|_| DispatchError::Unreachable("agent URL does not parse".to_owned()))?;
@@ -179,44 +192,121 @@ impl Upstream {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let response = match within(limits, limits.idle, self.client.request(request)).await {
-            Some(Ok(response)) => response,
-            Some(Err(err)) => return Err(classify(&err)),
-            None => return Err(DispatchError::Busy("no answer in time".to_owned())),
-        };
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let declared = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<usize>().ok());
-        let body = if declared.is_some_and(|length| length > MAX_RESPONSE_BYTES) {
-            Err(BodyFailure::TooLarge)
-        } else {
-            read_capped(response.into_body(), limits).await
-        };
-        Ok(Answer {
-            status,
-            content_type,
-            body,
-        })
+        match within(limits, self.client.request(request)).await {
+            Some(Ok(response)) => Ok(response),
+            Some(Err(err)) => Err(classify(&err)),
+            None => Err(DispatchError::Busy("no answer in time".to_owned())),
+        }
     }
 }
 
-/// Reads a body chunk by chunk: each chunk restarts the idle timer; the total is capped.
-async fn read_capped(
-    mut body: hyper::body::Incoming,
+pub fn content_type(response: &Response<Incoming>) -> String {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Reads a whole answer (capped at 10 MiB, declared or actual).
+pub async fn read_answer(response: Response<Incoming>, limits: Limits) -> Answer {
+    let status = response.status();
+    let content_type = content_type(&response);
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    let body = if declared.is_some_and(|length| length > MAX_RESPONSE_BYTES) {
+        Err(BodyFailure::TooLarge)
+    } else {
+        read_capped(response.into_body(), limits).await
+    };
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+/// Splits an SSE body into events as they arrive: each event is returned with its bytes
+/// exactly as sent (field lines and the blank line that ends it). Every chunk restarts the
+/// idle timer; one event may not exceed 10 MiB.
+pub struct SseEvents {
+    body: Incoming,
+    buffer: BytesMut,
     limits: Limits,
-) -> Result<Bytes, BodyFailure> {
+    done: bool,
+}
+
+impl SseEvents {
+    pub fn new(body: Incoming, limits: Limits) -> Self {
+        Self {
+            body,
+            buffer: BytesMut::new(),
+            limits,
+            done: false,
+        }
+    }
+
+    pub async fn next(&mut self) -> Result<Option<Bytes>, BodyFailure> {
+        loop {
+            if let Some(end) = event_end(&self.buffer) {
+                return Ok(Some(self.buffer.split_to(end).freeze()));
+            }
+            if self.done {
+                // A last event without its blank line still counts.
+                return Ok((!self.buffer.is_empty()).then(|| self.buffer.split().freeze()));
+            }
+            if self.buffer.len() > MAX_RESPONSE_BYTES {
+                return Err(BodyFailure::TooLarge);
+            }
+            match within(self.limits, self.body.frame()).await {
+                None => return Err(BodyFailure::Read("agent stopped streaming".to_owned())),
+                Some(None) => self.done = true,
+                Some(Some(Err(err))) => return Err(BodyFailure::Read(err.to_string())),
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where the first complete event ends (after its terminating blank line), if any.
+fn event_end(buffer: &[u8]) -> Option<usize> {
+    let mut index = 0;
+    while index < buffer.len() {
+        let rest = &buffer[index..];
+        for terminator in [&b"\r\n\r\n"[..], b"\n\n", b"\r\r"] {
+            if rest.starts_with(terminator) {
+                return Some(index + terminator.len());
+            }
+        }
+        index += 1;
+    }
+    None
+}
+
+/// The JSON of an event's `data:` lines (joined by newlines, as SSE defines).
+pub fn event_data(event: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(event);
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|data| data.strip_prefix(' ').unwrap_or(data))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes()
+}
+
+/// Reads a body chunk by chunk: each chunk restarts the idle timer; the total is capped.
+async fn read_capped(mut body: Incoming, limits: Limits) -> Result<Bytes, BodyFailure> {
     let mut collected = BytesMut::new();
     loop {
-        match within(limits, limits.idle, body.frame()).await {
+        match within(limits, body.frame()).await {
             None => return Err(BodyFailure::Read("agent stopped answering".to_owned())),
             Some(None) => return Ok(collected.freeze()),
             Some(Some(Err(err))) => return Err(BodyFailure::Read(err.to_string())),
@@ -233,12 +323,8 @@ async fn read_capped(
 }
 
 /// Runs `future` until the idle timer or the deadline, whichever is first; None on expiry.
-async fn within<F: std::future::Future>(
-    limits: Limits,
-    idle: Duration,
-    future: F,
-) -> Option<F::Output> {
-    let idle_end = Instant::now() + idle;
+async fn within<F: std::future::Future>(limits: Limits, future: F) -> Option<F::Output> {
+    let idle_end = Instant::now() + limits.idle;
     let end = limits
         .deadline
         .map_or(idle_end, |deadline| deadline.min(idle_end));
@@ -262,5 +348,21 @@ fn classify(err: &hyper_util::client::legacy::Error) -> DispatchError {
         DispatchError::Unreachable(err.to_string())
     } else {
         DispatchError::Busy(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_end_at_their_blank_line_in_any_line_ending() {
+        assert_eq!(event_end(b"data: 1\n\ndata: 2\n\n"), Some(9));
+        assert_eq!(event_end(b"data: 1\r\n\r\nrest"), Some(11));
+        assert_eq!(event_end(b"data: partial\n"), None);
+        assert_eq!(
+            event_data(b"event: x\ndata: {\"a\":\ndata: 1}\n\n"),
+            b"{\"a\":\n1}"
+        );
     }
 }

@@ -72,8 +72,20 @@ async fn fake_agent() -> (String, Seen) {
     async fn huge() -> impl IntoResponse {
         "x".repeat(10 * 1024 * 1024 + 1)
     }
+    async fn sse() -> impl IntoResponse {
+        let events = futures_util::stream::unfold(0usize, |index| async move {
+            let (delay, event) = SSE_EVENTS.get(index)?;
+            tokio::time::sleep(Duration::from_millis(*delay)).await;
+            Some((Ok::<_, std::io::Error>(event.to_string()), index + 1))
+        });
+        (
+            [("content-type", "text/event-stream")],
+            axum::body::Body::from_stream(events),
+        )
+    }
     let app = Router::new()
         .route("/a2a/inbound", post(inbound))
+        .route("/sse", post(sse))
         .route("/failing", post(failing))
         .route("/missing", post(missing))
         .route("/redirect", post(redirect))
@@ -120,6 +132,30 @@ async fn send(
         request = request.header(*name, *value);
     }
     app.raw(request).await
+}
+
+/// An agent's SSE answer: (delay before it, bytes), in order. Line endings vary on purpose.
+const SSE_EVENTS: [(u64, &str); 4] = [
+    (
+        10,
+        "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"kind\":\"status-update\",\"taskId\":\"t\",\"status\":{\"state\":\"working\"},\"final\":false}}\n\n",
+    ),
+    (
+        300,
+        "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"kind\":\"artifact-update\",\"taskId\":\"t\",\"artifact\":{\"artifactId\":\"a\",\"parts\":[{\"kind\":\"text\",\"text\":\"part one\"}]}}}\r\n\r\n",
+    ),
+    (
+        300,
+        ": a comment line\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\n",
+    ),
+    (
+        300,
+        "data: \"result\":{\"kind\":\"status-update\",\"taskId\":\"t\",\"status\":{\"state\":\"completed\"},\"final\":true}}\n\n",
+    ),
+];
+
+fn streaming_hello() -> Value {
+    json!({"method": "message/stream", "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "stream please"}]}}})
 }
 
 /// Caller id, bearer, target, expected status and body.
@@ -540,4 +576,109 @@ async fn the_grpc_send_returns_raw_upstream_answers() {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_streamed_answer_is_relayed_event_by_event_byte_for_byte() {
+    let app = spawn_app().await;
+    let (base, _seen) = fake_agent().await;
+    let (id, _) = agent_at(&app, "streamer", None, &format!("{base}/sse")).await;
+    let started = std::time::Instant::now();
+    let response = app
+        .http
+        .post(format!("{}/workspaces/{id}/a2a", app.rest))
+        .bearer_auth(&app.admin_token)
+        .json(&streaming_hello())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    let mut chunks = response.bytes_stream();
+    let mut received = Vec::new();
+    let mut first_at = None;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
+        first_at.get_or_insert_with(|| started.elapsed());
+        received.extend_from_slice(&chunk.unwrap());
+    }
+    let total = started.elapsed();
+    let sent: String = SSE_EVENTS.iter().map(|(_, event)| *event).collect();
+    assert_eq!(
+        String::from_utf8(received).unwrap(),
+        sent,
+        "byte-identical, in order"
+    );
+    // The first event is not held back until the stream ends (900 ms later).
+    assert!(
+        first_at.unwrap() + Duration::from_millis(500) < total,
+        "first event at {first_at:?}, stream ended at {total:?}"
+    );
+    let rows = app
+        .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
+        .await;
+    assert_eq!(rows.body[0]["status"], "ok");
+    assert_eq!(rows.body[0]["method"], "message/stream");
+    assert_eq!(
+        rows.body[0]["response_body"]["result"]["status"]["state"],
+        "completed"
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_call_over_grpc_and_a_caller_that_leaves_midway() {
+    let app = spawn_app().await;
+    let (base, _seen) = fake_agent().await;
+    let (id, _) = agent_at(&app, "streamer", None, &format!("{base}/sse")).await;
+    let mut client = pb::a2a_client::A2aClient::new(app.grpc_channel().await);
+    let request = || {
+        authed(
+            pb::ProxyRequest {
+                target_workspace_id: id.clone(),
+                body: streaming_hello().to_string().into_bytes(),
+                timeout_seconds: None,
+                forward_headers: Default::default(),
+            },
+            &app.admin_token,
+        )
+    };
+    let mut stream = client.stream(request()).await.unwrap().into_inner();
+    let mut parts = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        parts.push(message.part.unwrap());
+    }
+    use pb::proxy_stream_event::Part;
+    assert!(
+        matches!(&parts[0], Part::Opened(opened) if opened.upstream_status == 200 && opened.content_type == "text/event-stream")
+    );
+    let events: Vec<String> = parts[1..parts.len() - 1]
+        .iter()
+        .map(|part| match part {
+            Part::Event(event) => String::from_utf8(event.clone()).unwrap(),
+            other => panic!("expected an event, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        events.len(),
+        3,
+        "the split third event is joined with its end"
+    );
+    assert_eq!(
+        events.concat(),
+        SSE_EVENTS.iter().map(|(_, e)| *e).collect::<String>()
+    );
+    assert!(matches!(parts.last(), Some(Part::Closed(_))));
+
+    // Leave after the first event: the agent's stream is still read to its end and recorded.
+    let mut stream = client.stream(request()).await.unwrap().into_inner();
+    stream.message().await.unwrap();
+    drop(stream);
+    let rows = eventually(10, || async {
+        let rows = app
+            .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
+            .await;
+        (rows.body.as_array().unwrap().len() == 2).then_some(rows.body)
+    })
+    .await;
+    assert_eq!(rows[0]["response_body"]["result"]["final"], true);
 }
