@@ -6,7 +6,7 @@
 //! Run it with `bench/heartbeat.sh` (which builds the release binary first).
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -20,10 +20,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, transport::Channel};
 
-// The same allocator as the server, so the generator takes no more of the shared cores than it
-// must (redis-benchmark, the baseline, is lean C).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod common;
+
+use common::{Database, Latencies, Server, median};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -64,28 +63,6 @@ struct Args {
     bench: bool,
 }
 
-struct Latencies(Vec<u32>);
-
-impl Latencies {
-    fn percentile(&mut self, p: f64) -> f64 {
-        self.0.sort_unstable();
-        let index = ((self.0.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(self.0.get(index).copied().unwrap_or(0)) / 1000.0
-    }
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -105,11 +82,6 @@ async fn workspace_updates(db: &DatabaseConnection) -> i64 {
         .expect("pg_stat_user_tables readable")
         .expect("workspaces table has stats");
     row.try_get_by_index::<i64>(0).unwrap_or(0)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Waits for the write-behind flush (2 s) and Postgres' stats flush (idle backends: 10 s).
@@ -135,40 +107,10 @@ fn redis_benchmark(redis: &str) -> f64 {
         .unwrap_or_else(|| panic!("unexpected redis-benchmark output: {text}"))
 }
 
-async fn start_server(args: &Args, database_url: &str, admin_token: &str) -> Server {
-    let data_dir =
-        std::env::temp_dir().join(format!("molecule-bench-{}", uuid::Uuid::new_v4().simple()));
-    let mut child = Command::new(&args.server)
-        .args(["serve", "--listen", &format!("127.0.0.1:{}", args.port)])
-        .env("DATABASE_URL", database_url)
-        .env("REDIS_URL", &args.redis)
-        .env(
-            "MOLECULE_REDIS_NAMESPACE",
-            format!("bench-{}:", uuid::Uuid::new_v4().simple()),
-        )
-        .env("ADMIN_TOKEN", admin_token)
-        .env("MOLECULE_DATA_DIR", &data_dir)
-        .env("RATE_LIMIT", "1000000000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the molecule binary starts (run bench/heartbeat.sh)");
-    let base = format!("http://127.0.0.1:{}", args.port);
-    for _ in 0..200 {
-        if reqwest::get(format!("{base}/health")).await.is_ok() {
-            return Server { child, base };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("server did not come up");
-}
-
 /// Creates and registers `count` external workspaces; returns `(id, token)` pairs.
 async fn create_agents(
     http: &reqwest::Client,
-    base: &str,
+    server: &Server,
     admin: &str,
     count: usize,
 ) -> Vec<(String, String)> {
@@ -176,27 +118,10 @@ async fn create_agents(
     let mut agents = Vec::with_capacity(count);
     for chunk in batches.chunks(32) {
         let created = join_all(chunk.iter().map(|i| async move {
-            let reply: serde_json::Value = http
-                .post(format!("{base}/workspaces"))
-                .bearer_auth(admin)
-                .json(&json!({"name": format!("agent-{i}"), "external": true}))
-                .send()
+            let name = format!("agent-{i}");
+            server
+                .register_agent(http, admin, &name, None, "remote://no-inbound")
                 .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let id = reply["id"].as_str().unwrap().to_owned();
-            let registered: serde_json::Value = http
-                .post(format!("{base}/registry/register"))
-                .json(&json!({"id": id, "url": "remote://no-inbound", "agent_card": {"name": format!("agent-{i}")}}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (id, registered["auth_token"].as_str().unwrap().to_owned())
         }))
         .await;
         agents.extend(created);
@@ -351,23 +276,21 @@ async fn idle_phase(args: &Args, server: &Server, agents: &[(String, String)]) -
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let base_db = args.postgres.clone();
-    let db_name = format!("molecule_bench_{}", uuid::Uuid::new_v4().simple());
-    let admin = molecule::store::connect_url(&base_db)
-        .await
-        .expect("postgres reachable");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{db_name}\""))
-        .await
-        .unwrap();
-    let database_url = format!("{}/{db_name}", base_db.rsplit_once('/').unwrap().0);
+    let database = Database::create(&args.postgres, "molecule_bench").await;
     let admin_token = molecule::auth::MintedToken::generate().plaintext;
-    let server = start_server(&args, &database_url, &admin_token).await;
-    let stats_db = molecule::store::connect_url(&database_url).await.unwrap();
+    let server = Server::start(
+        &args.server,
+        args.port,
+        &database.url,
+        &args.redis,
+        &admin_token,
+    )
+    .await;
+    let stats_db = molecule::store::connect_url(&database.url).await.unwrap();
     let http = reqwest::Client::new();
 
     println!("setting up {} agents…", args.agents);
-    let agents = create_agents(&http, &server.base, &admin_token, args.agents).await;
+    let agents = create_agents(&http, &server, &admin_token, args.agents).await;
     settle().await;
 
     let agents = Arc::new(agents);
@@ -440,9 +363,5 @@ async fn main() {
     );
     drop(server);
     stats_db.close().await.ok();
-    let _ = admin
-        .execute_unprepared(&format!(
-            "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
-        ))
-        .await;
+    database.drop().await;
 }

@@ -388,26 +388,26 @@ fn elapsed_ms(started: std::time::Instant) -> u32 {
 
 /// A whole-answer dispatch and its records.
 async fn deliver(state: &AppState, dispatch: Dispatch) -> ApiResult<Outcome> {
+    let Dispatch {
+        caller,
+        target,
+        envelope,
+        url,
+        headers,
+        limits,
+    } = dispatch;
     let started = std::time::Instant::now();
     let result = state
         .upstream
-        .post(
-            &dispatch.url,
-            dispatch.envelope.body.clone(),
-            dispatch.headers,
-            dispatch.limits,
-        )
+        .post(&url, envelope.body.clone(), headers, limits)
         .await;
     let duration_ms = elapsed_ms(started);
-    record(
-        state,
-        &dispatch.caller,
-        &dispatch.target,
-        &dispatch.envelope,
-        &result,
-        duration_ms,
-    )
-    .await;
+    // The answer goes back at once; its records follow in the background (contract §1.11).
+    let recorded = result.clone();
+    let state = state.clone();
+    tokio::spawn(async move {
+        record(&state, &caller, &target, &envelope, &recorded, duration_ms).await;
+    });
     answer(result, duration_ms)
 }
 

@@ -106,7 +106,7 @@ impl tower::Service<Uri> for SafeConnector {
 }
 
 /// How a dispatch failed before a usable answer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum DispatchError {
     /// The policy refused every address (at dial time).
     Blocked,
@@ -117,6 +117,7 @@ pub enum DispatchError {
 }
 
 /// A complete answer of an agent.
+#[derive(Debug, Clone)]
 pub struct Answer {
     pub status: StatusCode,
     pub content_type: String,
@@ -124,7 +125,7 @@ pub struct Answer {
 }
 
 /// The headers arrived; the body did not.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum BodyFailure {
     TooLarge,
     Read(String),

@@ -158,6 +158,21 @@ fn streaming_hello() -> Value {
     json!({"method": "message/stream", "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "stream please"}]}}})
 }
 
+/// The target's `a2a_receive` rows, newest first, once there are at least `count` (they are
+/// written after the answer).
+async fn received(app: &TestApp, id: &str, count: usize) -> Vec<Value> {
+    eventually(10, || async {
+        let rows = app
+            .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
+            .await;
+        rows.body
+            .as_array()
+            .filter(|rows| rows.len() >= count)
+            .cloned()
+    })
+    .await
+}
+
 /// Caller id, bearer, target, expected status and body.
 type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a str, u16, Value);
 
@@ -208,13 +223,11 @@ async fn a_user_call_reaches_an_sdk_agent_and_comes_back_unchanged() {
     );
     assert!(headers.get("x-source-workspace-id").is_none());
 
-    let rows = app
-        .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
-        .await;
-    assert_eq!(rows.body[0]["status"], "ok");
-    assert_eq!(rows.body[0]["method"], "message/send");
-    assert_eq!(rows.body[0]["summary"], "message/send → sdk-agent");
-    assert!(rows.body[0]["source_id"].is_null());
+    let rows = received(&app, &id, 1).await;
+    assert_eq!(rows[0]["status"], "ok");
+    assert_eq!(rows[0]["method"], "message/send");
+    assert_eq!(rows[0]["summary"], "message/send → sdk-agent");
+    assert!(rows[0]["source_id"].is_null());
 }
 
 #[tokio::test]
@@ -235,8 +248,12 @@ async fn agent_callers_use_their_own_token_within_the_hierarchy() {
     );
     let up = send(&app, &lead, Some(&dev), Some(&dev_token), hello(), &[]).await;
     assert_eq!(up.status, StatusCode::OK);
-    let caller_row = app.admin_get(&format!("/workspaces/{dev}")).await.body;
-    assert!(caller_row["last_outbound_at"].is_string(), "{caller_row}");
+    // Written in the background, after the answer.
+    eventually(10, || async {
+        let caller_row = app.admin_get(&format!("/workspaces/{dev}")).await.body;
+        caller_row["last_outbound_at"].is_string().then_some(())
+    })
+    .await;
 
     let denied =
         json!({"error": "access denied: workspaces cannot communicate per hierarchy rules"});
@@ -364,10 +381,8 @@ async fn upstream_answers_keep_their_status_and_redirects_are_not_followed() {
         let reply = send(&app, &id, None, Some(&app.admin_token), hello(), &[]).await;
         assert_eq!(reply.status.as_u16(), status, "{path}");
         assert_eq!(reply.body, json!({"error": error}), "{path}");
-        let rows = app
-            .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
-            .await;
-        assert_eq!(rows.body[0]["status"], "error", "{path}");
+        let rows = received(&app, &id, 1).await;
+        assert_eq!(rows[0]["status"], "error", "{path}");
     }
     assert!(
         seen.0.lock().unwrap().is_empty(),
@@ -493,13 +508,7 @@ async fn a_caller_that_goes_away_does_not_cancel_the_call_or_its_records() {
         .send()
         .await;
     assert!(gone.is_err(), "the caller gave up first");
-    let row = eventually(10, || async {
-        let rows = app
-            .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
-            .await;
-        rows.body.as_array().and_then(|rows| rows.first().cloned())
-    })
-    .await;
+    let row = received(&app, &id, 1).await.remove(0);
     assert_eq!(row["status"], "ok");
     assert_eq!(row["response_body"]["result"]["parts"][0]["text"], "late");
     assert_eq!(seen.0.lock().unwrap().len(), 1);
@@ -614,13 +623,11 @@ async fn a_streamed_answer_is_relayed_event_by_event_byte_for_byte() {
         first_at.unwrap() + Duration::from_millis(500) < total,
         "first event at {first_at:?}, stream ended at {total:?}"
     );
-    let rows = app
-        .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
-        .await;
-    assert_eq!(rows.body[0]["status"], "ok");
-    assert_eq!(rows.body[0]["method"], "message/stream");
+    let rows = received(&app, &id, 1).await;
+    assert_eq!(rows[0]["status"], "ok");
+    assert_eq!(rows[0]["method"], "message/stream");
     assert_eq!(
-        rows.body[0]["response_body"]["result"]["status"]["state"],
+        rows[0]["response_body"]["result"]["status"]["state"],
         "completed"
     );
 }
@@ -673,12 +680,6 @@ async fn a_streamed_call_over_grpc_and_a_caller_that_leaves_midway() {
     let mut stream = client.stream(request()).await.unwrap().into_inner();
     stream.message().await.unwrap();
     drop(stream);
-    let rows = eventually(10, || async {
-        let rows = app
-            .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
-            .await;
-        (rows.body.as_array().unwrap().len() == 2).then_some(rows.body)
-    })
-    .await;
+    let rows = received(&app, &id, 2).await;
     assert_eq!(rows[0]["response_body"]["result"]["final"], true);
 }

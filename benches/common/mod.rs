@@ -1,0 +1,150 @@
+//! What the load generators share: a fresh Postgres database, the release server started
+//! against it, latency percentiles and medians. Each bench compiles this module on its own.
+
+#![allow(dead_code)]
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+// The same allocator as the server, so a generator takes no more of the shared cores than it
+// must (the baselines are lean C: redis-benchmark, nginx).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Latencies in microseconds.
+pub(crate) struct Latencies(pub(crate) Vec<u32>);
+
+impl Latencies {
+    /// The `p` quantile in milliseconds.
+    pub(crate) fn percentile(&mut self, p: f64) -> f64 {
+        self.0.sort_unstable();
+        let index = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.0.get(index).copied().unwrap_or(0)) / 1000.0
+    }
+}
+
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// A database of its own next to `base_url`'s, dropped by [`Database::drop`].
+pub(crate) struct Database {
+    admin: DatabaseConnection,
+    name: String,
+    pub(crate) url: String,
+}
+
+impl Database {
+    pub(crate) async fn create(base_url: &str, prefix: &str) -> Self {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let admin = molecule::store::connect_url(base_url)
+            .await
+            .expect("postgres reachable");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", base_url.rsplit_once('/').unwrap().0);
+        Self { admin, name, url }
+    }
+
+    pub(crate) async fn drop(self) {
+        let _ = self
+            .admin
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}
+
+/// A `molecule serve` child process; killed when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts the release binary on Postgres + Redis and waits for `/health`.
+    pub(crate) async fn start(
+        binary: &str,
+        port: u16,
+        database_url: &str,
+        redis_url: &str,
+        admin_token: &str,
+    ) -> Self {
+        let data_dir =
+            std::env::temp_dir().join(format!("molecule-bench-{}", uuid::Uuid::new_v4().simple()));
+        let mut child = Command::new(binary)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("DATABASE_URL", database_url)
+            .env("REDIS_URL", redis_url)
+            .env(
+                "MOLECULE_REDIS_NAMESPACE",
+                format!("bench-{}:", uuid::Uuid::new_v4().simple()),
+            )
+            .env("ADMIN_TOKEN", admin_token)
+            .env("MOLECULE_DATA_DIR", &data_dir)
+            .env("RATE_LIMIT", "1000000000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the molecule binary starts (run the bench through its script)");
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if reqwest::get(format!("{base}/health")).await.is_ok() {
+                return Self { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("server did not come up");
+    }
+
+    /// Creates an external workspace and registers it at `url`; returns `(id, token)`.
+    pub(crate) async fn register_agent(
+        &self,
+        http: &reqwest::Client,
+        admin: &str,
+        name: &str,
+        parent: Option<&str>,
+        url: &str,
+    ) -> (String, String) {
+        let base = &self.base;
+        let reply: serde_json::Value = http
+            .post(format!("{base}/workspaces"))
+            .bearer_auth(admin)
+            .json(&serde_json::json!({"name": name, "external": true, "parent_id": parent}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = reply["id"].as_str().unwrap().to_owned();
+        let registered: serde_json::Value = http
+            .post(format!("{base}/registry/register"))
+            .json(&serde_json::json!({"id": id, "url": url, "agent_card": {"name": name}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (id, registered["auth_token"].as_str().unwrap().to_owned())
+    }
+}
