@@ -605,16 +605,16 @@ async fn a_streamed_answer_is_relayed_event_by_event_byte_for_byte() {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["cache-control"], "no-cache");
     let mut chunks = response.bytes_stream();
-    let mut received = Vec::new();
+    let mut relayed = Vec::new();
     let mut first_at = None;
     while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
         first_at.get_or_insert_with(|| started.elapsed());
-        received.extend_from_slice(&chunk.unwrap());
+        relayed.extend_from_slice(&chunk.unwrap());
     }
     let total = started.elapsed();
     let sent: String = SSE_EVENTS.iter().map(|(_, event)| *event).collect();
     assert_eq!(
-        String::from_utf8(received).unwrap(),
+        String::from_utf8(relayed).unwrap(),
         sent,
         "byte-identical, in order"
     );
