@@ -23,7 +23,7 @@ use tower::{ServiceExt, util::BoxCloneSyncService};
 use tracing::{info, warn};
 
 use crate::{
-    a2a::{A2AService, upstream::Upstream},
+    a2a::{A2AService, records::RecordWriter, upstream::Upstream},
     auth::Authenticator,
     bootstrap,
     bundles::BundlesService,
@@ -107,6 +107,7 @@ impl Application {
             hot: Arc::default(),
             url_policy: config.url_policy(),
             upstream: Upstream::new(config.url_policy(), Arc::new(SystemResolver)),
+            records: RecordWriter::start(db.clone()),
             resolver: Arc::new(SystemResolver),
             settings: Arc::new(Settings {
                 external_platform_url: config.external_platform_url.clone(),
@@ -187,7 +188,9 @@ impl Application {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let result = serve(self.listener, self.app, self.state.shutdown.clone(), signal).await;
-        // The last beats' informational columns, which the flusher may not have written yet.
+        // Proxy records still queued, and the last beats' informational columns, which the
+        // flusher may not have written yet.
+        self.state.records.flush().await;
         if let Err(err) = registry::flush_write_behind(&self.state).await {
             warn!(error = %err, "final heartbeat flush failed");
         }

@@ -6,7 +6,7 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    a2a::upstream::Upstream,
+    a2a::{records::RecordWriter, upstream::Upstream},
     auth::Authenticator,
     crypto::Keyring,
     events::EventLog,
@@ -53,6 +53,8 @@ pub struct AppState {
     pub url_policy: UrlPolicy,
     /// The A2A proxy's pooled client (dial-time URL safety built in).
     pub upstream: Upstream,
+    /// The proxy's activity rows, written in batches.
+    pub records: RecordWriter,
     pub resolver: Arc<dyn Resolver>,
     pub settings: Arc<Settings>,
     /// Cancelled on shutdown; long-lived streams end on it so shutdown never hangs.

@@ -5,13 +5,14 @@
 //! answer is shaped for HTTP is the gateway's business.
 
 pub mod envelope;
+pub mod records;
 pub mod upstream;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{ActiveValue::Set, EntityTrait};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
@@ -25,6 +26,7 @@ use crate::{
     auth,
     error::{ApiError, ApiResult, ErrorCode},
     pb,
+    registry::hot::CachedRoute,
     state::AppState,
     store::{
         self,
@@ -235,8 +237,8 @@ pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> ApiResult
     let Some(bearer) = auth::bearer(metadata) else {
         return Err(ApiError::unauthenticated("missing caller auth token"));
     };
-    match state.auth.workspace_token_owner(bearer).await? {
-        Some(owner) if owner == caller => Ok(Caller::Workspace(caller)),
+    match crate::registry::token_owner(state, bearer).await? {
+        Some((owner, _)) if owner == caller => Ok(Caller::Workspace(caller)),
         _ => Err(ApiError::unauthenticated("invalid caller auth token")),
     }
 }
@@ -244,7 +246,7 @@ pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> ApiResult
 /// A request that passed every check and goes to an agent's URL.
 struct Dispatch {
     caller: Caller,
-    target: workspace::Model,
+    target: Arc<CachedRoute>,
     envelope: Envelope,
     url: String,
     headers: HeaderMap,
@@ -307,11 +309,9 @@ async fn prepare(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult
     let envelope = envelope::normalize(&call.body)?;
     let target_id = validate::parse_uuid(&call.target)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, store_not_found()))?;
-    let target = workspace::Entity::find_by_id(target_id.clone())
-        .one(&state.db)
-        .await
-        .map_err(ApiError::datastore("lookup failed"))?
-        .filter(|row| row.status != "removed");
+    let target = target_route(state, &target_id)
+        .await?
+        .filter(|route| route.status != "removed");
     if let Caller::Workspace(caller_id) = &caller
         && *caller_id != target_id
     {
@@ -502,6 +502,31 @@ fn store_not_found() -> &'static str {
     "workspace not found"
 }
 
+/// The routing facts of a target, cached between events that change them.
+async fn target_route(state: &AppState, id: &str) -> ApiResult<Option<Arc<CachedRoute>>> {
+    if let Some(route) = state.hot.route(id) {
+        return Ok(Some(route));
+    }
+    let Some(row) = workspace::Entity::find_by_id(id.to_owned())
+        .one(&state.db)
+        .await
+        .map_err(ApiError::datastore("lookup failed"))?
+    else {
+        return Ok(None);
+    };
+    let route = Arc::new(CachedRoute {
+        id: row.id,
+        name: row.name,
+        status: row.status,
+        runtime: row.runtime,
+        url: row.url,
+        budget_limit: row.budget_limit,
+        monthly_spend: row.monthly_spend,
+    });
+    state.hot.remember_route(route.clone());
+    Ok(Some(route))
+}
+
 /// The target's own idle timeout (from its heartbeat), else the platform's.
 fn idle_timeout(state: &AppState, target: &str) -> Duration {
     state
@@ -560,7 +585,7 @@ fn answer(result: Result<Answer, DispatchError>, duration_ms: u32) -> ApiResult<
 async fn record(
     state: &AppState,
     caller: &Caller,
-    target: &workspace::Model,
+    target: &CachedRoute,
     envelope: &Envelope,
     result: &Result<Answer, DispatchError>,
     duration_ms: u32,
@@ -617,9 +642,12 @@ async fn record(
         idempotency_key: Set(None),
         created_at: Set(store::now()),
     };
-    if let Err(err) = activity_log::Entity::insert(row).exec(&state.db).await {
-        warn!(workspace_id = %target.id, error = %err, "a2a activity row not written");
-    }
+    let delivered = status == "ok";
+    let outbound = match caller {
+        Caller::Workspace(caller_id) if delivered => Some(caller_id.clone()),
+        _ => None,
+    };
+    state.records.write(row, outbound).await;
     let mut logged = json!({
         "activity_type": "a2a_receive", "method": envelope.method, "summary": summary,
         "status": status, "source_id": source_id, "target_id": target.id, "duration_ms": duration,
@@ -630,27 +658,12 @@ async fn record(
     state
         .events
         .broadcast_only("ACTIVITY_LOGGED", Some(&target.id), logged);
-    let delivered = status == "ok";
-    if !delivered {
-        return;
-    }
-    match caller {
-        Caller::Workspace(caller_id) => {
-            let touched = workspace::Entity::update_many()
-                .col_expr(workspace::Column::LastOutboundAt, Expr::value(store::now()))
-                .filter(workspace::Column::Id.eq(caller_id.as_str()))
-                .exec(&state.db)
-                .await;
-            if let Err(err) = touched {
-                warn!(workspace_id = %caller_id, error = %err, "last_outbound_at not written");
-            }
-        }
-        Caller::User => state.events.broadcast_only(
+    if delivered && *caller == Caller::User {
+        state.events.broadcast_only(
             "A2A_RESPONSE",
             Some(&target.id),
             json!({"response_body": response_body, "method": envelope.method, "duration_ms": duration}),
-        ),
-        Caller::System(_) => {}
+        );
     }
 }
 
@@ -658,7 +671,7 @@ async fn record(
 async fn deliver_to_mailbox(
     state: &AppState,
     caller: &Caller,
-    target: &workspace::Model,
+    target: &CachedRoute,
     envelope: &Envelope,
 ) -> ApiResult<Outcome> {
     let activity_id = uuid::Uuid::new_v4().to_string();

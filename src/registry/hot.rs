@@ -27,6 +27,18 @@ pub struct CachedWorkspace {
     pub max_concurrent_tasks: i32,
 }
 
+/// What the A2A proxy needs of a target; cached like the state and dropped with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedRoute {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub runtime: String,
+    pub url: Option<String>,
+    pub budget_limit: Option<i64>,
+    pub monthly_spend: i64,
+}
+
 /// Per-workspace runtime overrides from `runtime_metadata` (absent = unchanged).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuntimeOverrides {
@@ -51,6 +63,7 @@ pub type OutboundFrame = Box<Result<pb::ServerFrame, tonic::Status>>;
 pub struct HotState {
     tokens: Mutex<HashMap<Vec<u8>, (String, String, Instant)>>,
     workspaces: Mutex<HashMap<String, (CachedWorkspace, Instant)>>,
+    routes: Mutex<HashMap<String, (std::sync::Arc<CachedRoute>, Instant)>>,
     overrides: Mutex<HashMap<String, RuntimeOverrides>>,
     pending: Mutex<HashMap<String, BeatSnapshot>>,
     pub(crate) streams: Mutex<HashMap<String, Vec<StreamHandle>>>,
@@ -102,6 +115,21 @@ impl HotState {
             .lock()
             .expect("state cache poisoned")
             .remove(id);
+        self.routes.lock().expect("route cache poisoned").remove(id);
+    }
+
+    pub fn route(&self, id: &str) -> Option<std::sync::Arc<CachedRoute>> {
+        let routes = self.routes.lock().expect("route cache poisoned");
+        let (route, at) = routes.get(id)?;
+        (at.elapsed() < STATE_TTL).then(|| route.clone())
+    }
+
+    pub fn remember_route(&self, route: std::sync::Arc<CachedRoute>) {
+        let mut routes = self.routes.lock().expect("route cache poisoned");
+        if routes.len() > 100_000 {
+            routes.retain(|_, (_, at)| at.elapsed() < STATE_TTL);
+        }
+        routes.insert(route.id.clone(), (route, Instant::now()));
     }
 
     /// Applies this beat's metadata (absent = unchanged) and returns the effective overrides.

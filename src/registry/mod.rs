@@ -47,6 +47,57 @@ pub(crate) struct AgentCredential {
     pub(crate) token_id: Option<String>,
 }
 
+/// `(workspace_id, token_id)` of a live token of a non-removed workspace; validated tokens are
+/// cached briefly (and dropped fleet-wide when revoked).
+pub(crate) async fn token_owner(
+    state: &AppState,
+    bearer: &str,
+) -> ApiResult<Option<(String, String)>> {
+    let hash = hash_token(bearer);
+    if let Some(owner) = state.hot.token(&hash) {
+        return Ok(Some(owner));
+    }
+    let token = workspace_token::Entity::find()
+        .filter(workspace_token::Column::TokenHash.eq(hash.clone()))
+        .filter(workspace_token::Column::RevokedAt.is_null())
+        .one(&state.db)
+        .await
+        .map_err(|err| {
+            warn!(error = %err, "datastore error during auth");
+            ApiError::datastore_unavailable()
+        })?;
+    let Some(token) = token else { return Ok(None) };
+    match workspace_state(state, &token.workspace_id).await {
+        Ok(owner) if owner.status != "removed" => {
+            state
+                .hot
+                .remember_token(hash, &token.workspace_id, &token.id);
+            Ok(Some((token.workspace_id, token.id)))
+        }
+        Ok(_) | Err(_) => Ok(None),
+    }
+}
+
+/// The cached state of a workspace, loaded on a miss. Missing → 404.
+async fn workspace_state(state: &AppState, id: &str) -> ApiResult<CachedWorkspace> {
+    if let Some(cached) = state.hot.workspace(id) {
+        return Ok(cached);
+    }
+    let row = workspace::Entity::find_by_id(id.to_owned())
+        .one(&state.db)
+        .await
+        .map_err(ApiError::datastore("query failed"))?
+        .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+    let cached = CachedWorkspace {
+        status: row.status,
+        runtime: row.runtime,
+        current_task: row.current_task.unwrap_or_default(),
+        max_concurrent_tasks: row.max_concurrent_tasks,
+    };
+    state.hot.remember_workspace(id, cached.clone());
+    Ok(cached)
+}
+
 #[derive(Clone)]
 pub struct RegistryService {
     state: AppState,
@@ -101,12 +152,7 @@ impl RegistryService {
         if auth.is_admin_token(bearer) {
             return Ok(AgentCredential { token_id: None });
         }
-        let hash = hash_token(bearer);
-        let owner = match self.state.hot.token(&hash) {
-            Some(owner) => Some(owner),
-            None => self.load_token(hash).await?,
-        };
-        match owner {
+        match token_owner(&self.state, bearer).await? {
             Some((owner, token_id)) if owner == id => Ok(AgentCredential {
                 token_id: Some(token_id),
             }),
@@ -114,47 +160,8 @@ impl RegistryService {
         }
     }
 
-    async fn load_token(&self, hash: Vec<u8>) -> ApiResult<Option<(String, String)>> {
-        let token = workspace_token::Entity::find()
-            .filter(workspace_token::Column::TokenHash.eq(hash.clone()))
-            .filter(workspace_token::Column::RevokedAt.is_null())
-            .one(&self.state.db)
-            .await
-            .map_err(|err| {
-                warn!(error = %err, "datastore error during auth");
-                ApiError::datastore_unavailable()
-            })?;
-        let Some(token) = token else { return Ok(None) };
-        let owner = self.workspace_state(&token.workspace_id).await;
-        match owner {
-            Ok(state) if state.status != "removed" => {
-                self.state
-                    .hot
-                    .remember_token(hash, &token.workspace_id, &token.id);
-                Ok(Some((token.workspace_id, token.id)))
-            }
-            Ok(_) | Err(_) => Ok(None),
-        }
-    }
-
-    /// The cached state of a workspace, loaded on a miss. Missing → 404.
     async fn workspace_state(&self, id: &str) -> ApiResult<CachedWorkspace> {
-        if let Some(state) = self.state.hot.workspace(id) {
-            return Ok(state);
-        }
-        let row = workspace::Entity::find_by_id(id.to_owned())
-            .one(&self.state.db)
-            .await
-            .map_err(ApiError::datastore("query failed"))?
-            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
-        let state = CachedWorkspace {
-            status: row.status,
-            runtime: row.runtime,
-            current_task: row.current_task.unwrap_or_default(),
-            max_concurrent_tasks: row.max_concurrent_tasks,
-        };
-        self.state.hot.remember_workspace(id, state.clone());
-        Ok(state)
+        workspace_state(&self.state, id).await
     }
 
     /// Like `workspace_state`, with removed workspaces answered 410 (registry contract).
