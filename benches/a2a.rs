@@ -42,9 +42,11 @@ struct Args {
     /// Sequential requests per target in the latency phase.
     #[arg(long, default_value_t = 2000)]
     latency_requests: usize,
-    #[arg(long, default_value_t = 18124)]
+    /// The proxy's port; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
     port: u16,
-    #[arg(long, default_value_t = 18125)]
+    /// nginx's port; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
     nginx_port: u16,
     // `cargo bench` passes `--bench`.
     #[arg(long, hide = true)]
@@ -98,10 +100,21 @@ async fn start_agent() -> String {
 struct Nginx(Child);
 
 impl Drop for Nginx {
+    /// SIGTERM, so the master takes its workers down (SIGKILL would orphan them, still bound).
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
 }
 
 async fn start_nginx(binary: &str, port: u16, agent: &str) -> Nginx {
@@ -249,7 +262,12 @@ async fn first_event(target: &Target) -> (Duration, Vec<u8>) {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    for port in [&mut args.port, &mut args.nginx_port] {
+        if *port == 0 {
+            *port = free_port();
+        }
+    }
     let agent = start_agent().await;
     let nginx = start_nginx(&args.nginx, args.nginx_port, &agent).await;
     let database = Database::create(&args.postgres, "molecule_bench").await;
