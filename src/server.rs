@@ -108,6 +108,7 @@ impl Application {
             url_policy: config.url_policy(),
             upstream: Upstream::new(config.url_policy(), Arc::new(SystemResolver)),
             records: RecordWriter::start(db.clone()),
+            waiting: Arc::default(),
             resolver: Arc::new(SystemResolver),
             settings: Arc::new(Settings {
                 external_platform_url: config.external_platform_url.clone(),
@@ -165,6 +166,7 @@ impl Application {
         let listener = TcpListener::bind(config.listen).await?;
         tokio::spawn(sweeper::run_provision_timeout_sweep(state.clone()));
         registry::spawn_background(&state);
+        tokio::spawn(crate::a2a::queue::sweep(state.clone()));
         Ok(Self {
             listener,
             app,

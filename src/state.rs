@@ -6,7 +6,7 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    a2a::{records::RecordWriter, upstream::Upstream},
+    a2a::{queue::Waiting, records::RecordWriter, upstream::Upstream},
     auth::Authenticator,
     crypto::Keyring,
     events::EventLog,
@@ -55,6 +55,8 @@ pub struct AppState {
     pub upstream: Upstream,
     /// The proxy's activity rows, written in batches.
     pub records: RecordWriter,
+    /// Workspaces with calls waiting in the busy queue.
+    pub waiting: Arc<Waiting>,
     pub resolver: Arc<dyn Resolver>,
     pub settings: Arc<Settings>,
     /// Cancelled on shutdown; long-lived streams end on it so shutdown never hangs.

@@ -5,6 +5,7 @@
 //! answer is shaped for HTTP is the gateway's business.
 
 pub mod envelope;
+pub mod queue;
 pub mod records;
 pub mod upstream;
 
@@ -79,6 +80,8 @@ pub enum Outcome {
     },
     /// Left in the target's poll mailbox.
     Mailbox { activity_id: String },
+    /// The agent was busy; the call waits in the queue for its capacity.
+    Queued { queue_id: String, queue_depth: u32 },
 }
 
 /// One proxied request as the transports hand it over.
@@ -119,6 +122,17 @@ fn mailbox_reply(activity_id: String) -> pb::Queued {
     }
 }
 
+fn busy_reply(queue_id: String, queue_depth: u32) -> pb::Queued {
+    pb::Queued {
+        queue_id,
+        queue_depth,
+        message: "workspace agent busy — request queued, will dispatch when capacity available"
+            .to_owned(),
+        delivery: "busy_queue".to_owned(),
+        activity_id: String::new(),
+    }
+}
+
 /// The messages of one streamed item (a whole answer becomes opened, event, closed).
 fn stream_messages(item: StreamItem) -> Vec<Result<pb::ProxyStreamEvent, Status>> {
     use pb::proxy_stream_event::Part;
@@ -133,6 +147,10 @@ fn stream_messages(item: StreamItem) -> Vec<Result<pb::ProxyStreamEvent, Status>
         StreamItem::Whole(Outcome::Mailbox { activity_id }) => {
             vec![message(Part::Queued(mailbox_reply(activity_id)))]
         }
+        StreamItem::Whole(Outcome::Queued {
+            queue_id,
+            queue_depth,
+        }) => vec![message(Part::Queued(busy_reply(queue_id, queue_depth)))],
         StreamItem::Whole(Outcome::Delivered {
             status,
             body,
@@ -183,6 +201,10 @@ impl pb::a2a_server::A2a for A2AService {
                 Outcome::Mailbox { activity_id } => {
                     pb::proxy_reply::Outcome::Queued(mailbox_reply(activity_id))
                 }
+                Outcome::Queued {
+                    queue_id,
+                    queue_depth,
+                } => pb::proxy_reply::Outcome::Queued(busy_reply(queue_id, queue_depth)),
             }),
         }))
     }
@@ -261,12 +283,42 @@ enum Prepared {
 /// The pipeline of §1.4 after authentication. Delivery and its side effects run in their own
 /// task, so a caller that goes away cancels neither the agent's work nor the records of it.
 pub async fn proxy(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult<Outcome> {
+    dispatch(state, caller, call, QueueWhenBusy::Yes).await
+}
+
+/// One more delivery attempt for a queued call: a busy agent is reported, not queued again.
+pub(crate) async fn proxy_once(
+    state: &AppState,
+    caller: Caller,
+    call: ProxyCall,
+) -> ApiResult<Outcome> {
+    dispatch(state, caller, call, QueueWhenBusy::No).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueWhenBusy {
+    Yes,
+    No,
+}
+
+async fn dispatch(
+    state: &AppState,
+    caller: Caller,
+    call: ProxyCall,
+    queue: QueueWhenBusy,
+) -> ApiResult<Outcome> {
     let dispatch = match prepare(state, caller, call).await? {
         Prepared::Mailbox(outcome) => return Ok(outcome),
         Prepared::Http(dispatch) => dispatch,
     };
+    // A streaming call is never queued: its caller is waiting on a stream.
+    let queue = if dispatch.envelope.is_streaming() {
+        QueueWhenBusy::No
+    } else {
+        queue
+    };
     let state = state.clone();
-    tokio::spawn(async move { deliver(&state, *dispatch).await })
+    tokio::spawn(async move { deliver(&state, *dispatch, queue).await })
         .await
         .map_err(|_| ApiError::internal("failed to create proxy request"))?
 }
@@ -387,7 +439,7 @@ fn elapsed_ms(started: std::time::Instant) -> u32 {
 }
 
 /// A whole-answer dispatch and its records.
-async fn deliver(state: &AppState, dispatch: Dispatch) -> ApiResult<Outcome> {
+async fn deliver(state: &AppState, dispatch: Dispatch, queue: QueueWhenBusy) -> ApiResult<Outcome> {
     let Dispatch {
         caller,
         target,
@@ -402,12 +454,34 @@ async fn deliver(state: &AppState, dispatch: Dispatch) -> ApiResult<Outcome> {
         .post(&url, envelope.body.clone(), headers, limits)
         .await;
     let duration_ms = elapsed_ms(started);
-    // The answer goes back at once; its records follow in the background (contract §1.11).
+    // The failed attempt is recorded before the queue decision (contract §1.11).
+    let busy = matches!(result, Err(DispatchError::Busy(_)));
     let recorded = result.clone();
-    let state = state.clone();
+    let background = state.clone();
+    let (caller_id, target_id, queued_envelope) =
+        (caller.clone(), target.id.clone(), envelope.clone());
     tokio::spawn(async move {
-        record(&state, &caller, &target, &envelope, &recorded, duration_ms).await;
+        record(
+            &background,
+            &caller,
+            &target,
+            &envelope,
+            &recorded,
+            duration_ms,
+        )
+        .await;
     });
+    if busy && queue == QueueWhenBusy::Yes {
+        match queue::enqueue(state, &caller_id, &target_id, &queued_envelope).await {
+            Ok((queue_id, queue_depth)) => {
+                return Ok(Outcome::Queued {
+                    queue_id,
+                    queue_depth,
+                });
+            }
+            Err(err) => warn!(workspace_id = %target_id, error = %err, "busy call not queued"),
+        }
+    }
     answer(result, duration_ms)
 }
 

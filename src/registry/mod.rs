@@ -384,6 +384,12 @@ impl RegistryService {
             );
         }
         self.state.hot.defer(id, snapshot);
+        crate::a2a::queue::on_heartbeat(
+            &self.state,
+            id,
+            request.active_tasks,
+            cached.max_concurrent_tasks,
+        );
         self.state.events.broadcast_only(
             "WORKSPACE_HEARTBEAT",
             Some(id),

@@ -285,3 +285,32 @@ pub mod workspace_file {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod a2a_queue {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "a2a_queue")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub workspace_id: String,
+        pub caller_id: Option<String>,
+        pub priority: i32,
+        pub body: String,
+        pub method: Option<String>,
+        pub idempotency_key: Option<String>,
+        pub enqueued_at: DateTimeUtc,
+        pub dispatched_at: Option<DateTimeUtc>,
+        pub completed_at: Option<DateTimeUtc>,
+        pub expires_at: Option<DateTimeUtc>,
+        pub attempts: i32,
+        pub status: String,
+        pub last_error: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

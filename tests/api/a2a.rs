@@ -63,8 +63,9 @@ async fn fake_agent() -> (String, Seen) {
         headers: HeaderMap,
         Json(body): Json<Value>,
     ) -> impl IntoResponse {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Recorded on arrival: a caller that times out drops the connection mid-sleep.
         seen.0.lock().unwrap().push((headers, body));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         Json(
             json!({"jsonrpc": "2.0", "id": 1, "result": {"kind": "message", "parts": [{"kind": "text", "text": "late"}]}}),
         )
@@ -475,13 +476,14 @@ async fn bad_bodies_budgets_and_timeouts_get_the_documented_answers() {
     assert_eq!(broke.text, r#"{"error":"workspace budget limit exceeded"}"#);
     assert!(seen.0.lock().unwrap().is_empty());
 
+    // A streaming call is never queued: a busy agent is a 503 with Retry-After.
     let (slow, _) = agent_at(&app, "slow", None, &format!("{base}/slow")).await;
     let busy = send(
         &app,
         &slow,
         None,
         Some(&app.admin_token),
-        hello(),
+        streaming_hello(),
         &[("x-timeout", "1")],
     )
     .await;
@@ -491,6 +493,76 @@ async fn bad_bodies_budgets_and_timeouts_get_the_documented_answers() {
         busy.body,
         json!({"error": "workspace agent busy — retry after a short backoff", "busy": true, "retry_after": 30})
     );
+}
+
+#[tokio::test]
+async fn a_busy_agent_gets_the_call_again_when_its_heartbeat_shows_capacity() {
+    let app = spawn_app().await;
+    let (base, seen) = fake_agent().await;
+    let (slow, slow_token) = agent_at(&app, "slow", None, &format!("{base}/slow")).await;
+    let message = json!({"jsonrpc": "2.0", "id": 9, "method": "message/send",
+        "params": {"message": {"role": "user", "messageId": "once-only", "parts": [{"kind": "text", "text": "hi"}]}}});
+    let first = send(
+        &app,
+        &slow,
+        None,
+        Some(&app.admin_token),
+        message.clone(),
+        &[("x-timeout", "1")],
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    assert_eq!(first.body["queued"], true);
+    assert_eq!(first.body["queue_depth"], 1);
+    assert_eq!(
+        first.body["message"],
+        "workspace agent busy — request queued, will dispatch when capacity available"
+    );
+    let queue_id = first.body["queue_id"].as_str().unwrap().to_owned();
+    // The same message while it waits is not queued twice.
+    let again = send(
+        &app,
+        &slow,
+        None,
+        Some(&app.admin_token),
+        message,
+        &[("x-timeout", "1")],
+    )
+    .await;
+    assert_eq!(again.body["queue_id"], queue_id.as_str());
+    assert_eq!(again.body["queue_depth"], 1);
+
+    // A heartbeat with spare capacity drains it: delivered once more, then completed.
+    let beat = app
+        .heartbeat(&slow, &slow_token, json!({"active_tasks": 0}))
+        .await;
+    assert_eq!(beat.status, StatusCode::OK);
+    let status = eventually(15, || async {
+        let status: Option<String> = sea_orm::ConnectionTrait::query_one_raw(
+            &app.db,
+            sea_orm::Statement::from_string(
+                app.db.get_database_backend(),
+                format!("SELECT status FROM a2a_queue WHERE id = '{queue_id}'"),
+            ),
+        )
+        .await
+        .unwrap()
+        .and_then(|row| row.try_get::<String>("", "status").ok());
+        status.filter(|status| status == "completed")
+    })
+    .await;
+    assert_eq!(status, "completed");
+    // Two timed-out attempts reached the agent before the drain; every copy kept its messageId.
+    let deliveries = seen.0.lock().unwrap().clone();
+    assert!(deliveries.len() >= 3, "{}", deliveries.len());
+    assert!(
+        deliveries
+            .iter()
+            .all(|(_, body)| body["params"]["message"]["messageId"] == "once-only")
+    );
+    let rows = received(&app, &slow, 3).await;
+    assert!(rows.iter().any(|row| row["status"] == "ok"));
+    assert!(rows.iter().any(|row| row["status"] == "error"));
 }
 
 #[tokio::test]
