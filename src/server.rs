@@ -23,7 +23,7 @@ use tower::{ServiceExt, util::BoxCloneSyncService};
 use tracing::{info, warn};
 
 use crate::{
-    a2a::{A2AService, records::RecordWriter, upstream::Upstream},
+    a2a::{A2AService, attach::AgentInboundService, records::RecordWriter, upstream::Upstream},
     auth::Authenticator,
     bootstrap,
     bundles::BundlesService,
@@ -109,6 +109,7 @@ impl Application {
             upstream: Upstream::new(config.url_policy(), Arc::new(SystemResolver)),
             records: RecordWriter::start(db.clone()),
             waiting: Arc::default(),
+            attachments: Arc::default(),
             resolver: Arc::new(SystemResolver),
             settings: Arc::new(Settings {
                 external_platform_url: config.external_platform_url.clone(),
@@ -241,6 +242,9 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
     let a2a = pb::a2a_server::A2aServer::new(A2AService::new(state.clone()))
         .max_decoding_message_size(11 * 1024 * 1024)
         .max_encoding_message_size(11 * 1024 * 1024);
+    let inbound =
+        pb::agent_inbound_server::AgentInboundServer::new(AgentInboundService::new(state.clone()))
+            .max_decoding_message_size(11 * 1024 * 1024);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -257,6 +261,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         <pb::plugins_server::PluginsServer<PluginsService> as NamedService>::NAME,
         <pb::bundles_server::BundlesServer<BundlesService> as NamedService>::NAME,
         <pb::a2a_server::A2aServer<A2AService> as NamedService>::NAME,
+        <pb::agent_inbound_server::AgentInboundServer<AgentInboundService> as NamedService>::NAME,
         <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME,
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -280,6 +285,9 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         health_reporter
             .set_serving::<pb::a2a_server::A2aServer<A2AService>>()
             .await;
+        health_reporter
+            .set_serving::<pb::agent_inbound_server::AgentInboundServer<AgentInboundService>>()
+            .await;
     });
     let routes = tonic::service::Routes::new(workspaces)
         .add_service(registry_service)
@@ -287,6 +295,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         .add_service(plugins)
         .add_service(bundles)
         .add_service(a2a)
+        .add_service(inbound)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -6,7 +6,7 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    a2a::{queue::Waiting, records::RecordWriter, upstream::Upstream},
+    a2a::{attach::Attachments, queue::Waiting, records::RecordWriter, upstream::Upstream},
     auth::Authenticator,
     crypto::Keyring,
     events::EventLog,
@@ -57,6 +57,8 @@ pub struct AppState {
     pub records: RecordWriter,
     /// Workspaces with calls waiting in the busy queue.
     pub waiting: Arc<Waiting>,
+    /// Agents attached to this replica by an `Attach` stream.
+    pub attachments: Arc<Attachments>,
     pub resolver: Arc<dyn Resolver>,
     pub settings: Arc<Settings>,
     /// Cancelled on shutdown; long-lived streams end on it so shutdown never hangs.

@@ -4,6 +4,7 @@
 //! (`POST /workspaces/:id/a2a`) and the `A2A` gRPC service both run this one core; how an
 //! answer is shaped for HTTP is the gateway's business.
 
+pub mod attach;
 pub mod envelope;
 pub mod queue;
 pub mod records;
@@ -270,7 +271,7 @@ struct Dispatch {
     caller: Caller,
     target: Arc<CachedRoute>,
     envelope: Envelope,
-    url: String,
+    destination: Destination,
     headers: HeaderMap,
     limits: Limits,
 }
@@ -393,13 +394,15 @@ async fn prepare(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult
             );
         }
     };
-    let url = match route {
-        Route::Mailbox => {
+    // Route (1): an attached stream goes first (contract §1.5).
+    let destination = match (state.attachments.get(&target.id), route) {
+        (Some(attachment), _) => Destination::Attached(attachment),
+        (None, Route::Http(url)) => Destination::Http(url),
+        (None, Route::Mailbox) => {
             return deliver_to_mailbox(state, &caller, &target, &envelope)
                 .await
                 .map(Prepared::Mailbox);
         }
-        Route::Http(url) => url,
     };
     let limits = Limits {
         idle: idle_timeout(state, &target.id),
@@ -428,7 +431,7 @@ async fn prepare(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult
         caller,
         target,
         envelope,
-        url,
+        destination,
         headers,
         limits,
     })))
@@ -444,15 +447,20 @@ async fn deliver(state: &AppState, dispatch: Dispatch, queue: QueueWhenBusy) -> 
         caller,
         target,
         envelope,
-        url,
+        destination,
         headers,
         limits,
     } = dispatch;
     let started = std::time::Instant::now();
-    let result = state
-        .upstream
-        .post(&url, envelope.body.clone(), headers, limits)
-        .await;
+    let result = match &destination {
+        Destination::Http(url) => {
+            state
+                .upstream
+                .post(url, envelope.body.clone(), headers, limits)
+                .await
+        }
+        Destination::Attached(attachment) => attachment.call(&caller, &envelope, limits).await,
+    };
     let duration_ms = elapsed_ms(started);
     // The failed attempt is recorded before the queue decision (contract §1.11).
     let busy = matches!(result, Err(DispatchError::Busy(_)));
@@ -497,10 +505,42 @@ async fn stream(
         caller,
         target,
         envelope,
-        url,
+        destination,
         headers,
         limits,
     } = dispatch;
+    let url = match destination {
+        Destination::Http(url) => url,
+        Destination::Attached(attachment) => {
+            let events = sender.clone();
+            let result = attachment
+                .stream(&caller, &envelope, limits, move |head, event| {
+                    let events = events.clone();
+                    Box::pin(async move {
+                        if let Some((status, content_type)) = head {
+                            let _ = events
+                                .send(StreamItem::Opened {
+                                    status: status.as_u16(),
+                                    content_type,
+                                })
+                                .await;
+                        }
+                        let _ = events.send(StreamItem::Event(event)).await;
+                    })
+                })
+                .await;
+            let duration_ms = elapsed_ms(started);
+            record(state, &caller, &target, &envelope, &result, duration_ms).await;
+            let streamed =
+                matches!(&result, Ok(answer) if answer.content_type == "text/event-stream");
+            let last = match (streamed, answer(result, duration_ms)) {
+                (true, Ok(_)) => StreamItem::Closed { duration_ms },
+                (_, outcome) => failed(outcome),
+            };
+            let _ = sender.send(last).await;
+            return;
+        }
+    };
     let response = match state
         .upstream
         .open(&url, envelope.body.clone(), headers, limits)
@@ -565,6 +605,12 @@ fn failed(result: ApiResult<Outcome>) -> StreamItem {
         Ok(outcome) => StreamItem::Whole(outcome),
         Err(err) => StreamItem::Failed(err),
     }
+}
+
+/// Where a checked call goes.
+enum Destination {
+    Http(String),
+    Attached(Arc<attach::Attachment>),
 }
 
 enum Route {

@@ -754,3 +754,157 @@ async fn a_streamed_call_over_grpc_and_a_caller_that_leaves_midway() {
     let rows = received(&app, &id, 2).await;
     assert_eq!(rows[0]["response_body"]["result"]["final"], true);
 }
+
+/// An agent attached over `AgentInbound.Attach`: answers `message/send` whole and
+/// `message/stream` in two chunks; with `hang_up`, drops the stream on its first delivery.
+async fn attached_agent(
+    app: &TestApp,
+    id: &str,
+    token: &str,
+    hang_up: bool,
+) -> Result<tokio::task::JoinHandle<()>, tonic::Status> {
+    let (frames, outbound) = tokio::sync::mpsc::channel(16);
+    frames
+        .send(pb::AttachFrame {
+            frame: Some(pb::attach_frame::Frame::Hello(pb::Hello {
+                workspace_id: id.to_owned(),
+                max_concurrent: 2,
+            })),
+        })
+        .await
+        .unwrap();
+    let mut client = pb::agent_inbound_client::AgentInboundClient::new(app.grpc_channel().await);
+    let mut inbound = client
+        .attach(authed(
+            tokio_stream::wrappers::ReceiverStream::new(outbound),
+            token,
+        ))
+        .await?
+        .into_inner();
+    Ok(tokio::spawn(async move {
+        while let Ok(Some(frame)) = inbound.message().await {
+            let Some(pb::platform_frame::Frame::Delivery(delivery)) = frame.frame else {
+                continue;
+            };
+            if hang_up {
+                return;
+            }
+            let request: Value = serde_json::from_slice(&delivery.body).unwrap();
+            let reply = |frame| pb::AttachFrame { frame: Some(frame) };
+            if delivery.method == "message/stream" {
+                for (index, last) in [(0, false), (1, true)] {
+                    let event = format!(
+                        "data: {}\n\n",
+                        json!({"jsonrpc": "2.0", "id": request["id"], "result": {"index": index, "final": last}})
+                    );
+                    frames
+                        .send(reply(pb::attach_frame::Frame::Chunk(pb::ReplyChunk {
+                            delivery_id: delivery.delivery_id.clone(),
+                            event: event.into_bytes(),
+                            last,
+                        })))
+                        .await
+                        .unwrap();
+                }
+            } else {
+                let body = json!({"jsonrpc": "2.0", "id": request["id"], "result": {"echo": delivery.method, "caller": delivery.caller_kind}});
+                frames
+                    .send(reply(pb::attach_frame::Frame::Reply(pb::Reply {
+                        delivery_id: delivery.delivery_id,
+                        status: 0,
+                        body: body.to_string().into_bytes(),
+                        content_type: "application/json".into(),
+                    })))
+                    .await
+                    .unwrap();
+            }
+        }
+    }))
+}
+
+#[tokio::test]
+async fn an_attached_agent_behind_nat_receives_calls_and_streamed_calls() {
+    let app = spawn_app().await;
+    let (id, token) = app.registered_agent("behind-nat", None).await;
+    let (_, other_token) = app.registered_agent("other", None).await;
+    let denied = attached_agent(&app, &id, &other_token, false)
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+
+    let _agent = attached_agent(&app, &id, &token, false).await.unwrap();
+    let reply = send(&app, &id, None, Some(&app.admin_token), hello(), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.body["result"],
+        json!({"echo": "message/send", "caller": "user"})
+    );
+
+    let streamed = app
+        .http
+        .post(format!("{}/workspaces/{id}/a2a", app.rest))
+        .bearer_auth(&app.admin_token)
+        .json(&streaming_hello())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.headers()["content-type"], "text/event-stream");
+    let text = streamed.text().await.unwrap();
+    let events: Vec<&str> = text.split_terminator("\n\n").collect();
+    assert_eq!(events.len(), 2, "{text}");
+    assert!(events[1].contains(r#""final":true"#));
+    let rows = received(&app, &id, 2).await;
+    assert!(rows.iter().all(|row| row["status"] == "ok"), "{rows:?}");
+}
+
+#[tokio::test]
+async fn an_attachment_that_drops_mid_call_and_a_superseded_one() {
+    let app = spawn_app().await;
+    let (id, token) = app.registered_agent("flaky", None).await;
+    let _agent = attached_agent(&app, &id, &token, true).await.unwrap();
+    let reply = send(&app, &id, None, Some(&app.admin_token), hello(), &[]).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        reply.body,
+        json!({"error": "failed to read agent response", "delivery_confirmed": true})
+    );
+
+    // Once the stream is gone, calls fall back to the mailbox.
+    let queued = eventually(10, || async {
+        let reply = send(&app, &id, None, Some(&app.admin_token), hello(), &[]).await;
+        (reply.status == StatusCode::ACCEPTED).then_some(reply.body)
+    })
+    .await;
+    assert_eq!(queued["delivery"], "poll");
+
+    // A second attachment supersedes the first, which ends ABORTED.
+    let (frames, outbound) = tokio::sync::mpsc::channel(4);
+    frames
+        .send(pb::AttachFrame {
+            frame: Some(pb::attach_frame::Frame::Hello(pb::Hello {
+                workspace_id: id.clone(),
+                max_concurrent: 1,
+            })),
+        })
+        .await
+        .unwrap();
+    let mut client = pb::agent_inbound_client::AgentInboundClient::new(app.grpc_channel().await);
+    let mut first = client
+        .attach(authed(
+            tokio_stream::wrappers::ReceiverStream::new(outbound),
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let _second = attached_agent(&app, &id, &token, false).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), first.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        (ended.code(), ended.message()),
+        (tonic::Code::Aborted, "superseded")
+    );
+    drop(frames);
+}

@@ -1,0 +1,437 @@
+//! Attached agents (contract a2a.md §6.3): an agent behind NAT holds one `Attach` stream and
+//! receives proxied calls on it. This module owns the attachments of this replica, the
+//! `AgentInbound` service, and delivery over an attachment with the same time limits as HTTP.
+//! One attachment per workspace: a new one supersedes the old. Attachments are local to the
+//! replica that holds the stream.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::Stream;
+use http::StatusCode;
+use tokio::{
+    sync::mpsc,
+    time::{Instant, timeout_at},
+};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use super::{
+    Caller,
+    envelope::Envelope,
+    upstream::{Answer, BodyFailure, DispatchError, Limits, MAX_RESPONSE_BYTES},
+};
+use crate::{pb, state::AppState, workspaces::validate};
+
+const PING_EVERY: Duration = Duration::from_secs(30);
+const PONG_WITHIN: Duration = Duration::from_secs(90);
+/// Frames buffered towards one agent.
+const OUTBOUND: usize = 64;
+
+/// What comes back for one delivery, in order.
+#[derive(Debug)]
+enum ReplyPart {
+    Whole(pb::Reply),
+    Chunk(pb::ReplyChunk),
+    Busy,
+}
+
+/// One agent's open stream.
+pub struct Attachment {
+    serial: u64,
+    frames: mpsc::Sender<Result<pb::PlatformFrame, Status>>,
+    pending: Mutex<HashMap<String, mpsc::Sender<ReplyPart>>>,
+    in_flight: AtomicUsize,
+    max_concurrent: usize,
+}
+
+/// The attachments of this replica, by workspace.
+#[derive(Default)]
+pub struct Attachments {
+    by_workspace: Mutex<HashMap<String, Arc<Attachment>>>,
+    next_serial: std::sync::atomic::AtomicU64,
+}
+
+impl Attachments {
+    pub fn get(&self, workspace_id: &str) -> Option<Arc<Attachment>> {
+        self.by_workspace
+            .lock()
+            .expect("attachments poisoned")
+            .get(workspace_id)
+            .cloned()
+    }
+
+    /// Registers a stream, ending the one it replaces with ABORTED "superseded".
+    fn attach(&self, workspace_id: &str, attachment: Arc<Attachment>) {
+        let previous = self
+            .by_workspace
+            .lock()
+            .expect("attachments poisoned")
+            .insert(workspace_id.to_owned(), attachment);
+        if let Some(previous) = previous {
+            let _ = previous.frames.try_send(Err(Status::aborted("superseded")));
+        }
+    }
+
+    fn detach(&self, workspace_id: &str, serial: u64) {
+        let mut by_workspace = self.by_workspace.lock().expect("attachments poisoned");
+        if by_workspace
+            .get(workspace_id)
+            .is_some_and(|current| current.serial == serial)
+        {
+            by_workspace.remove(workspace_id);
+        }
+    }
+}
+
+/// A delivery in flight; frees its slot and its waiter when dropped.
+struct InFlight<'a> {
+    attachment: &'a Attachment,
+    delivery_id: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.attachment.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.attachment
+            .pending
+            .lock()
+            .expect("pending poisoned")
+            .remove(&self.delivery_id);
+    }
+}
+
+impl Attachment {
+    /// Sends one delivery; `None` when the agent is at its concurrency limit.
+    async fn begin(
+        &self,
+        caller: &Caller,
+        envelope: &Envelope,
+        limits: Limits,
+    ) -> Result<(InFlight<'_>, mpsc::Receiver<ReplyPart>), DispatchError> {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_concurrent {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(DispatchError::Busy("attached agent at capacity".to_owned()));
+        }
+        let delivery_id = uuid::Uuid::new_v4().to_string();
+        let guard = InFlight {
+            attachment: self,
+            delivery_id: delivery_id.clone(),
+        };
+        let (replies, receiver) = mpsc::channel(OUTBOUND);
+        self.pending
+            .lock()
+            .expect("pending poisoned")
+            .insert(delivery_id.clone(), replies);
+        let (caller_workspace_id, caller_kind) = match caller {
+            Caller::Workspace(id) => (id.clone(), "workspace"),
+            Caller::User => (String::new(), "user"),
+            Caller::System(_) => (String::new(), "system"),
+        };
+        let deadline_unix_ms = limits.deadline.map_or(0, |deadline| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            chrono::Utc::now().timestamp_millis() + i64::try_from(left.as_millis()).unwrap_or(0)
+        });
+        let delivery = pb::PlatformFrame {
+            frame: Some(pb::platform_frame::Frame::Delivery(pb::Delivery {
+                delivery_id,
+                caller_workspace_id,
+                caller_kind: caller_kind.to_owned(),
+                method: envelope.method.clone(),
+                body: envelope.body.clone().into_bytes(),
+                deadline_unix_ms,
+            })),
+        };
+        self.frames
+            .send(Ok(delivery))
+            .await
+            .map_err(|_| DispatchError::Unreachable("attachment closed".to_owned()))?;
+        Ok((guard, receiver))
+    }
+
+    fn cancel(&self, delivery_id: &str) {
+        let _ = self.frames.try_send(Ok(pb::PlatformFrame {
+            frame: Some(pb::platform_frame::Frame::Cancel(pb::Cancel {
+                delivery_id: delivery_id.to_owned(),
+            })),
+        }));
+    }
+
+    /// Delivers one call and waits for its whole answer (chunks are joined).
+    pub(super) async fn call(
+        &self,
+        caller: &Caller,
+        envelope: &Envelope,
+        limits: Limits,
+    ) -> Result<Answer, DispatchError> {
+        let (flight, mut replies) = self.begin(caller, envelope, limits).await?;
+        let mut streamed: Option<(Vec<u8>, StatusCode)> = None;
+        loop {
+            match next(&mut replies, limits).await {
+                Next::Part(ReplyPart::Whole(reply)) => return Ok(whole(reply)),
+                Next::Part(ReplyPart::Busy) => {
+                    return Err(DispatchError::Busy("attached agent busy".to_owned()));
+                }
+                Next::Part(ReplyPart::Chunk(chunk)) => {
+                    let (body, _) = streamed.get_or_insert_with(|| (Vec::new(), StatusCode::OK));
+                    body.extend_from_slice(&chunk.event);
+                    if body.len() > MAX_RESPONSE_BYTES {
+                        return Ok(failed(StatusCode::OK, BodyFailure::TooLarge));
+                    }
+                    if chunk.last {
+                        let (body, status) = streamed.take().unwrap_or_default();
+                        return Ok(Answer {
+                            status,
+                            content_type: "text/event-stream".to_owned(),
+                            body: Ok(Bytes::from(body)),
+                        });
+                    }
+                }
+                Next::Expired => {
+                    self.cancel(&flight.delivery_id);
+                    return Err(DispatchError::Busy("no answer in time".to_owned()));
+                }
+                Next::Closed => {
+                    return Ok(failed(
+                        StatusCode::OK,
+                        BodyFailure::Read("attachment closed".to_owned()),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Delivers one call whose answer may stream: `on_event` gets each chunk as it arrives.
+    /// Returns the answer's status and its last event (or whole body).
+    pub(super) async fn stream(
+        &self,
+        caller: &Caller,
+        envelope: &Envelope,
+        limits: Limits,
+        mut on_event: impl FnMut(
+            Option<(StatusCode, String)>,
+            Bytes,
+        ) -> futures::future::BoxFuture<'static, ()>,
+    ) -> Result<Answer, DispatchError> {
+        let (flight, mut replies) = self.begin(caller, envelope, limits).await?;
+        let mut opened = false;
+        loop {
+            match next(&mut replies, limits).await {
+                Next::Part(ReplyPart::Whole(reply)) if !opened => return Ok(whole(reply)),
+                Next::Part(ReplyPart::Busy) if !opened => {
+                    return Err(DispatchError::Busy("attached agent busy".to_owned()));
+                }
+                Next::Part(ReplyPart::Chunk(chunk)) => {
+                    if chunk.event.len() > MAX_RESPONSE_BYTES {
+                        return Ok(failed(StatusCode::OK, BodyFailure::TooLarge));
+                    }
+                    let head = (!opened).then(|| (StatusCode::OK, "text/event-stream".to_owned()));
+                    opened = true;
+                    let event = Bytes::from(chunk.event);
+                    let data = Bytes::from(super::upstream::event_data(&event));
+                    on_event(head, event).await;
+                    if chunk.last {
+                        // The record keeps the last event's JSON, as for HTTP streams.
+                        return Ok(Answer {
+                            status: StatusCode::OK,
+                            content_type: "text/event-stream".to_owned(),
+                            body: Ok(data),
+                        });
+                    }
+                }
+                Next::Part(_) => {}
+                Next::Expired => {
+                    self.cancel(&flight.delivery_id);
+                    return if opened {
+                        Ok(failed(
+                            StatusCode::OK,
+                            BodyFailure::Read("agent stopped streaming".to_owned()),
+                        ))
+                    } else {
+                        Err(DispatchError::Busy("no answer in time".to_owned()))
+                    };
+                }
+                Next::Closed => {
+                    return Ok(failed(
+                        StatusCode::OK,
+                        BodyFailure::Read("attachment closed".to_owned()),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+enum Next {
+    Part(ReplyPart),
+    Expired,
+    Closed,
+}
+
+/// The next reply part within the idle timer and the deadline.
+async fn next(replies: &mut mpsc::Receiver<ReplyPart>, limits: Limits) -> Next {
+    let idle_end = Instant::now() + limits.idle;
+    let end = limits
+        .deadline
+        .map_or(idle_end, |deadline| deadline.min(idle_end));
+    match timeout_at(end, replies.recv()).await {
+        Ok(Some(part)) => Next::Part(part),
+        Ok(None) => Next::Closed,
+        Err(_) => Next::Expired,
+    }
+}
+
+fn whole(reply: pb::Reply) -> Answer {
+    let status = match reply.status {
+        0 => StatusCode::OK,
+        code => StatusCode::from_u16(u16::try_from(code).unwrap_or(502))
+            .unwrap_or(StatusCode::BAD_GATEWAY),
+    };
+    let body = if reply.body.len() > MAX_RESPONSE_BYTES {
+        Err(BodyFailure::TooLarge)
+    } else {
+        Ok(Bytes::from(reply.body))
+    };
+    Answer {
+        status,
+        content_type: if reply.content_type.is_empty() {
+            "application/json".to_owned()
+        } else {
+            reply.content_type
+        },
+        body,
+    }
+}
+
+fn failed(status: StatusCode, failure: BodyFailure) -> Answer {
+    Answer {
+        status,
+        content_type: String::new(),
+        body: Err(failure),
+    }
+}
+
+pub struct AgentInboundService {
+    state: AppState,
+}
+
+impl AgentInboundService {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::PlatformFrame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::agent_inbound_server::AgentInbound for AgentInboundService {
+    type AttachStream = FrameStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::AttachFrame>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let (metadata, _, mut inbound) = request.into_parts();
+        let hello = match inbound.message().await? {
+            Some(pb::AttachFrame {
+                frame: Some(pb::attach_frame::Frame::Hello(hello)),
+            }) => hello,
+            _ => return Err(Status::unauthenticated("the first frame must be hello")),
+        };
+        let id = validate::parse_uuid(&hello.workspace_id)
+            .ok_or_else(|| Status::unauthenticated("invalid workspace auth token"))?;
+        let owner = match crate::auth::bearer(&metadata) {
+            Some(bearer) => crate::registry::token_owner(&self.state, bearer).await?,
+            None => None,
+        };
+        if owner.is_none_or(|(owner, _)| owner != id) {
+            return Err(Status::unauthenticated("invalid workspace auth token"));
+        }
+        let (frames, outbound) = mpsc::channel(OUTBOUND);
+        let serial = self
+            .state
+            .attachments
+            .next_serial
+            .fetch_add(1, Ordering::Relaxed);
+        let attachment = Arc::new(Attachment {
+            serial,
+            frames: frames.clone(),
+            pending: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            max_concurrent: usize::try_from(hello.max_concurrent.max(1)).unwrap_or(1),
+        });
+        self.state.attachments.attach(&id, attachment.clone());
+        debug!(workspace_id = %id, "agent attached");
+        tokio::spawn(serve(self.state.clone(), id, attachment, inbound));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(outbound),
+        )))
+    }
+}
+
+/// Routes the agent's replies to their waiting calls, and pings it, until the stream ends.
+async fn serve(
+    state: AppState,
+    id: String,
+    attachment: Arc<Attachment>,
+    mut inbound: Streaming<pb::AttachFrame>,
+) {
+    let mut last_pong = Instant::now();
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        let frame = tokio::select! {
+            () = state.shutdown.cancelled() => break,
+            () = attachment.frames.closed() => break,
+            _ = ping.tick() => {
+                if last_pong.elapsed() > PONG_WITHIN {
+                    let _ = attachment.frames.try_send(Err(Status::deadline_exceeded("no pong in 90 s")));
+                    break;
+                }
+                let _ = attachment.frames.try_send(Ok(pb::PlatformFrame {
+                    frame: Some(pb::platform_frame::Frame::Ping(pb::Ping {})),
+                }));
+                continue;
+            }
+            frame = inbound.message() => frame,
+        };
+        let (delivery_id, part) = match frame {
+            Ok(Some(pb::AttachFrame { frame: Some(frame) })) => match frame {
+                pb::attach_frame::Frame::Reply(reply) => {
+                    (reply.delivery_id.clone(), ReplyPart::Whole(reply))
+                }
+                pb::attach_frame::Frame::Chunk(chunk) => {
+                    (chunk.delivery_id.clone(), ReplyPart::Chunk(chunk))
+                }
+                pb::attach_frame::Frame::Busy(busy) => (busy.delivery_id, ReplyPart::Busy),
+                pb::attach_frame::Frame::Pong(_) => {
+                    last_pong = Instant::now();
+                    continue;
+                }
+                pb::attach_frame::Frame::Hello(_) => continue,
+            },
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => break,
+        };
+        let waiter = attachment
+            .pending
+            .lock()
+            .expect("pending poisoned")
+            .get(&delivery_id)
+            .cloned();
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(part).await;
+        }
+    }
+    state.attachments.detach(&id, attachment.serial);
+    // Waiters see their channel close: "failed to read agent response", delivery confirmed.
+    attachment.pending.lock().expect("pending poisoned").clear();
+    debug!(workspace_id = %id, "agent detached");
+}
