@@ -47,6 +47,7 @@ pub const FORWARDED_HEADERS: [&str; 4] = [
 /// The ceiling for workspace and system callers; user callers have none.
 const AGENT_CEILING: Duration = Duration::from_secs(30 * 60);
 const FORGED_PREFIXES: [&str; 4] = ["webhook:", "system:", "test:", "channel:"];
+const WORKSPACE_NOT_FOUND: &str = "workspace not found";
 const ACCESS_DENIED: &str = "access denied: workspaces cannot communicate per hierarchy rules";
 
 /// Who is calling.
@@ -361,7 +362,7 @@ pub async fn proxy_stream(
 async fn prepare(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult<Prepared> {
     let envelope = envelope::normalize(&call.body)?;
     let target_id = validate::parse_uuid(&call.target)
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, store_not_found()))?;
+        .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
     let target = target_route(state, &target_id)
         .await?
         .filter(|route| route.status != "removed");
@@ -373,7 +374,7 @@ async fn prepare(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult
             return Err(ApiError::forbidden(ACCESS_DENIED));
         }
     }
-    let target = target.ok_or_else(|| ApiError::not_found(store_not_found()))?;
+    let target = target.ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
     if target
         .budget_limit
         .is_some_and(|limit| target.monthly_spend >= limit)
@@ -616,10 +617,6 @@ enum Destination {
 enum Route {
     Http(String),
     Mailbox,
-}
-
-fn store_not_found() -> &'static str {
-    "workspace not found"
 }
 
 /// The routing facts of a target, cached between events that change them.
