@@ -201,3 +201,39 @@ impl Gateway {
         })
     }
 }
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub(crate) struct DropStaleQuery {
+    /// Minutes a row may wait; default 60; a positive integer.
+    max_age_minutes: Option<String>,
+    /// Only this workspace's rows.
+    workspace_id: Option<String>,
+}
+
+#[utoipa::path(post, path = "/admin/a2a-queue/drop-stale", tag = "a2a", params(DropStaleQuery),
+    responses((status = 200, body = Object, example = json!({"dropped": 3})),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn drop_stale(
+    State(gateway): State<Gateway>,
+    forwarded: Forwarded,
+    axum::extract::Query(query): axum::extract::Query<DropStaleQuery>,
+) -> Response {
+    // Text that is not an integer is refused by the service like a number below 1.
+    let max_age_minutes = query
+        .max_age_minutes
+        .map(|raw| raw.trim().parse::<i64>().unwrap_or(0));
+    let request = pb::DropStaleRequest {
+        max_age_minutes,
+        workspace_id: query.workspace_id,
+    };
+    let result = gateway
+        .a2a
+        .clone()
+        .drop_stale_queue_items(forwarded.request(request))
+        .await;
+    crate::workspaces::render(
+        StatusCode::OK,
+        result,
+        |reply| json!({"dropped": reply.dropped}),
+    )
+}

@@ -89,6 +89,7 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(bundles::export))
         .routes(routes!(bundles::import))
         .routes(routes!(a2a::proxy))
+        .routes(routes!(a2a::drop_stale))
         .split_for_parts();
     let document = Arc::new(document);
     router

@@ -211,6 +211,26 @@ impl pb::a2a_server::A2a for A2AService {
         }))
     }
 
+    async fn drop_stale_queue_items(
+        &self,
+        request: Request<pb::DropStaleRequest>,
+    ) -> Result<Response<pb::DropStaleResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        self.state.auth.admin(&metadata).await?;
+        let max_age_minutes = request.max_age_minutes.unwrap_or(60);
+        if max_age_minutes < 1 {
+            return Err(ApiError::bad_request("max_age_minutes must be a positive integer").into());
+        }
+        let workspace_id = match request.workspace_id.as_deref().filter(|id| !id.is_empty()) {
+            Some(raw) => Some(validate::workspace_id(raw)?),
+            None => None,
+        };
+        let dropped = queue::drop_stale(&self.state, max_age_minutes, workspace_id.as_deref())
+            .await
+            .map_err(ApiError::datastore("failed to drop stale items"))?;
+        Ok(Response::new(pb::DropStaleResponse { dropped }))
+    }
+
     type StreamStream = EventStream;
 
     async fn stream(
@@ -480,6 +500,13 @@ async fn deliver(state: &AppState, dispatch: Dispatch, queue: QueueWhenBusy) -> 
         )
         .await;
     });
+    if busy && state.hot.native_session(&target_id) {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "workspace agent busy — adapter handles retry (native_session)",
+        )
+        .with_fields(json!({"busy": true, "retry_after": 30, "native_session": true})));
+    }
     if busy && queue == QueueWhenBusy::Yes {
         match queue::enqueue(state, &caller_id, &target_id, &queued_envelope).await {
             Ok((queue_id, queue_depth)) => {

@@ -231,3 +231,40 @@ pub async fn sweep(state: AppState) {
         }
     }
 }
+
+/// Marks rows queued longer than `max_age_minutes` as dropped, appending the reason to
+/// `last_error` (contract §1.12, admin cleanup). Conditional, so a row claimed meanwhile stays.
+pub async fn drop_stale(
+    state: &AppState,
+    max_age_minutes: i64,
+    workspace_id: Option<&str>,
+) -> Result<u64, DbErr> {
+    let now = store::now();
+    let cutoff = now - chrono::Duration::minutes(max_age_minutes);
+    let mut stale = a2a_queue::Entity::find()
+        .filter(a2a_queue::Column::Status.eq("queued"))
+        .filter(a2a_queue::Column::EnqueuedAt.lt(cutoff));
+    if let Some(id) = workspace_id {
+        stale = stale.filter(a2a_queue::Column::WorkspaceId.eq(id));
+    }
+    let note = format!(
+        "[DropStaleQueueItems] auto-dropped: queue item age exceeded the post-incident TTL. Dropped at {}",
+        crate::events::rfc3339(now)
+    );
+    let mut dropped = 0;
+    for row in stale.all(&state.db).await? {
+        let last_error = match row.last_error.as_deref() {
+            Some(previous) if !previous.is_empty() => format!("{previous}\n{note}"),
+            _ => note.clone(),
+        };
+        let updated = a2a_queue::Entity::update_many()
+            .col_expr(a2a_queue::Column::Status, Expr::value("dropped"))
+            .col_expr(a2a_queue::Column::LastError, Expr::value(last_error))
+            .filter(a2a_queue::Column::Id.eq(row.id.as_str()))
+            .filter(a2a_queue::Column::Status.eq("queued"))
+            .exec(&state.db)
+            .await?;
+        dropped += updated.rows_affected;
+    }
+    Ok(dropped)
+}

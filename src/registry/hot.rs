@@ -43,6 +43,8 @@ pub struct CachedRoute {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuntimeOverrides {
     pub status_mgmt: bool,
+    /// The agent handles retries itself (`capabilities.session`): a busy call is not queued.
+    pub native_session: bool,
     pub idle_timeout_seconds: Option<i64>,
 }
 
@@ -146,10 +148,20 @@ impl HotState {
                 .and_then(|json| serde_json::from_str(json).ok())
                 .unwrap_or_default();
             entry.status_mgmt = capabilities["status_mgmt"].as_bool().unwrap_or(false);
+            entry.native_session = capabilities["session"].as_bool().unwrap_or(false);
             entry.idle_timeout_seconds =
                 metadata.idle_timeout_seconds.filter(|seconds| *seconds > 0);
         }
         entry.clone()
+    }
+
+    /// Whether a workspace's last heartbeat declared a native session (`capabilities.session`).
+    pub fn native_session(&self, id: &str) -> bool {
+        self.overrides
+            .lock()
+            .expect("overrides poisoned")
+            .get(id)
+            .is_some_and(|overrides| overrides.native_session)
     }
 
     /// The idle timeout a workspace's last heartbeat asked for.

@@ -937,3 +937,88 @@ async fn an_attachment_that_drops_mid_call_and_a_superseded_one() {
     );
     drop(frames);
 }
+
+#[tokio::test]
+async fn stale_queue_items_are_dropped_by_an_admin() {
+    let app = spawn_app().await;
+    let (base, _seen) = fake_agent().await;
+    let (slow, _) = agent_at(&app, "slow", None, &format!("{base}/slow")).await;
+    let queued = send(
+        &app,
+        &slow,
+        None,
+        Some(&app.admin_token),
+        hello(),
+        &[("x-timeout", "1")],
+    )
+    .await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED);
+    for bad in ["0", "-5", "soon"] {
+        let reply = app
+            .admin(
+                Method::POST,
+                &format!("/admin/a2a-queue/drop-stale?max_age_minutes={bad}"),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            reply.text,
+            r#"{"error":"max_age_minutes must be a positive integer"}"#
+        );
+    }
+    // Younger than the default hour: kept.
+    let kept = app
+        .admin(Method::POST, "/admin/a2a-queue/drop-stale", None)
+        .await;
+    assert_eq!(kept.text, r#"{"dropped":0}"#);
+    let two_hours_earlier = match app.db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => {
+            "UPDATE a2a_queue SET enqueued_at = enqueued_at - INTERVAL '2 hours'"
+        }
+        _ => "UPDATE a2a_queue SET enqueued_at = datetime(enqueued_at, '-2 hours')",
+    };
+    app.db.execute_unprepared(two_hours_earlier).await.unwrap();
+    let dropped = app
+        .admin(
+            Method::POST,
+            &format!("/admin/a2a-queue/drop-stale?max_age_minutes=60&workspace_id={slow}"),
+            None,
+        )
+        .await;
+    assert_eq!(dropped.text, r#"{"dropped":1}"#);
+    let denied = app
+        .call(Method::POST, "/admin/a2a-queue/drop-stale", None, None)
+        .await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_agent_with_a_native_session_retries_itself() {
+    let app = spawn_app().await;
+    let (base, _seen) = fake_agent().await;
+    let (slow, token) = agent_at(&app, "session", None, &format!("{base}/slow")).await;
+    let beat = app
+        .heartbeat(
+            &slow,
+            &token,
+            json!({"active_tasks": 1, "runtime_metadata": {"capabilities": {"session": true}}}),
+        )
+        .await;
+    assert_eq!(beat.status, StatusCode::OK);
+    let busy = send(
+        &app,
+        &slow,
+        None,
+        Some(&app.admin_token),
+        hello(),
+        &[("x-timeout", "1")],
+    )
+    .await;
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(busy.headers["retry-after"], "30");
+    assert_eq!(
+        busy.body,
+        json!({"error": "workspace agent busy — adapter handles retry (native_session)", "busy": true, "retry_after": 30, "native_session": true})
+    );
+}
