@@ -17,10 +17,7 @@ use std::{
 use bytes::Bytes;
 use futures::Stream;
 use http::StatusCode;
-use tokio::{
-    sync::mpsc,
-    time::{Instant, timeout_at},
-};
+use tokio::{sync::mpsc, time::Instant};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
@@ -115,7 +112,7 @@ impl Attachment {
         &self,
         caller: &Caller,
         envelope: &Envelope,
-        limits: Limits,
+        limits: &Limits,
     ) -> Result<(InFlight<'_>, mpsc::Receiver<ReplyPart>), DispatchError> {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_concurrent {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -170,7 +167,7 @@ impl Attachment {
         &self,
         caller: &Caller,
         envelope: &Envelope,
-        limits: Limits,
+        limits: &Limits,
     ) -> Result<Answer, DispatchError> {
         let (flight, mut replies) = self.begin(caller, envelope, limits).await?;
         let mut streamed: Option<(Vec<u8>, StatusCode)> = None;
@@ -215,7 +212,7 @@ impl Attachment {
         &self,
         caller: &Caller,
         envelope: &Envelope,
-        limits: Limits,
+        limits: &Limits,
         mut on_event: impl FnMut(
             Option<(StatusCode, String)>,
             Bytes,
@@ -277,15 +274,11 @@ enum Next {
 }
 
 /// The next reply part within the idle timer and the deadline.
-async fn next(replies: &mut mpsc::Receiver<ReplyPart>, limits: Limits) -> Next {
-    let idle_end = Instant::now() + limits.idle;
-    let end = limits
-        .deadline
-        .map_or(idle_end, |deadline| deadline.min(idle_end));
-    match timeout_at(end, replies.recv()).await {
-        Ok(Some(part)) => Next::Part(part),
-        Ok(None) => Next::Closed,
-        Err(_) => Next::Expired,
+async fn next(replies: &mut mpsc::Receiver<ReplyPart>, limits: &Limits) -> Next {
+    match super::upstream::within(limits, replies.recv()).await {
+        Some(Some(part)) => Next::Part(part),
+        Some(None) => Next::Closed,
+        None => Next::Expired,
     }
 }
 

@@ -432,6 +432,7 @@ async fn prepare(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult
             (Some(seconds), _) => Some(Instant::now() + Duration::from_secs(u64::from(seconds))),
             (None, _) => Some(Instant::now() + AGENT_CEILING),
         },
+        alive: Some(beats_since(state, &target.id)),
     };
     let mut headers = HeaderMap::new();
     for (name, value) in &call.forward_headers {
@@ -477,10 +478,10 @@ async fn deliver(state: &AppState, dispatch: Dispatch, queue: QueueWhenBusy) -> 
         Destination::Http(url) => {
             state
                 .upstream
-                .post(url, envelope.body.clone(), headers, limits)
+                .post(url, envelope.body.clone(), headers, &limits)
                 .await
         }
-        Destination::Attached(attachment) => attachment.call(&caller, &envelope, limits).await,
+        Destination::Attached(attachment) => attachment.call(&caller, &envelope, &limits).await,
     };
     let duration_ms = elapsed_ms(started);
     // The failed attempt is recorded before the queue decision (contract §1.11).
@@ -542,7 +543,7 @@ async fn stream(
         Destination::Attached(attachment) => {
             let events = sender.clone();
             let result = attachment
-                .stream(&caller, &envelope, limits, move |head, event| {
+                .stream(&caller, &envelope, &limits, move |head, event| {
                     let events = events.clone();
                     Box::pin(async move {
                         if let Some((status, content_type)) = head {
@@ -571,7 +572,7 @@ async fn stream(
     };
     let response = match state
         .upstream
-        .open(&url, envelope.body.clone(), headers, limits)
+        .open(&url, envelope.body.clone(), headers, &limits)
         .await
     {
         Ok(response) => response,
@@ -586,7 +587,7 @@ async fn stream(
     let status = response.status();
     let content_type = upstream::content_type(&response);
     if !(status.is_success() && content_type.starts_with("text/event-stream")) {
-        let result = Ok(upstream::read_answer(response, limits).await);
+        let result = Ok(upstream::read_answer(response, &limits).await);
         let duration_ms = elapsed_ms(started);
         record(state, &caller, &target, &envelope, &result, duration_ms).await;
         let _ = sender.send(failed(answer(result, duration_ms))).await;
@@ -599,7 +600,7 @@ async fn stream(
             content_type: content_type.clone(),
         })
         .await;
-    let mut events = upstream::SseEvents::new(response.into_body(), limits);
+    let mut events = upstream::SseEvents::new(response.into_body(), &limits);
     let mut last = Bytes::new();
     let outcome = loop {
         match events.next().await {
@@ -669,6 +670,23 @@ async fn target_route(state: &AppState, id: &str) -> ApiResult<Option<Arc<Cached
     });
     state.hot.remember_route(route.clone());
     Ok(Some(route))
+}
+
+/// Whether the target has beaten since a moment, from the liveness store (any replica).
+fn beats_since(state: &AppState, target: &str) -> upstream::Alive {
+    let liveness = state.liveness.clone();
+    let target = target.to_owned();
+    Arc::new(move |since| {
+        let (liveness, target) = (liveness.clone(), target.clone());
+        Box::pin(async move {
+            liveness
+                .snapshots(std::slice::from_ref(&target))
+                .await
+                .ok()
+                .and_then(|snapshots| snapshots.get(&target).map(|beat| beat.at > since))
+                .unwrap_or(false)
+        })
+    })
 }
 
 /// The target's own idle timeout (from its heartbeat), else the platform's.

@@ -137,13 +137,19 @@ pub struct Upstream {
     client: Client<HttpsConnector<SafeConnector>, Full<Bytes>>,
 }
 
+/// Whether the target showed life (a heartbeat) after the given moment; a silent upstream
+/// whose agent still beats has its idle timer restarted (contract §1.7).
+pub type Alive =
+    Arc<dyn Fn(chrono::DateTime<chrono::Utc>) -> BoxFuture<'static, bool> + Send + Sync>;
+
 /// Time limits of one dispatch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Limits {
-    /// Restarted by every chunk of the answer.
+    /// Restarted by every chunk of the answer, and by the target's heartbeats.
     pub idle: Duration,
     /// None: no ceiling.
     pub deadline: Option<Instant>,
+    pub alive: Option<Alive>,
 }
 
 impl Upstream {
@@ -166,7 +172,7 @@ impl Upstream {
         url: &str,
         body: String,
         headers: HeaderMap,
-        limits: Limits,
+        limits: &Limits,
     ) -> Result<Answer, DispatchError> {
         let response = self.open(url, body, headers, limits).await?;
         Ok(read_answer(response, limits).await)
@@ -178,7 +184,7 @@ impl Upstream {
         url: &str,
         body: String,
         headers: HeaderMap,
-        limits: Limits,
+        limits: &Limits,
     ) -> Result<Response<Incoming>, DispatchError> {
         let uri: Uri = url
             .parse()
@@ -211,7 +217,7 @@ pub fn content_type(response: &Response<Incoming>) -> String {
 }
 
 /// Reads a whole answer (capped at 10 MiB, declared or actual).
-pub async fn read_answer(response: Response<Incoming>, limits: Limits) -> Answer {
+pub async fn read_answer(response: Response<Incoming>, limits: &Limits) -> Answer {
     let status = response.status();
     let content_type = content_type(&response);
     let declared = response
@@ -242,11 +248,11 @@ pub struct SseEvents {
 }
 
 impl SseEvents {
-    pub fn new(body: Incoming, limits: Limits) -> Self {
+    pub fn new(body: Incoming, limits: &Limits) -> Self {
         Self {
             body,
             buffer: BytesMut::new(),
-            limits,
+            limits: limits.clone(),
             done: false,
         }
     }
@@ -263,7 +269,7 @@ impl SseEvents {
             if self.buffer.len() > MAX_RESPONSE_BYTES {
                 return Err(BodyFailure::TooLarge);
             }
-            match within(self.limits, self.body.frame()).await {
+            match within(&self.limits, self.body.frame()).await {
                 None => return Err(BodyFailure::Read("agent stopped streaming".to_owned())),
                 Some(None) => self.done = true,
                 Some(Some(Err(err))) => return Err(BodyFailure::Read(err.to_string())),
@@ -304,7 +310,7 @@ pub fn event_data(event: &[u8]) -> Vec<u8> {
 }
 
 /// Reads a body chunk by chunk: each chunk restarts the idle timer; the total is capped.
-async fn read_capped(mut body: Incoming, limits: Limits) -> Result<Bytes, BodyFailure> {
+async fn read_capped(mut body: Incoming, limits: &Limits) -> Result<Bytes, BodyFailure> {
     let mut collected = BytesMut::new();
     loop {
         match within(limits, body.frame()).await {
@@ -324,12 +330,33 @@ async fn read_capped(mut body: Incoming, limits: Limits) -> Result<Bytes, BodyFa
 }
 
 /// Runs `future` until the idle timer or the deadline, whichever is first; None on expiry.
-async fn within<F: std::future::Future>(limits: Limits, future: F) -> Option<F::Output> {
-    let idle_end = Instant::now() + limits.idle;
-    let end = limits
-        .deadline
-        .map_or(idle_end, |deadline| deadline.min(idle_end));
-    tokio::time::timeout_at(end, future).await.ok()
+/// An idle timer that runs out while the target still beats starts again.
+pub(super) async fn within<F: std::future::Future>(
+    limits: &Limits,
+    future: F,
+) -> Option<F::Output> {
+    tokio::pin!(future);
+    loop {
+        let since = chrono::Utc::now();
+        let idle_end = Instant::now() + limits.idle;
+        let end = limits
+            .deadline
+            .map_or(idle_end, |deadline| deadline.min(idle_end));
+        match tokio::time::timeout_at(end, &mut future).await {
+            Ok(output) => return Some(output),
+            Err(_)
+                if limits
+                    .deadline
+                    .is_some_and(|deadline| Instant::now() >= deadline) =>
+            {
+                return None;
+            }
+            Err(_) => match &limits.alive {
+                Some(alive) if alive(since).await => continue,
+                _ => return None,
+            },
+        }
+    }
 }
 
 /// Sorts a client error by type, never by its text: a refused dial is "unreachable"; a

@@ -1022,3 +1022,42 @@ async fn an_agent_with_a_native_session_retries_itself() {
         json!({"error": "workspace agent busy — adapter handles retry (native_session)", "busy": true, "retry_after": 30, "native_session": true})
     );
 }
+
+#[tokio::test]
+async fn a_silent_agent_that_keeps_beating_is_not_idle() {
+    let app = spawn_app().await;
+    let (base, _seen) = fake_agent().await;
+    let (slow, token) = agent_at(&app, "thinker", None, &format!("{base}/slow")).await;
+    // The agent asks for a 1 s idle timeout; its answer takes 1.5 s.
+    let metadata = json!({"runtime_metadata": {"idle_timeout_seconds": 1}});
+    app.heartbeat(&slow, &token, metadata.clone()).await;
+    let beating = {
+        let (app_url, http, slow, token) = (
+            app.rest.clone(),
+            app.http.clone(),
+            slow.clone(),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            for _ in 0..15 {
+                let mut body = json!({"workspace_id": slow});
+                body["runtime_metadata"] = json!({"idle_timeout_seconds": 1});
+                let _ = http
+                    .post(format!("{app_url}/registry/heartbeat"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let answered = send(&app, &slow, None, Some(&app.admin_token), hello(), &[]).await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.text);
+    beating.await.unwrap();
+
+    // Silent and not beating: the idle timer ends the wait, and the call is queued.
+    let queued = send(&app, &slow, None, Some(&app.admin_token), hello(), &[]).await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{}", queued.text);
+    assert_eq!(queued.body["queued"], true);
+}
