@@ -16,18 +16,14 @@ use std::{
 
 use axum::{Router, body::Body, routing::post};
 use clap::Parser;
-use common::{Database, Latencies, Server, median};
+use common::{Latencies, Services, median};
 use futures_util::StreamExt;
 use serde_json::json;
 
 #[derive(Parser, Debug)]
 struct Args {
-    #[arg(long, default_value = "target/release/molecule")]
-    server: String,
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    postgres: String,
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
-    redis: String,
+    #[command(flatten)]
+    services: Services,
     #[arg(long, default_value = "nginx")]
     nginx: String,
     /// Concurrent connections in the throughput phases.
@@ -270,16 +266,7 @@ async fn main() {
     }
     let agent = start_agent().await;
     let nginx = start_nginx(&args.nginx, args.nginx_port, &agent).await;
-    let database = Database::create(&args.postgres, "molecule_bench").await;
-    let admin_token = molecule::auth::MintedToken::generate().plaintext;
-    let server = Server::start(
-        &args.server,
-        args.port,
-        &database.url,
-        &args.redis,
-        &admin_token,
-    )
-    .await;
+    let (database, server, admin_token) = args.services.start(args.port).await;
     let http = reqwest::Client::new();
     // Caller and target are sibling children of one root: the hierarchy check runs.
     let (root, _) = server

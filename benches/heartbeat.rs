@@ -22,18 +22,12 @@ use tonic::{Request, transport::Channel};
 
 mod common;
 
-use common::{Database, Latencies, Server, median};
+use common::{Latencies, Server, Services, median};
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// The `molecule` binary to start.
-    #[arg(long, default_value = "target/release/molecule")]
-    server: String,
-    /// A Postgres URL whose server can host a fresh benchmark database.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    postgres: String,
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
-    redis: String,
+    #[command(flatten)]
+    services: Services,
     /// Simulated agents (workspaces).
     #[arg(long, default_value_t = 1000)]
     agents: usize,
@@ -276,16 +270,7 @@ async fn idle_phase(args: &Args, server: &Server, agents: &[(String, String)]) -
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let database = Database::create(&args.postgres, "molecule_bench").await;
-    let admin_token = molecule::auth::MintedToken::generate().plaintext;
-    let server = Server::start(
-        &args.server,
-        args.port,
-        &database.url,
-        &args.redis,
-        &admin_token,
-    )
-    .await;
+    let (database, server, admin_token) = args.services.start(args.port).await;
     let stats_db = molecule::store::connect_url(&database.url).await.unwrap();
     let http = reqwest::Client::new();
 
@@ -299,7 +284,7 @@ async fn main() {
     let mut rest_ratios = Vec::new();
     let mut report = Vec::new();
     for round in 1..=args.rounds {
-        let baseline_before = redis_benchmark(&args.redis);
+        let baseline_before = redis_benchmark(&args.services.redis);
         let updates_before = workspace_updates(&stats_db).await;
         println!(
             "round {round}: gRPC streams (server pid {})",
@@ -314,7 +299,7 @@ async fn main() {
         let (rest_beats, mut rest_latency) = rest_phase(&args, &server.base, agents.clone()).await;
         settle().await;
         let rest_updates = workspace_updates(&stats_db).await - updates_before;
-        let baseline = (baseline_before + redis_benchmark(&args.redis)) / 2.0;
+        let baseline = (baseline_before + redis_benchmark(&args.services.redis)) / 2.0;
 
         let grpc_rate = grpc_beats as f64 / seconds;
         let rest_rate = rest_beats as f64 / seconds;

@@ -11,10 +11,10 @@ use sea_orm::{
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tonic::{Request, metadata::MetadataMap};
 
 use crate::{
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, RpcResult, reply},
     events::Envelope,
     pb,
     state::AppState,
@@ -71,36 +71,30 @@ impl BundlesService {
     }
 }
 
-type RpcResult<T> = Result<Response<T>, Status>;
-
 #[tonic::async_trait]
 impl pb::bundles_server::Bundles for BundlesService {
     async fn export(
         &self,
         request: Request<pb::ExportBundleRequest>,
     ) -> RpcResult<pb::BundleDocument> {
-        self.export(request.metadata(), &request.get_ref().workspace_id)
-            .await
-            .map(|bundle| {
-                Response::new(pb::BundleDocument {
-                    bundle_json: bundle.to_string(),
-                })
-            })
-            .map_err(Status::from)
+        let bundle = self
+            .export(request.metadata(), &request.get_ref().workspace_id)
+            .await;
+        reply(bundle.map(|bundle| pb::BundleDocument {
+            bundle_json: bundle.to_string(),
+        }))
     }
 
     async fn import(
         &self,
         request: Request<pb::BundleDocument>,
     ) -> RpcResult<pb::ImportBundleResponse> {
-        self.import(request.metadata(), &request.get_ref().bundle_json)
-            .await
-            .map(|result| {
-                Response::new(pb::ImportBundleResponse {
-                    result_json: result.to_string(),
-                })
-            })
-            .map_err(Status::from)
+        let result = self
+            .import(request.metadata(), &request.get_ref().bundle_json)
+            .await;
+        reply(result.map(|result| pb::ImportBundleResponse {
+            result_json: result.to_string(),
+        }))
     }
 }
 

@@ -156,6 +156,16 @@ fn is_connection_error(err: &DbErr) -> bool {
         || err.to_string().to_ascii_lowercase().contains("connection")
 }
 
+/// The reply of a unary RPC.
+pub type RpcResult<T> = Result<tonic::Response<T>, tonic::Status>;
+
+/// A service method's result as a gRPC reply (errors through `From<ApiError> for Status`).
+pub fn reply<T>(result: ApiResult<T>) -> RpcResult<T> {
+    result
+        .map(tonic::Response::new)
+        .map_err(tonic::Status::from)
+}
+
 const DETAIL_TYPE_URL: &str = "type.googleapis.com/molecule.v1.ErrorDetail";
 
 impl From<ApiError> for tonic::Status {

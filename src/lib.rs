@@ -31,6 +31,14 @@ pub mod pb {
         tonic::include_proto!("google.rpc");
     }
 
+    /// A UTC time as a protobuf timestamp.
+    pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: at.timestamp_subsec_nanos() as i32,
+        }
+    }
+
     /// Every descriptor of `proto/`, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("molecule_descriptor");

@@ -12,12 +12,12 @@ use sea_orm::{
     sea_query::{OnConflict, Query},
 };
 use serde_json::json;
-use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tonic::{Request, metadata::MetadataMap};
 use tracing::{info, warn};
 
 use crate::{
     crypto::{Keyring, Scope, Sealed},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, RpcResult, reply},
     events::Envelope,
     pb,
     state::AppState,
@@ -76,8 +76,8 @@ impl StoredSecret {
         pb::SecretMeta {
             key: self.key.clone(),
             scope: self.scope().name().to_owned(),
-            created_at: Some(timestamp(self.created_at)),
-            updated_at: Some(timestamp(self.updated_at)),
+            created_at: Some(pb::timestamp(self.created_at)),
+            updated_at: Some(pb::timestamp(self.updated_at)),
         }
     }
 }
@@ -116,13 +116,6 @@ impl From<global_secret::Model> for StoredSecret {
     }
 }
 
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
-
 /// The documented messages of one write path; the workspace and global routes word them
 /// differently.
 struct WriteMessages {
@@ -151,12 +144,6 @@ impl SecretsService {
     pub fn new(state: AppState) -> Self {
         Self { state }
     }
-}
-
-type RpcResult<T> = Result<Response<T>, Status>;
-
-fn reply<T>(result: ApiResult<T>) -> RpcResult<T> {
-    result.map(Response::new).map_err(Status::from)
 }
 
 #[tonic::async_trait]

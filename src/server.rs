@@ -38,7 +38,7 @@ use crate::{
     secrets::SecretsService,
     state::{AppState, PluginSettings, Settings},
     store, sweeper,
-    url_safety::SystemResolver,
+    url_safety::{Resolver, SystemResolver},
     workspaces::WorkspacesService,
 };
 
@@ -95,6 +95,9 @@ impl Application {
         if dev_mode {
             warn!("dev mode: bearer-less requests pass the auth gates");
         }
+        // Registration, discovery and the proxy's dialler judge addresses by one policy.
+        let url_policy = config.url_policy();
+        let resolver: Arc<dyn Resolver> = Arc::new(SystemResolver);
         let state = AppState {
             auth: Authenticator::new(db.clone(), credentials.admin_token.as_ref(), dev_mode),
             events: EventLog::new(bus),
@@ -105,12 +108,12 @@ impl Application {
             )),
             liveness,
             hot: Arc::default(),
-            url_policy: config.url_policy(),
-            upstream: Upstream::new(config.url_policy(), Arc::new(SystemResolver)),
+            url_policy,
+            upstream: Upstream::new(url_policy, resolver.clone()),
             records: RecordWriter::start(db.clone()),
             waiting: Arc::default(),
             attachments: Arc::default(),
-            resolver: Arc::new(SystemResolver),
+            resolver,
             settings: Arc::new(Settings {
                 external_platform_url: config.external_platform_url.clone(),
                 test_tokens_enabled: config.test_tokens_enabled(),

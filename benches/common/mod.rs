@@ -15,6 +15,30 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What every load generator runs against.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Services {
+    /// The `molecule` binary to start.
+    #[arg(long, default_value = "target/release/molecule")]
+    pub(crate) server: String,
+    /// A Postgres URL whose server can host a fresh benchmark database.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub(crate) postgres: String,
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub(crate) redis: String,
+}
+
+impl Services {
+    /// A fresh database, and the server on it and Redis at `port`, with its admin token.
+    pub(crate) async fn start(&self, port: u16) -> (Database, Server, String) {
+        let database = Database::create(&self.postgres, "molecule_bench").await;
+        let admin_token = molecule::auth::MintedToken::generate().plaintext;
+        let server =
+            Server::start(&self.server, port, &database.url, &self.redis, &admin_token).await;
+        (database, server, admin_token)
+    }
+}
+
 /// Latencies in microseconds.
 pub(crate) struct Latencies(pub(crate) Vec<u32>);
 

@@ -484,12 +484,15 @@ async fn deliver(state: &AppState, dispatch: Dispatch, queue: QueueWhenBusy) -> 
         Destination::Attached(attachment) => attachment.call(&caller, &envelope, &limits).await,
     };
     let duration_ms = elapsed_ms(started);
-    // The failed attempt is recorded before the queue decision (contract §1.11).
-    let busy = matches!(result, Err(DispatchError::Busy(_)));
+    let busy = match &result {
+        Err(DispatchError::Busy(_)) => {
+            busy_outcome(state, &caller, &target.id, &envelope, queue).await
+        }
+        _ => None,
+    };
+    // The attempt is recorded whatever follows, after the answer (contract §1.11).
     let recorded = result.clone();
     let background = state.clone();
-    let (caller_id, target_id, queued_envelope) =
-        (caller.clone(), target.id.clone(), envelope.clone());
     tokio::spawn(async move {
         record(
             &background,
@@ -501,25 +504,40 @@ async fn deliver(state: &AppState, dispatch: Dispatch, queue: QueueWhenBusy) -> 
         )
         .await;
     });
-    if busy && state.hot.native_session(&target_id) {
-        return Err(ApiError::new(
+    busy.unwrap_or_else(|| answer(result, duration_ms))
+}
+
+/// What a busy agent's caller gets instead of the plain busy answer: the native-session
+/// answer, or the call queued for the agent's next spare capacity. None: the plain answer.
+async fn busy_outcome(
+    state: &AppState,
+    caller: &Caller,
+    target: &str,
+    envelope: &Envelope,
+    queue: QueueWhenBusy,
+) -> Option<ApiResult<Outcome>> {
+    if state.hot.native_session(target) {
+        return Some(Err(ApiError::new(
             ErrorCode::Unavailable,
             "workspace agent busy — adapter handles retry (native_session)",
         )
-        .with_fields(json!({"busy": true, "retry_after": 30, "native_session": true})));
+        .with_fields(
+            json!({"busy": true, "retry_after": 30, "native_session": true}),
+        )));
     }
-    if busy && queue == QueueWhenBusy::Yes {
-        match queue::enqueue(state, &caller_id, &target_id, &queued_envelope).await {
-            Ok((queue_id, queue_depth)) => {
-                return Ok(Outcome::Queued {
-                    queue_id,
-                    queue_depth,
-                });
-            }
-            Err(err) => warn!(workspace_id = %target_id, error = %err, "busy call not queued"),
+    if queue == QueueWhenBusy::No {
+        return None;
+    }
+    match queue::enqueue(state, caller, target, envelope).await {
+        Ok((queue_id, queue_depth)) => Some(Ok(Outcome::Queued {
+            queue_id,
+            queue_depth,
+        })),
+        Err(err) => {
+            warn!(workspace_id = %target, error = %err, "busy call not queued");
+            None
         }
     }
-    answer(result, duration_ms)
 }
 
 /// A streamed dispatch: SSE answers event by event, anything else whole. The record is
@@ -785,24 +803,20 @@ async fn record(
         .as_ref()
         .map(|body| body["result"]["metadata"]["tool_trace"].clone())
         .filter(|trace| !trace.is_null());
-    let source_id = caller.source_id();
     let duration = i32::try_from(duration_ms).unwrap_or(i32::MAX);
+    let receipt = Receipt {
+        caller,
+        target,
+        envelope,
+        status,
+        summary,
+        duration_ms: duration,
+    };
     let row = activity_log::ActiveModel {
-        id: Set(uuid::Uuid::new_v4().to_string()),
-        workspace_id: Set(target.id.clone()),
-        activity_type: Set("a2a_receive".to_owned()),
-        source_id: Set(source_id.clone()),
-        target_id: Set(Some(target.id.clone())),
-        method: Set(Some(envelope.method.clone())),
-        summary: Set(Some(summary.clone())),
-        request_body: Set(Some(envelope.body.clone())),
         response_body: Set(response_body.as_ref().map(Value::to_string)),
         tool_trace: Set(tool_trace.as_ref().map(Value::to_string)),
-        duration_ms: Set(Some(duration)),
-        status: Set(status.to_owned()),
         error_detail: Set(error_detail),
-        idempotency_key: Set(None),
-        created_at: Set(store::now()),
+        ..receipt.row()
     };
     let delivered = status == "ok";
     let outbound = match caller {
@@ -810,22 +824,60 @@ async fn record(
         _ => None,
     };
     state.records.write(row, outbound).await;
-    let mut logged = json!({
-        "activity_type": "a2a_receive", "method": envelope.method, "summary": summary,
-        "status": status, "source_id": source_id, "target_id": target.id, "duration_ms": duration,
-    });
-    if let Some(trace) = &tool_trace {
-        logged["tool_trace"] = trace.clone();
-    }
-    state
-        .events
-        .broadcast_only("ACTIVITY_LOGGED", Some(&target.id), logged);
+    receipt.announce(state, tool_trace.as_ref());
     if delivered && *caller == Caller::User {
         state.events.broadcast_only(
             "A2A_RESPONSE",
             Some(&target.id),
             json!({"response_body": response_body, "method": envelope.method, "duration_ms": duration}),
         );
+    }
+}
+
+/// The `a2a_receive` row of one call on its target, and its `ACTIVITY_LOGGED` event.
+struct Receipt<'a> {
+    caller: &'a Caller,
+    target: &'a CachedRoute,
+    envelope: &'a Envelope,
+    status: &'static str,
+    summary: String,
+    duration_ms: i32,
+}
+
+impl Receipt<'_> {
+    /// The row, without an answer (callers add response, trace and error).
+    fn row(&self) -> activity_log::ActiveModel {
+        activity_log::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            workspace_id: Set(self.target.id.clone()),
+            activity_type: Set("a2a_receive".to_owned()),
+            source_id: Set(self.caller.source_id()),
+            target_id: Set(Some(self.target.id.clone())),
+            method: Set(Some(self.envelope.method.clone())),
+            summary: Set(Some(self.summary.clone())),
+            request_body: Set(Some(self.envelope.body.clone())),
+            response_body: Set(None),
+            tool_trace: Set(None),
+            duration_ms: Set(Some(self.duration_ms)),
+            status: Set(self.status.to_owned()),
+            error_detail: Set(None),
+            idempotency_key: Set(None),
+            created_at: Set(store::now()),
+        }
+    }
+
+    fn announce(&self, state: &AppState, tool_trace: Option<&Value>) {
+        let mut logged = json!({
+            "activity_type": "a2a_receive", "method": self.envelope.method, "summary": self.summary,
+            "status": self.status, "source_id": self.caller.source_id(), "target_id": self.target.id,
+            "duration_ms": self.duration_ms,
+        });
+        if let Some(trace) = tool_trace {
+            logged["tool_trace"] = trace.clone();
+        }
+        state
+            .events
+            .broadcast_only("ACTIVITY_LOGGED", Some(&self.target.id), logged);
     }
 }
 
@@ -836,36 +888,24 @@ async fn deliver_to_mailbox(
     target: &CachedRoute,
     envelope: &Envelope,
 ) -> ApiResult<Outcome> {
+    let receipt = Receipt {
+        caller,
+        target,
+        envelope,
+        status: "queued",
+        summary: format!("{} → {}", envelope.method, target.name),
+        duration_ms: 0,
+    };
     let activity_id = uuid::Uuid::new_v4().to_string();
-    let source_id = caller.source_id();
-    let summary = format!("{} → {}", envelope.method, target.name);
-    activity_log::Entity::insert(activity_log::ActiveModel {
+    let row = activity_log::ActiveModel {
         id: Set(activity_id.clone()),
-        workspace_id: Set(target.id.clone()),
-        activity_type: Set("a2a_receive".to_owned()),
-        source_id: Set(source_id.clone()),
-        target_id: Set(Some(target.id.clone())),
-        method: Set(Some(envelope.method.clone())),
-        summary: Set(Some(summary.clone())),
-        request_body: Set(Some(envelope.body.clone())),
-        response_body: Set(None),
-        tool_trace: Set(None),
-        duration_ms: Set(Some(0)),
-        status: Set("queued".to_owned()),
-        error_detail: Set(None),
         idempotency_key: Set(envelope.message_id.clone()),
-        created_at: Set(store::now()),
-    })
-    .exec(&state.db)
-    .await
-    .map_err(ApiError::datastore("failed to queue message"))?;
-    state.events.broadcast_only(
-        "ACTIVITY_LOGGED",
-        Some(&target.id),
-        json!({
-            "activity_type": "a2a_receive", "method": envelope.method, "summary": summary,
-            "status": "queued", "source_id": source_id, "target_id": target.id, "duration_ms": 0,
-        }),
-    );
+        ..receipt.row()
+    };
+    activity_log::Entity::insert(row)
+        .exec(&state.db)
+        .await
+        .map_err(ApiError::datastore("failed to queue message"))?;
+    receipt.announce(state, None);
     Ok(Outcome::Mailbox { activity_id })
 }

@@ -19,7 +19,7 @@ use self::{
     source::{INVALID_PLUGIN_NAME, SCHEMES, Source},
 };
 use crate::{
-    error::{ApiError, ApiResult, ErrorCode},
+    error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     pb,
     state::AppState,
     store::{self, entities::workspace_plugin},
@@ -39,7 +39,6 @@ impl PluginsService {
     }
 }
 
-type RpcResult<T> = Result<Response<T>, Status>;
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::PluginChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -85,10 +84,10 @@ impl pb::plugins_server::Plugins for PluginsService {
         &self,
         request: Request<pb::RecordInstallRequest>,
     ) -> RpcResult<pb::RecordInstallResponse> {
-        self.record_install(request.metadata(), request.get_ref())
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
+        reply(
+            self.record_install(request.metadata(), request.get_ref())
+                .await,
+        )
     }
 }
 

@@ -35,16 +35,6 @@ fn non_empty(value: String) -> Option<String> {
     Some(value).filter(|value| !value.is_empty())
 }
 
-/// The workspace must exist and not be removed.
-async fn require_workspace(state: &AppState, id: &str) -> ApiResult<workspace::Model> {
-    workspace::Entity::find_by_id(id.to_owned())
-        .one(&state.db)
-        .await
-        .map_err(ApiError::datastore("query failed"))?
-        .filter(|row| row.status != "removed")
-        .ok_or_else(|| ApiError::not_found("workspace not found"))
-}
-
 pub(super) async fn log(
     state: &AppState,
     metadata: &MetadataMap,
@@ -75,7 +65,7 @@ pub(super) async fn log(
         ),
         None => None,
     };
-    require_workspace(state, &id).await?;
+    store::live_workspace(&state.db, &id).await?;
     let status = non_empty(request.status).unwrap_or_else(|| "ok".to_owned());
     let method = non_empty(request.method);
     let summary = non_empty(request.summary);
@@ -199,10 +189,7 @@ pub(super) async fn list(
             let data = (row.activity_type == "a2a_receive")
                 .then(|| poll_envelope(&row, &peers, &request.platform_url).to_string());
             pb::ActivityRow {
-                created_at: Some(prost_types::Timestamp {
-                    seconds: row.created_at.timestamp(),
-                    nanos: row.created_at.timestamp_subsec_nanos() as i32,
-                }),
+                created_at: Some(pb::timestamp(row.created_at)),
                 id: row.id,
                 workspace_id: row.workspace_id,
                 activity_type: row.activity_type,
@@ -317,7 +304,7 @@ pub(super) async fn notify(
             "attachment[{i}]: uri and name are required"
         )));
     }
-    let row = require_workspace(state, &id).await?;
+    let row = store::live_workspace(&state.db, &id).await?;
     let attachments: Vec<Value> = request
         .attachments
         .iter()

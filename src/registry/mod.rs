@@ -17,12 +17,12 @@ use sea_orm::{
     QuerySelect, Statement, TransactionTrait, sea_query::Expr,
 };
 use serde_json::{Value, json};
-use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
+use tonic::{Request, Status, Streaming, metadata::MetadataMap};
 use tracing::{debug, info, warn};
 
 use crate::{
     auth::{self, hash_token},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, RpcResult, reply},
     liveness::BeatSnapshot,
     pb,
     state::AppState,
@@ -101,12 +101,6 @@ async fn workspace_state(state: &AppState, id: &str) -> ApiResult<CachedWorkspac
 #[derive(Clone)]
 pub struct RegistryService {
     state: AppState,
-}
-
-type RpcResult<T> = Result<Response<T>, Status>;
-
-fn reply<T>(result: ApiResult<T>) -> RpcResult<T> {
-    result.map(Response::new).map_err(Status::from)
 }
 
 pub(crate) fn caller_header(metadata: &MetadataMap) -> Option<&str> {

@@ -111,10 +111,7 @@ fn control(kind: Kind, envelope: &Envelope) -> pb::ServerFrame {
         frame: Some(pb::server_frame::Frame::Control(pb::Control {
             kind: kind as i32,
             event: envelope.event.clone(),
-            at: Some(prost_types::Timestamp {
-                seconds: envelope.timestamp.timestamp(),
-                nanos: envelope.timestamp.timestamp_subsec_nanos() as i32,
-            }),
+            at: Some(pb::timestamp(envelope.timestamp)),
         })),
     }
 }

@@ -14,11 +14,11 @@ use sea_orm::{
 };
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
-use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tonic::{Request, Status, metadata::MetadataMap};
 
 use crate::{
     auth::{self, MintedToken, Principal},
-    error::{ApiError, ApiResult, ErrorCode},
+    error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     events::Envelope,
     liveness::BeatSnapshot,
     pb, secrets,
@@ -41,19 +41,6 @@ pub struct WorkspacesService {
 impl WorkspacesService {
     pub fn new(state: AppState) -> Self {
         Self { state }
-    }
-}
-
-type RpcResult<T> = Result<Response<T>, Status>;
-
-fn reply<T>(result: ApiResult<T>) -> RpcResult<T> {
-    result.map(Response::new).map_err(Status::from)
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
     }
 }
 
@@ -279,7 +266,7 @@ impl From<WorkspaceView> for pb::Workspace {
             x,
             y,
             collapsed,
-            last_outbound_at: row.last_outbound_at.map(timestamp),
+            last_outbound_at: row.last_outbound_at.map(pb::timestamp),
         }
     }
 }
@@ -290,7 +277,7 @@ impl From<Arc<Envelope>> for pb::Event {
             id: envelope.id.clone(),
             event: envelope.event.clone(),
             workspace_id: envelope.workspace_id.clone(),
-            timestamp: Some(timestamp(envelope.timestamp)),
+            timestamp: Some(pb::timestamp(envelope.timestamp)),
             payload_json: envelope.payload.to_string(),
         }
     }
@@ -333,11 +320,6 @@ impl WorkspacesService {
             .one(db)
             .await
             .map_err(ApiError::datastore("query failed"))
-    }
-
-    /// The row, or 404 when it is missing or removed.
-    async fn find_live(&self, db: &impl ConnectionTrait, id: &str) -> ApiResult<workspace::Model> {
-        store::live_workspace(db, id).await
     }
 
     /// Every descendant of `root` (not `root` itself), breadth first and cycle-safe.
@@ -693,7 +675,7 @@ impl WorkspacesService {
                 return Err(ApiError::bad_request(format!("invalid {field}")));
             }
         }
-        self.find_live(&self.state.db, &id).await?;
+        store::live_workspace(&self.state.db, &id).await?;
         let parent_id = match request
             .parent_id
             .as_ref()
@@ -1080,7 +1062,7 @@ impl WorkspacesService {
         let id = validate::workspace_id(raw_id)?;
         self.state.auth.workspace(metadata, &id).await?;
         let db = &self.state.db;
-        let row = self.find_live(db, &id).await?;
+        let row = store::live_workspace(db, &id).await?;
         if let Some(parent) = self.paused_ancestor(&row).await? {
             return Err(paused_parent(&parent.name));
         }
@@ -1148,8 +1130,8 @@ impl WorkspacesService {
             .map(|row| pb::TokenInfo {
                 id: row.id,
                 prefix: row.prefix,
-                created_at: Some(timestamp(row.created_at)),
-                last_used_at: row.last_used_at.map(timestamp),
+                created_at: Some(pb::timestamp(row.created_at)),
+                last_used_at: row.last_used_at.map(pb::timestamp),
             })
             .collect();
         Ok(pb::ListTokensResponse { tokens })
@@ -1162,7 +1144,7 @@ impl WorkspacesService {
     ) -> ApiResult<pb::CreateTokenResponse> {
         let id = validate::workspace_id(raw_id)?;
         self.state.auth.workspace(metadata, &id).await?;
-        self.find_live(&self.state.db, &id).await?;
+        store::live_workspace(&self.state.db, &id).await?;
         let live = workspace_token::Entity::find()
             .filter(workspace_token::Column::WorkspaceId.eq(id.clone()))
             .filter(workspace_token::Column::RevokedAt.is_null())
@@ -1273,8 +1255,8 @@ impl WorkspacesService {
                 name: row.name.filter(|name| !name.is_empty()),
                 org_id: row.org_id,
                 created_by: row.created_by.filter(|by| !by.is_empty()),
-                created_at: Some(timestamp(row.created_at)),
-                last_used_at: row.last_used_at.map(timestamp),
+                created_at: Some(pb::timestamp(row.created_at)),
+                last_used_at: row.last_used_at.map(pb::timestamp),
             })
             .collect();
         Ok(pb::ListOrgTokensResponse { tokens })
@@ -1362,7 +1344,7 @@ impl WorkspacesService {
                 id: row.id,
                 event: row.event_type,
                 workspace_id: row.workspace_id,
-                timestamp: Some(timestamp(row.created_at)),
+                timestamp: Some(pb::timestamp(row.created_at)),
                 payload_json: row.payload,
             })
             .collect();

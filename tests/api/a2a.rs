@@ -784,6 +784,41 @@ async fn a_streamed_call_over_grpc_and_a_caller_that_leaves_midway() {
     assert_eq!(rows[0]["response_body"]["result"]["final"], true);
 }
 
+/// Opens `AgentInbound.Attach` with the hello frame; returns the agent's sending side and the
+/// platform's frames.
+async fn attach(
+    app: &TestApp,
+    id: &str,
+    token: &str,
+    max_concurrent: u32,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<pb::AttachFrame>,
+        tonic::Streaming<pb::PlatformFrame>,
+    ),
+    tonic::Status,
+> {
+    let (frames, outbound) = tokio::sync::mpsc::channel(16);
+    frames
+        .send(pb::AttachFrame {
+            frame: Some(pb::attach_frame::Frame::Hello(pb::Hello {
+                workspace_id: id.to_owned(),
+                max_concurrent,
+            })),
+        })
+        .await
+        .unwrap();
+    let mut client = pb::agent_inbound_client::AgentInboundClient::new(app.grpc_channel().await);
+    let inbound = client
+        .attach(authed(
+            tokio_stream::wrappers::ReceiverStream::new(outbound),
+            token,
+        ))
+        .await?
+        .into_inner();
+    Ok((frames, inbound))
+}
+
 /// An agent attached over `AgentInbound.Attach`: answers `message/send` whole and
 /// `message/stream` in two chunks; with `hang_up`, drops the stream on its first delivery.
 async fn attached_agent(
@@ -792,24 +827,7 @@ async fn attached_agent(
     token: &str,
     hang_up: bool,
 ) -> Result<tokio::task::JoinHandle<()>, tonic::Status> {
-    let (frames, outbound) = tokio::sync::mpsc::channel(16);
-    frames
-        .send(pb::AttachFrame {
-            frame: Some(pb::attach_frame::Frame::Hello(pb::Hello {
-                workspace_id: id.to_owned(),
-                max_concurrent: 2,
-            })),
-        })
-        .await
-        .unwrap();
-    let mut client = pb::agent_inbound_client::AgentInboundClient::new(app.grpc_channel().await);
-    let mut inbound = client
-        .attach(authed(
-            tokio_stream::wrappers::ReceiverStream::new(outbound),
-            token,
-        ))
-        .await?
-        .into_inner();
+    let (frames, mut inbound) = attach(app, id, token, 2).await?;
     Ok(tokio::spawn(async move {
         while let Ok(Some(frame)) = inbound.message().await {
             let Some(pb::platform_frame::Frame::Delivery(delivery)) = frame.frame else {
@@ -907,25 +925,7 @@ async fn an_attachment_that_drops_mid_call_and_a_superseded_one() {
     assert_eq!(queued["delivery"], "poll");
 
     // A second attachment supersedes the first, which ends ABORTED.
-    let (frames, outbound) = tokio::sync::mpsc::channel(4);
-    frames
-        .send(pb::AttachFrame {
-            frame: Some(pb::attach_frame::Frame::Hello(pb::Hello {
-                workspace_id: id.clone(),
-                max_concurrent: 1,
-            })),
-        })
-        .await
-        .unwrap();
-    let mut client = pb::agent_inbound_client::AgentInboundClient::new(app.grpc_channel().await);
-    let mut first = client
-        .attach(authed(
-            tokio_stream::wrappers::ReceiverStream::new(outbound),
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let (frames, mut first) = attach(&app, &id, &token, 1).await.unwrap();
     let _second = attached_agent(&app, &id, &token, false).await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), first.message())
         .await
