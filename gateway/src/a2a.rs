@@ -237,3 +237,29 @@ pub(crate) async fn drop_stale(
         |reply| json!({"dropped": reply.dropped}),
     )
 }
+
+#[utoipa::path(get, path = "/workspaces/{id}/usage", tag = "a2a",
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 200, body = Object, example = json!({"workspace_id": "…", "input_tokens": 1200, "output_tokens": 340, "calls": 4, "updated_at": "2026-11-21T06:00:00Z"})),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn token_usage(
+    State(gateway): State<Gateway>,
+    forwarded: Forwarded,
+    Path(workspace_id): Path<String>,
+) -> Response {
+    let request = pb::TokenUsageRequest { workspace_id };
+    let result = gateway
+        .a2a
+        .clone()
+        .get_token_usage(forwarded.request(request))
+        .await;
+    crate::workspaces::render(StatusCode::OK, result, |usage| {
+        json!({
+            "workspace_id": usage.workspace_id,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "calls": usage.calls,
+            "updated_at": crate::json::timestamp_opt(usage.updated_at.as_ref()),
+        })
+    })
+}

@@ -90,6 +90,7 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(bundles::import))
         .routes(routes!(a2a::proxy))
         .routes(routes!(a2a::drop_stale))
+        .routes(routes!(a2a::token_usage))
         .split_for_parts();
     let document = Arc::new(document);
     router

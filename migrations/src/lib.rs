@@ -5,6 +5,7 @@ use sea_orm_migration::async_trait::async_trait;
 pub use sea_orm_migration::prelude::*;
 
 mod m20261120_000001_initial;
+mod m20261121_000001_token_usage;
 
 /// Every migration, in order.
 #[derive(Debug)]
@@ -13,6 +14,9 @@ pub struct Migrator;
 #[async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261120_000001_initial::Migration)]
+        vec![
+            Box::new(m20261120_000001_initial::Migration),
+            Box::new(m20261121_000001_token_usage::Migration),
+        ]
     }
 }

@@ -23,7 +23,7 @@ const QUEUE_STATUSES: [&str; 5] = ["queued", "dispatched", "completed", "dropped
 #[derive(DeriveMigrationName)]
 pub(crate) struct Migration;
 
-fn id(col: impl IntoIden) -> ColumnDef {
+pub(crate) fn id(col: impl IntoIden) -> ColumnDef {
     ColumnDef::new(col)
         .string()
         .not_null()
@@ -46,7 +46,7 @@ fn timestamp(col: impl IntoIden) -> ColumnDef {
         .to_owned()
 }
 
-fn timestamp_not_null(col: impl IntoIden) -> ColumnDef {
+pub(crate) fn timestamp_not_null(col: impl IntoIden) -> ColumnDef {
     ColumnDef::new(col)
         .timestamp_with_time_zone()
         .not_null()
@@ -61,7 +61,10 @@ fn int_default(col: impl IntoIden, value: i32) -> ColumnDef {
         .to_owned()
 }
 
-fn workspace_fk(from_table: impl IntoIden, from_col: impl IntoIden) -> ForeignKeyCreateStatement {
+pub(crate) fn workspace_fk(
+    from_table: impl IntoIden,
+    from_col: impl IntoIden,
+) -> ForeignKeyCreateStatement {
     ForeignKey::create()
         .from(from_table, from_col)
         .to(Workspaces::Table, Workspaces::Id)

@@ -22,6 +22,7 @@ use tracing::warn;
 
 use self::{
     envelope::Envelope,
+    records::{Record, TokenUsage},
     upstream::{Answer, BodyFailure, DispatchError, Limits},
 };
 use crate::{
@@ -32,7 +33,7 @@ use crate::{
     state::AppState,
     store::{
         self,
-        entities::{activity_log, workspace},
+        entities::{activity_log, token_usage, workspace},
     },
     workspaces::validate,
 };
@@ -229,6 +230,33 @@ impl pb::a2a_server::A2a for A2AService {
             .await
             .map_err(ApiError::datastore("failed to drop stale items"))?;
         Ok(Response::new(pb::DropStaleResponse { dropped }))
+    }
+
+    async fn get_token_usage(
+        &self,
+        request: Request<pb::TokenUsageRequest>,
+    ) -> Result<Response<pb::TokenUsage>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        let id = validate::workspace_id(&request.workspace_id)?;
+        self.state.auth.workspace(&metadata, &id).await?;
+        store::live_workspace(&self.state.db, &id).await?;
+        let totals = token_usage::Entity::find_by_id(id.as_str())
+            .one(&self.state.db)
+            .await
+            .map_err(ApiError::datastore("query failed"))?;
+        Ok(Response::new(match totals {
+            Some(row) => pb::TokenUsage {
+                workspace_id: id,
+                input_tokens: row.input_tokens,
+                output_tokens: row.output_tokens,
+                calls: row.calls,
+                updated_at: Some(pb::timestamp(row.updated_at)),
+            },
+            None => pb::TokenUsage {
+                workspace_id: id,
+                ..Default::default()
+            },
+        }))
     }
 
     type StreamStream = EventStream;
@@ -823,7 +851,15 @@ async fn record(
         Caller::Workspace(caller_id) if delivered => Some(caller_id.clone()),
         _ => None,
     };
-    state.records.write(row, outbound).await;
+    let usage = response_body.as_ref().and_then(TokenUsage::reported_by);
+    state
+        .records
+        .write(Record {
+            row,
+            outbound,
+            usage,
+        })
+        .await;
     receipt.announce(state, tool_trace.as_ref());
     if delivered && *caller == Caller::User {
         state.events.broadcast_only(

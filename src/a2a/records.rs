@@ -1,17 +1,24 @@
-//! The proxy's records, written in batches: each delivery queues its activity row (and the
-//! caller whose `last_outbound_at` moves), and one writer task inserts everything queued in one
-//! statement per table, so a busy proxy costs the datastore a few statements per batch rather
+//! The proxy's records, written in batches: each delivery queues its activity row (with the
+//! caller whose `last_outbound_at` moves and the tokens the answer reported), and one writer
+//! task writes everything queued in one statement per table, so a busy proxy costs the datastore a few statements per batch rather
 //! than two per call. Records complete even after the caller has gone; shutdown flushes them.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    sea_query::{Alias, Expr, ExprTrait, OnConflict},
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::store::{
     self,
-    entities::{activity_log, workspace},
+    entities::{activity_log, token_usage, workspace},
 };
 
 /// Rows gathered into one statement at most.
@@ -21,12 +28,51 @@ const LINGER: Duration = Duration::from_millis(20);
 /// Queued records before callers wait for the writer.
 const QUEUE: usize = 16_384;
 
+/// One delivery's records.
+pub struct Record {
+    pub row: activity_log::ActiveModel,
+    /// A workspace caller whose call was delivered.
+    pub outbound: Option<String>,
+    /// What the answer reported spending, added to the target's totals (§1.11 step 5).
+    pub usage: Option<TokenUsage>,
+}
+
+/// Tokens one answer reported (`result.usage` or a top-level `usage`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+}
+
+impl TokenUsage {
+    /// The usage an answer reports, when it reports any non-zero count.
+    pub fn reported_by(answer: &serde_json::Value) -> Option<Self> {
+        let usage = [&answer["result"]["usage"], &answer["usage"]]
+            .into_iter()
+            .find(|usage| usage.is_object())?;
+        // Counts are clamped to i64 so a hostile agent cannot overflow the totals' type.
+        let count = |name: &str| {
+            usage[name]
+                .as_u64()
+                .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX))
+        };
+        let usage = Self {
+            input_tokens: count("input_tokens"),
+            output_tokens: count("output_tokens"),
+        };
+        (usage != Self::default()).then_some(usage)
+    }
+}
+
+/// Totals gathered in one batch, per workspace.
+#[derive(Default)]
+struct UsageTotals {
+    tokens: TokenUsage,
+    calls: i64,
+}
+
 enum Message {
-    Row {
-        row: Box<activity_log::ActiveModel>,
-        /// A workspace caller whose call was delivered.
-        outbound: Option<String>,
-    },
+    Record(Box<Record>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -43,13 +89,14 @@ impl RecordWriter {
         Self { queue }
     }
 
-    /// Queues one row; waits only when the writer is far behind.
-    pub async fn write(&self, row: activity_log::ActiveModel, outbound: Option<String>) {
-        let message = Message::Row {
-            row: Box::new(row),
-            outbound,
-        };
-        if self.queue.send(message).await.is_err() {
+    /// Queues one delivery's records; waits only when the writer is far behind.
+    pub async fn write(&self, record: Record) {
+        if self
+            .queue
+            .send(Message::Record(Box::new(record)))
+            .await
+            .is_err()
+        {
             warn!("record writer stopped; an activity row was dropped");
         }
     }
@@ -64,25 +111,21 @@ impl RecordWriter {
 }
 
 async fn run(db: DatabaseConnection, mut inbox: mpsc::Receiver<Message>) {
-    let mut rows = Vec::with_capacity(BATCH);
-    let mut callers = BTreeSet::new();
+    let mut batch = Batch::default();
     let mut flushed = Vec::new();
     while let Some(first) = inbox.recv().await {
         let deadline = tokio::time::Instant::now() + LINGER;
         let mut next = Some(first);
         loop {
             match next.take() {
-                Some(Message::Row { row, outbound }) => {
-                    rows.push(*row);
-                    callers.extend(outbound);
-                }
+                Some(Message::Record(record)) => batch.add(*record),
                 Some(Message::Flush(done)) => {
                     flushed.push(done);
                     break;
                 }
                 None => {}
             }
-            if rows.len() >= BATCH {
+            if batch.rows.len() >= BATCH {
                 break;
             }
             match tokio::time::timeout_at(deadline, inbox.recv()).await {
@@ -90,36 +133,98 @@ async fn run(db: DatabaseConnection, mut inbox: mpsc::Receiver<Message>) {
                 Ok(None) | Err(_) => break,
             }
         }
-        write(&db, &mut rows, &mut callers).await;
+        batch.write(&db).await;
         for done in flushed.drain(..) {
             let _ = done.send(());
         }
     }
 }
 
-async fn write(
+/// Everything gathered for one round of statements.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<activity_log::ActiveModel>,
+    callers: BTreeSet<String>,
+    usage: BTreeMap<String, UsageTotals>,
+}
+
+impl Batch {
+    fn add(&mut self, record: Record) {
+        if let (Some(usage), Set(workspace_id)) = (record.usage, &record.row.workspace_id) {
+            let totals = self.usage.entry(workspace_id.clone()).or_default();
+            totals.tokens.input_tokens = totals
+                .tokens
+                .input_tokens
+                .saturating_add(usage.input_tokens);
+            totals.tokens.output_tokens = totals
+                .tokens
+                .output_tokens
+                .saturating_add(usage.output_tokens);
+            totals.calls += 1;
+        }
+        self.rows.push(record.row);
+        self.callers.extend(record.outbound);
+    }
+
+    /// Writes and empties the batch; a failed statement is logged, the others still run.
+    async fn write(&mut self, db: &DatabaseConnection) {
+        if !self.rows.is_empty() {
+            let count = self.rows.len();
+            if let Err(err) = activity_log::Entity::insert_many(std::mem::take(&mut self.rows))
+                .exec_without_returning(db)
+                .await
+            {
+                warn!(rows = count, error = %err, "activity rows not written");
+            }
+        }
+        if !self.callers.is_empty() {
+            let ids: Vec<String> = std::mem::take(&mut self.callers).into_iter().collect();
+            let touched = workspace::Entity::update_many()
+                .col_expr(workspace::Column::LastOutboundAt, Expr::value(store::now()))
+                .filter(workspace::Column::Id.is_in(ids))
+                .exec(db)
+                .await;
+            if let Err(err) = touched {
+                warn!(error = %err, "last_outbound_at not written");
+            }
+        }
+        if !self.usage.is_empty() {
+            let count = self.usage.len();
+            if let Err(err) = add_usage(db, std::mem::take(&mut self.usage)).await {
+                warn!(workspaces = count, error = %err, "token usage not written");
+            }
+        }
+    }
+}
+
+/// One upsert adding each workspace's batch totals to its stored totals.
+async fn add_usage(
     db: &DatabaseConnection,
-    rows: &mut Vec<activity_log::ActiveModel>,
-    callers: &mut BTreeSet<String>,
-) {
-    if !rows.is_empty() {
-        let count = rows.len();
-        if let Err(err) = activity_log::Entity::insert_many(std::mem::take(rows))
-            .exec_without_returning(db)
-            .await
-        {
-            warn!(rows = count, error = %err, "activity rows not written");
-        }
-    }
-    if !callers.is_empty() {
-        let ids: Vec<String> = std::mem::take(callers).into_iter().collect();
-        let touched = workspace::Entity::update_many()
-            .col_expr(workspace::Column::LastOutboundAt, Expr::value(store::now()))
-            .filter(workspace::Column::Id.is_in(ids))
-            .exec(db)
-            .await;
-        if let Err(err) = touched {
-            warn!(error = %err, "last_outbound_at not written");
-        }
-    }
+    usage: BTreeMap<String, UsageTotals>,
+) -> Result<(), sea_orm::DbErr> {
+    use token_usage::Column;
+    let now = store::now();
+    let rows = usage
+        .into_iter()
+        .map(|(workspace_id, totals)| token_usage::ActiveModel {
+            workspace_id: Set(workspace_id),
+            input_tokens: Set(totals.tokens.input_tokens),
+            output_tokens: Set(totals.tokens.output_tokens),
+            calls: Set(totals.calls),
+            updated_at: Set(now),
+        });
+    let add = |column: Column| {
+        Expr::col((token_usage::Entity, column)).add(Expr::col((Alias::new("excluded"), column)))
+    };
+    let on_conflict = OnConflict::column(Column::WorkspaceId)
+        .value(Column::InputTokens, add(Column::InputTokens))
+        .value(Column::OutputTokens, add(Column::OutputTokens))
+        .value(Column::Calls, add(Column::Calls))
+        .update_column(Column::UpdatedAt)
+        .to_owned();
+    token_usage::Entity::insert_many(rows)
+        .on_conflict(on_conflict)
+        .exec_without_returning(db)
+        .await
+        .map(drop)
 }

@@ -314,3 +314,24 @@ pub mod a2a_queue {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod token_usage {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "workspace_token_usage")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub workspace_id: String,
+        pub input_tokens: i64,
+        pub output_tokens: i64,
+        /// Answers that reported usage.
+        pub calls: i64,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

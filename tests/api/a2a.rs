@@ -70,6 +70,16 @@ async fn fake_agent() -> (String, Seen) {
             json!({"jsonrpc": "2.0", "id": 1, "result": {"kind": "message", "parts": [{"kind": "text", "text": "late"}]}}),
         )
     }
+    /// Reports the usage the caller put in `params.metadata.usage`, in `result` or at the top.
+    async fn usage(Json(body): Json<Value>) -> impl IntoResponse {
+        let usage = body["params"]["metadata"]["usage"].clone();
+        if body["params"]["metadata"]["top_level"] == true {
+            return Json(json!({"jsonrpc": "2.0", "id": body["id"], "result": {}, "usage": usage}));
+        }
+        Json(
+            json!({"jsonrpc": "2.0", "id": body["id"], "result": {"kind": "message", "usage": usage}}),
+        )
+    }
     async fn huge() -> impl IntoResponse {
         "x".repeat(10 * 1024 * 1024 + 1)
     }
@@ -93,6 +103,7 @@ async fn fake_agent() -> (String, Seen) {
         .route("/followed", any(followed))
         .route("/slow", post(slow))
         .route("/huge", post(huge))
+        .route("/usage", post(usage))
         .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -1060,4 +1071,109 @@ async fn a_silent_agent_that_keeps_beating_is_not_idle() {
     let queued = send(&app, &slow, None, Some(&app.admin_token), hello(), &[]).await;
     assert_eq!(queued.status, StatusCode::ACCEPTED, "{}", queued.text);
     assert_eq!(queued.body["queued"], true);
+}
+
+#[tokio::test]
+async fn token_usage_reported_by_answers_adds_up_on_the_target() {
+    let app = spawn_app().await;
+    let (base, _seen) = fake_agent().await;
+    let (id, token) = agent_at(&app, "counted", None, &format!("{base}/usage")).await;
+    let (other, other_token) = agent_at(&app, "other", None, &format!("{base}/usage")).await;
+    let before = app.admin_get(&format!("/workspaces/{id}/usage")).await;
+    assert_eq!(
+        before.body,
+        json!({"workspace_id": id, "input_tokens": 0, "output_tokens": 0, "calls": 0, "updated_at": null})
+    );
+    for metadata in [
+        json!({"usage": {"input_tokens": 120, "output_tokens": 30}}),
+        json!({"usage": {"input_tokens": 5, "output_tokens": 0}, "top_level": true}),
+        // Zero, negative and missing counts add nothing.
+        json!({"usage": {"input_tokens": 0, "output_tokens": 0}}),
+        json!({"usage": {"input_tokens": -7}}),
+        json!({}),
+    ] {
+        let body = json!({"method": "message/send", "params": {"message": {"role": "user", "parts": []}, "metadata": metadata}});
+        let reply = send(&app, &id, None, Some(&app.admin_token), body, &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
+    received(&app, &id, 5).await;
+    let totals = eventually(10, || async {
+        let reply = app.admin_get(&format!("/workspaces/{id}/usage")).await;
+        (reply.body["calls"] == 2).then_some(reply)
+    })
+    .await;
+    assert_eq!(totals.status, StatusCode::OK);
+    assert_eq!(
+        (&totals.body["input_tokens"], &totals.body["output_tokens"]),
+        (&json!(125), &json!(30))
+    );
+    assert!(totals.body["updated_at"].is_string());
+    // A later answer adds to the stored totals.
+    let body = json!({"method": "message/send", "params": {"message": {"role": "user", "parts": []}, "metadata": {"usage": {"input_tokens": 1, "output_tokens": 1}}}});
+    send(&app, &id, None, Some(&app.admin_token), body, &[]).await;
+    let totals = eventually(10, || async {
+        let reply = app.admin_get(&format!("/workspaces/{id}/usage")).await;
+        (reply.body["calls"] == 3).then_some(reply)
+    })
+    .await;
+    assert_eq!(
+        (&totals.body["input_tokens"], &totals.body["output_tokens"]),
+        (&json!(126), &json!(31))
+    );
+
+    // The workspace reads its own totals; another workspace's token cannot.
+    let own = app
+        .raw(
+            app.http
+                .get(format!("{}/workspaces/{id}/usage", app.rest))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_eq!(own.body, totals.body);
+    let foreign = app
+        .raw(
+            app.http
+                .get(format!("{}/workspaces/{id}/usage", app.rest))
+                .bearer_auth(&other_token),
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::UNAUTHORIZED);
+    let untouched = app.admin_get(&format!("/workspaces/{other}/usage")).await;
+    assert_eq!(untouched.body["calls"], 0);
+    let unknown = app
+        .admin_get(&format!("/workspaces/{}/usage", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.body),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "workspace not found"})
+        )
+    );
+
+    let mut client = pb::a2a_client::A2aClient::new(app.grpc_channel().await);
+    let usage = client
+        .get_token_usage(authed(
+            pb::TokenUsageRequest {
+                workspace_id: id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (usage.input_tokens, usage.output_tokens, usage.calls),
+        (126, 31, 3)
+    );
+    let malformed = client
+        .get_token_usage(authed(
+            pb::TokenUsageRequest {
+                workspace_id: "not-a-uuid".into(),
+            },
+            &app.admin_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), tonic::Code::InvalidArgument);
 }
