@@ -165,6 +165,12 @@ pub struct Config {
     /// not a positive integer means the default.
     #[arg(long, env = "A2A_IDLE_TIMEOUT_SECONDS", default_value = "300")]
     pub a2a_idle_timeout_seconds: String,
+
+    /// The URL other replicas reach this one's gRPC port at (`http://10.0.0.5:8080`), to relay
+    /// calls for agents attached here. Only used with Redis. Default: the listen address, or
+    /// this host's name and the listen port when listening on every interface.
+    #[arg(long, env = "MOLECULE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 }
 
 /// Where plugins come from and the limits on fetching them.

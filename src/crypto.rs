@@ -119,17 +119,49 @@ pub enum OpenError {
 pub struct Keyring {
     current: (i32, Aes256Gcm),
     previous: Option<(i32, Aes256Gcm)>,
+    /// What replicas show each other (one per key, current first); see [`Keyring::replica_credentials`].
+    replica_credentials: Vec<String>,
+}
+
+/// Replica credentials are MACs of this label, so they reveal nothing about the key and are
+/// useless for anything but replica-to-replica calls.
+const REPLICA_LABEL: &[u8] = b"molecule/replica-relay/v1";
+
+fn replica_credential(key: &SecretsKey) -> String {
+    use hmac::{KeyInit as _, Mac};
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&key.0).expect("HMAC takes any key length");
+    mac.update(REPLICA_LABEL);
+    hex::encode(mac.finalize().into_bytes())
 }
 
 impl Keyring {
     pub fn new(current: &SecretsKey, previous: Option<&SecretsKey>) -> Self {
         let entry = |key: &SecretsKey| (key.version(), Aes256Gcm::new(&key.0.into()));
+        let previous = previous.filter(|previous| previous.0 != current.0);
         Self {
             current: entry(current),
-            previous: previous
-                .filter(|previous| previous.0 != current.0)
-                .map(entry),
+            previous: previous.map(entry),
+            replica_credentials: std::iter::once(current)
+                .chain(previous)
+                .map(replica_credential)
+                .collect(),
         }
+    }
+
+    /// The credentials this replica presents to other replicas: one per key, so during a
+    /// rolling key rotation replicas on either side of it still recognise each other.
+    pub fn replica_credentials(&self) -> &[String] {
+        &self.replica_credentials
+    }
+
+    /// Whether any presented credential is one of ours (constant time per comparison).
+    pub fn accepts_replica(&self, presented: &[&str]) -> bool {
+        use subtle::ConstantTimeEq;
+        presented.iter().any(|presented| {
+            self.replica_credentials
+                .iter()
+                .any(|ours| bool::from(ours.as_bytes().ct_eq(presented.as_bytes())))
+        })
     }
 
     pub fn current_version(&self) -> i32 {

@@ -23,7 +23,13 @@ use tower::{ServiceExt, util::BoxCloneSyncService};
 use tracing::{info, warn};
 
 use crate::{
-    a2a::{A2AService, attach::AgentInboundService, records::RecordWriter, upstream::Upstream},
+    a2a::{
+        A2AService,
+        attach::AgentInboundService,
+        records::RecordWriter,
+        replicas::{Replicas, ReplicasService},
+        upstream::Upstream,
+    },
     auth::Authenticator,
     bootstrap,
     bundles::BundlesService,
@@ -91,6 +97,20 @@ impl Application {
             }
             None => InProcessLiveness::start(ttl, shutdown.clone()),
         };
+        let listener = TcpListener::bind(config.listen).await?;
+        let keyring = Arc::new(Keyring::new(
+            &credentials.keys.current,
+            credentials.keys.previous.as_ref(),
+        ));
+        let replicas = match &config.redis_url {
+            Some(url) => {
+                let me = advertise_url(&config, listener.local_addr()?);
+                info!(advertise_url = %me, "attached agents reachable from other replicas");
+                let client = redis::Client::open(url.expose())?;
+                Some(Replicas::start(client, &config.redis_namespace, me, &keyring).await?)
+            }
+            None => None,
+        };
         let dev_mode = config.dev_mode();
         if dev_mode {
             warn!("dev mode: bearer-less requests pass the auth gates");
@@ -102,10 +122,7 @@ impl Application {
             auth: Authenticator::new(db.clone(), credentials.admin_token.as_ref(), dev_mode),
             events: EventLog::new(bus),
             hierarchy: Hierarchy::new(db.clone()),
-            keyring: Arc::new(Keyring::new(
-                &credentials.keys.current,
-                credentials.keys.previous.as_ref(),
-            )),
+            keyring,
             liveness,
             hot: Arc::default(),
             url_policy,
@@ -113,6 +130,7 @@ impl Application {
             records: RecordWriter::start(db.clone()),
             waiting: Arc::default(),
             attachments: Arc::default(),
+            replicas,
             resolver,
             settings: Arc::new(Settings {
                 external_platform_url: config.external_platform_url.clone(),
@@ -167,7 +185,6 @@ impl Application {
             .fallback_service(by_protocol(grpc, app))
             .layer(middleware::from_fn(track_metrics));
 
-        let listener = TcpListener::bind(config.listen).await?;
         tokio::spawn(sweeper::run_provision_timeout_sweep(state.clone()));
         registry::spawn_background(&state);
         tokio::spawn(crate::a2a::queue::sweep(state.clone()));
@@ -248,6 +265,8 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
     let inbound =
         pb::agent_inbound_server::AgentInboundServer::new(AgentInboundService::new(state.clone()))
             .max_decoding_message_size(11 * 1024 * 1024);
+    let replicas = pb::replicas_server::ReplicasServer::new(ReplicasService::new(state.clone()))
+        .max_encoding_message_size(11 * 1024 * 1024);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -265,6 +284,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         <pb::bundles_server::BundlesServer<BundlesService> as NamedService>::NAME,
         <pb::a2a_server::A2aServer<A2AService> as NamedService>::NAME,
         <pb::agent_inbound_server::AgentInboundServer<AgentInboundService> as NamedService>::NAME,
+        <pb::replicas_server::ReplicasServer<ReplicasService> as NamedService>::NAME,
         <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME,
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -299,6 +319,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         .add_service(bundles)
         .add_service(a2a)
         .add_service(inbound)
+        .add_service(replicas)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -310,6 +331,23 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
     Ok(names.into_iter().fold(Router::new(), |router, name| {
         router.route_service(&format!("/{name}/{{*method}}"), routes.clone())
     }))
+}
+
+/// Where other replicas reach this one: the configured URL, else the bound address (this host's
+/// name when bound to every interface, since 0.0.0.0 is nobody's address).
+fn advertise_url(config: &Config, bound: SocketAddr) -> String {
+    if let Some(url) = &config.advertise_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    if !bound.ip().is_unspecified() {
+        return format!("http://{bound}");
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    format!("http://{host}:{}", bound.port())
 }
 
 /// The generated clients of the gateway calling the generated servers without a socket.

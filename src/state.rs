@@ -6,7 +6,10 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    a2a::{attach::Attachments, queue::Waiting, records::RecordWriter, upstream::Upstream},
+    a2a::{
+        attach::Attachments, queue::Waiting, records::RecordWriter, replicas::Replicas,
+        upstream::Upstream,
+    },
     auth::Authenticator,
     crypto::Keyring,
     events::EventLog,
@@ -59,6 +62,8 @@ pub struct AppState {
     pub waiting: Arc<Waiting>,
     /// Agents attached to this replica by an `Attach` stream.
     pub attachments: Arc<Attachments>,
+    /// The other replicas, for agents attached to one of them; none on a single replica.
+    pub replicas: Option<Arc<Replicas>>,
     pub resolver: Arc<dyn Resolver>,
     pub settings: Arc<Settings>,
     /// Cancelled on shutdown; long-lived streams end on it so shutdown never hangs.

@@ -1,8 +1,8 @@
 //! Attached agents (contract a2a.md §6.3): an agent behind NAT holds one `Attach` stream and
 //! receives proxied calls on it. This module owns the attachments of this replica, the
 //! `AgentInbound` service, and delivery over an attachment with the same time limits as HTTP.
-//! One attachment per workspace: a new one supersedes the old. Attachments are local to the
-//! replica that holds the stream.
+//! One attachment per workspace: a new one supersedes the old. A stream lives on the replica
+//! that holds it; calls taken by other replicas reach it through [`super::replicas`].
 
 use std::{
     collections::HashMap,
@@ -35,7 +35,7 @@ const OUTBOUND: usize = 64;
 
 /// What comes back for one delivery, in order.
 #[derive(Debug)]
-enum ReplyPart {
+pub(super) enum ReplyPart {
     Whole(pb::Reply),
     Chunk(pb::ReplyChunk),
     Busy,
@@ -74,28 +74,53 @@ impl Attachments {
             .expect("attachments poisoned")
             .insert(workspace_id.to_owned(), attachment);
         if let Some(previous) = previous {
-            let _ = previous.frames.try_send(Err(Status::aborted("superseded")));
+            previous.supersede();
         }
     }
 
-    fn detach(&self, workspace_id: &str, serial: u64) {
+    /// Ends the workspace's stream here: it attached again on another replica.
+    pub(super) fn release(&self, workspace_id: &str) {
+        let released = self
+            .by_workspace
+            .lock()
+            .expect("attachments poisoned")
+            .remove(workspace_id);
+        if let Some(released) = released {
+            released.supersede();
+        }
+    }
+
+    /// Forgets a stream that ended; false when a newer one had already replaced it.
+    fn detach(&self, workspace_id: &str, serial: u64) -> bool {
         let mut by_workspace = self.by_workspace.lock().expect("attachments poisoned");
-        if by_workspace
+        let current = by_workspace
             .get(workspace_id)
-            .is_some_and(|current| current.serial == serial)
-        {
+            .is_some_and(|current| current.serial == serial);
+        if current {
             by_workspace.remove(workspace_id);
         }
+        current
     }
 }
 
 /// A delivery in flight; frees its slot and its waiter when dropped.
-struct InFlight<'a> {
-    attachment: &'a Attachment,
+pub(super) struct InFlight {
+    attachment: Arc<Attachment>,
     delivery_id: String,
 }
 
-impl Drop for InFlight<'_> {
+impl InFlight {
+    /// Tells the agent to stop working on the delivery.
+    pub(super) fn cancel(&self) {
+        let _ = self.attachment.frames.try_send(Ok(pb::PlatformFrame {
+            frame: Some(pb::platform_frame::Frame::Cancel(pb::Cancel {
+                delivery_id: self.delivery_id.clone(),
+            })),
+        }));
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.attachment.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.attachment
@@ -106,21 +131,45 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// One call as an attached agent receives it, wherever the agent is attached.
+pub(super) fn delivery_of(
+    target_id: &str,
+    caller: &Caller,
+    envelope: &Envelope,
+    limits: &Limits,
+) -> pb::RelayedDelivery {
+    let (caller_workspace_id, caller_kind) = match caller {
+        Caller::Workspace(id) => (id.clone(), "workspace"),
+        Caller::User => (String::new(), "user"),
+        Caller::System(_) => (String::new(), "system"),
+    };
+    let deadline_unix_ms = limits.deadline.map_or(0, |deadline| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        chrono::Utc::now().timestamp_millis() + i64::try_from(left.as_millis()).unwrap_or(0)
+    });
+    pb::RelayedDelivery {
+        workspace_id: target_id.to_owned(),
+        caller_workspace_id,
+        caller_kind: caller_kind.to_owned(),
+        method: envelope.method.clone(),
+        body: envelope.body.clone().into_bytes(),
+        deadline_unix_ms,
+    }
+}
+
 impl Attachment {
-    /// Sends one delivery; `None` when the agent is at its concurrency limit.
-    async fn begin(
-        &self,
-        caller: &Caller,
-        envelope: &Envelope,
-        limits: &Limits,
-    ) -> Result<(InFlight<'_>, mpsc::Receiver<ReplyPart>), DispatchError> {
+    /// Sends one delivery; busy when the agent is at its concurrency limit.
+    pub(super) async fn begin(
+        self: &Arc<Self>,
+        request: pb::RelayedDelivery,
+    ) -> Result<(InFlight, mpsc::Receiver<ReplyPart>), DispatchError> {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_concurrent {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(DispatchError::Busy("attached agent at capacity".to_owned()));
         }
         let delivery_id = uuid::Uuid::new_v4().to_string();
         let guard = InFlight {
-            attachment: self,
+            attachment: self.clone(),
             delivery_id: delivery_id.clone(),
         };
         let (replies, receiver) = mpsc::channel(OUTBOUND);
@@ -128,23 +177,14 @@ impl Attachment {
             .lock()
             .expect("pending poisoned")
             .insert(delivery_id.clone(), replies);
-        let (caller_workspace_id, caller_kind) = match caller {
-            Caller::Workspace(id) => (id.clone(), "workspace"),
-            Caller::User => (String::new(), "user"),
-            Caller::System(_) => (String::new(), "system"),
-        };
-        let deadline_unix_ms = limits.deadline.map_or(0, |deadline| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            chrono::Utc::now().timestamp_millis() + i64::try_from(left.as_millis()).unwrap_or(0)
-        });
         let delivery = pb::PlatformFrame {
             frame: Some(pb::platform_frame::Frame::Delivery(pb::Delivery {
                 delivery_id,
-                caller_workspace_id,
-                caller_kind: caller_kind.to_owned(),
-                method: envelope.method.clone(),
-                body: envelope.body.clone().into_bytes(),
-                deadline_unix_ms,
+                caller_workspace_id: request.caller_workspace_id,
+                caller_kind: request.caller_kind,
+                method: request.method,
+                body: request.body,
+                deadline_unix_ms: request.deadline_unix_ms,
             })),
         };
         self.frames
@@ -154,25 +194,78 @@ impl Attachment {
         Ok((guard, receiver))
     }
 
-    fn cancel(&self, delivery_id: &str) {
-        let _ = self.frames.try_send(Ok(pb::PlatformFrame {
-            frame: Some(pb::platform_frame::Frame::Cancel(pb::Cancel {
-                delivery_id: delivery_id.to_owned(),
-            })),
-        }));
+    fn supersede(&self) {
+        let _ = self.frames.try_send(Err(Status::aborted("superseded")));
+    }
+}
+
+/// An attached agent: its stream is on this replica or on another one.
+pub(super) enum Attached {
+    Here(Arc<Attachment>),
+    Elsewhere(super::replicas::Remote),
+}
+
+/// One delivery in flight, and how to stop it.
+pub(super) struct Flight {
+    replies: mpsc::Receiver<ReplyPart>,
+    guard: FlightGuard,
+}
+
+enum FlightGuard {
+    Here(InFlight),
+    /// Ending the relay RPC (by dropping it) cancels the delivery on the holding replica.
+    Elsewhere {
+        _relay: super::replicas::Relay,
+    },
+}
+
+impl Flight {
+    fn cancel(self) {
+        if let FlightGuard::Here(flight) = &self.guard {
+            flight.cancel();
+        }
+    }
+}
+
+impl Attached {
+    async fn begin(
+        &self,
+        target_id: &str,
+        caller: &Caller,
+        envelope: &Envelope,
+        limits: &Limits,
+    ) -> Result<Flight, DispatchError> {
+        let request = delivery_of(target_id, caller, envelope, limits);
+        match self {
+            Self::Here(attachment) => {
+                let (flight, replies) = attachment.begin(request).await?;
+                Ok(Flight {
+                    replies,
+                    guard: FlightGuard::Here(flight),
+                })
+            }
+            Self::Elsewhere(remote) => {
+                let (relay, replies) = remote.begin(request).await?;
+                Ok(Flight {
+                    replies,
+                    guard: FlightGuard::Elsewhere { _relay: relay },
+                })
+            }
+        }
     }
 
     /// Delivers one call and waits for its whole answer (chunks are joined).
     pub(super) async fn call(
         &self,
+        target_id: &str,
         caller: &Caller,
         envelope: &Envelope,
         limits: &Limits,
     ) -> Result<Answer, DispatchError> {
-        let (flight, mut replies) = self.begin(caller, envelope, limits).await?;
+        let mut flight = self.begin(target_id, caller, envelope, limits).await?;
         let mut streamed: Option<(Vec<u8>, StatusCode)> = None;
         loop {
-            match next(&mut replies, limits).await {
+            match next(&mut flight.replies, limits).await {
                 Next::Part(ReplyPart::Whole(reply)) => return Ok(whole(reply)),
                 Next::Part(ReplyPart::Busy) => {
                     return Err(DispatchError::Busy("attached agent busy".to_owned()));
@@ -193,7 +286,7 @@ impl Attachment {
                     }
                 }
                 Next::Expired => {
-                    self.cancel(&flight.delivery_id);
+                    flight.cancel();
                     return Err(DispatchError::Busy("no answer in time".to_owned()));
                 }
                 Next::Closed => {
@@ -210,6 +303,7 @@ impl Attachment {
     /// Returns the answer's status and its last event (or whole body).
     pub(super) async fn stream(
         &self,
+        target_id: &str,
         caller: &Caller,
         envelope: &Envelope,
         limits: &Limits,
@@ -218,10 +312,10 @@ impl Attachment {
             Bytes,
         ) -> futures::future::BoxFuture<'static, ()>,
     ) -> Result<Answer, DispatchError> {
-        let (flight, mut replies) = self.begin(caller, envelope, limits).await?;
+        let mut flight = self.begin(target_id, caller, envelope, limits).await?;
         let mut opened = false;
         loop {
-            match next(&mut replies, limits).await {
+            match next(&mut flight.replies, limits).await {
                 Next::Part(ReplyPart::Whole(reply)) if !opened => return Ok(whole(reply)),
                 Next::Part(ReplyPart::Busy) if !opened => {
                     return Err(DispatchError::Busy("attached agent busy".to_owned()));
@@ -246,7 +340,7 @@ impl Attachment {
                 }
                 Next::Part(_) => {}
                 Next::Expired => {
-                    self.cancel(&flight.delivery_id);
+                    flight.cancel();
                     return if opened {
                         Ok(failed(
                             StatusCode::OK,
@@ -362,6 +456,10 @@ impl pb::agent_inbound_server::AgentInbound for AgentInboundService {
             max_concurrent: usize::try_from(hello.max_concurrent.max(1)).unwrap_or(1),
         });
         self.state.attachments.attach(&id, attachment.clone());
+        if let Some(replicas) = self.state.replicas.clone() {
+            let id = id.clone();
+            tokio::spawn(async move { replicas.claim(&id).await });
+        }
         debug!(workspace_id = %id, "agent attached");
         tokio::spawn(serve(self.state.clone(), id, attachment, inbound));
         Ok(Response::new(Box::pin(
@@ -386,6 +484,13 @@ async fn serve(
             _ = ping.tick() => {
                 if last_pong.elapsed() > PONG_WITHIN {
                     let _ = attachment.frames.try_send(Err(Status::deadline_exceeded("no pong in 90 s")));
+                    break;
+                }
+                if let Some(replicas) = &state.replicas
+                    && !replicas.refresh(&id).await
+                {
+                    // Attached again elsewhere and the release did not reach us.
+                    attachment.supersede();
                     break;
                 }
                 let _ = attachment.frames.try_send(Ok(pb::PlatformFrame {
@@ -423,7 +528,11 @@ async fn serve(
             let _ = waiter.send(part).await;
         }
     }
-    state.attachments.detach(&id, attachment.serial);
+    if state.attachments.detach(&id, attachment.serial)
+        && let Some(replicas) = &state.replicas
+    {
+        replicas.release(&id).await;
+    }
     // Waiters see their channel close: "failed to read agent response", delivery confirmed.
     attachment.pending.lock().expect("pending poisoned").clear();
     debug!(workspace_id = %id, "agent detached");

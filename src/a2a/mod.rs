@@ -8,6 +8,7 @@ pub mod attach;
 pub mod envelope;
 pub mod queue;
 pub mod records;
+pub mod replicas;
 pub mod upstream;
 
 use std::{sync::Arc, time::Duration};
@@ -444,7 +445,7 @@ async fn prepare(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult
         }
     };
     // Route (1): an attached stream goes first (contract §1.5).
-    let destination = match (state.attachments.get(&target.id), route) {
+    let destination = match (attach::Attached::find(state, &target.id).await, route) {
         (Some(attachment), _) => Destination::Attached(attachment),
         (None, Route::Http(url)) => Destination::Http(url),
         (None, Route::Mailbox) => {
@@ -509,7 +510,9 @@ async fn deliver(state: &AppState, dispatch: Dispatch, queue: QueueWhenBusy) -> 
                 .post(url, envelope.body.clone(), headers, &limits)
                 .await
         }
-        Destination::Attached(attachment) => attachment.call(&caller, &envelope, &limits).await,
+        Destination::Attached(attached) => {
+            attached.call(&target.id, &caller, &envelope, &limits).await
+        }
     };
     let duration_ms = elapsed_ms(started);
     let busy = match &result {
@@ -586,23 +589,29 @@ async fn stream(
     } = dispatch;
     let url = match destination {
         Destination::Http(url) => url,
-        Destination::Attached(attachment) => {
+        Destination::Attached(attached) => {
             let events = sender.clone();
-            let result = attachment
-                .stream(&caller, &envelope, &limits, move |head, event| {
-                    let events = events.clone();
-                    Box::pin(async move {
-                        if let Some((status, content_type)) = head {
-                            let _ = events
-                                .send(StreamItem::Opened {
-                                    status: status.as_u16(),
-                                    content_type,
-                                })
-                                .await;
-                        }
-                        let _ = events.send(StreamItem::Event(event)).await;
-                    })
-                })
+            let result = attached
+                .stream(
+                    &target.id,
+                    &caller,
+                    &envelope,
+                    &limits,
+                    move |head, event| {
+                        let events = events.clone();
+                        Box::pin(async move {
+                            if let Some((status, content_type)) = head {
+                                let _ = events
+                                    .send(StreamItem::Opened {
+                                        status: status.as_u16(),
+                                        content_type,
+                                    })
+                                    .await;
+                            }
+                            let _ = events.send(StreamItem::Event(event)).await;
+                        })
+                    },
+                )
                 .await;
             let duration_ms = elapsed_ms(started);
             record(state, &caller, &target, &envelope, &result, duration_ms).await;
@@ -685,7 +694,7 @@ fn failed(result: ApiResult<Outcome>) -> StreamItem {
 /// Where a checked call goes.
 enum Destination {
     Http(String),
-    Attached(Arc<attach::Attachment>),
+    Attached(attach::Attached),
 }
 
 enum Route {

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::{
     grpc::authed,
-    helpers::{TestApp, eventually, spawn_app},
+    helpers::{Backend, Options, TestApp, eventually, spawn_app, spawn_on},
 };
 
 /// What the fake agent saw: each request's headers and JSON body.
@@ -947,6 +947,83 @@ async fn an_attachment_that_drops_mid_call_and_a_superseded_one() {
         (tonic::Code::Aborted, "superseded")
     );
     drop(frames);
+}
+
+#[tokio::test]
+async fn an_agent_attached_to_one_replica_receives_calls_taken_by_another() {
+    let backend = Backend::fresh().await.with_redis();
+    let first = spawn_on(backend.clone(), Options::default()).await;
+    let second = spawn_on(backend, Options::default()).await;
+    let (id, token) = first.registered_agent("roaming", None).await;
+    let _agent = attached_agent(&second, &id, &token, false).await.unwrap();
+
+    // The call arrives at the first replica and is delivered on the second one's stream.
+    let reply = eventually(10, || async {
+        let reply = send(&first, &id, None, Some(&first.admin_token), hello(), &[]).await;
+        (reply.status == StatusCode::OK).then_some(reply)
+    })
+    .await;
+    assert_eq!(
+        reply.body["result"],
+        json!({"echo": "message/send", "caller": "user"})
+    );
+    let streamed = first
+        .http
+        .post(format!("{}/workspaces/{id}/a2a", first.rest))
+        .bearer_auth(&first.admin_token)
+        .json(&streaming_hello())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.headers()["content-type"], "text/event-stream");
+    let text = streamed.text().await.unwrap();
+    assert_eq!(text.split_terminator("\n\n").count(), 2, "{text}");
+    assert!(text.contains(r#""final":true"#));
+
+    // Attaching again on the first replica ends the second one's stream, and calls taken by
+    // the second replica now reach the first.
+    let (frames, mut old) = attach(&second, &id, &token, 1).await.unwrap();
+    let _moved = attached_agent(&first, &id, &token, false).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), old.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        (ended.code(), ended.message()),
+        (tonic::Code::Aborted, "superseded")
+    );
+    drop(frames);
+    let reply = eventually(10, || async {
+        let reply = send(&second, &id, None, Some(&second.admin_token), hello(), &[]).await;
+        (reply.status == StatusCode::OK).then_some(reply)
+    })
+    .await;
+    assert_eq!(reply.body["result"]["echo"], "message/send");
+
+    // An agent on the other replica that drops its stream mid-call: the delivery is confirmed.
+    let _flaky = attached_agent(&second, &id, &token, true).await.unwrap();
+    let dropped = eventually(10, || async {
+        let reply = send(&first, &id, None, Some(&first.admin_token), hello(), &[]).await;
+        (reply.status == StatusCode::BAD_GATEWAY).then_some(reply)
+    })
+    .await;
+    assert_eq!(
+        dropped.body,
+        json!({"error": "failed to read agent response", "delivery_confirmed": true})
+    );
+
+    // Only replicas may use the relay.
+    let mut relay = pb::replicas_client::ReplicasClient::new(second.grpc_channel().await);
+    let denied = relay
+        .release(authed(
+            pb::ReleaseRequest {
+                workspace_id: id.clone(),
+            },
+            &second.admin_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
 }
 
 #[tokio::test]
