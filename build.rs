@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/google/rpc/status.proto",
         "proto/molecule/v1/a2a.proto",
         "proto/molecule/v1/bundles.proto",
+        "proto/molecule/v1/delegations.proto",
         "proto/molecule/v1/errors.proto",
         "proto/molecule/v1/plugins.proto",
         "proto/molecule/v1/registry.proto",

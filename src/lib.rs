@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod bundles;
 pub mod config;
 pub mod crypto;
+pub mod delegations;
 pub mod error;
 pub mod events;
 pub mod hierarchy;

@@ -35,6 +35,7 @@ use crate::{
     bundles::BundlesService,
     config::{Config, Environment, GatewayArgs},
     crypto::Keyring,
+    delegations::DelegationsService,
     events::{EventBus, EventLog, InProcessBus, RedisBus},
     hierarchy::Hierarchy,
     liveness::{InProcessLiveness, Liveness, RedisLiveness},
@@ -259,6 +260,8 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
     let secrets = pb::secrets_server::SecretsServer::new(SecretsService::new(state.clone()));
     let plugins = pb::plugins_server::PluginsServer::new(PluginsService::new(state.clone()));
     let bundles = pb::bundles_server::BundlesServer::new(BundlesService::new(state.clone()));
+    let delegations =
+        pb::delegations_server::DelegationsServer::new(DelegationsService::new(state.clone()));
     let a2a = pb::a2a_server::A2aServer::new(A2AService::new(state.clone()))
         .max_decoding_message_size(11 * 1024 * 1024)
         .max_encoding_message_size(11 * 1024 * 1024);
@@ -282,6 +285,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         <pb::secrets_server::SecretsServer<SecretsService> as NamedService>::NAME,
         <pb::plugins_server::PluginsServer<PluginsService> as NamedService>::NAME,
         <pb::bundles_server::BundlesServer<BundlesService> as NamedService>::NAME,
+        <pb::delegations_server::DelegationsServer<DelegationsService> as NamedService>::NAME,
         <pb::a2a_server::A2aServer<A2AService> as NamedService>::NAME,
         <pb::agent_inbound_server::AgentInboundServer<AgentInboundService> as NamedService>::NAME,
         <pb::replicas_server::ReplicasServer<ReplicasService> as NamedService>::NAME,
@@ -309,6 +313,9 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
             .set_serving::<pb::a2a_server::A2aServer<A2AService>>()
             .await;
         health_reporter
+            .set_serving::<pb::delegations_server::DelegationsServer<DelegationsService>>()
+            .await;
+        health_reporter
             .set_serving::<pb::agent_inbound_server::AgentInboundServer<AgentInboundService>>()
             .await;
     });
@@ -317,6 +324,7 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
         .add_service(secrets)
         .add_service(plugins)
         .add_service(bundles)
+        .add_service(delegations)
         .add_service(a2a)
         .add_service(inbound)
         .add_service(replicas)

@@ -6,6 +6,7 @@
 mod a2a;
 mod bundles;
 pub mod codec;
+mod delegations;
 pub mod edge;
 mod error;
 mod events;
@@ -73,6 +74,7 @@ type SecretsClient = pb::secrets_client::SecretsClient<Transport>;
 type PluginsClient = pb::plugins_client::PluginsClient<Transport>;
 type BundlesClient = pb::bundles_client::BundlesClient<Transport>;
 type A2aClient = pb::a2a_client::A2aClient<Transport>;
+type DelegationsClient = pb::delegations_client::DelegationsClient<Transport>;
 
 /// The gateway's state: typed clients over one transport, behind one `Arc` so that handing it
 /// to a handler costs a reference count, not a copy of every client.
@@ -86,6 +88,7 @@ pub struct Clients {
     plugins: PluginsClient,
     bundles: BundlesClient,
     a2a: A2aClient,
+    delegations: DelegationsClient,
     /// `POST /org/tokens` has its own, stricter limiter (10 per hour per IP).
     org_token_mints: RateLimiter,
     /// Ends WebSocket sessions on shutdown.
@@ -109,6 +112,7 @@ impl Gateway {
             secrets: SecretsClient::new(transport.clone()),
             plugins: PluginsClient::new(transport.clone()),
             bundles: BundlesClient::new(transport.clone()),
+            delegations: DelegationsClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.
             a2a: A2aClient::new(transport)
                 .max_decoding_message_size(11 * 1024 * 1024)

@@ -8,7 +8,10 @@ use serde_json::json;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{Gateway, a2a, bundles, edge, events, plugins, registry, secrets, tokens, workspaces};
+use crate::{
+    Gateway, a2a, bundles, delegations, edge, events, plugins, registry, secrets, tokens,
+    workspaces,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +26,7 @@ use crate::{Gateway, a2a, bundles, edge, events, plugins, registry, secrets, tok
         (name = "plugins", description = "The plugin catalogue, downloads and install records"),
         (name = "bundles", description = "Workspace trees exported and imported as documents"),
         (name = "a2a", description = "The agent-to-agent proxy"),
+        (name = "delegations", description = "Tasks handed to peers, and their outcomes"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -91,6 +95,10 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(a2a::proxy))
         .routes(routes!(a2a::drop_stale))
         .routes(routes!(a2a::token_usage))
+        .routes(routes!(delegations::delegate))
+        .routes(routes!(delegations::list))
+        .routes(routes!(delegations::record))
+        .routes(routes!(delegations::update))
         .split_for_parts();
     let document = Arc::new(document);
     router

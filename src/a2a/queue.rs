@@ -163,7 +163,13 @@ async fn redeliver(state: &AppState, row: a2a_queue::Model) {
         timeout_seconds: None,
         forward_headers: Vec::new(),
     };
-    let outcome = super::proxy_once(state, caller, call).await;
+    let outcome = super::proxy_once(state, caller.clone(), call).await;
+    if let (Caller::Workspace(source), Ok(Outcome::Delivered { status, body, .. })) =
+        (&caller, &outcome)
+        && *status < 400
+    {
+        stitch_delegation(state, source, &row, body).await;
+    }
     let attempts = row.attempts + 1;
     let (status, last_error) = match &outcome {
         Ok(Outcome::Delivered { .. } | Outcome::Mailbox { .. } | Outcome::Queued { .. }) => {
@@ -186,6 +192,28 @@ async fn redeliver(state: &AppState, row: a2a_queue::Model) {
     }
     if status == "queued" {
         state.waiting.insert(&row.workspace_id);
+    }
+}
+
+/// A drained call that was a delegation completes it on its source (§1.12 step 5).
+async fn stitch_delegation(state: &AppState, source: &str, row: &a2a_queue::Model, answer: &[u8]) {
+    let Ok(request) = serde_json::from_str::<serde_json::Value>(&row.body) else {
+        return;
+    };
+    let Some(delegation_id) = request["params"]["message"]["metadata"]["delegation_id"].as_str()
+    else {
+        return;
+    };
+    let stitched = crate::delegations::complete_from_queue(
+        state,
+        source,
+        &row.workspace_id,
+        delegation_id,
+        answer,
+    )
+    .await;
+    if let Err(err) = stitched {
+        warn!(queue_id = %row.id, error = %err, "delegation not completed from the queue");
     }
 }
 

@@ -26,11 +26,11 @@ use crate::{
 
 /// What the fake agent saw: each request's headers and JSON body.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(HeaderMap, Value)>>>);
+pub(crate) struct Seen(pub(crate) Arc<Mutex<Vec<(HeaderMap, Value)>>>);
 
 /// An agent on loopback: `/a2a/inbound` answers like the Python SDK (`{"status":"ok","result":…}`),
 /// the other routes misbehave on purpose.
-async fn fake_agent() -> (String, Seen) {
+pub(crate) async fn fake_agent() -> (String, Seen) {
     let seen = Seen::default();
     async fn inbound(
         State(seen): State<Seen>,
@@ -70,6 +70,21 @@ async fn fake_agent() -> (String, Seen) {
             json!({"jsonrpc": "2.0", "id": 1, "result": {"kind": "message", "parts": [{"kind": "text", "text": "late"}]}}),
         )
     }
+    /// Answers like an A2A agent: the task's text back in a message part.
+    async fn answer(
+        State(seen): State<Seen>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> impl IntoResponse {
+        seen.0.lock().unwrap().push((headers, body.clone()));
+        let text = body["params"]["message"]["parts"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        Json(
+            json!({"jsonrpc": "2.0", "id": body["id"], "result": {"kind": "message", "role": "agent",
+            "parts": [{"kind": "text", "text": format!("done: {text}")}]}}),
+        )
+    }
     /// Reports the usage the caller put in `params.metadata.usage`, in `result` or at the top.
     async fn usage(Json(body): Json<Value>) -> impl IntoResponse {
         let usage = body["params"]["metadata"]["usage"].clone();
@@ -104,6 +119,7 @@ async fn fake_agent() -> (String, Seen) {
         .route("/slow", post(slow))
         .route("/huge", post(huge))
         .route("/usage", post(usage))
+        .route("/answer", post(answer))
         .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -112,7 +128,12 @@ async fn fake_agent() -> (String, Seen) {
 }
 
 /// An external workspace registered at `url`; returns its id and token.
-async fn agent_at(app: &TestApp, name: &str, parent: Option<&str>, url: &str) -> (String, String) {
+pub(crate) async fn agent_at(
+    app: &TestApp,
+    name: &str,
+    parent: Option<&str>,
+    url: &str,
+) -> (String, String) {
     let id = app
         .create_workspace(json!({"name": name, "external": true, "parent_id": parent}))
         .await;
@@ -122,7 +143,7 @@ async fn agent_at(app: &TestApp, name: &str, parent: Option<&str>, url: &str) ->
 }
 
 /// `POST /workspaces/{target}/a2a` with optional caller id, bearer and extra headers.
-async fn send(
+pub(crate) async fn send(
     app: &TestApp,
     target: &str,
     caller: Option<&str>,
@@ -172,7 +193,7 @@ fn streaming_hello() -> Value {
 
 /// The target's `a2a_receive` rows, newest first, once there are at least `count` (they are
 /// written after the answer).
-async fn received(app: &TestApp, id: &str, count: usize) -> Vec<Value> {
+pub(crate) async fn received(app: &TestApp, id: &str, count: usize) -> Vec<Value> {
     eventually(10, || async {
         let rows = app
             .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
@@ -797,7 +818,7 @@ async fn a_streamed_call_over_grpc_and_a_caller_that_leaves_midway() {
 
 /// Opens `AgentInbound.Attach` with the hello frame; returns the agent's sending side and the
 /// platform's frames.
-async fn attach(
+pub(crate) async fn attach(
     app: &TestApp,
     id: &str,
     token: &str,

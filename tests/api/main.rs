@@ -6,6 +6,7 @@ mod activity;
 mod auth;
 mod bundles;
 mod cli;
+mod delegations;
 mod discovery;
 mod edge;
 mod events;
