@@ -327,7 +327,10 @@ fn entry(row: activity_log::Model) -> pb::DelegationEntry {
 /// How a delegation ended, or that it waits.
 enum Ending {
     Completed(String),
+    /// The send failed: the outcome row carries the error.
     Failed(String),
+    /// The agent reports a failure of a call it sent itself: the request row and the event.
+    ReportedFailure(String),
     Queued,
     /// An agent-reported `queued`: the request row moves, nothing else.
     Reported,
@@ -337,7 +340,7 @@ impl Ending {
     fn from_update(status: &str, error: Option<String>, response_preview: Option<String>) -> Self {
         match status {
             "completed" => Self::Completed(response_preview.unwrap_or_default()),
-            "failed" => Self::Failed(error.unwrap_or_default()),
+            "failed" => Self::ReportedFailure(error.unwrap_or_default()),
             _ => Self::Reported,
         }
     }
@@ -354,7 +357,7 @@ async fn finish(
     let db = &state.db;
     let (status, error) = match &outcome {
         Ending::Completed(_) => ("completed", None),
-        Ending::Failed(error) => ("failed", Some(error.clone())),
+        Ending::Failed(error) | Ending::ReportedFailure(error) => ("failed", Some(error.clone())),
         Ending::Queued | Ending::Reported => ("queued", None),
     };
     let mut update = activity_log::Entity::update_many()
@@ -376,6 +379,7 @@ async fn finish(
         summary,
     };
     let ids = json!({"delegation_id": delegation_id, "target_id": target});
+    let reported = matches!(outcome, Ending::ReportedFailure(_));
     let (event, payload) = match outcome {
         Ending::Completed(text) => {
             let row = activity_log::ActiveModel {
@@ -390,17 +394,20 @@ async fn finish(
             payload["response_preview"] = json!(preview(&text, 200));
             ("DELEGATION_COMPLETE", payload)
         }
-        Ending::Failed(error) => {
-            let row = activity_log::ActiveModel {
-                response_body: Set(Some(json!({"delegation_id": delegation_id}).to_string())),
-                error_detail: Set(Some(error.clone())),
-                ..result(
-                    "failed",
-                    format!("Delegation failed: {}", preview(&error, 200)),
-                )
-                .model(uuid::Uuid::new_v4().to_string())
-            };
-            activity_log::Entity::insert(row).exec(db).await?;
+        Ending::Failed(error) | Ending::ReportedFailure(error) => {
+            // The agent's own report moves only its request row (contract §5).
+            if !reported {
+                let row = activity_log::ActiveModel {
+                    response_body: Set(Some(json!({"delegation_id": delegation_id}).to_string())),
+                    error_detail: Set(Some(error.clone())),
+                    ..result(
+                        "failed",
+                        format!("Delegation failed: {}", preview(&error, 200)),
+                    )
+                    .model(uuid::Uuid::new_v4().to_string())
+                };
+                activity_log::Entity::insert(row).exec(db).await?;
+            }
             let mut payload = ids;
             payload["error"] = json!(error);
             ("DELEGATION_FAILED", payload)

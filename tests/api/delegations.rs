@@ -380,6 +380,21 @@ async fn agents_record_and_update_delegations_they_sent_themselves() {
     assert_eq!(failed.status, "failed");
     let events = app.event_types(&source).await;
     assert!(events.contains(&"DELEGATION_FAILED".to_owned()));
+    // An agent's own failure report moves its request row and adds no outcome row.
+    let rows = app
+        .get(
+            &format!("/workspaces/{source}/delegations"),
+            Some(&source_token),
+        )
+        .await
+        .body;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let request = row(rows, "delegate", &delegation_id).unwrap();
+    assert_eq!(
+        (&request["status"], &request["error"]),
+        (&json!("failed"), &json!("peer gave up"))
+    );
     let self_delegation = client
         .delegate(authed(
             pb::DelegateRequest {
