@@ -27,6 +27,9 @@ pub struct BeatSnapshot {
     pub sample_error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monthly_spend: Option<i64>,
+    /// The agent retries busy calls itself (`capabilities.session`), for every replica to see.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native_session: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -372,6 +375,7 @@ mod tests {
             error_rate: 0.0,
             sample_error: String::new(),
             monthly_spend: None,
+            native_session: false,
         }
     }
 

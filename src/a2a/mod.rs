@@ -538,6 +538,17 @@ async fn deliver(state: &AppState, dispatch: Dispatch, queue: QueueWhenBusy) -> 
     busy.unwrap_or_else(|| answer(result, duration_ms))
 }
 
+/// Whether the target's latest heartbeat, on whichever replica it landed, declared a native
+/// session. Read only on the busy path; this replica's memory answers if the store cannot.
+async fn declares_native_session(state: &AppState, target: &str) -> bool {
+    match state.liveness.snapshots(&[target.to_owned()]).await {
+        Ok(snapshots) => snapshots
+            .get(target)
+            .is_some_and(|beat| beat.native_session),
+        Err(_) => state.hot.native_session(target),
+    }
+}
+
 /// What a busy agent's caller gets instead of the plain busy answer: the native-session
 /// answer, or the call queued for the agent's next spare capacity. None: the plain answer.
 async fn busy_outcome(
@@ -547,7 +558,7 @@ async fn busy_outcome(
     envelope: &Envelope,
     queue: QueueWhenBusy,
 ) -> Option<ApiResult<Outcome>> {
-    if state.hot.native_session(target) {
+    if declares_native_session(state, target).await {
         return Some(Err(ApiError::new(
             ErrorCode::Unavailable,
             "workspace agent busy — adapter handles retry (native_session)",

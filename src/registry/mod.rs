@@ -319,6 +319,7 @@ impl RegistryService {
             error_rate: 0.0,
             sample_error: String::new(),
             monthly_spend: None,
+            native_session: false,
         };
         if let Err(err) = self.state.liveness.beat(id, &snapshot).await {
             warn!(workspace_id = %id, error = %err, "liveness refresh on register failed");
@@ -333,6 +334,10 @@ impl RegistryService {
         } else {
             0.0
         };
+        let overrides = self
+            .state
+            .hot
+            .overrides(id, request.runtime_metadata.as_ref());
         let snapshot = BeatSnapshot {
             at: store::now(),
             active_tasks: request.active_tasks,
@@ -343,6 +348,7 @@ impl RegistryService {
                 .monthly_spend
                 .filter(|spend| *spend > 0)
                 .map(|spend| spend.min(1_000_000_000_000)),
+            native_session: overrides.native_session,
         };
         self.state
             .liveness
@@ -353,10 +359,6 @@ impl RegistryService {
                 ApiError::datastore_unavailable()
             })?;
 
-        let overrides = self
-            .state
-            .hot
-            .overrides(id, request.runtime_metadata.as_ref());
         let facts = BeatFacts {
             error_rate,
             runtime_state: &request.runtime_state,
@@ -1017,6 +1019,7 @@ mod tests {
             error_rate: 0.0,
             sample_error: String::new(),
             monthly_spend: None,
+            native_session: false,
         };
         let batch = vec![
             ("a".to_owned(), snapshot.clone()),

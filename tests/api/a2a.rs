@@ -1104,10 +1104,13 @@ async fn stale_queue_items_are_dropped_by_an_admin() {
 
 #[tokio::test]
 async fn an_agent_with_a_native_session_retries_itself() {
-    let app = spawn_app().await;
+    // The heartbeat lands on one replica and the call on the other.
+    let backend = Backend::fresh().await.with_redis();
+    let app = spawn_on(backend.clone(), Options::default()).await;
+    let other = spawn_on(backend, Options::default()).await;
     let (base, _seen) = fake_agent().await;
     let (slow, token) = agent_at(&app, "session", None, &format!("{base}/slow")).await;
-    let beat = app
+    let beat = other
         .heartbeat(
             &slow,
             &token,
