@@ -422,6 +422,22 @@ type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::PlatformFrame, Status>> 
 impl pb::agent_inbound_server::AgentInbound for AgentInboundService {
     type AttachStream = FrameStream;
 
+    async fn poll(
+        &self,
+        request: Request<pb::PollRequest>,
+    ) -> Result<Response<pb::ListActivityResponse>, Status> {
+        let (metadata, _, poll) = request.into_parts();
+        let listing = pb::ListActivityRequest {
+            workspace_id: poll.workspace_id,
+            r#type: "a2a_receive".to_owned(),
+            limit: poll.limit,
+            since_id: poll.since_id,
+            peer_id: poll.peer_id,
+            ..Default::default()
+        };
+        crate::error::reply(crate::registry::activity::list(&self.state, &metadata, &listing).await)
+    }
+
     async fn attach(
         &self,
         request: Request<Streaming<pb::AttachFrame>>,

@@ -101,7 +101,7 @@ pub(super) async fn log(
     Ok(pb::LogActivityResponse {})
 }
 
-pub(super) async fn list(
+pub(crate) async fn list(
     state: &AppState,
     metadata: &MetadataMap,
     request: &pb::ListActivityRequest,

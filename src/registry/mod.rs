@@ -4,7 +4,7 @@
 //! the hot path: cached credentials and state, one liveness write, and a datastore write only
 //! on a transition or a `current_task` change (everything else is flushed write-behind).
 
-mod activity;
+pub(crate) mod activity;
 pub mod hot;
 mod stream;
 pub mod transitions;

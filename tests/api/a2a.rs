@@ -645,13 +645,12 @@ async fn agents_without_an_inbound_url_read_calls_from_their_mailbox() {
     assert_eq!(entry["data"]["text"], "hi");
     assert_eq!(entry["request_body"]["jsonrpc"], "2.0");
 
-    // The same mailbox over gRPC: Registry.ListActivity with the cursor of the last read.
-    let mut registry = pb::registry_client::RegistryClient::new(app.grpc_channel().await);
+    // The same mailbox over gRPC: AgentInbound.Poll with the cursor of the last read.
+    let mut inbound = pb::agent_inbound_client::AgentInboundClient::new(app.grpc_channel().await);
     let poll = |since_id: &str| {
         authed(
-            pb::ListActivityRequest {
+            pb::PollRequest {
                 workspace_id: polling.clone(),
-                r#type: "a2a_receive".into(),
                 since_id: since_id.into(),
                 ..Default::default()
             },
@@ -659,16 +658,16 @@ async fn agents_without_an_inbound_url_read_calls_from_their_mailbox() {
         )
     };
     let second = send(&app, &polling, Some(&peer), Some(&peer_token), hello(), &[]).await;
-    let rows = registry
-        .list_activity(poll(activity_id))
+    let rows = inbound
+        .poll(poll(activity_id))
         .await
         .unwrap()
         .into_inner()
         .rows;
     let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
     assert_eq!(ids, [second.body["activity_id"].as_str().unwrap()]);
-    let lost = registry
-        .list_activity(poll("00000000-0000-4000-8000-000000000000"))
+    let lost = inbound
+        .poll(poll("00000000-0000-4000-8000-000000000000"))
         .await
         .unwrap_err();
     // The registry contract words it so; the SDK only looks at the 410 (a2a.md says "cursor expired").
