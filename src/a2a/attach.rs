@@ -132,7 +132,7 @@ impl Drop for InFlight {
 }
 
 /// One call as an attached agent receives it, wherever the agent is attached.
-pub(super) fn delivery_of(
+fn delivery_of(
     target_id: &str,
     caller: &Caller,
     envelope: &Envelope,
@@ -228,6 +228,19 @@ impl Flight {
 }
 
 impl Attached {
+    /// The agent's stream, on this replica or, with several replicas, on the one holding it.
+    pub(super) async fn find(state: &AppState, workspace_id: &str) -> Option<Self> {
+        if let Some(attachment) = state.attachments.get(workspace_id) {
+            return Some(Self::Here(attachment));
+        }
+        state
+            .replicas
+            .as_ref()?
+            .lookup(workspace_id)
+            .await
+            .map(Self::Elsewhere)
+    }
+
     async fn begin(
         &self,
         target_id: &str,

@@ -21,10 +21,7 @@ use tonic::{
 };
 use tracing::{debug, warn};
 
-use super::{
-    attach::{Attached, ReplyPart},
-    upstream::DispatchError,
-};
+use super::{attach::ReplyPart, upstream::DispatchError};
 use crate::{
     crypto::Keyring,
     error::{ApiError, ErrorCode},
@@ -374,20 +371,5 @@ impl pb::replicas_server::Replicas for ReplicasService {
         self.authenticate(&metadata)?;
         self.state.attachments.release(&request.workspace_id);
         Ok(Response::new(pb::ReleaseResponse {}))
-    }
-}
-
-impl Attached {
-    /// The agent's stream, on this replica or, with several replicas, on the one holding it.
-    pub(super) async fn find(state: &AppState, workspace_id: &str) -> Option<Self> {
-        if let Some(attachment) = state.attachments.get(workspace_id) {
-            return Some(Self::Here(attachment));
-        }
-        state
-            .replicas
-            .as_ref()?
-            .lookup(workspace_id)
-            .await
-            .map(Self::Elsewhere)
     }
 }
