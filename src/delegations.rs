@@ -333,7 +333,7 @@ enum Ending {
     ReportedFailure(String),
     Queued,
     /// An agent-reported `queued`: the request row moves, nothing else.
-    Reported,
+    ReportedQueued,
 }
 
 impl Ending {
@@ -341,7 +341,7 @@ impl Ending {
         match status {
             "completed" => Self::Completed(response_preview.unwrap_or_default()),
             "failed" => Self::ReportedFailure(error.unwrap_or_default()),
-            _ => Self::Reported,
+            _ => Self::ReportedQueued,
         }
     }
 }
@@ -358,7 +358,7 @@ async fn finish(
     let (status, error) = match &outcome {
         Ending::Completed(_) => ("completed", None),
         Ending::Failed(error) | Ending::ReportedFailure(error) => ("failed", Some(error.clone())),
-        Ending::Queued | Ending::Reported => ("queued", None),
+        Ending::Queued | Ending::ReportedQueued => ("queued", None),
     };
     let mut update = activity_log::Entity::update_many()
         .col_expr(activity_log::Column::Status, Expr::value(status))
@@ -428,7 +428,7 @@ async fn finish(
             payload["status"] = json!("queued");
             ("DELEGATION_STATUS", payload)
         }
-        Ending::Reported => return Ok(()),
+        Ending::ReportedQueued => return Ok(()),
     };
     state.events.record(db, event, Some(source), payload).await;
     Ok(())
