@@ -192,6 +192,15 @@ impl Authenticator {
         }
     }
 
+    /// WorkspaceAuth on a raw id that must name a live (not removed) workspace: 400 for a
+    /// malformed id, then the auth answer, then 404. Returns the canonical id.
+    pub async fn live_workspace(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<String> {
+        let id = crate::workspaces::validate::workspace_id(raw_id)?;
+        self.workspace(metadata, &id).await?;
+        store::live_workspace(&self.db, &id).await?;
+        Ok(id)
+    }
+
     /// WorkspaceAuth plus the own-token rule of §3.4 (`/secrets/values`, plugin download): once
     /// the workspace has a live token, only that workspace's own token passes.
     pub async fn own_token(

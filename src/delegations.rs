@@ -84,10 +84,7 @@ impl DelegationsService {
 
     /// WorkspaceAuth on the source workspace, which must exist.
     async fn authorize(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<String> {
-        let id = validate::workspace_id(raw_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
-        store::live_workspace(&self.state.db, &id).await?;
-        Ok(id)
+        self.state.auth.live_workspace(metadata, raw_id).await
     }
 
     async fn delegate(
@@ -180,9 +177,7 @@ impl DelegationsService {
         raw_id: &str,
     ) -> ApiResult<pb::ListDelegationsResponse> {
         let source = self.authorize(metadata, raw_id).await?;
-        let rows = activity_log::Entity::find()
-            .filter(activity_log::Column::WorkspaceId.eq(source.as_str()))
-            .filter(activity_log::Column::ActivityType.eq(ACTIVITY_TYPE))
+        let rows = rows_of(&source)
             .filter(activity_log::Column::Method.is_in([REQUEST, RESULT]))
             .order_by_desc(activity_log::Column::CreatedAt)
             .order_by_desc(activity_log::Column::Id)
@@ -254,9 +249,8 @@ impl DelegationsService {
             ));
         }
         let db = &self.state.db;
-        let delegation = activity_log::Entity::find_by_id(request.delegation_id.as_str())
-            .filter(activity_log::Column::WorkspaceId.eq(source.as_str()))
-            .filter(activity_log::Column::ActivityType.eq(ACTIVITY_TYPE))
+        let delegation = rows_of(&source)
+            .filter(activity_log::Column::Id.eq(request.delegation_id.as_str()))
             .filter(activity_log::Column::Method.eq(REQUEST))
             .one(db)
             .await
@@ -275,14 +269,19 @@ impl DelegationsService {
     }
 }
 
+/// The source's delegation rows (requests and outcomes), to be narrowed further.
+fn rows_of(source: &str) -> sea_orm::Select<activity_log::Entity> {
+    activity_log::Entity::find()
+        .filter(activity_log::Column::WorkspaceId.eq(source))
+        .filter(activity_log::Column::ActivityType.eq(ACTIVITY_TYPE))
+}
+
 async fn find_by_key(
     db: &DatabaseConnection,
     source: &str,
     key: &str,
 ) -> Result<Option<activity_log::Model>, DbErr> {
-    activity_log::Entity::find()
-        .filter(activity_log::Column::WorkspaceId.eq(source))
-        .filter(activity_log::Column::ActivityType.eq(ACTIVITY_TYPE))
+    rows_of(source)
         .filter(activity_log::Column::Method.eq(REQUEST))
         .filter(activity_log::Column::IdempotencyKey.eq(key))
         .one(db)
@@ -572,9 +571,7 @@ pub(crate) async fn complete_from_queue(
     answer: &[u8],
 ) -> Result<(), DbErr> {
     let db = &state.db;
-    let queued = activity_log::Entity::find()
-        .filter(activity_log::Column::WorkspaceId.eq(source))
-        .filter(activity_log::Column::ActivityType.eq(ACTIVITY_TYPE))
+    let queued = rows_of(source)
         .filter(activity_log::Column::Method.eq(RESULT))
         .filter(activity_log::Column::TargetId.eq(target))
         .filter(activity_log::Column::Status.eq("queued"))

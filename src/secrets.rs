@@ -234,10 +234,7 @@ impl pb::secrets_server::Secrets for SecretsService {
 impl SecretsService {
     /// WorkspaceAuth on a workspace that exists and is not removed.
     async fn authorize(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<String> {
-        let id = validate::workspace_id(raw_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
-        store::live_workspace(&self.state.db, &id).await?;
-        Ok(id)
+        self.state.auth.live_workspace(metadata, raw_id).await
     }
 
     async fn list(

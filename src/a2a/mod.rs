@@ -238,9 +238,11 @@ impl pb::a2a_server::A2a for A2AService {
         request: Request<pb::TokenUsageRequest>,
     ) -> Result<Response<pb::TokenUsage>, Status> {
         let (metadata, _, request) = request.into_parts();
-        let id = validate::workspace_id(&request.workspace_id)?;
-        self.state.auth.workspace(&metadata, &id).await?;
-        store::live_workspace(&self.state.db, &id).await?;
+        let id = self
+            .state
+            .auth
+            .live_workspace(&metadata, &request.workspace_id)
+            .await?;
         let totals = token_usage::Entity::find_by_id(id.as_str())
             .one(&self.state.db)
             .await
@@ -586,89 +588,91 @@ async fn busy_outcome(
 /// written when the stream ends, with the last event's JSON as the response.
 async fn stream(
     state: &AppState,
-    dispatch: Dispatch,
+    mut dispatch: Dispatch,
     sender: tokio::sync::mpsc::Sender<StreamItem>,
 ) {
     let started = std::time::Instant::now();
+    let headers = std::mem::take(&mut dispatch.headers);
+    let (result, relayed) = relay_events(state, &dispatch, headers, &sender).await;
+    let duration_ms = elapsed_ms(started);
+    let Dispatch {
+        caller,
+        target,
+        envelope,
+        ..
+    } = &dispatch;
+    record(state, caller, target, envelope, &result, duration_ms).await;
+    let last = match (relayed, answer(result, duration_ms)) {
+        (true, Ok(_)) => StreamItem::Closed { duration_ms },
+        (_, outcome) => failed(outcome),
+    };
+    let _ = sender.send(last).await;
+}
+
+/// Sends the caller each event of an SSE answer as it arrives. Returns the answer to record
+/// (for SSE, its last event's JSON) and whether its events were relayed; a send error only
+/// means the caller left, and the agent's stream is still read to its end.
+async fn relay_events(
+    state: &AppState,
+    dispatch: &Dispatch,
+    headers: HeaderMap,
+    sender: &tokio::sync::mpsc::Sender<StreamItem>,
+) -> (Result<Answer, DispatchError>, bool) {
     let Dispatch {
         caller,
         target,
         envelope,
         destination,
-        headers,
         limits,
+        ..
     } = dispatch;
     let url = match destination {
         Destination::Http(url) => url,
         Destination::Attached(attached) => {
             let events = sender.clone();
             let result = attached
-                .stream(
-                    &target.id,
-                    &caller,
-                    &envelope,
-                    &limits,
-                    move |head, event| {
-                        let events = events.clone();
-                        Box::pin(async move {
-                            if let Some((status, content_type)) = head {
-                                let _ = events
-                                    .send(StreamItem::Opened {
-                                        status: status.as_u16(),
-                                        content_type,
-                                    })
-                                    .await;
-                            }
-                            let _ = events.send(StreamItem::Event(event)).await;
-                        })
-                    },
-                )
+                .stream(&target.id, caller, envelope, limits, move |head, event| {
+                    let events = events.clone();
+                    Box::pin(async move {
+                        if let Some((status, content_type)) = head {
+                            let _ = events
+                                .send(StreamItem::Opened {
+                                    status: status.as_u16(),
+                                    content_type,
+                                })
+                                .await;
+                        }
+                        let _ = events.send(StreamItem::Event(event)).await;
+                    })
+                })
                 .await;
-            let duration_ms = elapsed_ms(started);
-            record(state, &caller, &target, &envelope, &result, duration_ms).await;
-            let streamed =
+            let relayed =
                 matches!(&result, Ok(answer) if answer.content_type == "text/event-stream");
-            let last = match (streamed, answer(result, duration_ms)) {
-                (true, Ok(_)) => StreamItem::Closed { duration_ms },
-                (_, outcome) => failed(outcome),
-            };
-            let _ = sender.send(last).await;
-            return;
+            return (result, relayed);
         }
     };
     let response = match state
         .upstream
-        .open(&url, envelope.body.clone(), headers, &limits)
+        .open(url, envelope.body.clone(), headers, limits)
         .await
     {
         Ok(response) => response,
-        Err(err) => {
-            let result = Err(err);
-            let duration_ms = elapsed_ms(started);
-            record(state, &caller, &target, &envelope, &result, duration_ms).await;
-            let _ = sender.send(failed(answer(result, duration_ms))).await;
-            return;
-        }
+        Err(err) => return (Err(err), false),
     };
     let status = response.status();
     let content_type = upstream::content_type(&response);
     if !(status.is_success() && content_type.starts_with("text/event-stream")) {
-        let result = Ok(upstream::read_answer(response, &limits).await);
-        let duration_ms = elapsed_ms(started);
-        record(state, &caller, &target, &envelope, &result, duration_ms).await;
-        let _ = sender.send(failed(answer(result, duration_ms))).await;
-        return;
+        return (Ok(upstream::read_answer(response, limits).await), false);
     }
-    // From here on a send error only means the caller left: keep reading to the end.
     let _ = sender
         .send(StreamItem::Opened {
             status: status.as_u16(),
             content_type: content_type.clone(),
         })
         .await;
-    let mut events = upstream::SseEvents::new(response.into_body(), &limits);
+    let mut events = upstream::SseEvents::new(response.into_body(), limits);
     let mut last = Bytes::new();
-    let outcome = loop {
+    let body = loop {
         match events.next().await {
             Ok(Some(event)) => {
                 last = Bytes::from(upstream::event_data(&event));
@@ -678,21 +682,12 @@ async fn stream(
             Err(failure) => break Err(failure),
         }
     };
-    let duration_ms = elapsed_ms(started);
-    let failure = outcome.is_err();
-    let result = Ok(Answer {
+    let answer = Answer {
         status,
         content_type,
-        body: outcome,
-    });
-    record(state, &caller, &target, &envelope, &result, duration_ms).await;
-    let _ = sender
-        .send(if failure {
-            failed(answer(result, duration_ms))
-        } else {
-            StreamItem::Closed { duration_ms }
-        })
-        .await;
+        body,
+    };
+    (Ok(answer), true)
 }
 
 fn failed(result: ApiResult<Outcome>) -> StreamItem {

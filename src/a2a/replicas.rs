@@ -116,32 +116,30 @@ impl Replicas {
 
     /// Keeps the entry alive; false when another replica has taken the workspace over.
     pub(super) async fn refresh(&self, workspace_id: &str) -> bool {
-        let mut connection = self.connection.clone();
-        let kept: Result<i64, _> = redis::cmd("EVAL")
-            .arg(REFRESH)
-            .arg(1)
-            .arg(self.key(workspace_id))
-            .arg(&self.me)
-            .arg(ENTRY_TTL.as_secs())
-            .query_async(&mut connection)
-            .await;
+        let kept = self.run_owned(REFRESH, workspace_id).await;
         // Redis being away is not a takeover: keep the stream and try again next time.
         kept.map_or(true, |kept| kept == 1)
     }
 
     /// Removes the entry if it still names this replica.
     pub(super) async fn release(&self, workspace_id: &str) {
+        if let Err(err) = self.run_owned(RELEASE, workspace_id).await {
+            warn!(workspace_id, error = %err, "attachment entry not removed; it expires");
+        }
+    }
+
+    /// Runs one of the compare-and-set scripts on the workspace's entry, with this replica
+    /// and the TTL as arguments (RELEASE ignores the TTL).
+    async fn run_owned(&self, script: &str, workspace_id: &str) -> redis::RedisResult<i64> {
         let mut connection = self.connection.clone();
-        let released: Result<i64, _> = redis::cmd("EVAL")
-            .arg(RELEASE)
+        redis::cmd("EVAL")
+            .arg(script)
             .arg(1)
             .arg(self.key(workspace_id))
             .arg(&self.me)
+            .arg(ENTRY_TTL.as_secs())
             .query_async(&mut connection)
-            .await;
-        if let Err(err) = released {
-            warn!(workspace_id, error = %err, "attachment entry not removed; it expires");
-        }
+            .await
     }
 
     /// The replica holding the workspace's stream, when it is another one.

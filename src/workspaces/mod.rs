@@ -1142,9 +1142,7 @@ impl WorkspacesService {
         metadata: &MetadataMap,
         raw_id: &str,
     ) -> ApiResult<pb::CreateTokenResponse> {
-        let id = validate::workspace_id(raw_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
-        store::live_workspace(&self.state.db, &id).await?;
+        let id = self.state.auth.live_workspace(metadata, raw_id).await?;
         let live = workspace_token::Entity::find()
             .filter(workspace_token::Column::WorkspaceId.eq(id.clone()))
             .filter(workspace_token::Column::RevokedAt.is_null())

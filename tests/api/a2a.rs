@@ -900,6 +900,32 @@ async fn attached_agent(
     }))
 }
 
+/// `message/stream` by the admin through `app`: the answer must be SSE; returns its text.
+async fn streamed_text(app: &TestApp, id: &str) -> String {
+    let streamed = app
+        .http
+        .post(format!("{}/workspaces/{id}/a2a", app.rest))
+        .bearer_auth(&app.admin_token)
+        .json(&streaming_hello())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.headers()["content-type"], "text/event-stream");
+    streamed.text().await.unwrap()
+}
+
+/// Waits for an attachment's stream to end, superseded by a newer one.
+async fn assert_superseded(stream: &mut tonic::Streaming<pb::PlatformFrame>) {
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        (ended.code(), ended.message()),
+        (tonic::Code::Aborted, "superseded")
+    );
+}
+
 #[tokio::test]
 async fn an_attached_agent_behind_nat_receives_calls_and_streamed_calls() {
     let app = spawn_app().await;
@@ -918,16 +944,7 @@ async fn an_attached_agent_behind_nat_receives_calls_and_streamed_calls() {
         json!({"echo": "message/send", "caller": "user"})
     );
 
-    let streamed = app
-        .http
-        .post(format!("{}/workspaces/{id}/a2a", app.rest))
-        .bearer_auth(&app.admin_token)
-        .json(&streaming_hello())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(streamed.headers()["content-type"], "text/event-stream");
-    let text = streamed.text().await.unwrap();
+    let text = streamed_text(&app, &id).await;
     let events: Vec<&str> = text.split_terminator("\n\n").collect();
     assert_eq!(events.len(), 2, "{text}");
     assert!(events[1].contains(r#""final":true"#));
@@ -958,14 +975,7 @@ async fn an_attachment_that_drops_mid_call_and_a_superseded_one() {
     // A second attachment supersedes the first, which ends ABORTED.
     let (frames, mut first) = attach(&app, &id, &token, 1).await.unwrap();
     let _second = attached_agent(&app, &id, &token, false).await.unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), first.message())
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(
-        (ended.code(), ended.message()),
-        (tonic::Code::Aborted, "superseded")
-    );
+    assert_superseded(&mut first).await;
     drop(frames);
 }
 
@@ -987,16 +997,7 @@ async fn an_agent_attached_to_one_replica_receives_calls_taken_by_another() {
         reply.body["result"],
         json!({"echo": "message/send", "caller": "user"})
     );
-    let streamed = first
-        .http
-        .post(format!("{}/workspaces/{id}/a2a", first.rest))
-        .bearer_auth(&first.admin_token)
-        .json(&streaming_hello())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(streamed.headers()["content-type"], "text/event-stream");
-    let text = streamed.text().await.unwrap();
+    let text = streamed_text(&first, &id).await;
     assert_eq!(text.split_terminator("\n\n").count(), 2, "{text}");
     assert!(text.contains(r#""final":true"#));
 
@@ -1004,14 +1005,7 @@ async fn an_agent_attached_to_one_replica_receives_calls_taken_by_another() {
     // the second replica now reach the first.
     let (frames, mut old) = attach(&second, &id, &token, 1).await.unwrap();
     let _moved = attached_agent(&first, &id, &token, false).await.unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), old.message())
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(
-        (ended.code(), ended.message()),
-        (tonic::Code::Aborted, "superseded")
-    );
+    assert_superseded(&mut old).await;
     drop(frames);
     let reply = eventually(10, || async {
         let reply = send(&second, &id, None, Some(&second.admin_token), hello(), &[]).await;

@@ -18,6 +18,12 @@ async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> Reply {
     app.call(Method::POST, path, Some(token), Some(body)).await
 }
 
+/// `GET /workspaces/{source}/delegations` with `token`.
+async fn listed(app: &TestApp, source: &str, token: &str) -> Reply {
+    app.get(&format!("/workspaces/{source}/delegations"), Some(token))
+        .await
+}
+
 async fn delegate(app: &TestApp, source: &str, token: &str, body: Value) -> Reply {
     post(app, &format!("/workspaces/{source}/delegate"), token, body).await
 }
@@ -29,9 +35,7 @@ async fn delegations_when(
     done: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
     eventually(20, || async {
-        let reply = app
-            .admin_get(&format!("/workspaces/{source}/delegations"))
-            .await;
+        let reply = listed(app, source, &app.admin_token).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
         let rows = reply.body.as_array().unwrap().clone();
         done(&rows).then_some(rows)
@@ -230,13 +234,8 @@ async fn bad_delegation_requests_get_the_documented_answers_and_write_nothing() 
         let reply = delegate(&app, &source, &other_token, body).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     }
-    let listed = app
-        .get(
-            &format!("/workspaces/{source}/delegations"),
-            Some(&source_token),
-        )
-        .await;
-    assert_eq!((listed.status, listed.body), (StatusCode::OK, json!([])));
+    let empty = listed(&app, &source, &source_token).await;
+    assert_eq!((empty.status, empty.body), (StatusCode::OK, json!([])));
 
     let record = format!("/workspaces/{source}/delegations/record");
     let missing = post(
@@ -275,13 +274,8 @@ async fn bad_delegation_requests_get_the_documented_answers_and_write_nothing() 
             json!({"error": "status must be 'completed' or 'failed'"})
         )
     );
-    let listed = app
-        .get(
-            &format!("/workspaces/{source}/delegations"),
-            Some(&source_token),
-        )
-        .await;
-    assert_eq!(listed.body, json!([]));
+    let still_empty = listed(&app, &source, &source_token).await;
+    assert_eq!(still_empty.body, json!([]));
 }
 
 #[tokio::test]
@@ -313,13 +307,7 @@ async fn agents_record_and_update_delegations_they_sent_themselves() {
             json!({"status": "queued", "delegation_id": delegation_id})
         )
     );
-    let rows = app
-        .get(
-            &format!("/workspaces/{source}/delegations"),
-            Some(&source_token),
-        )
-        .await
-        .body;
+    let rows = listed(&app, &source, &source_token).await.body;
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_eq!(rows[0]["status"], "queued");
 
@@ -331,13 +319,7 @@ async fn agents_record_and_update_delegations_they_sent_themselves() {
     )
     .await;
     assert_eq!(completed.status, StatusCode::OK);
-    let rows = app
-        .get(
-            &format!("/workspaces/{source}/delegations"),
-            Some(&source_token),
-        )
-        .await
-        .body;
+    let rows = listed(&app, &source, &source_token).await.body;
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(
@@ -352,7 +334,7 @@ async fn agents_record_and_update_delegations_they_sent_themselves() {
 
     // The same routes over gRPC.
     let mut client = pb::delegations_client::DelegationsClient::new(app.grpc_channel().await);
-    let listed = client
+    let over_grpc = client
         .list_delegations(authed(
             pb::ListDelegationsRequest {
                 workspace_id: source.clone(),
@@ -362,7 +344,7 @@ async fn agents_record_and_update_delegations_they_sent_themselves() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.delegations.len(), 2);
+    assert_eq!(over_grpc.delegations.len(), 2);
     let failed = client
         .update_delegation(authed(
             pb::UpdateDelegationRequest {
@@ -381,13 +363,7 @@ async fn agents_record_and_update_delegations_they_sent_themselves() {
     let events = app.event_types(&source).await;
     assert!(events.contains(&"DELEGATION_FAILED".to_owned()));
     // An agent's own failure report moves its request row and adds no outcome row.
-    let rows = app
-        .get(
-            &format!("/workspaces/{source}/delegations"),
-            Some(&source_token),
-        )
-        .await
-        .body;
+    let rows = listed(&app, &source, &source_token).await.body;
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     let request = row(rows, "delegate", &delegation_id).unwrap();
