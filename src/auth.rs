@@ -10,8 +10,8 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QuerySelect, sea_query::Expr,
 };
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -22,7 +22,7 @@ use crate::{
     config::Secret,
     error::{ApiError, ApiResult},
     store::{
-        self,
+        self, Db,
         entities::{org_token, workspace, workspace_token},
     },
 };
@@ -117,20 +117,78 @@ pub async fn issue_workspace_token(
     Ok(token.plaintext)
 }
 
+/// The live token a bearer was recognised as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    pub workspace_id: String,
+    pub token_id: String,
+}
+
+/// How long a validated workspace token is trusted without asking the datastore again.
+/// Revocations and removals drop entries at once, fleet-wide, through their events.
+const TOKEN_FRESH: Duration = Duration::from_secs(30);
+/// While the datastore is down, a token validated this shortly before the outage began keeps
+/// working: revoking a token or removing its workspace needs the datastore too, so nothing can
+/// have invalidated it since (design §5: agents must not flap offline over a database outage).
+const OUTAGE_GRACE: Duration = Duration::from_secs(15 * 60);
+/// Entries kept at most; beyond it, entries past the outage grace are dropped.
+const TOKEN_CACHE_SIZE: usize = 200_000;
+
+/// Workspace tokens recognised recently, by hash. The one token cache: every gate, the
+/// heartbeat path, the A2A proxy and the pre-auth check read it.
+#[derive(Default)]
+struct TokenCache {
+    entries: Mutex<HashMap<Vec<u8>, (TokenOwner, Instant)>>,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &[u8]) -> Option<(TokenOwner, Instant)> {
+        self.entries
+            .lock()
+            .expect("token cache poisoned")
+            .get(hash)
+            .cloned()
+    }
+
+    fn remember(&self, hash: Vec<u8>, owner: TokenOwner) {
+        let mut entries = self.entries.lock().expect("token cache poisoned");
+        if entries.len() >= TOKEN_CACHE_SIZE {
+            entries.retain(|_, (_, validated)| validated.elapsed() < OUTAGE_GRACE);
+        }
+        entries.insert(hash, (owner, Instant::now()));
+    }
+
+    fn forget(&self, hash: &[u8]) {
+        self.entries
+            .lock()
+            .expect("token cache poisoned")
+            .remove(hash);
+    }
+
+    fn forget_workspace(&self, workspace_id: &str) {
+        self.entries
+            .lock()
+            .expect("token cache poisoned")
+            .retain(|_, (owner, _)| owner.workspace_id != workspace_id);
+    }
+}
+
 #[derive(Clone)]
 pub struct Authenticator {
-    db: DatabaseConnection,
+    db: Db,
     admin_token_hash: Option<Vec<u8>>,
     dev_mode: bool,
+    tokens: Arc<TokenCache>,
     last_used_writes: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Authenticator {
-    pub fn new(db: DatabaseConnection, admin_token: Option<&Secret>, dev_mode: bool) -> Self {
+    pub fn new(db: Db, admin_token: Option<&Secret>, dev_mode: bool) -> Self {
         Self {
             db,
             admin_token_hash: admin_token.map(|token| hash_token(token.expose())),
             dev_mode,
+            tokens: Arc::default(),
             last_used_writes: Arc::default(),
         }
     }
@@ -183,13 +241,18 @@ impl Authenticator {
         if self.is_admin_token(bearer) {
             return Ok(Principal::Admin);
         }
+        // A workspace's own token is the common case (every agent call): the cache answers it.
+        if let Some(owner) = self.workspace_token(bearer).await? {
+            return if owner.workspace_id == workspace_id {
+                Ok(Principal::Workspace(owner.workspace_id))
+            } else {
+                Err(ApiError::unauthenticated(INVALID_WORKSPACE_TOKEN))
+            };
+        }
         if let Some(key) = self.org_key(bearer).await? {
             return Ok(Principal::Org(key));
         }
-        match self.workspace_token_owner(bearer).await? {
-            Some(owner) if owner == workspace_id => Ok(Principal::Workspace(owner)),
-            _ => Err(ApiError::unauthenticated(INVALID_WORKSPACE_TOKEN)),
-        }
+        Err(ApiError::unauthenticated(INVALID_WORKSPACE_TOKEN))
     }
 
     /// WorkspaceAuth on a raw id that must name a live (not removed) workspace: 400 for a
@@ -230,13 +293,30 @@ impl Authenticator {
         let admin = self.admin(metadata).await;
         match (&admin, bearer(metadata)) {
             (Err(err), Some(bearer)) if err.code == crate::error::ErrorCode::Unauthenticated => {
-                match self.workspace_token_owner(bearer).await? {
-                    Some(owner) => Ok(Principal::Workspace(owner)),
+                match self.workspace_token(bearer).await? {
+                    Some(owner) => Ok(Principal::Workspace(owner.workspace_id)),
                     None => admin,
                 }
             }
             _ => admin,
         }
+    }
+
+    /// Whether `bearer` is a live credential of any kind, dev mode or not: the pre-auth check
+    /// run before a request body is read. Failures answer "no" (the request is then bounded).
+    pub async fn recognizes(&self, bearer: &str) -> bool {
+        matches!(self.identify(bearer).await, Ok(Some(_)))
+    }
+
+    /// Which live credential `bearer` is, whatever the mode.
+    pub async fn identify(&self, bearer: &str) -> ApiResult<Option<Principal>> {
+        if self.is_admin_token(bearer) {
+            return Ok(Some(Principal::Admin));
+        }
+        if let Some(owner) = self.workspace_token(bearer).await? {
+            return Ok(Some(Principal::Workspace(owner.workspace_id)));
+        }
+        Ok(self.org_key(bearer).await?.map(Principal::Org))
     }
 
     /// A live org key with this plaintext.
@@ -246,7 +326,7 @@ impl Authenticator {
             .filter(org_token::Column::RevokedAt.is_null())
             .one(&self.db)
             .await
-            .map_err(|err| auth_datastore_error(&err))?;
+            .map_err(ApiError::datastore("auth check failed"))?;
         Ok(row.map(|row| {
             self.touch(TokenTable::Org, row.id.clone());
             OrgKey {
@@ -257,14 +337,49 @@ impl Authenticator {
         }))
     }
 
-    /// The workspace a live token belongs to, when that workspace is not removed.
-    pub async fn workspace_token_owner(&self, bearer: &str) -> ApiResult<Option<String>> {
+    /// The live token `bearer` is, when its workspace is not removed. Answered from the token
+    /// cache when fresh, and from a stale entry while the datastore is down (see
+    /// `OUTAGE_GRACE`).
+    pub async fn workspace_token(&self, bearer: &str) -> ApiResult<Option<TokenOwner>> {
+        let hash = hash_token(bearer);
+        let cached = self.tokens.get(&hash);
+        if let Some((owner, validated)) = &cached
+            && validated.elapsed() < TOKEN_FRESH
+        {
+            return Ok(Some(owner.clone()));
+        }
+        match self.look_up_token(&hash).await {
+            Ok(Some(owner)) => {
+                self.tokens.remember(hash, owner.clone());
+                self.touch(TokenTable::Workspace, owner.token_id.clone());
+                Ok(Some(owner))
+            }
+            Ok(None) => {
+                self.tokens.forget(&hash);
+                Ok(None)
+            }
+            Err(err) if store::is_unavailable(&err) => match cached {
+                Some((owner, validated)) if self.validated_before_outage(validated) => {
+                    Ok(Some(owner))
+                }
+                _ => Err(ApiError::datastore_unavailable()),
+            },
+            Err(err) => Err(ApiError::datastore("auth check failed")(err)),
+        }
+    }
+
+    fn validated_before_outage(&self, validated: Instant) -> bool {
+        self.db
+            .down_since()
+            .is_some_and(|down_since| validated + OUTAGE_GRACE >= down_since)
+    }
+
+    async fn look_up_token(&self, hash: &[u8]) -> Result<Option<TokenOwner>, sea_orm::DbErr> {
         let token = workspace_token::Entity::find()
-            .filter(workspace_token::Column::TokenHash.eq(hash_token(bearer)))
+            .filter(workspace_token::Column::TokenHash.eq(hash.to_vec()))
             .filter(workspace_token::Column::RevokedAt.is_null())
             .one(&self.db)
-            .await
-            .map_err(|err| auth_datastore_error(&err))?;
+            .await?;
         let Some(token) = token else {
             return Ok(None);
         };
@@ -273,13 +388,19 @@ impl Authenticator {
             .column(workspace::Column::Status)
             .into_tuple()
             .one(&self.db)
-            .await
-            .map_err(|err| auth_datastore_error(&err))?;
+            .await?;
         if status.as_deref().is_none_or(|status| status == "removed") {
             return Ok(None);
         }
-        self.touch(TokenTable::Workspace, token.id);
-        Ok(Some(token.workspace_id))
+        Ok(Some(TokenOwner {
+            workspace_id: token.workspace_id,
+            token_id: token.id,
+        }))
+    }
+
+    /// Drops the cached tokens of a workspace (a token revoked, the workspace removed).
+    pub fn forget_tokens_of(&self, workspace_id: &str) {
+        self.tokens.forget_workspace(workspace_id);
     }
 
     /// Bumps `last_used_at` in the background, at most once a minute per token; a failure is
@@ -321,10 +442,21 @@ impl Authenticator {
                         .await
                 }
             };
-            if let Err(err) = result {
+            if let Err(err) = result
+                && !store::is_unavailable(&err)
+            {
                 warn!(error = %err, ?table, "last_used_at update failed");
             }
         });
+    }
+}
+
+impl gateway::preauth::CredentialCheck for Authenticator {
+    fn recognizes<'a>(
+        &'a self,
+        bearer: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(Authenticator::recognizes(self, bearer))
     }
 }
 
@@ -332,11 +464,6 @@ impl Authenticator {
 enum TokenTable {
     Workspace,
     Org,
-}
-
-fn auth_datastore_error(err: &sea_orm::DbErr) -> ApiError {
-    warn!(error = %err, "datastore error during auth");
-    ApiError::datastore_unavailable()
 }
 
 #[cfg(test)]

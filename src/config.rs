@@ -98,6 +98,43 @@ pub struct EdgeArgs {
     pub org_id: Option<String>,
 }
 
+/// The listening socket and what requests may hold before they are authenticated, shared by
+/// `serve` and `gateway`.
+#[derive(Debug, Clone, Args)]
+pub struct ListenerArgs {
+    /// Open connections at most; 0 derives the cap from the file descriptor limit, which is
+    /// raised to its hard limit at start.
+    #[arg(long, env = "MOLECULE_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Open connections per client IP at most; 0 means no per-IP cap. Behind a load balancer
+    /// every connection comes from its addresses: raise this, or set 0.
+    #[arg(long, env = "MOLECULE_MAX_CONNECTIONS_PER_IP", default_value_t = 4096)]
+    pub max_connections_per_ip: usize,
+
+    /// A request head (and a new connection's first one) must arrive within this.
+    #[arg(long, env = "MOLECULE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+
+    /// A connection with no request in flight is closed after this (keep-alive and h2 alike).
+    #[arg(long, env = "MOLECULE_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
+
+    /// A REST request body, or one message of an unauthenticated gRPC call, must arrive within
+    /// this (408 otherwise).
+    #[arg(long, env = "MOLECULE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_read_timeout: std::time::Duration,
+
+    /// Bytes that requests without a recognised credential may have buffered at once, in
+    /// total (503 beyond it).
+    #[arg(long, env = "MOLECULE_PREAUTH_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub preauth_buffer_bytes: usize,
+
+    /// The same, per connection (all its h2 streams together).
+    #[arg(long, env = "MOLECULE_PREAUTH_CONNECTION_BYTES", default_value_t = 11 * 1024 * 1024)]
+    pub preauth_connection_bytes: usize,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on (REST, gRPC, gRPC-Web and /ws share it).
@@ -136,6 +173,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub edge: EdgeArgs,
+
+    #[command(flatten)]
+    pub listener: ListenerArgs,
 
     /// Seconds without a heartbeat before a workspace shows offline.
     #[arg(long, env = "LIVENESS_TTL_SECONDS", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..))]
@@ -232,6 +272,9 @@ pub struct GatewayArgs {
 
     #[command(flatten)]
     pub edge: EdgeArgs,
+
+    #[command(flatten)]
+    pub listener: ListenerArgs,
 }
 
 /// The environment class, decided once (contract §3.2).

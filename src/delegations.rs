@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 use serde_json::{Value, json};
 use tonic::{Request, metadata::MetadataMap};
@@ -19,7 +19,7 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     pb,
     state::AppState,
-    store::{self, entities::activity_log},
+    store::{self, Db, entities::activity_log},
     workspaces::validate,
 };
 
@@ -277,7 +277,7 @@ fn rows_of(source: &str) -> sea_orm::Select<activity_log::Entity> {
 }
 
 async fn find_by_key(
-    db: &DatabaseConnection,
+    db: &Db,
     source: &str,
     key: &str,
 ) -> Result<Option<activity_log::Model>, DbErr> {

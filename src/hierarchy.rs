@@ -7,7 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sea_orm::{DatabaseConnection, DbErr, EntityTrait, QuerySelect};
+use sea_orm::{DbErr, EntityTrait, QuerySelect};
+
+use crate::store::Db;
 use tokio::sync::RwLock;
 
 use crate::store::entities::workspace;
@@ -24,12 +26,12 @@ type Snapshot = Option<(Instant, Arc<ParentMap>)>;
 
 #[derive(Clone)]
 pub struct Hierarchy {
-    db: DatabaseConnection,
+    db: Db,
     snapshot: Arc<RwLock<Snapshot>>,
 }
 
 impl Hierarchy {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: Db) -> Self {
         Self {
             db,
             snapshot: Arc::default(),

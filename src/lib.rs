@@ -11,6 +11,7 @@ pub mod delegations;
 pub mod error;
 pub mod events;
 pub mod hierarchy;
+pub mod listener;
 pub mod liveness;
 pub mod plugins;
 pub mod registry;

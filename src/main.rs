@@ -62,7 +62,7 @@ async fn run(
             let keyring = Keyring::new(&keys.current, keys.previous.as_ref());
             let db = store::connect(&config.storage).await?;
             store::migrate(&db).await?;
-            let report = secrets::rotate(&db, &keyring).await?;
+            let report = secrets::rotate(&store::Db::new(db), &keyring).await?;
             println!(
                 "key_version={} rewritten={} current={} failed={}",
                 report.key_version,

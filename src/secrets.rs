@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
     sea_query::{OnConflict, Query},
 };
 use serde_json::json;
@@ -22,7 +22,7 @@ use crate::{
     pb,
     state::AppState,
     store::{
-        self,
+        self, Db,
         entities::{global_secret, workspace, workspace_secret},
     },
     workspaces::validate,
@@ -635,7 +635,7 @@ fn check_body(key: &str, value: &str) -> ApiResult<()> {
 
 /// A workspace's own secrets and every global one, each ordered by key.
 async fn load(
-    db: &DatabaseConnection,
+    db: &Db,
     workspace_id: &str,
 ) -> Result<(Vec<StoredSecret>, Vec<StoredSecret>), DbErr> {
     let own = workspace_secret::Entity::find()
@@ -685,10 +685,7 @@ pub async fn insert_initial(
 /// only if it is still the ciphertext that was read, so a concurrent write (already under the
 /// current key) is never overwritten with an older value. Readers keep working throughout:
 /// every row opens under the current or the previous key at every moment.
-pub async fn rotate(
-    db: &DatabaseConnection,
-    keyring: &Keyring,
-) -> Result<pb::RotateKeyResponse, DbErr> {
+pub async fn rotate(db: &Db, keyring: &Keyring) -> Result<pb::RotateKeyResponse, DbErr> {
     use global_secret::Column as G;
     use workspace_secret::Column as W;
     let mut report = pb::RotateKeyResponse {
@@ -731,7 +728,7 @@ pub async fn rotate(
 
 /// One table's pass; `columns` are its id, value, encryption version and key version.
 async fn rotate_table<E>(
-    db: &DatabaseConnection,
+    db: &Db,
     keyring: &Keyring,
     columns: [E::Column; 4],
     report: &mut pb::RotateKeyResponse,

@@ -13,9 +13,12 @@ use axum::{
     routing::get,
 };
 use deadpool_redis::redis;
-use gateway::{EdgeConfig, Gateway, RateLimiter, Transport, TransportError, edge::RouteTemplate};
+use gateway::{
+    EdgeConfig, Gateway, RateLimiter, Transport, TransportError,
+    edge::RouteTemplate,
+    preauth::{PreAuth, RemoteCheck},
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -38,13 +41,15 @@ use crate::{
     delegations::DelegationsService,
     events::{EventBus, EventLog, InProcessBus, RedisBus},
     hierarchy::Hierarchy,
+    listener::{self, ListenerSettings},
     liveness::{InProcessLiveness, Liveness, RedisLiveness},
     pb,
     plugins::PluginsService,
     registry::{self, RegistryService},
     secrets::SecretsService,
     state::{AppState, PluginSettings, Settings},
-    store, sweeper,
+    store::{self, Db},
+    sweeper,
     url_safety::{Resolver, SystemResolver},
     workspaces::WorkspacesService,
 };
@@ -54,6 +59,7 @@ pub type StartupError = Box<dyn std::error::Error + Send + Sync>;
 /// A built control plane, bound and ready to serve.
 pub struct Application {
     listener: TcpListener,
+    listener_settings: ListenerSettings,
     app: Router,
     state: AppState,
 }
@@ -68,6 +74,7 @@ impl Application {
         }
         let db = store::connect(&config.storage).await?;
         store::migrate(&db).await?;
+        let db = Db::new(db);
 
         let shutdown = CancellationToken::new();
         let instance_id = uuid::Uuid::new_v4().to_string();
@@ -99,6 +106,7 @@ impl Application {
             None => InProcessLiveness::start(ttl, shutdown.clone()),
         };
         let listener = TcpListener::bind(config.listen).await?;
+        let listener_settings = ListenerSettings::resolve(&config.listener);
         let keyring = Arc::new(Keyring::new(
             &credentials.keys.current,
             credentials.keys.previous.as_ref(),
@@ -157,7 +165,15 @@ impl Application {
             db,
         };
 
-        let grpc = grpc_router(&state)?;
+        let preauth = PreAuth::new(
+            Arc::new(state.auth.clone()),
+            config.listener.preauth_buffer_bytes,
+            config.listener.body_read_timeout,
+        );
+        let grpc = grpc_router(&state)?.layer(middleware::from_fn_with_state(
+            preauth.clone(),
+            gateway::preauth::guard_grpc,
+        ));
         let transport = in_process_transport(grpc.clone());
         let edge = Arc::new(EdgeConfig::new(
             config.edge.rate_limit,
@@ -181,7 +197,7 @@ impl Application {
                 "/metrics",
                 get(move || std::future::ready(metrics.render())),
             );
-        let app = gateway::edge::apply(app, edge, limiter);
+        let app = gateway::edge::apply(app, edge, limiter, preauth);
         let app = Router::new()
             .fallback_service(by_protocol(grpc, app))
             .layer(middleware::from_fn(track_metrics));
@@ -191,6 +207,7 @@ impl Application {
         tokio::spawn(crate::a2a::queue::sweep(state.clone()));
         Ok(Self {
             listener,
+            listener_settings,
             app,
             state,
         })
@@ -202,7 +219,7 @@ impl Application {
             .expect("bound listener has an address")
     }
 
-    pub fn db(&self) -> &DatabaseConnection {
+    pub fn db(&self) -> &Db {
         &self.state.db
     }
 
@@ -211,7 +228,14 @@ impl Application {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let result = serve(self.listener, self.app, self.state.shutdown.clone(), signal).await;
+        let result = listener::serve(
+            self.listener,
+            self.app,
+            self.listener_settings,
+            self.state.shutdown.clone(),
+            signal,
+        )
+        .await;
         // Proxy records still queued, and the last beats' informational columns, which the
         // flusher may not have written yet.
         self.state.records.flush().await;
@@ -372,6 +396,7 @@ fn in_process_transport(grpc: Router) -> Transport {
 /// The REST gateway alone, in front of a remote control plane.
 pub struct GatewayServer {
     listener: TcpListener,
+    settings: ListenerSettings,
     app: Router,
     shutdown: CancellationToken,
 }
@@ -393,13 +418,19 @@ impl GatewayServer {
             std::time::Duration::from_secs(60),
         ));
         let shutdown = CancellationToken::new();
+        let preauth = PreAuth::new(
+            Arc::new(RemoteCheck::new(transport.clone())),
+            args.listener.preauth_buffer_bytes,
+            args.listener.body_read_timeout,
+        );
         let rest = gateway::router(Gateway::new(transport, edge.clone(), shutdown.clone()));
-        let app =
-            gateway::edge::apply(rest, edge, limiter).layer(middleware::from_fn(track_metrics));
+        let app = gateway::edge::apply(rest, edge, limiter, preauth)
+            .layer(middleware::from_fn(track_metrics));
         let listener = TcpListener::bind(args.listen).await?;
         info!(upstream = %args.upstream, "gateway ready");
         Ok(Self {
             listener,
+            settings: ListenerSettings::resolve(&args.listener),
             app,
             shutdown,
         })
@@ -419,37 +450,15 @@ impl GatewayServer {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        serve(self.listener, self.app, self.shutdown, signal).await
+        listener::serve(
+            self.listener,
+            self.app,
+            self.settings,
+            self.shutdown,
+            signal,
+        )
+        .await
     }
-}
-
-/// Serves `app` until `signal` resolves or `shutdown` is cancelled, then cancels `shutdown` so
-/// long-lived streams end, and lets in-flight requests finish.
-async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: CancellationToken,
-    signal: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let stopping = shutdown.clone();
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let result = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        tokio::select! {
-            () = signal => {}
-            () = stopping.cancelled() => {}
-        }
-        info!("shutting down");
-        stopping.cancel();
-    })
-    .await;
-    shutdown.cancel();
-    result
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in the process).

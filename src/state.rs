@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sea_orm::DatabaseConnection;
+use crate::store::Db;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -44,7 +44,7 @@ pub struct PluginSettings {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub db: DatabaseConnection,
+    pub db: Db,
     pub auth: Authenticator,
     pub events: EventLog,
     pub hierarchy: Hierarchy,

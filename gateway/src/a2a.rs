@@ -15,7 +15,7 @@ use crate::{
     Gateway,
     error::{ApiError, ErrorBody},
     forward::Forwarded,
-    json::{BodyError, read_body},
+    json::read_body,
     pb,
 };
 
@@ -44,13 +44,11 @@ pub(crate) async fn proxy(
 ) -> Response {
     let body = match read_body(body).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => {
-            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-                .into_response();
-        }
-        Err(BodyError::Invalid) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, "failed to read request body")
-                .into_response();
+        Err(err) => {
+            return err.early_response().unwrap_or_else(|| {
+                ApiError::new(StatusCode::BAD_REQUEST, "failed to read request body")
+                    .into_response()
+            });
         }
     };
     let timeout_seconds = headers

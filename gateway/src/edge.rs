@@ -16,7 +16,7 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::json;
 use tower::ServiceBuilder;
 use tower_http::{
@@ -24,7 +24,10 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::error::ApiError;
+use crate::{
+    error::ApiError,
+    preauth::{PreAuth, is_grpc},
+};
 
 /// Default cap on request bodies.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -95,17 +98,30 @@ impl EdgeConfig {
 }
 
 /// Wraps `app` in the edge middleware. `limiter` is shared so tests and replicas can inspect it.
-pub fn apply(app: Router, config: Arc<EdgeConfig>, limiter: Arc<RateLimiter>) -> Router {
+pub fn apply(
+    app: Router,
+    config: Arc<EdgeConfig>,
+    limiter: Arc<RateLimiter>,
+    preauth: PreAuth,
+) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    app.layer(middleware::from_fn(body_cap))
-        .layer(middleware::from_fn_with_state(config.clone(), tenant_guard))
-        .layer(middleware::from_fn_with_state((config.clone(), limiter), rate_limit))
-        .layer(middleware::from_fn_with_state(config, cors))
-        .layer(middleware::from_fn(security_headers))
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+    app.layer(middleware::from_fn_with_state(
+        preauth,
+        crate::preauth::guard_rest,
+    ))
+    .layer(middleware::from_fn(body_cap))
+    .layer(middleware::from_fn_with_state(config.clone(), tenant_guard))
+    .layer(middleware::from_fn_with_state(
+        (config.clone(), limiter),
+        rate_limit,
+    ))
+    .layer(middleware::from_fn_with_state(config, cors))
+    .layer(middleware::from_fn(security_headers))
+    .layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|request: &Request| {
                     let request_id = request
                         .headers()
                         .get("x-request-id")
@@ -113,9 +129,10 @@ pub fn apply(app: Router, config: Arc<EdgeConfig>, limiter: Arc<RateLimiter>) ->
                         .unwrap_or("");
                     let path = traced_path(request.uri().path());
                     tracing::info_span!("request", method = %request.method(), %path, request_id)
-                }))
-                .layer(PropagateRequestIdLayer::new(request_id)),
-        )
+                }),
+            )
+            .layer(PropagateRequestIdLayer::new(request_id)),
+    )
 }
 
 /// The route template a request matched (`/workspaces/{id}/secrets/{key}`), left on the
@@ -146,13 +163,6 @@ fn traced_path(path: &str) -> std::borrow::Cow<'_, str> {
 /// The JSON 404 for unknown routes.
 pub async fn not_found() -> Response {
     ApiError::new(StatusCode::NOT_FOUND, "not found").into_response()
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"))
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {

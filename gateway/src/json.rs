@@ -5,28 +5,58 @@ use axum::{body::Body, response::Response};
 use serde::Serializer;
 use serde_json::value::RawValue;
 
-use crate::edge::{BODY_LIMIT, payload_too_large};
+use axum::response::IntoResponse;
+use http::StatusCode;
+use serde_json::json;
+
+use crate::{
+    edge::{BODY_LIMIT, payload_too_large},
+    error::ApiError,
+    preauth::status_of,
+};
 
 /// Why a request body could not be used.
 pub(crate) enum BodyError {
     TooLarge,
+    /// The server's budget for unauthenticated bodies is spent (design D19).
+    Busy,
+    /// The body did not arrive within the body-read timeout.
+    TimedOut,
     Invalid,
 }
 
 impl BodyError {
-    /// The 413 needs no auth decision; anything else is the caller's documented 400.
-    pub(crate) fn too_large_response(&self) -> Option<Response> {
-        matches!(self, Self::TooLarge).then(payload_too_large)
+    /// The answers that need no auth decision (413, 503, 408); anything else is the caller's
+    /// documented 400.
+    pub(crate) fn early_response(&self) -> Option<Response> {
+        match self {
+            Self::TooLarge => Some(payload_too_large()),
+            Self::Busy => Some(
+                ApiError::with_body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "server busy — retry shortly", "retry_after": 1}),
+                )
+                .into_response(),
+            ),
+            Self::TimedOut => Some(
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "request body timeout").into_response(),
+            ),
+            Self::Invalid => None,
+        }
     }
 }
 
 /// Reads the whole body (at most the cap) as bytes.
 pub(crate) async fn read_body(body: Body) -> Result<bytes::Bytes, BodyError> {
     axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|err| {
-        if err.into_inner().is::<http_body_util::LengthLimitError>() {
-            BodyError::TooLarge
-        } else {
-            BodyError::Invalid
+        let err = err.into_inner();
+        if err.is::<http_body_util::LengthLimitError>() {
+            return BodyError::TooLarge;
+        }
+        match status_of(err.as_ref()).map(tonic::Status::code) {
+            Some(tonic::Code::ResourceExhausted) => BodyError::Busy,
+            Some(tonic::Code::DeadlineExceeded) => BodyError::TimedOut,
+            _ => BodyError::Invalid,
         }
     })
 }

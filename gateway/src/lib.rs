@@ -14,6 +14,7 @@ mod forward;
 mod json;
 mod openapi;
 mod plugins;
+pub mod preauth;
 mod registry;
 mod secrets;
 mod tokens;

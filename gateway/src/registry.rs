@@ -25,7 +25,7 @@ fn bad_body() -> Response {
 }
 
 fn body_error(err: BodyError) -> Response {
-    err.too_large_response().unwrap_or_else(bad_body)
+    err.early_response().unwrap_or_else(bad_body)
 }
 
 /// `POST /registry/register`. `workspace_id` is accepted as an alias of `id`.

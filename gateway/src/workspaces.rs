@@ -223,11 +223,12 @@ impl Gateway {
         error: BodyError,
         message: &str,
     ) -> Response {
-        if let Some(response) = error.too_large_response() {
+        if let Some(response) = error.early_response() {
             return response;
         }
         let request = forwarded.request(pb::WhoAmIRequest {
             workspace_id: workspace_id.map(str::to_owned),
+            any_credential: false,
         });
         match self.workspaces.clone().who_am_i(request).await {
             Err(status) => ApiError::from(status).into_response(),

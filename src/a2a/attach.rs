@@ -465,10 +465,10 @@ impl pb::agent_inbound_server::AgentInbound for AgentInboundService {
         let id = validate::parse_uuid(&hello.workspace_id)
             .ok_or_else(|| Status::unauthenticated("invalid workspace auth token"))?;
         let owner = match crate::auth::bearer(&metadata) {
-            Some(bearer) => crate::registry::token_owner(&self.state, bearer).await?,
+            Some(bearer) => self.state.auth.workspace_token(bearer).await?,
             None => None,
         };
-        if owner.is_none_or(|(owner, _)| owner != id) {
+        if owner.is_none_or(|owner| owner.workspace_id != id) {
             return Err(Status::unauthenticated("invalid workspace auth token"));
         }
         let (frames, outbound) = mpsc::channel(OUTBOUND);

@@ -312,8 +312,8 @@ pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> ApiResult
     let Some(bearer) = auth::bearer(metadata) else {
         return Err(ApiError::unauthenticated("missing caller auth token"));
     };
-    match crate::registry::token_owner(state, bearer).await? {
-        Some((owner, _)) if owner == caller => Ok(Caller::Workspace(caller)),
+    match state.auth.workspace_token(bearer).await? {
+        Some(owner) if owner.workspace_id == caller => Ok(Caller::Workspace(caller)),
         _ => Err(ApiError::unauthenticated("invalid caller auth token")),
     }
 }

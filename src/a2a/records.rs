@@ -10,14 +10,14 @@ use std::{
 
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    ColumnTrait, EntityTrait, QueryFilter,
     sea_query::{Alias, Expr, ExprTrait, OnConflict},
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::store::{
-    self,
+    self, Db,
     entities::{activity_log, token_usage, workspace},
 };
 
@@ -83,7 +83,7 @@ pub struct RecordWriter {
 }
 
 impl RecordWriter {
-    pub fn start(db: DatabaseConnection) -> Self {
+    pub fn start(db: Db) -> Self {
         let (queue, inbox) = mpsc::channel(QUEUE);
         tokio::spawn(run(db, inbox));
         Self { queue }
@@ -110,7 +110,7 @@ impl RecordWriter {
     }
 }
 
-async fn run(db: DatabaseConnection, mut inbox: mpsc::Receiver<Message>) {
+async fn run(db: Db, mut inbox: mpsc::Receiver<Message>) {
     let mut batch = Batch::default();
     let mut flushed = Vec::new();
     while let Some(first) = inbox.recv().await {
@@ -167,7 +167,7 @@ impl Batch {
     }
 
     /// Writes and empties the batch; a failed statement is logged, the others still run.
-    async fn write(&mut self, db: &DatabaseConnection) {
+    async fn write(&mut self, db: &Db) {
         if !self.rows.is_empty() {
             let count = self.rows.len();
             if let Err(err) = activity_log::Entity::insert_many(std::mem::take(&mut self.rows))
@@ -198,10 +198,7 @@ impl Batch {
 }
 
 /// One upsert adding each workspace's batch totals to its stored totals.
-async fn add_usage(
-    db: &DatabaseConnection,
-    usage: BTreeMap<String, UsageTotals>,
-) -> Result<(), sea_orm::DbErr> {
+async fn add_usage(db: &Db, usage: BTreeMap<String, UsageTotals>) -> Result<(), sea_orm::DbErr> {
     use token_usage::Column;
     let now = store::now();
     let rows = usage

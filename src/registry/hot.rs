@@ -1,4 +1,4 @@
-//! The heartbeat hot path's memory: cached token owners and workspace states, runtime
+//! The heartbeat hot path's memory: cached workspace states, runtime
 //! overrides, the write-behind buffer of informational columns, and the open heartbeat streams
 //! to push control frames to. Caches are short-lived and invalidated by events from every
 //! replica; correctness never depends on them because every write is conditional.
@@ -13,9 +13,6 @@ use tokio::sync::mpsc;
 
 use crate::{liveness::BeatSnapshot, pb};
 
-/// How long a validated token is trusted without asking the datastore again. Revocations
-/// invalidate at once through their event.
-const TOKEN_TTL: Duration = Duration::from_secs(30);
 /// How long a workspace's state is trusted; every transition also invalidates it.
 const STATE_TTL: Duration = Duration::from_secs(30);
 
@@ -63,7 +60,6 @@ pub type OutboundFrame = Box<Result<pb::ServerFrame, tonic::Status>>;
 
 #[derive(Default)]
 pub struct HotState {
-    tokens: Mutex<HashMap<Vec<u8>, (String, String, Instant)>>,
     workspaces: Mutex<HashMap<String, (CachedWorkspace, Instant)>>,
     routes: Mutex<HashMap<String, (std::sync::Arc<CachedRoute>, Instant)>>,
     overrides: Mutex<HashMap<String, RuntimeOverrides>>,
@@ -73,31 +69,6 @@ pub struct HotState {
 }
 
 impl HotState {
-    /// `(workspace_id, token_id)` of a recently validated token hash.
-    pub fn token(&self, hash: &[u8]) -> Option<(String, String)> {
-        let tokens = self.tokens.lock().expect("token cache poisoned");
-        let (workspace, token, at) = tokens.get(hash)?;
-        (at.elapsed() < TOKEN_TTL).then(|| (workspace.clone(), token.clone()))
-    }
-
-    pub fn remember_token(&self, hash: Vec<u8>, workspace_id: &str, token_id: &str) {
-        let mut tokens = self.tokens.lock().expect("token cache poisoned");
-        if tokens.len() > 100_000 {
-            tokens.retain(|_, (_, _, at)| at.elapsed() < TOKEN_TTL);
-        }
-        tokens.insert(
-            hash,
-            (workspace_id.to_owned(), token_id.to_owned(), Instant::now()),
-        );
-    }
-
-    pub fn forget_tokens_of(&self, workspace_id: &str) {
-        self.tokens
-            .lock()
-            .expect("token cache poisoned")
-            .retain(|_, (owner, _, _)| owner != workspace_id);
-    }
-
     pub fn workspace(&self, id: &str) -> Option<CachedWorkspace> {
         let workspaces = self.workspaces.lock().expect("state cache poisoned");
         let (state, at) = workspaces.get(id)?;

@@ -21,7 +21,7 @@ use tonic::{Request, Status, Streaming, metadata::MetadataMap};
 use tracing::{debug, info, warn};
 
 use crate::{
-    auth::{self, hash_token},
+    auth,
     error::{ApiError, ApiResult, RpcResult, reply},
     liveness::BeatSnapshot,
     pb,
@@ -45,37 +45,6 @@ const FLUSH_BATCH: usize = 500;
 #[derive(Debug, Clone)]
 pub(crate) struct AgentCredential {
     pub(crate) token_id: Option<String>,
-}
-
-/// `(workspace_id, token_id)` of a live token of a non-removed workspace; validated tokens are
-/// cached briefly (and dropped fleet-wide when revoked).
-pub(crate) async fn token_owner(
-    state: &AppState,
-    bearer: &str,
-) -> ApiResult<Option<(String, String)>> {
-    let hash = hash_token(bearer);
-    if let Some(owner) = state.hot.token(&hash) {
-        return Ok(Some(owner));
-    }
-    let token = workspace_token::Entity::find()
-        .filter(workspace_token::Column::TokenHash.eq(hash.clone()))
-        .filter(workspace_token::Column::RevokedAt.is_null())
-        .one(&state.db)
-        .await
-        .map_err(|err| {
-            warn!(error = %err, "datastore error during auth");
-            ApiError::datastore_unavailable()
-        })?;
-    let Some(token) = token else { return Ok(None) };
-    match workspace_state(state, &token.workspace_id).await {
-        Ok(owner) if owner.status != "removed" => {
-            state
-                .hot
-                .remember_token(hash, &token.workspace_id, &token.id);
-            Ok(Some((token.workspace_id, token.id)))
-        }
-        Ok(_) | Err(_) => Ok(None),
-    }
 }
 
 /// The cached state of a workspace, loaded on a miss. Missing → 404.
@@ -146,9 +115,9 @@ impl RegistryService {
         if auth.is_admin_token(bearer) {
             return Ok(AgentCredential { token_id: None });
         }
-        match token_owner(&self.state, bearer).await? {
-            Some((owner, token_id)) if owner == id => Ok(AgentCredential {
-                token_id: Some(token_id),
+        match auth.workspace_token(bearer).await? {
+            Some(owner) if owner.workspace_id == id => Ok(AgentCredential {
+                token_id: Some(owner.token_id),
             }),
             _ => Err(ApiError::unauthenticated(auth::INVALID_WORKSPACE_TOKEN)),
         }

@@ -161,7 +161,7 @@ pub(super) async fn dispatch_events(state: AppState) {
             envelope.event.as_str(),
             "WORKSPACE_TOKEN_REVOKED" | "WORKSPACE_REMOVED"
         ) {
-            state.hot.forget_tokens_of(id);
+            state.auth.forget_tokens_of(id);
         }
         push_controls(&state, id, &envelope);
     }

@@ -1,7 +1,10 @@
 //! The relational store: connecting to SQLite or Postgres, migrating, and the sea-orm entities.
 //! It owns table access only; business rules (status transitions, auth) live in the services.
 
+mod db;
 pub mod entities;
+
+pub use db::{Db, is_unavailable};
 
 use std::{path::Path, time::Duration};
 

@@ -191,6 +191,19 @@ impl pb::workspaces_server::Workspaces for WorkspacesService {
 
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> RpcResult<pb::WhoAmIResponse> {
         let metadata = request.metadata();
+        if request.get_ref().any_credential {
+            let principal = match auth::bearer(metadata) {
+                Some(bearer) => self.state.auth.identify(bearer).await,
+                None => Ok(None),
+            };
+            return reply(principal.and_then(|principal| {
+                principal
+                    .map(|principal| pb::WhoAmIResponse {
+                        principal: principal.kind().to_owned(),
+                    })
+                    .ok_or_else(|| ApiError::unauthenticated(auth::INVALID_ADMIN_TOKEN))
+            }));
+        }
         let principal = match &request.get_ref().workspace_id {
             Some(id) => match validate::workspace_id(id) {
                 Ok(id) => self.state.auth.workspace(metadata, &id).await,

@@ -266,7 +266,11 @@ async fn a_datastore_outage_fails_closed_with_503() {
     let app = spawn_app().await;
     let id = app.create_workspace(json!({"name": "w"})).await;
     let token = app.workspace_token(&id).await;
-    app.db.close_by_ref().await.expect("pool closes");
+    app.db
+        .connection()
+        .close_by_ref()
+        .await
+        .expect("pool closes");
     let unavailable = json!({"error": "platform datastore unavailable — retry shortly", "code": "platform_unavailable"});
     let reply = app.get(&format!("/workspaces/{id}"), Some(&token)).await;
     assert_eq!(

@@ -37,7 +37,7 @@ pub(crate) async fn open(
 }
 
 impl AgentStream {
-    async fn beat(&mut self, sequence: u64, heartbeat: pb::HeartbeatRequest) -> pb::Ack {
+    pub(crate) async fn beat(&mut self, sequence: u64, heartbeat: pb::HeartbeatRequest) -> pb::Ack {
         let frame = pb::AgentFrame {
             frame: Some(pb::agent_frame::Frame::Beat(pb::Beat {
                 sequence,

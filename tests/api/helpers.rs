@@ -90,6 +90,8 @@ pub(crate) struct Options {
     pub(crate) plugins_dir: Option<PathBuf>,
     pub(crate) plugin_allowlist: &'static str,
     pub(crate) plugin_max_dir_bytes: Option<u64>,
+    /// Listener settings (`--flag=value` pairs), for the server and a standalone gateway alike.
+    pub(crate) listener: &'static [(&'static str, &'static str)],
 }
 
 impl Default for Options {
@@ -108,6 +110,7 @@ impl Default for Options {
             plugins_dir: None,
             plugin_allowlist: "",
             plugin_max_dir_bytes: None,
+            listener: &[],
         }
     }
 }
@@ -122,7 +125,7 @@ pub(crate) struct TestApp {
     pub(crate) admin_token: String,
     pub(crate) shutdown: CancellationToken,
     pub(crate) server: tokio::task::JoinHandle<std::io::Result<()>>,
-    pub(crate) db: sea_orm::DatabaseConnection,
+    pub(crate) db: store::Db,
 }
 
 /// The parsed response of one REST call.
@@ -271,6 +274,9 @@ fn edge_args(options: &Options) -> Vec<String> {
     }
     if let Some(org_id) = options.org_id {
         args.push(format!("--org-id={org_id}"));
+    }
+    for (flag, value) in options.listener {
+        args.push(format!("--{flag}={value}"));
     }
     args
 }

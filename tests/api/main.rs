@@ -15,6 +15,7 @@ mod heartbeat_stream;
 mod helpers;
 mod interop;
 mod lifecycle;
+mod limits;
 mod outage;
 mod plugins;
 mod registry;
