@@ -455,6 +455,7 @@ impl gateway::preauth::CredentialCheck for Authenticator {
     fn recognizes<'a>(
         &'a self,
         bearer: &'a str,
+        _client: std::net::IpAddr,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
         Box::pin(Authenticator::recognizes(self, bearer))
     }

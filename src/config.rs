@@ -96,6 +96,24 @@ pub struct EdgeArgs {
     /// Tenant guard: when set, requests must carry `X-Molecule-Org-Id` equal to it.
     #[arg(long, env = "MOLECULE_ORG_ID")]
     pub org_id: Option<String>,
+
+    /// Proxies whose `X-Forwarded-For` names the client (comma-separated addresses or CIDR
+    /// blocks): a load balancer, or the standalone gateway in front of the control plane.
+    #[arg(long, env = "MOLECULE_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: gateway::client_ip::TrustedProxies,
+}
+
+impl EdgeArgs {
+    /// The edge these settings describe; rate limiting is off in dev mode.
+    pub fn edge(&self, dev_mode: bool) -> gateway::Edge {
+        gateway::Edge::new(gateway::EdgeConfig::new(
+            self.rate_limit,
+            dev_mode,
+            &self.cors_origins,
+            self.org_id.as_deref(),
+            self.trusted_proxies.clone(),
+        ))
+    }
 }
 
 /// The listening socket and what requests may hold before they are authenticated, shared by

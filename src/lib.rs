@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod delegations;
 pub mod error;
 pub mod events;
+pub mod grpc_edge;
 pub mod hierarchy;
 pub mod listener;
 pub mod liveness;

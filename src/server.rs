@@ -14,7 +14,7 @@ use axum::{
 };
 use deadpool_redis::redis;
 use gateway::{
-    EdgeConfig, Gateway, RateLimiter, Transport, TransportError,
+    Gateway, Transport, TransportError,
     edge::RouteTemplate,
     preauth::{PreAuth, RemoteCheck},
 };
@@ -40,6 +40,7 @@ use crate::{
     crypto::Keyring,
     delegations::DelegationsService,
     events::{EventBus, EventLog, InProcessBus, RedisBus},
+    grpc_edge,
     hierarchy::Hierarchy,
     listener::{self, ListenerSettings},
     liveness::{InProcessLiveness, Liveness, RedisLiveness},
@@ -165,26 +166,22 @@ impl Application {
             db,
         };
 
+        let edge = Arc::new(config.edge.edge(dev_mode));
         let preauth = PreAuth::new(
             Arc::new(state.auth.clone()),
             config.listener.preauth_buffer_bytes,
             config.listener.body_read_timeout,
         );
-        let grpc = grpc_router(&state)?.layer(middleware::from_fn_with_state(
-            preauth.clone(),
-            gateway::preauth::guard_grpc,
-        ));
+        let grpc = grpc_router(&state)?
+            .layer(middleware::from_fn_with_state(
+                preauth.clone(),
+                gateway::preauth::guard_grpc,
+            ))
+            .layer(middleware::from_fn_with_state(
+                edge.clone(),
+                grpc_edge::guard,
+            ));
         let transport = in_process_transport(grpc.clone());
-        let edge = Arc::new(EdgeConfig::new(
-            config.edge.rate_limit,
-            !dev_mode,
-            &config.edge.cors_origins,
-            config.edge.org_id.as_deref(),
-        ));
-        let limiter = Arc::new(RateLimiter::new(
-            config.edge.rate_limit,
-            std::time::Duration::from_secs(60),
-        ));
         let rest = gateway::router(Gateway::new(
             transport,
             edge.clone(),
@@ -197,7 +194,7 @@ impl Application {
                 "/metrics",
                 get(move || std::future::ready(metrics.render())),
             );
-        let app = gateway::edge::apply(app, edge, limiter, preauth);
+        let app = gateway::edge::apply(app, edge, preauth);
         let app = Router::new()
             .fallback_service(by_protocol(grpc, app))
             .layer(middleware::from_fn(track_metrics));
@@ -407,16 +404,7 @@ impl GatewayServer {
             tonic::transport::Endpoint::from_shared(args.upstream.clone())?.connect_lazy();
         let transport: Transport = BoxCloneSyncService::new(channel.map_err(TransportError::new));
         let dev = Environment::classify(&args.environment) == Environment::Development;
-        let edge = Arc::new(EdgeConfig::new(
-            args.edge.rate_limit,
-            !dev,
-            &args.edge.cors_origins,
-            args.edge.org_id.as_deref(),
-        ));
-        let limiter = Arc::new(RateLimiter::new(
-            args.edge.rate_limit,
-            std::time::Duration::from_secs(60),
-        ));
+        let edge = Arc::new(args.edge.edge(dev));
         let shutdown = CancellationToken::new();
         let preauth = PreAuth::new(
             Arc::new(RemoteCheck::new(transport.clone())),
@@ -424,8 +412,8 @@ impl GatewayServer {
             args.listener.body_read_timeout,
         );
         let rest = gateway::router(Gateway::new(transport, edge.clone(), shutdown.clone()));
-        let app = gateway::edge::apply(rest, edge, limiter, preauth)
-            .layer(middleware::from_fn(track_metrics));
+        let app =
+            gateway::edge::apply(rest, edge, preauth).layer(middleware::from_fn(track_metrics));
         let listener = TcpListener::bind(args.listen).await?;
         info!(upstream = %args.upstream, "gateway ready");
         Ok(Self {

@@ -1,6 +1,8 @@
-//! The HTTP edge every response passes through (contract §7): request ids and tracing spans,
-//! security headers, CORS that never rejects a client, the per-IP rate limiter, the tenant
-//! guard and the body cap. It decides nothing about credentials.
+//! The HTTP edge every REST response passes through (contract §7): request ids and tracing
+//! spans, security headers, CORS that never rejects a client, the client address behind
+//! trusted proxies, the per-IP rate limiter, the tenant guard, the body cap and the pre-auth
+//! budget. It decides nothing about credentials. The gRPC routes get the same limiters and
+//! guard from the control plane's own gRPC edge (design D19).
 
 use std::{
     collections::HashMap,
@@ -16,7 +18,7 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::json;
 use tower::ServiceBuilder;
 use tower_http::{
@@ -25,6 +27,7 @@ use tower_http::{
 };
 
 use crate::{
+    client_ip::{self, ClientIp, TrustedProxies},
     error::ApiError,
     preauth::{PreAuth, is_grpc},
 };
@@ -56,27 +59,92 @@ const TENANT_EXEMPT_PATHS: [&str; 4] = [
     "/registry/heartbeat",
 ];
 
+/// Org API keys minted per client IP per hour (contract §3.6), over REST and gRPC together.
+const ORG_KEY_MINTS_PER_HOUR: u32 = 10;
+
+/// Requests of the tenant guard's exempt list, by gRPC method: the agent plumbing that the
+/// REST list exempts (register, heartbeats), the agent's inbound stream, replica-to-replica
+/// calls (authenticated on their own), health and reflection.
+pub const TENANT_EXEMPT_GRPC_PREFIXES: [&str; 6] = [
+    "/molecule.v1.Registry/Register",
+    // Heartbeat and HeartbeatStream.
+    "/molecule.v1.Registry/Heartbeat",
+    "/molecule.v1.AgentInbound/",
+    "/molecule.v1.Replicas/",
+    "/grpc.health.",
+    "/grpc.reflection.",
+];
+
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
     /// Requests per minute per client IP.
     pub rate_limit: u32,
     /// Off in dev mode (`X-RateLimit-Limit: unlimited`).
     pub rate_limiting: bool,
+    /// Dev mode: bearer-less requests pass the auth gates, so foreign origins are refused.
+    pub dev_mode: bool,
     pub cors_origins: Vec<String>,
     /// The tenant guard's org id; `None` disables the guard.
     pub org_id: Option<String>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// The edge's configuration and the limiters it shares between REST and gRPC.
+pub struct Edge {
+    pub config: EdgeConfig,
+    /// Requests per client IP per minute.
+    pub requests: RateLimiter,
+    /// `POST /org/tokens` and `Workspaces/CreateOrgToken` (10 per hour per IP).
+    pub org_key_mints: RateLimiter,
+}
+
+impl Edge {
+    pub fn new(config: EdgeConfig) -> Self {
+        Self {
+            requests: RateLimiter::new(config.rate_limit, Duration::from_secs(60)),
+            org_key_mints: RateLimiter::new(ORG_KEY_MINTS_PER_HOUR, Duration::from_secs(3600)),
+            config,
+        }
+    }
+
+    /// Whether the tenant guard lets this request through: exempt paths, or the org id in
+    /// `X-Molecule-Org-Id` (or a Fly replay's state). Always when no org id is configured.
+    pub fn tenant_passes(&self, path: &str, headers: &HeaderMap) -> bool {
+        let Some(org_id) = &self.config.org_id else {
+            return true;
+        };
+        let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        let replay_state = header("fly-replay-src").and_then(|value| {
+            value
+                .split(';')
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(key, _)| *key == "state")
+                .map(|(_, state)| state.to_owned())
+        });
+        TENANT_EXEMPT_PATHS.contains(&path)
+            || path.starts_with("/cp/")
+            || TENANT_EXEMPT_GRPC_PREFIXES
+                .iter()
+                .any(|prefix| path.starts_with(prefix))
+            || header("x-molecule-org-id").map(str::trim) == Some(org_id.as_str())
+            || replay_state.as_deref() == Some(org_id.as_str())
+    }
 }
 
 impl EdgeConfig {
     pub fn new(
         rate_limit: u32,
-        rate_limiting: bool,
+        dev_mode: bool,
         cors_origins: &str,
         org_id: Option<&str>,
+        trusted_proxies: TrustedProxies,
     ) -> Self {
         Self {
+            trusted_proxies,
             rate_limit,
-            rate_limiting,
+            rate_limiting: !dev_mode,
+            dev_mode,
             cors_origins: cors_origins
                 .split(',')
                 .map(str::trim)
@@ -97,26 +165,68 @@ impl EdgeConfig {
     }
 }
 
-/// Wraps `app` in the edge middleware. `limiter` is shared so tests and replicas can inspect it.
-pub fn apply(
-    app: Router,
-    config: Arc<EdgeConfig>,
-    limiter: Arc<RateLimiter>,
-    preauth: PreAuth,
-) -> Router {
+/// The request's `Origin` is this server's own (`scheme://Host`).
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+    };
+    match (header(header::ORIGIN), header(header::HOST)) {
+        (Some(origin), Some(host)) => {
+            origin.strip_prefix("http://") == Some(host)
+                || origin.strip_prefix("https://") == Some(host)
+        }
+        _ => false,
+    }
+}
+
+impl Edge {
+    /// Design D20: in dev mode a bearer-less request passes the auth gates, so one sent by a web
+    /// page of another origin (browsers name it in `Origin`) is refused. Requests without
+    /// `Origin` (curl, the SDK) and with a bearer are unaffected.
+    pub fn refuses_browser(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers
+            .get(header::ORIGIN)
+            .and_then(|value| value.to_str().ok())
+        else {
+            return false;
+        };
+        self.config.dev_mode
+            && crate::preauth::bearer(headers).is_none()
+            && !same_origin(headers)
+            && !self.config.origin_allowed(origin)
+    }
+}
+
+/// The documented refusal of a foreign origin.
+pub const ORIGIN_NOT_ALLOWED: &str = "origin not allowed";
+
+async fn dev_origin_guard(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+    // gRPC-Web is judged by the gRPC edge, with the same rule.
+    if !is_grpc(request.headers()) && edge.refuses_browser(request.headers()) {
+        return ApiError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response();
+    }
+    next.run(request).await
+}
+
+/// Wraps `app` in the edge middleware.
+pub fn apply(app: Router, edge: Arc<Edge>, preauth: PreAuth) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     app.layer(middleware::from_fn_with_state(
         preauth,
         crate::preauth::guard_rest,
     ))
     .layer(middleware::from_fn(body_cap))
-    .layer(middleware::from_fn_with_state(config.clone(), tenant_guard))
+    .layer(middleware::from_fn_with_state(edge.clone(), tenant_guard))
     .layer(middleware::from_fn_with_state(
-        (config.clone(), limiter),
-        rate_limit,
+        edge.clone(),
+        dev_origin_guard,
     ))
-    .layer(middleware::from_fn_with_state(config, cors))
+    .layer(middleware::from_fn_with_state(edge.clone(), rate_limit))
+    .layer(middleware::from_fn_with_state(edge.clone(), cors))
     .layer(middleware::from_fn(security_headers))
+    .layer(middleware::from_fn_with_state(edge, resolve_client_ip))
     .layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -176,24 +286,34 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
+/// Settles the client address once, for the limiter and for what is forwarded.
+async fn resolve_client_ip(
+    State(edge): State<Arc<Edge>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Some(peer) = client_ip::peer_ip(request.extensions()) {
+        let forwarded_for = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok());
+        let client = edge.config.trusted_proxies.client_ip(peer, forwarded_for);
+        request.extensions_mut().insert(ClientIp(client));
+    }
+    next.run(request).await
+}
+
 /// Allowed origins get the CORS headers; any other origin gets none but is still served, so
 /// non-browser clients that send `Origin` (the SDK) are never rejected.
-async fn cors(State(config): State<Arc<EdgeConfig>>, request: Request, next: Next) -> Response {
+async fn cors(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+    let config = &edge.config;
     let origin = request
         .headers()
         .get(header::ORIGIN)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    let same_origin = origin.as_deref().is_some_and(|origin| {
-        origin == format!("http://{host}") || origin == format!("https://{host}")
-    });
     let allowed = origin
-        .filter(|origin| !same_origin && config.origin_allowed(origin))
+        .filter(|origin| !same_origin(request.headers()) && config.origin_allowed(origin))
         .and_then(|origin| HeaderValue::from_str(&origin).ok());
     let Some(origin) = allowed else {
         return next.run(request).await;
@@ -323,25 +443,21 @@ pub(crate) fn too_many_requests(decision: Decision) -> Response {
     response
 }
 
-async fn rate_limit(
-    State((config, limiter)): State<(Arc<EdgeConfig>, Arc<RateLimiter>)>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn rate_limit(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+    // gRPC-Web is counted by the gRPC edge, once, after its translation.
     if is_grpc(request.headers()) {
         return next.run(request).await;
     }
-    if !config.rate_limiting {
+    if !edge.config.rate_limiting {
         let mut response = next.run(request).await;
         response
             .headers_mut()
             .insert("x-ratelimit-limit", HeaderValue::from_static("unlimited"));
         return response;
     }
-    let (parts, body) = request.into_parts();
-    let decision = limiter.check(crate::forward::client_ip(&parts));
+    let decision = edge.requests.check(client_ip::of(request.extensions()));
     let mut response = if decision.allowed {
-        next.run(Request::from_parts(parts, body)).await
+        next.run(request).await
     } else {
         too_many_requests(decision)
     };
@@ -356,40 +472,22 @@ async fn rate_limit(
 }
 
 /// Multi-tenant routing (contract §7.5): a request for another tenant gets an empty 404, so the
-/// tenant's existence does not leak.
-async fn tenant_guard(
-    State(config): State<Arc<EdgeConfig>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // gRPC callers are runtimes and services (including a standalone gateway, which already
-    // applied this guard); the guard routes REST traffic.
-    let Some(org_id) = config
-        .org_id
-        .as_ref()
-        .filter(|_| !is_grpc(request.headers()))
-    else {
+/// tenant's existence does not leak. gRPC (and gRPC-Web) is guarded by the gRPC edge.
+async fn tenant_guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) -> Response {
+    if is_grpc(request.headers()) {
         return next.run(request).await;
-    };
-    let path = request.uri().path();
-    let headers = request.headers();
-    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let replay_state = header("fly-replay-src").and_then(|value| {
-        value
-            .split(';')
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(key, _)| *key == "state")
-            .map(|(_, state)| state.to_owned())
-    });
-    let passes = TENANT_EXEMPT_PATHS.contains(&path)
-        || path.starts_with("/cp/")
-        || header("x-molecule-org-id").map(str::trim) == Some(org_id.as_str())
-        || replay_state.as_deref() == Some(org_id.as_str());
-    if passes {
-        next.run(request).await
-    } else {
-        (StatusCode::NOT_FOUND, Body::empty()).into_response()
     }
+    if !edge.tenant_passes(request.uri().path(), request.headers()) {
+        return (StatusCode::NOT_FOUND, Body::empty()).into_response();
+    }
+    // A request let in by a replay's state still names its tenant to the services behind.
+    if let Some(org_id) = &edge.config.org_id
+        && !request.headers().contains_key("x-molecule-org-id")
+        && let Ok(value) = HeaderValue::from_str(org_id)
+    {
+        request.headers_mut().insert("x-molecule-org-id", value);
+    }
+    next.run(request).await
 }
 
 /// Rejects declared oversize REST bodies before any handler runs; bodies without a length are
@@ -457,9 +555,10 @@ mod tests {
     fn cors_origins_are_trimmed_and_case_insensitive() {
         let config = EdgeConfig::new(
             600,
-            true,
+            false,
             " http://localhost:3000 , https://canvas.example ",
             None,
+            TrustedProxies::default(),
         );
         assert!(config.origin_allowed("HTTP://LOCALHOST:3000"));
         assert!(config.origin_allowed("https://canvas.example"));

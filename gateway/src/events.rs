@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use crate::{
     Gateway,
+    edge::{ORIGIN_NOT_ALLOWED, same_origin},
     error::{ApiError, ErrorBody},
     forward::Forwarded,
     json::{raw, timestamp_opt},
@@ -111,14 +112,16 @@ fn wire_json(event: &pb::Event) -> String {
 pub(crate) async fn websocket(
     State(gateway): State<Gateway>,
     forwarded: Forwarded,
+    headers: http::HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Some(origin) = forwarded.header("origin") {
-        let host = forwarded.header("host").unwrap_or("");
-        let same_origin = origin == format!("http://{host}") || origin == format!("https://{host}");
-        let edge = &gateway.edge;
-        if !same_origin && !edge.cors_origins.is_empty() && !edge.origin_allowed(origin) {
-            return ApiError::new(StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    if let Some(origin) = headers
+        .get(http::header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+    {
+        let edge = &gateway.edge.config;
+        if !same_origin(&headers) && !edge.cors_origins.is_empty() && !edge.origin_allowed(origin) {
+            return ApiError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response();
         }
     }
     // Authenticate before upgrading, so a refused client gets a real HTTP status.

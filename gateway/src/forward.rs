@@ -1,9 +1,9 @@
 //! What the gateway passes on to the services: the caller's credentials and tracing headers as
 //! gRPC metadata (an allow-list), the client IP it saw, and the platform URL the caller used.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use http::{HeaderMap, HeaderValue, request::Parts};
 use tonic::metadata::MetadataMap;
 
@@ -58,19 +58,11 @@ impl Forwarded {
     }
 }
 
-/// The peer address of the connection (forwarded headers are not trusted).
-pub(crate) fn client_ip(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
-}
-
 impl<S: Send + Sync> FromRequestParts<S> for Forwarded {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let client_ip = client_ip(parts);
+        let client_ip = crate::client_ip::of(&parts.extensions);
         let mut metadata = MetadataMap::new();
         for name in FORWARDED_HEADERS {
             if let Some(value) = parts.headers.get(name)

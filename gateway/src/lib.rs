@@ -5,6 +5,7 @@
 
 mod a2a;
 mod bundles;
+pub mod client_ip;
 pub mod codec;
 mod delegations;
 pub mod edge;
@@ -26,7 +27,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tower::{BoxError, util::BoxCloneSyncService};
 
-pub use edge::{EdgeConfig, RateLimiter};
+pub use edge::{Edge, EdgeConfig, RateLimiter};
 
 /// Generated client stubs for `molecule.v1` (client-only: the gateway never links the server).
 #[allow(clippy::all, missing_docs, unreachable_pub)]
@@ -90,11 +91,9 @@ pub struct Clients {
     bundles: BundlesClient,
     a2a: A2aClient,
     delegations: DelegationsClient,
-    /// `POST /org/tokens` has its own, stricter limiter (10 per hour per IP).
-    org_token_mints: RateLimiter,
     /// Ends WebSocket sessions on shutdown.
     shutdown: CancellationToken,
-    edge: Arc<EdgeConfig>,
+    edge: Arc<Edge>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -106,7 +105,7 @@ impl std::ops::Deref for Gateway {
 }
 
 impl Gateway {
-    pub fn new(transport: Transport, edge: Arc<EdgeConfig>, shutdown: CancellationToken) -> Self {
+    pub fn new(transport: Transport, edge: Arc<Edge>, shutdown: CancellationToken) -> Self {
         Self(Arc::new(Clients {
             workspaces: WorkspacesClient::new(transport.clone()),
             registry: RegistryClient::new(transport.clone()),
@@ -118,7 +117,6 @@ impl Gateway {
             a2a: A2aClient::new(transport)
                 .max_decoding_message_size(11 * 1024 * 1024)
                 .max_encoding_message_size(11 * 1024 * 1024),
-            org_token_mints: RateLimiter::new(10, std::time::Duration::from_secs(3600)),
             shutdown,
             edge,
         }))

@@ -77,10 +77,14 @@ impl ConnectionBudget {
 }
 
 /// Whether a bearer is a live credential of this deployment (any kind). Errors count as "no":
-/// the request is then merely bounded, and its handler gives the real answer.
+/// the request is then merely bounded, and its handler gives the real answer. `client` is
+/// the caller's address, for a check that is itself a counted request.
 pub trait CredentialCheck: Send + Sync + 'static {
-    fn recognizes<'a>(&'a self, bearer: &'a str)
-    -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+    fn recognizes<'a>(
+        &'a self,
+        bearer: &'a str,
+        client: std::net::IpAddr,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 }
 
 /// A standalone gateway's check: asks the control plane (`WhoAmI` with `any_credential`) and
@@ -108,6 +112,7 @@ impl CredentialCheck for RemoteCheck {
     fn recognizes<'a>(
         &'a self,
         bearer: &'a str,
+        client: std::net::IpAddr,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         Box::pin(async move {
             use std::hash::BuildHasher;
@@ -131,6 +136,9 @@ impl CredentialCheck for RemoteCheck {
                 return false;
             };
             request.metadata_mut().insert("authorization", value);
+            if let Ok(client) = client.to_string().parse() {
+                request.metadata_mut().insert("x-forwarded-for", client);
+            }
             let known = self.workspaces.clone().who_am_i(request).await.is_ok();
             if known {
                 let mut recognised = self.recognised.lock().expect("recognised poisoned");
@@ -209,8 +217,13 @@ async fn guard(preauth: &PreAuth, request: Request, next: Next, framing: Framing
     let Some(ConnectionBudget(connection)) = request.extensions().get().cloned() else {
         return next.run(request).await;
     };
+    // Nothing to buffer, nothing to check.
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let client = crate::client_ip::of(request.extensions());
     let known = match bearer(request.headers()) {
-        Some(bearer) => preauth.check.recognizes(bearer).await,
+        Some(bearer) => preauth.check.recognizes(bearer, client).await,
         None => false,
     };
     let charge = (!known).then(|| {

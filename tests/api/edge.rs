@@ -255,3 +255,74 @@ async fn metrics_are_exported_for_prometheus_with_bounded_labels() {
         assert!(!reply.text.contains(leaked), "{leaked} in a metrics label");
     }
 }
+
+#[tokio::test]
+async fn a_dev_server_refuses_bearerless_requests_from_foreign_web_pages() {
+    let app = spawn_app_with(Options {
+        env: "dev",
+        admin_token: false,
+        ..Options::default()
+    })
+    .await;
+    let refused = json!({"error": "origin not allowed"});
+    // What a page on another site can send without a preflight: a text/plain POST.
+    for (path, body) in [
+        ("/workspaces", r#"{"name":"drive-by"}"#),
+        ("/settings/secrets", r#"{"key":"K","value":"v"}"#),
+        ("/org/tokens", r#"{"name":"stolen"}"#),
+    ] {
+        let request = app
+            .http
+            .post(format!("{}{path}", app.rest))
+            .header("origin", "https://evil.example")
+            .header("content-type", "text/plain")
+            .body(body);
+        let reply = app.raw(request).await;
+        assert_eq!(
+            (reply.status, reply.body),
+            (StatusCode::FORBIDDEN, refused.clone()),
+            "{path}"
+        );
+    }
+    assert_eq!(app.get("/workspaces", None).await.body, json!([]));
+    assert_eq!(app.get("/org/tokens", None).await.body["count"], 0);
+    // gRPC-Web from that page is refused the same way.
+    let web = app
+        .http
+        .post(format!(
+            "http://{}/molecule.v1.Workspaces/ListWorkspaces",
+            app.addr
+        ))
+        .header("content-type", "application/grpc-web+proto")
+        .header("origin", "https://evil.example")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(web.headers()["grpc-status"], "7");
+
+    // curl and the SDK (no Origin), the server's own pages and the allowed canvas still work;
+    // JSON is parsed whatever the declared content type.
+    let allowed_origins = [
+        None,
+        Some("http://localhost:3000".to_owned()),
+        Some(app.rest.clone()),
+    ];
+    for (n, origin) in allowed_origins.into_iter().enumerate() {
+        let mut request = app
+            .http
+            .post(format!("{}/workspaces", app.rest))
+            .header("content-type", "text/plain")
+            .body(format!(r#"{{"name":"local-{n}","external":true}}"#));
+        if let Some(origin) = &origin {
+            request = request.header("origin", origin);
+        }
+        let reply = app.raw(request).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "{origin:?}: {}",
+            reply.text
+        );
+    }
+}

@@ -260,3 +260,147 @@ async fn a_watcher_that_falls_behind_is_cut_off_not_silently_skipped() {
     );
     assert!(delivered < 121 * 2 + 12 * 2 * 121, "delivered {delivered}");
 }
+
+/// The documented REST body a gRPC error carries in its details.
+pub(crate) fn error_body(status: &tonic::Status) -> (u32, serde_json::Value) {
+    let envelope = pb::google_rpc::Status::decode(status.details()).unwrap();
+    let detail = pb::ErrorDetail::decode(envelope.details[0].value.as_slice()).unwrap();
+    let body = serde_json::from_str(detail.body_json.as_deref().unwrap_or("null")).unwrap();
+    (detail.http_status, body)
+}
+
+#[tokio::test]
+async fn grpc_shares_the_rest_rate_limiter_and_probes_are_not_counted() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        rate_limit: 3,
+        ..Default::default()
+    })
+    .await;
+    let mut client = app.grpc.clone();
+    let list = || authed(pb::ListWorkspacesRequest::default(), &app.admin_token);
+    client.list_workspaces(list()).await.unwrap();
+    client.list_workspaces(list()).await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.grpc_channel().await);
+    for _ in 0..5 {
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("probes are never limited");
+    }
+    // The third request of the minute, over REST, uses the same bucket.
+    let rest = app.admin_get("/workspaces").await;
+    assert_eq!(rest.status, reqwest::StatusCode::OK, "{}", rest.text);
+    let limited = client.list_workspaces(list()).await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    let (http, body) = error_body(&limited);
+    assert_eq!(http, 429);
+    assert_eq!(body["error"], "rate limit exceeded");
+    assert!(body["retry_after"].as_u64().is_some_and(|secs| secs >= 1));
+
+    // gRPC-Web is counted too (after its translation, once).
+    let web = app
+        .http
+        .post(format!(
+            "http://{}/molecule.v1.Workspaces/ListWorkspaces",
+            app.addr
+        ))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .bearer_auth(&app.admin_token)
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(web.headers()["grpc-status"], "8");
+}
+
+#[tokio::test]
+async fn grpc_org_key_mints_are_limited_to_ten_an_hour() {
+    let app = spawn_app().await;
+    let mut client = app.grpc.clone();
+    for _ in 0..10 {
+        client
+            .create_org_token(authed(
+                pb::CreateOrgTokenRequest::default(),
+                &app.admin_token,
+            ))
+            .await
+            .unwrap();
+    }
+    let limited = client
+        .create_org_token(authed(
+            pb::CreateOrgTokenRequest::default(),
+            &app.admin_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    assert_eq!(error_body(&limited).0, 429);
+    // REST shares the hourly bucket.
+    let rest = app.admin(reqwest::Method::POST, "/org/tokens", None).await;
+    assert_eq!(rest.status, reqwest::StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn the_tenant_guard_holds_for_grpc_and_exempts_agent_plumbing() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        org_id: Some("org-123"),
+        ..Default::default()
+    })
+    .await;
+    let mut client = app.grpc.clone();
+    let hidden = client
+        .list_workspaces(authed(
+            pb::ListWorkspacesRequest::default(),
+            &app.admin_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    assert_eq!(hidden.message(), "");
+    let mut request = authed(pb::ListWorkspacesRequest::default(), &app.admin_token);
+    request
+        .metadata_mut()
+        .insert("x-molecule-org-id", "org-123".parse().unwrap());
+    client.list_workspaces(request).await.unwrap();
+    // Registration and heartbeats are exempt, as over REST.
+    let mut request = authed(
+        pb::CreateWorkspaceRequest {
+            name: "agent".into(),
+            external: true,
+            ..Default::default()
+        },
+        &app.admin_token,
+    );
+    request
+        .metadata_mut()
+        .insert("x-molecule-org-id", "org-123".parse().unwrap());
+    let id = client
+        .create_workspace(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let mut registry = pb::registry_client::RegistryClient::new(app.grpc_channel().await);
+    let token = registry
+        .register(Request::new(pb::RegisterRequest {
+            id: id.clone(),
+            url: "remote://no-inbound".into(),
+            agent_card_json: "{}".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .auth_token
+        .unwrap();
+    registry
+        .heartbeat(authed(
+            pb::HeartbeatRequest {
+                workspace_id: id,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+}

@@ -209,6 +209,11 @@ pub(crate) async fn spawn_on(backend: Backend, options: Options) -> TestApp {
     );
     let edge = edge_args(&options);
     args.extend(edge.iter().cloned());
+    let remote_gateway = std::env::var("TEST_GATEWAY").as_deref() == Ok("remote");
+    if remote_gateway {
+        // The standalone gateway forwards the client's address; the control plane believes it.
+        args.push("--trusted-proxies=127.0.0.1".into());
+    }
     let Command::Serve(config) = Cli::parse_from(args).command else {
         unreachable!("serve parses as serve")
     };
@@ -219,7 +224,7 @@ pub(crate) async fn spawn_on(backend: Backend, options: Options) -> TestApp {
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
 
-    let rest = if std::env::var("TEST_GATEWAY").as_deref() == Ok("remote") {
+    let rest = if remote_gateway {
         let mut gateway_args: Vec<String> = vec![
             "molecule".into(),
             "gateway".into(),

@@ -1,0 +1,158 @@
+//! Which address a request came from: the connection's peer, or — when the peer is a trusted
+//! proxy (`MOLECULE_TRUSTED_PROXIES`) — the nearest address in its `X-Forwarded-For` chain that
+//! is not itself a trusted proxy. Nothing else believes a forwarded header.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    str::FromStr,
+};
+
+use axum::extract::ConnectInfo;
+use http::Extensions;
+
+/// The client address the edge settled on, left in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// CIDR blocks whose forwarded headers are believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl FromStr for TrustedProxies {
+    type Err = String;
+
+    /// A comma-separated list of `address/prefix` or bare addresses.
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let (address, prefix) = match entry.split_once('/') {
+                    Some((address, prefix)) => (address, Some(prefix)),
+                    None => (entry, None),
+                };
+                let address: IpAddr = address
+                    .parse()
+                    .map_err(|_| format!("{entry:?} is not an address or CIDR block"))?;
+                let address = address.to_canonical();
+                let width = if address.is_ipv4() { 32 } else { 128 };
+                let prefix = match prefix {
+                    Some(prefix) => prefix
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|prefix| *prefix <= width)
+                        .ok_or_else(|| format!("{entry:?} has an invalid prefix length"))?,
+                    None => width,
+                };
+                Ok((address, prefix))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0
+            .iter()
+            .any(|(network, prefix)| in_block(ip, *network, *prefix))
+    }
+
+    /// The client behind `peer`: `peer` itself unless it is trusted, else the rightmost
+    /// untrusted entry of `forwarded_for` (entries a client wrote itself sit further left and
+    /// are never reached while a trusted hop vouches for the one to their right).
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.contains(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for entry in forwarded_for.unwrap_or("").rsplit(',') {
+            let Ok(hop) = entry.trim().parse::<IpAddr>() else {
+                break;
+            };
+            client = hop.to_canonical();
+            if !self.contains(client) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+fn in_block(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    match (ip, network) {
+        (IpAddr::V4(ip), IpAddr::V4(network)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(network) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(network)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(network) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The connection's peer, as the listener recorded it.
+pub fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip().to_canonical())
+}
+
+/// The client address the edge settled on, else the peer, else "unspecified" (in-process).
+pub fn of(extensions: &Extensions) -> IpAddr {
+    extensions
+        .get::<ClientIp>()
+        .map(|ClientIp(ip)| *ip)
+        .or_else(|| peer_ip(extensions))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn blocks_match_by_prefix_in_both_families() {
+        let trusted: TrustedProxies = "10.0.0.0/8, 192.168.1.7, fd00::/8".parse().unwrap();
+        assert!(trusted.contains(ip("10.200.3.4")));
+        assert!(
+            trusted.contains(ip("::ffff:10.1.1.1")),
+            "v4-mapped peers count as v4"
+        );
+        assert!(trusted.contains(ip("192.168.1.7")));
+        assert!(!trusted.contains(ip("192.168.1.8")));
+        assert!(trusted.contains(ip("fd12::1")));
+        assert!(!trusted.contains(ip("fe80::1")));
+        assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
+        assert!("nonsense".parse::<TrustedProxies>().is_err());
+        assert_eq!(
+            "".parse::<TrustedProxies>().unwrap(),
+            TrustedProxies::default()
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_hops() {
+        let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        let client = Some("6.6.6.6, 203.0.113.9, 10.0.0.2");
+        assert_eq!(trusted.client_ip(ip("10.0.0.1"), client), ip("203.0.113.9"));
+        assert_eq!(
+            trusted.client_ip(ip("198.51.100.1"), client),
+            ip("198.51.100.1"),
+            "an untrusted peer's header is ignored"
+        );
+        assert_eq!(trusted.client_ip(ip("10.0.0.1"), None), ip("10.0.0.1"));
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.1"), Some("garbage, 10.0.0.3")),
+            ip("10.0.0.3")
+        );
+    }
+}
