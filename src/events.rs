@@ -1,6 +1,7 @@
 //! Structure events: the persisted log and the live fan-out. Owns the envelope, the bus seam
 //! (in-process broadcast, or Redis pub/sub across replicas with instance-id dedupe) and the
-//! recorder. It must not decide who may see an event; watchers filter (see `watch`).
+//! recorder, and which payload fields carry conversation text (design D13). It must not decide
+//! who may see an event; watchers filter (see `watch`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,6 +22,20 @@ pub const REDIS_CHANNEL: &str = "events:broadcast";
 /// Per-process fan-out capacity; a watcher further behind than this is disconnected.
 const LOCAL_CAPACITY: usize = 1024;
 
+/// Payload fields that carry what agents and people said, by event type (design D13).
+/// Operators and the workspaces that took part see them; other watchers do not.
+const CONVERSATION_FIELDS: [(&str, &[&str]); 6] = [
+    ("A2A_RESPONSE", &["response_body", "request_body"]),
+    (
+        "ACTIVITY_LOGGED",
+        &["summary", "tool_trace", "request_body", "response_body"],
+    ),
+    ("AGENT_MESSAGE", &["message", "attachments"]),
+    ("DELEGATION_SENT", &["task_preview"]),
+    ("DELEGATION_COMPLETE", &["response_preview"]),
+    ("DELEGATION_FAILED", &["error"]),
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     pub id: String,
@@ -39,6 +54,33 @@ impl Envelope {
             timestamp: store::now(),
             payload,
         }
+    }
+
+    /// The event as `watcher` may see it (design D13): in full when it took part (it is the
+    /// subject, the source or the target) or when the event carries no conversation text;
+    /// otherwise without the fields that do.
+    pub fn seen_by(self: &Arc<Self>, watcher: &str) -> Arc<Self> {
+        let Some((_, fields)) = CONVERSATION_FIELDS
+            .iter()
+            .find(|(event, _)| *event == self.event)
+        else {
+            return self.clone();
+        };
+        let took_part = self.workspace_id.as_deref() == Some(watcher)
+            || ["source_id", "target_id", "caller_id"]
+                .iter()
+                .any(|key| self.payload[key].as_str() == Some(watcher));
+        let carries_text = fields.iter().any(|field| self.payload.get(field).is_some());
+        if took_part || !carries_text {
+            return self.clone();
+        }
+        let mut redacted = Self::clone(self);
+        if let Value::Object(payload) = &mut redacted.payload {
+            for field in *fields {
+                payload.remove(*field);
+            }
+        }
+        Arc::new(redacted)
     }
 
     /// The documented wire form `{"event","workspace_id","timestamp","payload"}`.
@@ -336,6 +378,41 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conversation_text_reaches_only_those_who_took_part() {
+        let event = Arc::new(Envelope::new(
+            "A2A_RESPONSE",
+            Some("target"),
+            serde_json::json!({"response_body": {"text": "secret plans"}, "method": "message/send"}),
+        ));
+        assert_eq!(event.seen_by("target").payload, event.payload);
+        let bystander = event.seen_by("sibling");
+        assert_eq!(
+            bystander.payload,
+            serde_json::json!({"method": "message/send"})
+        );
+        assert_eq!(
+            (bystander.id.as_str(), bystander.event.as_str()),
+            (event.id.as_str(), "A2A_RESPONSE")
+        );
+        let sent = Arc::new(Envelope::new(
+            "DELEGATION_SENT",
+            Some("source"),
+            serde_json::json!({"target_id": "target", "task_preview": "do it"}),
+        ));
+        assert_eq!(sent.seen_by("target").payload["task_preview"], "do it");
+        assert!(sent.seen_by("other").payload.get("task_preview").is_none());
+        let online = Arc::new(Envelope::new(
+            "WORKSPACE_ONLINE",
+            Some("w"),
+            serde_json::json!({"url": "u"}),
+        ));
+        assert!(
+            Arc::ptr_eq(&online.seen_by("other"), &online),
+            "nothing to hide: no copy"
+        );
+    }
 
     #[test]
     fn wire_json_has_the_documented_keys_in_order() {

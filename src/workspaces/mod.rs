@@ -1414,6 +1414,10 @@ impl WorkspacesService {
                         }
                     };
                     if visible {
+                        let envelope = match &agent {
+                            Some(watcher) => envelope.seen_by(watcher),
+                            None => envelope,
+                        };
                         return Some((
                             Ok(envelope.into()),
                             (receiver, hierarchy, agent, shutdown, false, guard),

@@ -275,3 +275,53 @@ async fn shutdown_closes_sockets_and_finishes_the_server() {
         "server finished cleanly: {finished:?}"
     );
 }
+
+/// The next event of this type, skipping others (heartbeats, activity).
+async fn next_of(socket: &mut Socket, event_type: &str) -> Value {
+    loop {
+        let event = next_event(socket).await;
+        if event["event"] == event_type {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn conversation_text_reaches_operators_and_participants_only() {
+    let app = spawn_app().await;
+    let (base, _) = crate::a2a::fake_agent().await;
+    let (target, target_token) =
+        crate::a2a::agent_at(&app, "talker", None, &format!("{base}/a2a/inbound")).await;
+    let (bystander, bystander_token) = app.registered_agent("bystander-root", None).await;
+    let watch = |id: String, token: String| {
+        let app = &app;
+        async move {
+            let bearer = format!("Bearer {token}");
+            connect(app, &[("x-workspace-id", &id), ("authorization", &bearer)])
+                .await
+                .unwrap()
+        }
+    };
+    let mut operator = connect(
+        &app,
+        &[("authorization", &format!("Bearer {}", app.admin_token))],
+    )
+    .await
+    .unwrap();
+    let mut participant = watch(target.clone(), target_token).await;
+    let mut other_root = watch(bystander, bystander_token).await;
+
+    let said = json!({"method": "message/send", "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "the launch code is 1234"}]}}});
+    let reply = crate::a2a::send(&app, &target, None, Some(&app.admin_token), said, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+
+    for socket in [&mut operator, &mut participant] {
+        let event = next_of(socket, "A2A_RESPONSE").await;
+        assert!(event["payload"]["response_body"].is_object(), "{event}");
+    }
+    let seen = next_of(&mut other_root, "A2A_RESPONSE").await;
+    assert_eq!(seen["workspace_id"], target.as_str());
+    assert_eq!(seen["payload"]["method"], "message/send");
+    assert!(seen["payload"].get("response_body").is_none(), "{seen}");
+    assert!(!seen.to_string().contains("1234"), "{seen}");
+}
