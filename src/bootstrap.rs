@@ -28,16 +28,42 @@ pub struct SecretsKeys {
     pub previous: Option<SecretsKey>,
 }
 
-pub fn resolve(config: &Config) -> Result<Credentials, String> {
-    let production = config.environment() == Environment::Production;
-    if production
-        && config
+/// The shortest admin token production accepts.
+const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// Everything about the configured credentials and mode that can be judged before anything is
+/// touched: an unknown `MOLECULE_ENV`, production without (or with a short) `ADMIN_TOKEN` or
+/// without `SECRETS_ENCRYPTION_KEY`, a key that does not parse. Each refusal is one line.
+pub fn validate(config: &Config) -> Result<(), String> {
+    let production = Environment::parse(&config.environment)? == Environment::Production;
+    if production {
+        match config
             .admin_token
             .as_ref()
-            .is_none_or(|t| t.expose().is_empty())
-    {
-        return Err("refusing to start in production without ADMIN_TOKEN".to_owned());
+            .map(|token| token.expose().chars().count())
+        {
+            None | Some(0) => {
+                return Err("refusing to start in production without ADMIN_TOKEN".to_owned());
+            }
+            Some(length) if length < MIN_ADMIN_TOKEN_CHARS => {
+                return Err(format!(
+                    "refusing to start in production: ADMIN_TOKEN has {length} characters, at least {MIN_ADMIN_TOKEN_CHARS} are required"
+                ));
+            }
+            Some(_) => {}
+        }
+        if config.secrets_encryption_key.is_none() {
+            return Err(
+                "refusing to start in production without SECRETS_ENCRYPTION_KEY".to_owned(),
+            );
+        }
     }
+    parse_configured_keys(config).map(drop)
+}
+
+pub fn resolve(config: &Config) -> Result<Credentials, String> {
+    validate(config)?;
+    let production = config.environment() == Environment::Production;
     let keys = resolve_keys(config)?;
     if production {
         return Ok(Credentials {
@@ -66,17 +92,7 @@ pub fn resolve(config: &Config) -> Result<Credentials, String> {
 /// generated `<data dir>/secrets.key` (+ `secrets.key.previous`, left there by an operator who
 /// is rotating).
 pub fn resolve_keys(config: &Config) -> Result<SecretsKeys, String> {
-    let parse = |name: &str, value: &Option<Secret>| match value {
-        Some(raw) => {
-            SecretsKey::parse(raw.expose()).map_err(|reason| format!("{name} is invalid: {reason}"))
-        }
-        None => Ok(None),
-    };
-    let configured = parse("SECRETS_ENCRYPTION_KEY", &config.secrets_encryption_key)?;
-    let mut previous = parse(
-        "SECRETS_ENCRYPTION_KEY_PREVIOUS",
-        &config.secrets_encryption_key_previous,
-    )?;
+    let (configured, mut previous) = parse_configured_keys(config)?;
     if let Some(current) = configured {
         return Ok(SecretsKeys { current, previous });
     }
@@ -84,7 +100,8 @@ pub fn resolve_keys(config: &Config) -> Result<SecretsKeys, String> {
         return Err("refusing to start in production without SECRETS_ENCRYPTION_KEY".to_owned());
     }
     let data_dir = &config.storage.data_dir;
-    fs::create_dir_all(data_dir).map_err(|err| format!("cannot create data dir: {err}"))?;
+    crate::store::ensure_data_dir(data_dir)
+        .map_err(|err| format!("cannot create data dir {}: {err}", data_dir.display()))?;
     let path = data_dir.join("secrets.key");
     let (text, _) = read_or_create(&path, || SecretsKey::generate().to_base64())?;
     let current = key_file(&path, &text)?;
@@ -97,6 +114,25 @@ pub fn resolve_keys(config: &Config) -> Result<SecretsKeys, String> {
         };
     }
     Ok(SecretsKeys { current, previous })
+}
+
+/// `SECRETS_ENCRYPTION_KEY` and `_PREVIOUS`, parsed when set.
+fn parse_configured_keys(
+    config: &Config,
+) -> Result<(Option<SecretsKey>, Option<SecretsKey>), String> {
+    let parse = |name: &str, value: &Option<Secret>| match value {
+        Some(raw) => {
+            SecretsKey::parse(raw.expose()).map_err(|reason| format!("{name} is invalid: {reason}"))
+        }
+        None => Ok(None),
+    };
+    Ok((
+        parse("SECRETS_ENCRYPTION_KEY", &config.secrets_encryption_key)?,
+        parse(
+            "SECRETS_ENCRYPTION_KEY_PREVIOUS",
+            &config.secrets_encryption_key_previous,
+        )?,
+    ))
 }
 
 fn key_file(path: &Path, text: &str) -> Result<SecretsKey, String> {

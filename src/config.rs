@@ -101,18 +101,24 @@ pub struct EdgeArgs {
     /// blocks): a load balancer, or the standalone gateway in front of the control plane.
     #[arg(long, env = "MOLECULE_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: gateway::client_ip::TrustedProxies,
+
+    /// Largest `POST /workspaces/:id/plugins` body, in bytes.
+    #[arg(long, env = "PLUGIN_INSTALL_BODY_MAX_BYTES", default_value_t = gateway::edge::PLUGIN_INSTALL_BODY_MAX_BYTES)]
+    pub plugin_install_body_max_bytes: usize,
 }
 
 impl EdgeArgs {
     /// The edge these settings describe; rate limiting is off in dev mode.
     pub fn edge(&self, dev_mode: bool) -> gateway::Edge {
-        gateway::Edge::new(gateway::EdgeConfig::new(
+        let mut config = gateway::EdgeConfig::new(
             self.rate_limit,
             dev_mode,
             &self.cors_origins,
             self.org_id.as_deref(),
             self.trusted_proxies.clone(),
-        ))
+        );
+        config.plugin_install_body_max_bytes = self.plugin_install_body_max_bytes;
+        gateway::Edge::new(config)
     }
 }
 
@@ -304,12 +310,23 @@ pub enum Environment {
 }
 
 impl Environment {
-    pub fn classify(raw: &str) -> Self {
+    /// The mode `MOLECULE_ENV` names; unset or empty is the default mode. A value that names
+    /// no mode is an error: a typo must not silently mean "default".
+    pub fn parse(raw: &str) -> Result<Self, String> {
         match raw.trim().to_ascii_lowercase().as_str() {
-            "production" | "prod" => Self::Production,
-            "development" | "dev" => Self::Development,
-            _ => Self::Default,
+            "production" | "prod" => Ok(Self::Production),
+            "development" | "dev" => Ok(Self::Development),
+            "" => Ok(Self::Default),
+            _ => Err(format!(
+                "MOLECULE_ENV={:?} names no mode: use production (prod), development (dev), or leave it unset for the default mode",
+                raw.trim()
+            )),
         }
+    }
+
+    /// The mode, for a value already validated by [`Environment::parse`].
+    pub fn classify(raw: &str) -> Self {
+        Self::parse(raw).unwrap_or(Self::Default)
     }
 }
 
@@ -389,7 +406,11 @@ mod tests {
         assert_eq!(Environment::classify(" PROD "), Environment::Production);
         assert_eq!(Environment::classify("Production"), Environment::Production);
         assert_eq!(Environment::classify("dev"), Environment::Development);
-        assert_eq!(Environment::classify("staging"), Environment::Default);
         assert_eq!(Environment::classify(""), Environment::Default);
+        let typo = Environment::parse("prodution").unwrap_err();
+        assert!(
+            typo.starts_with(r#"MOLECULE_ENV="prodution" names no mode"#),
+            "{typo}"
+        );
     }
 }

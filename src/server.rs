@@ -69,13 +69,16 @@ impl Application {
     /// Resolves credentials, connects and migrates the datastore, starts the event bus and the
     /// sweeps, and binds the listener (port 0 works).
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        // Credentials are generated only once the datastore is known to work, so a failed
+        // first start leaves nothing behind to confuse the next one.
+        bootstrap::validate(&config)?;
+        let db = store::connect(&config.storage).await?;
+        store::migrate(&db).await?;
+        let db = Db::new(db);
         let credentials = bootstrap::resolve(&config)?;
         if let Some(path) = &credentials.generated_admin_token {
             announce_admin_token(&config, path);
         }
-        let db = store::connect(&config.storage).await?;
-        store::migrate(&db).await?;
-        let db = Db::new(db);
 
         let shutdown = CancellationToken::new();
         let instance_id = uuid::Uuid::new_v4().to_string();
@@ -403,7 +406,7 @@ impl GatewayServer {
         let channel =
             tonic::transport::Endpoint::from_shared(args.upstream.clone())?.connect_lazy();
         let transport: Transport = BoxCloneSyncService::new(channel.map_err(TransportError::new));
-        let dev = Environment::classify(&args.environment) == Environment::Development;
+        let dev = Environment::parse(&args.environment)? == Environment::Development;
         let edge = Arc::new(args.edge.edge(dev));
         let shutdown = CancellationToken::new();
         let preauth = PreAuth::new(

@@ -56,21 +56,55 @@ pub struct UrlPolicy {
     pub allow_private: bool,
 }
 
+/// What an IPv6 address says about an IPv4 one inside it.
+enum Embedded {
+    V4(Ipv4Addr),
+    /// A translation prefix whose embedding cannot be judged reliably: refused outright.
+    Refused(&'static str),
+}
+
+/// The IPv4 address an IPv6 address reaches, for the forms that embed one.
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<Embedded> {
+    let s = ip.segments();
+    let low = (u128::from(ip) & 0xffff_ffff) as u32;
+    let tail = Ipv4Addr::from(low);
+    match s {
+        // ::ffff:a.b.c.d (mapped) and ::ffff:0:a.b.c.d (SIIT).
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] => Some(Embedded::V4(tail)),
+        // ::a.b.c.d (IPv4-compatible, deprecated); `::` and `::1` are judged as IPv6.
+        [0, 0, 0, 0, 0, 0, _, _] if low > 1 => Some(Embedded::V4(tail)),
+        // 64:ff9b::/96, the well-known NAT64 prefix.
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(Embedded::V4(tail)),
+        // 64:ff9b:1::/48, local-use NAT64 (RFC 8215): the embedding depends on the operator.
+        [0x64, 0xff9b, 1, ..] => Some(Embedded::Refused(
+            "local-use NAT64 address (64:ff9b:1::/48)",
+        )),
+        // 2002::/16, 6to4: the IPv4 address is the next 32 bits.
+        [0x2002, high, low, ..] => Some(Embedded::V4(Ipv4Addr::from(
+            (u32::from(high) << 16) | u32::from(low),
+        ))),
+        // 2001::/32, Teredo: the server and the (obfuscated) client address are inside.
+        [0x2001, 0, ..] => Some(Embedded::Refused("Teredo tunnel address (2001::/32)")),
+        _ => None,
+    }
+}
+
 impl UrlPolicy {
     pub const STRICT: Self = Self {
         allow_loopback: false,
         allow_private: false,
     };
 
-    /// The label of the rule that blocks `ip`, if any (IPv4-mapped IPv6 is judged as IPv4).
+    /// The label of the rule that blocks `ip`, if any. IPv6 forms that carry an IPv4 address
+    /// (mapped, compatible, NAT64, 6to4, SIIT) are judged by that address.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), &'static str> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
         match ip {
             IpAddr::V4(v4) => self.check_v4(v4),
-            IpAddr::V6(v6) => self.check_v6(v6),
+            IpAddr::V6(v6) => match embedded_ipv4(v6) {
+                Some(Embedded::V4(v4)) => self.check_v4(v4),
+                Some(Embedded::Refused(label)) => Err(label),
+                None => self.check_v6(v6),
+            },
         }
     }
 
@@ -322,10 +356,19 @@ mod tests {
     #[tokio::test]
     async fn every_encoding_of_a_blocked_address_is_blocked() {
         for url in [
-            "http://2130706433/",         // decimal 127.0.0.1
-            "http://0177.0.0.1/",         // octal
-            "http://0x7f.1/",             // hex, short form
-            "http://[::ffff:127.0.0.1]/", // IPv4-mapped IPv6
+            "http://2130706433/",                             // decimal 127.0.0.1
+            "http://0177.0.0.1/",                             // octal
+            "http://0x7f.1/",                                 // hex, short form
+            "http://[::ffff:127.0.0.1]/",                     // IPv4-mapped IPv6
+            "http://[::ffff:0:a9fe:a9fe]/",                   // SIIT 169.254.169.254
+            "http://[::127.0.0.1]/",                          // IPv4-compatible
+            "http://[::a9fe:a9fe]/",                          // IPv4-compatible metadata endpoint
+            "http://[64:ff9b::169.254.169.254]/",             // NAT64 metadata endpoint
+            "http://[64:ff9b::7f00:1]/",                      // NAT64 loopback
+            "http://[64:ff9b:1::a00:1]/",                     // local-use NAT64
+            "http://[2002:a9fe:a9fe::]/",                     // 6to4 of 169.254.169.254
+            "http://[2002:7f00:1::1]/",                       // 6to4 of 127.0.0.1
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", // Teredo
             "http://[::1]:8080/",
             "http://[fe80::1]/",
             "http://[fd12::1]/",
@@ -345,6 +388,32 @@ mod tests {
                 "{url} must be blocked"
             );
         }
+    }
+
+    #[test]
+    fn ipv6_forms_of_public_ipv4_addresses_are_judged_as_those() {
+        for ip in [
+            "64:ff9b::93.184.215.14",
+            "2002:5db8:d70e::1",
+            "::ffff:93.184.215.14",
+            "2606:4700::1111",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(UrlPolicy::STRICT.check_ip(ip), Ok(()), "{ip}");
+        }
+        let relaxed = UrlPolicy {
+            allow_loopback: false,
+            allow_private: true,
+        };
+        assert_eq!(
+            relaxed.check_ip("64:ff9b::10.0.0.1".parse().unwrap()),
+            Ok(())
+        );
+        assert!(
+            UrlPolicy::STRICT
+                .check_ip("64:ff9b::10.0.0.1".parse().unwrap())
+                .is_err()
+        );
     }
 
     #[tokio::test]

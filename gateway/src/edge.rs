@@ -34,6 +34,8 @@ use crate::{
 
 /// Default cap on request bodies.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Default cap on plugin-install bodies.
+pub const PLUGIN_INSTALL_BODY_MAX_BYTES: usize = 64 * 1024;
 /// Buckets untouched this long are dropped.
 const IDLE_BUCKET: Duration = Duration::from_secs(600);
 
@@ -88,6 +90,8 @@ pub struct EdgeConfig {
     pub org_id: Option<String>,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// The cap on `POST /workspaces/:id/plugins` bodies (contract §7.7).
+    pub plugin_install_body_max_bytes: usize,
 }
 
 /// The edge's configuration and the limiters it shares between REST and gRPC.
@@ -142,6 +146,7 @@ impl EdgeConfig {
     ) -> Self {
         Self {
             trusted_proxies,
+            plugin_install_body_max_bytes: PLUGIN_INSTALL_BODY_MAX_BYTES,
             rate_limit,
             rate_limiting: !dev_mode,
             dev_mode,

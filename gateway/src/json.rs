@@ -46,9 +46,14 @@ impl BodyError {
     }
 }
 
-/// Reads the whole body (at most the cap) as bytes.
+/// Reads the whole body (at most the default cap) as bytes.
 pub(crate) async fn read_body(body: Body) -> Result<bytes::Bytes, BodyError> {
-    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|err| {
+    read_body_capped(body, BODY_LIMIT).await
+}
+
+/// Reads the whole body, at most `limit` bytes, as bytes.
+pub(crate) async fn read_body_capped(body: Body, limit: usize) -> Result<bytes::Bytes, BodyError> {
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
         let err = err.into_inner();
         if err.is::<http_body_util::LengthLimitError>() {
             return BodyError::TooLarge;
@@ -63,7 +68,15 @@ pub(crate) async fn read_body(body: Body) -> Result<bytes::Bytes, BodyError> {
 
 /// Reads and parses a JSON body into `T`.
 pub(crate) async fn parse_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, BodyError> {
-    let bytes = read_body(body).await?;
+    parse_body_capped(body, BODY_LIMIT).await
+}
+
+/// Reads (at most `limit` bytes) and parses a JSON body into `T`.
+pub(crate) async fn parse_body_capped<T: serde::de::DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> Result<T, BodyError> {
+    let bytes = read_body_capped(body, limit).await?;
     serde_json::from_slice(&bytes).map_err(|_| BodyError::Invalid)
 }
 

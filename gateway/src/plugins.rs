@@ -13,7 +13,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    Gateway, error::ApiError, error::ErrorBody, forward::Forwarded, json::parse_body, pb,
+    Gateway, error::ApiError, error::ErrorBody, forward::Forwarded, json::parse_body_capped, pb,
     workspaces::render,
 };
 
@@ -199,14 +199,15 @@ impl Gateway {
     request_body = InstallBody,
     responses((status = 200, body = Object, example = json!({"status": "installed", "plugin": "demo", "source": "local://demo"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn record_install(
     State(gateway): State<Gateway>,
     forwarded: Forwarded,
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let body: InstallBody = match parse_body(body).await {
+    let limit = gateway.edge.config.plugin_install_body_max_bytes;
+    let body: InstallBody = match parse_body_capped(body, limit).await {
         Ok(body) => body,
         Err(err) => {
             return gateway

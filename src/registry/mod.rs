@@ -168,7 +168,8 @@ impl RegistryService {
         }
 
         // D1/D2: a bearer must be this workspace's token or the admin token; without one, only
-        // a workspace that never had a token, or an SDK restart with an unchanged URL, passes.
+        // a workspace that never had a token, or an SDK restart with an unchanged URL, passes —
+        // in dev mode too (D14: the URL-hijack guard stays on).
         let auth = &self.state.auth;
         let privileged = match auth::bearer(metadata) {
             Some(bearer) if auth.is_admin_token(bearer) => true,
@@ -176,7 +177,7 @@ impl RegistryService {
                 self.authenticate_agent(metadata, &id).await?;
                 true
             }
-            None => auth.dev_mode(),
+            None => false,
         };
         if !privileged {
             let ever_had_token = workspace_token::Entity::find()
@@ -195,7 +196,8 @@ impl RegistryService {
                     .await
                     .map_err(ApiError::datastore("registration failed"))?;
                 if same_url(stored.flatten().as_deref(), &request.url) {
-                    self.refresh_liveness(&id).await;
+                    // D14: nothing is refreshed; knowing an id must not keep a workspace shown
+                    // online. Liveness comes from the agent's next authenticated heartbeat.
                     return Ok(pb::RegisterResponse { auth_token: None });
                 }
                 return Err(ApiError::unauthenticated(auth::MISSING_WORKSPACE_TOKEN));

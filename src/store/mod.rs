@@ -26,17 +26,71 @@ pub fn default_sqlite_url(data_dir: &Path) -> String {
     )
 }
 
+/// Creates the data dir, owner-only (0700), if it does not exist yet. An existing directory
+/// keeps its mode: it may be one the operator chose and shares.
+pub fn ensure_data_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
 /// Opens the configured database (SQLite in the data dir when none is configured).
 pub async fn connect(storage: &StorageArgs) -> Result<DatabaseConnection, DbErr> {
     let url = match &storage.database_url {
         Some(url) => url.expose().to_owned(),
         None => {
-            std::fs::create_dir_all(&storage.data_dir)
-                .map_err(|err| DbErr::Custom(format!("cannot create data dir: {err}")))?;
+            ensure_data_dir(&storage.data_dir).map_err(|err| {
+                DbErr::Custom(format!(
+                    "cannot create data dir {}: {err}",
+                    storage.data_dir.display()
+                ))
+            })?;
             default_sqlite_url(&storage.data_dir)
         }
     };
     connect_url(&url).await
+}
+
+/// The file of a SQLite URL (`sqlite://path?…`), unless it is in memory.
+fn sqlite_file(url: &str) -> Option<&Path> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && !path.contains(":memory:")).then(|| Path::new(path))
+}
+
+/// Makes a SQLite database and its journal files owner-only (0600): they hold every token
+/// hash and sealed secret. Creating the file first makes SQLite create its `-wal` and `-shm`
+/// with the same mode.
+fn restrict_sqlite_files(path: &Path) -> Result<(), DbErr> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let fail = |err: std::io::Error| {
+            DbErr::Custom(format!(
+                "cannot secure database file {}: {err}",
+                path.display()
+            ))
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(fail)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(fail)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn connect_url(url: &str) -> Result<DatabaseConnection, DbErr> {
@@ -45,6 +99,9 @@ pub async fn connect_url(url: &str) -> Result<DatabaseConnection, DbErr> {
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false);
+    if let Some(file) = sqlite_file(url) {
+        restrict_sqlite_files(file)?;
+    }
     if url.starts_with("sqlite:") {
         // An in-memory database exists per connection, and SQLite has one writer anyway.
         options.max_connections(1).map_sqlx_sqlite_opts(|opts| {

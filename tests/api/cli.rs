@@ -56,6 +56,22 @@ fn production_refuses_to_boot_without_its_credentials() {
         String::from_utf8_lossy(&output.stderr).trim(),
         "error: refusing to start in production without SECRETS_ENCRYPTION_KEY"
     );
+    let short = molecule()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("MOLECULE_ENV", "production")
+        .env("ADMIN_TOKEN", "x".repeat(31))
+        .env(
+            "SECRETS_ENCRYPTION_KEY",
+            molecule::crypto::SecretsKey::generate().to_base64(),
+        )
+        .env("MOLECULE_DATA_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&short.stderr).trim(),
+        "error: refusing to start in production: ADMIN_TOKEN has 31 characters, at least 32 are required"
+    );
     assert!(
         !dir.join("admin-token").exists(),
         "production never generates credentials"
@@ -63,8 +79,42 @@ fn production_refuses_to_boot_without_its_credentials() {
 }
 
 #[test]
-fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
+fn an_unknown_mode_is_refused_in_one_line() {
     let dir = temp_dir();
+    for args in [
+        &["serve", "--listen", "127.0.0.1:0"][..],
+        &[
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:1",
+        ],
+    ] {
+        let command = args[0];
+        let output = molecule()
+            .args(args)
+            .env("MOLECULE_ENV", "prodution")
+            .env("MOLECULE_DATA_DIR", &dir)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{command}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr).trim(),
+            r#"error: MOLECULE_ENV="prodution" names no mode: use production (prod), development (dev), or leave it unset for the default mode"#,
+            "{command}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_none(),
+        "nothing was created"
+    );
+}
+
+#[test]
+fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
+    // A data dir that does not exist yet: the server creates it, owner-only.
+    let dir = temp_dir().join("data");
     let boot = || {
         molecule()
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -90,12 +140,23 @@ fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
         banner[2].contains(&format!("curl -H 'Authorization: Bearer {token}'")),
         "{banner:?}"
     );
-    for file in ["admin-token", "secrets.key"] {
-        let mode = std::fs::metadata(dir.join(file))
+    let mode = |file: &str| {
+        std::fs::metadata(dir.join(file))
             .unwrap()
             .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "{file}");
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o700, "the data dir");
+    // The database and its journals hold every token hash and sealed secret.
+    for file in [
+        "admin-token",
+        "secrets.key",
+        "molecule.db",
+        "molecule.db-wal",
+        "molecule.db-shm",
+    ] {
+        assert_eq!(mode(file), 0o600, "{file}");
     }
     stop_with_sigterm(first);
 

@@ -344,6 +344,17 @@ async fn external_agents_record_their_installs() {
         )
         .await;
     assert_eq!(bad.text, r#"{"error":"invalid request body"}"#);
+    // PLUGIN_INSTALL_BODY_MAX_BYTES (64 KiB): larger bodies are refused and record nothing.
+    let oversize = app
+        .call(
+            Method::POST,
+            &path,
+            Some(&token),
+            Some(json!({"source": "local://alpha", "pad": "x".repeat(65 * 1024)})),
+        )
+        .await;
+    assert_eq!(oversize.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(oversize.text, r#"{"error":"request body too large"}"#);
 
     let container = app.create_workspace(json!({"name": "container"})).await;
     let reply = app

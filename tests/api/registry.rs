@@ -86,6 +86,89 @@ async fn the_first_registration_mints_the_token_once() {
 }
 
 #[tokio::test]
+async fn a_bearerless_re_register_refreshes_nothing() {
+    let app = spawn_app_with(Options {
+        liveness_ttl_seconds: 2,
+        ..Options::default()
+    })
+    .await;
+    let (id, token) = app.registered_agent("quiet", None).await;
+    assert_eq!(
+        app.heartbeat(&id, &token, json!({})).await.status,
+        StatusCode::OK
+    );
+    // Someone who knows only the id keeps re-registering; the agent itself is silent.
+    let started = std::time::Instant::now();
+    let went_offline = loop {
+        let again = app.register(&id, "remote://no-inbound", None).await;
+        assert_eq!(again.body, json!({"status": "registered"}));
+        let status = app.admin_get(&format!("/workspaces/{id}")).await.body["status"].clone();
+        if status == "offline" {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        went_offline,
+        "a bearer-less re-register kept the workspace online"
+    );
+}
+
+#[tokio::test]
+async fn dev_mode_keeps_the_url_hijack_guard() {
+    let app = spawn_app_with(Options {
+        env: "dev",
+        admin_token: false,
+        ..Options::default()
+    })
+    .await;
+    let id = app
+        .create_workspace(json!({"name": "dev-agent", "external": true}))
+        .await;
+    let first = app.register(&id, "http://127.0.0.1:9001", None).await;
+    assert!(first.body["auth_token"].is_string(), "{}", first.text);
+    let same = app.register(&id, "http://127.0.0.1:9001", None).await;
+    assert_eq!(same.body, json!({"status": "registered"}));
+    let hijack = app.register(&id, "http://127.0.0.1:9666", None).await;
+    assert_eq!(
+        (hijack.status, hijack.body),
+        (
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing workspace auth token"})
+        )
+    );
+    let view = app.get(&format!("/workspaces/{id}"), None).await.body;
+    assert_eq!(view["url"], "http://127.0.0.1:9001");
+}
+
+#[tokio::test]
+async fn ipv6_forms_of_blocked_ipv4_addresses_are_refused_at_registration() {
+    let app = spawn_app().await;
+    let id = app
+        .create_workspace(json!({"name": "sneaky", "external": true}))
+        .await;
+    for url in [
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[64:ff9b:1::a00:1]/",
+        "http://[::a9fe:a9fe]/",
+        "http://[2002:a9fe:a9fe::1]/",
+    ] {
+        let reply = app.register(&id, url, None).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{url}: {}",
+            reply.text
+        );
+    }
+    let view = app.admin_get(&format!("/workspaces/{id}")).await.body;
+    assert!(view["url"].as_str().unwrap_or("").is_empty(), "{view}");
+}
+
+#[tokio::test]
 async fn concurrent_first_registrations_mint_exactly_one_token() {
     let app = spawn_app().await;
     let id = app
