@@ -75,6 +75,12 @@ impl HotState {
         (at.elapsed() < STATE_TTL).then(|| state.clone())
     }
 
+    /// The last state seen, however old (for when the datastore cannot be asked).
+    pub fn stale_workspace(&self, id: &str) -> Option<CachedWorkspace> {
+        let workspaces = self.workspaces.lock().expect("state cache poisoned");
+        workspaces.get(id).map(|(state, _)| state.clone())
+    }
+
     pub fn remember_workspace(&self, id: &str, state: CachedWorkspace) {
         let mut workspaces = self.workspaces.lock().expect("state cache poisoned");
         if workspaces.len() > 100_000 {

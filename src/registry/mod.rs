@@ -52,11 +52,22 @@ async fn workspace_state(state: &AppState, id: &str) -> ApiResult<CachedWorkspac
     if let Some(cached) = state.hot.workspace(id) {
         return Ok(cached);
     }
-    let row = workspace::Entity::find_by_id(id.to_owned())
+    let row = match workspace::Entity::find_by_id(id.to_owned())
         .one(&state.db)
         .await
-        .map_err(ApiError::datastore("query failed"))?
-        .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+    {
+        Ok(row) => row,
+        // While the datastore is down, the last known state serves the heartbeat path: every
+        // transition needs the datastore too, so nothing newer can exist (design §5).
+        Err(err) if store::is_unavailable(&err) => {
+            return state
+                .hot
+                .stale_workspace(id)
+                .ok_or_else(ApiError::datastore_unavailable);
+        }
+        Err(err) => return Err(ApiError::datastore("query failed")(err)),
+    }
+    .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
     let cached = CachedWorkspace {
         status: row.status,
         runtime: row.runtime,
@@ -817,8 +828,9 @@ async fn handle_expirations(state: AppState) {
 }
 
 /// The backstop for lost expiry events: online/degraded workspaces without a liveness entry go
-/// offline — but only once the backend has been healthy for a whole TTL, so a restart or a
-/// Redis recovery never causes an offline storm for agents that keep beating.
+/// offline — but only once the liveness backend and the datastore have both been healthy for a
+/// whole TTL, so a restart, or a Redis or database recovery, never causes an offline storm for
+/// agents that kept beating (or were refused while they could not be checked).
 async fn sweep_liveness(state: AppState) {
     let ttl = state.liveness.ttl();
     let every = (ttl / 3).clamp(Duration::from_millis(200), Duration::from_secs(15));
@@ -829,7 +841,7 @@ async fn sweep_liveness(state: AppState) {
             () = state.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if state.liveness.healthy_since().elapsed() < ttl {
+        if state.liveness.healthy_since().elapsed() < ttl || state.db.healthy_since().elapsed() < ttl {
             continue;
         }
         if let Err(err) = sweep_once(&state).await {

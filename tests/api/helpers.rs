@@ -56,7 +56,7 @@ impl Backend {
 }
 
 /// `CREATE DATABASE <base>_<suffix>` next to the CI database, returning its URL.
-async fn create_postgres_database(base_url: &str, suffix: &str) -> String {
+pub(crate) async fn create_postgres_database(base_url: &str, suffix: &str) -> String {
     let (prefix, base_name) = base_url
         .rsplit_once('/')
         .expect("TEST_DATABASE_URL has a database");

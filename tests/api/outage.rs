@@ -111,3 +111,147 @@ async fn heartbeats_fail_closed_while_redis_is_down_and_recover_without_an_offli
     redis.kill().unwrap();
     let _ = redis.wait();
 }
+
+/// A TCP forwarder in front of a real server that a test can cut (every connection dropped,
+/// new ones refused) and restore: a datastore outage without stopping the shared server.
+pub(crate) struct Gate {
+    pub(crate) port: u16,
+    state: std::sync::Arc<std::sync::Mutex<(bool, tokio_util::sync::CancellationToken)>>,
+}
+
+impl Gate {
+    pub(crate) async fn open(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new((
+            true,
+            tokio_util::sync::CancellationToken::new(),
+        )));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let (open, cut) = shared.lock().unwrap().clone();
+                if !open {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = cut.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Self { port, state }
+    }
+
+    pub(crate) fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.0 = false;
+        state.1.cancel();
+        state.1 = tokio_util::sync::CancellationToken::new();
+    }
+
+    pub(crate) fn restore(&self) {
+        self.state.lock().unwrap().0 = true;
+    }
+}
+
+/// A fresh Postgres database reached through a [`Gate`]: the configured test server, or the
+/// machine's own (the suite's documented dependency).
+async fn gated_postgres() -> (Backend, Gate) {
+    let base = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut backend = Backend::fresh().await;
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let direct = crate::helpers::create_postgres_database(&base, &suffix).await;
+    let gate = Gate::open("127.0.0.1:5432".parse().unwrap()).await;
+    backend.database_url = direct.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", gate.port), 1);
+    (backend, gate)
+}
+
+#[tokio::test]
+async fn a_database_outage_neither_flaps_agents_that_keep_beating_nor_waits_on_timeouts() {
+    let (backend, gate) = gated_postgres().await;
+    let app = std::sync::Arc::new(
+        spawn_on(
+            backend,
+            Options {
+                liveness_ttl_seconds: 3,
+                ..Options::default()
+            },
+        )
+        .await,
+    );
+    let mut agents = Vec::new();
+    for n in 0..8 {
+        agents.push(app.registered_agent(&format!("steady-{n}"), None).await);
+    }
+    let (silent, silent_token) = app.registered_agent("silent", None).await;
+    assert_eq!(
+        app.heartbeat(&silent, &silent_token, json!({})).await.status,
+        StatusCode::OK
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut beaters = Vec::new();
+    for (id, token) in agents.clone() {
+        let (app, stop, refused, accepted) =
+            (app.clone(), stop.clone(), refused.clone(), accepted.clone());
+        beaters.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let reply = app.heartbeat(&id, &token, json!({"uptime_seconds": 1})).await;
+                let counter = if reply.status == StatusCode::OK { &accepted } else { &refused };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Longer than the token cache's freshness (30 s): every token is revalidated while the
+    // database cannot answer.
+    gate.cut();
+    let during = tokio::time::Instant::now();
+    let unavailable = json!({"error": "platform datastore unavailable — retry shortly", "code": "platform_unavailable"});
+    let mut slowest = Duration::ZERO;
+    while during.elapsed() < Duration::from_secs(34) {
+        let asked = tokio::time::Instant::now();
+        let reply = app.admin_get("/workspaces").await;
+        slowest = slowest.max(asked.elapsed());
+        assert_eq!((reply.status, &reply.body), (StatusCode::SERVICE_UNAVAILABLE, &unavailable));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "requests fail fast during an outage, not after the pool timeout: {slowest:?}"
+    );
+    gate.restore();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    stop.cancel();
+    for beater in beaters {
+        beater.await.unwrap();
+    }
+
+    assert_eq!(
+        refused.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "beats refused ({} accepted)",
+        accepted.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    for (id, _) in &agents {
+        let types = app.event_types(id).await;
+        assert!(!types.contains(&"WORKSPACE_OFFLINE".to_owned()), "{id}: {types:?}");
+        assert_eq!(app.admin_get(&format!("/workspaces/{id}")).await.body["status"], "online");
+    }
+    // The agent that really went silent is still judged, once the database is back.
+    crate::helpers::eventually(15, || async {
+        (app.admin_get(&format!("/workspaces/{silent}")).await.body["status"] == "offline")
+            .then_some(())
+    })
+    .await;
+}
