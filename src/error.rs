@@ -138,22 +138,18 @@ impl ApiError {
     }
 
     /// Maps a datastore failure: unreachable → 503 (fail closed), anything else → a 500 with the
-    /// documented `context` message. The cause is logged, never returned.
+    /// documented `context` message. The cause is logged, never returned; an outage is logged
+    /// by the store's breaker once, not here once per request.
     pub fn datastore(context: &'static str) -> impl FnOnce(DbErr) -> Self {
         move |err| {
-            error!(error = %err, context, "datastore operation failed");
-            if is_connection_error(&err) {
+            if crate::store::is_unavailable(&err) {
                 Self::datastore_unavailable()
             } else {
+                error!(error = %err, context, "datastore operation failed");
                 Self::internal(context)
             }
         }
     }
-}
-
-fn is_connection_error(err: &DbErr) -> bool {
-    matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
-        || err.to_string().to_ascii_lowercase().contains("connection")
 }
 
 /// The reply of a unary RPC.

@@ -14,6 +14,7 @@ pub mod grpc_edge;
 pub mod hierarchy;
 pub mod listener;
 pub mod liveness;
+pub mod nul_guard;
 pub mod plugins;
 pub mod registry;
 pub mod secrets;

@@ -44,7 +44,7 @@ use crate::{
     hierarchy::Hierarchy,
     listener::{self, ListenerSettings},
     liveness::{InProcessLiveness, Liveness, RedisLiveness},
-    pb,
+    nul_guard, pb,
     plugins::PluginsService,
     registry::{self, RegistryService},
     secrets::SecretsService,
@@ -175,7 +175,9 @@ impl Application {
             config.listener.preauth_buffer_bytes,
             config.listener.body_read_timeout,
         );
+        let strings = Arc::new(nul_guard::Index::from_descriptors(pb::FILE_DESCRIPTOR_SET)?);
         let grpc = grpc_router(&state)?
+            .layer(middleware::from_fn_with_state(strings, nul_guard::guard))
             .layer(middleware::from_fn_with_state(
                 preauth.clone(),
                 gateway::preauth::guard_grpc,

@@ -24,7 +24,9 @@ pub async fn run_provision_timeout_sweep(state: AppState) {
             () = state.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if let Err(err) = sweep_provisioning(&state, timeout).await {
+        if let Err(err) = sweep_provisioning(&state, timeout).await
+            && !crate::store::is_unavailable(&err)
+        {
             warn!(error = %err, "provision-timeout sweep failed");
         }
     }

@@ -23,7 +23,7 @@ use serde_json::json;
 use tower::ServiceBuilder;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
+    trace::{DefaultOnFailure, TraceLayer},
 };
 
 use crate::{
@@ -244,7 +244,10 @@ pub fn apply(app: Router, edge: Arc<Edge>, preauth: PreAuth) -> Router {
                         .unwrap_or("");
                     let path = traced_path(request.uri().path());
                     tracing::info_span!("request", method = %request.method(), %path, request_id)
-                }),
+                })
+                // A failing request is logged where it fails, once; during an outage the store
+                // reports the outage instead of every refused request.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
             )
             .layer(PropagateRequestIdLayer::new(request_id)),
     )

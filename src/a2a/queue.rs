@@ -110,7 +110,9 @@ pub fn on_heartbeat(state: &AppState, id: &str, active_tasks: i32, max_concurren
     }
     let (state, id) = (state.clone(), id.to_owned());
     tokio::spawn(async move {
-        if let Err(err) = drain(&state, &id, capacity).await {
+        if let Err(err) = drain(&state, &id, capacity).await
+            && !store::is_unavailable(&err)
+        {
             warn!(workspace_id = %id, error = %err, "queue drain failed");
         }
     });
@@ -242,7 +244,9 @@ pub async fn sweep(state: AppState) {
             .filter(a2a_queue::Column::DispatchedAt.lt(stranded_before))
             .exec(&state.db)
             .await;
-        if let Err(err) = reaped {
+        if let Err(err) = reaped
+            && !store::is_unavailable(&err)
+        {
             warn!(error = %err, "queue reaper failed");
         }
         let waiting: Result<Vec<String>, DbErr> = a2a_queue::Entity::find()
@@ -255,6 +259,7 @@ pub async fn sweep(state: AppState) {
             .await;
         match waiting {
             Ok(ids) => ids.iter().for_each(|id| state.waiting.insert(id)),
+            Err(err) if store::is_unavailable(&err) => {}
             Err(err) => warn!(error = %err, "queue sweep failed"),
         }
     }

@@ -167,14 +167,29 @@ impl Batch {
     }
 
     /// Writes and empties the batch; a failed statement is logged, the others still run.
+    /// Datastore outages are reported by the store, once, not here per batch.
     async fn write(&mut self, db: &Db) {
-        if !self.rows.is_empty() {
-            let count = self.rows.len();
-            if let Err(err) = activity_log::Entity::insert_many(std::mem::take(&mut self.rows))
+        let rows = std::mem::take(&mut self.rows);
+        if !rows.is_empty() {
+            let written = activity_log::Entity::insert_many(rows.clone())
                 .exec_without_returning(db)
-                .await
-            {
-                warn!(rows = count, error = %err, "activity rows not written");
+                .await;
+            match written {
+                Ok(_) => {}
+                Err(err) if store::is_unavailable(&err) => {}
+                // One unwritable row must not take the others with it.
+                Err(_) => {
+                    for row in rows {
+                        let id = row.id.clone().take().unwrap_or_default();
+                        if let Err(err) = activity_log::Entity::insert(row)
+                            .exec_without_returning(db)
+                            .await
+                            && !store::is_unavailable(&err)
+                        {
+                            warn!(activity_id = %id, error = %err, "activity row not written");
+                        }
+                    }
+                }
             }
         }
         if !self.callers.is_empty() {
@@ -184,13 +199,17 @@ impl Batch {
                 .filter(workspace::Column::Id.is_in(ids))
                 .exec(db)
                 .await;
-            if let Err(err) = touched {
+            if let Err(err) = touched
+                && !store::is_unavailable(&err)
+            {
                 warn!(error = %err, "last_outbound_at not written");
             }
         }
         if !self.usage.is_empty() {
             let count = self.usage.len();
-            if let Err(err) = add_usage(db, std::mem::take(&mut self.usage)).await {
+            if let Err(err) = add_usage(db, std::mem::take(&mut self.usage)).await
+                && !store::is_unavailable(&err)
+            {
                 warn!(workspaces = count, error = %err, "token usage not written");
             }
         }

@@ -64,6 +64,8 @@ pub struct HotState {
     routes: Mutex<HashMap<String, (std::sync::Arc<CachedRoute>, Instant)>>,
     overrides: Mutex<HashMap<String, RuntimeOverrides>>,
     pending: Mutex<HashMap<String, BeatSnapshot>>,
+    /// Held by the flush in progress.
+    pub(crate) flushing: tokio::sync::Mutex<()>,
     pub(crate) streams: Mutex<HashMap<String, Vec<StreamHandle>>>,
     next_serial: std::sync::atomic::AtomicU64,
 }
@@ -160,6 +162,14 @@ impl HotState {
 
     pub fn take_pending(&self) -> HashMap<String, BeatSnapshot> {
         std::mem::take(&mut *self.pending.lock().expect("write-behind poisoned"))
+    }
+
+    /// Puts rows that could not be written back, unless a newer beat took their place.
+    pub fn requeue(&self, rows: impl IntoIterator<Item = (String, BeatSnapshot)>) {
+        let mut pending = self.pending.lock().expect("write-behind poisoned");
+        for (id, snapshot) in rows {
+            pending.entry(id).or_insert(snapshot);
+        }
     }
 
     /// Registers a stream; returns its serial for removal.

@@ -720,20 +720,78 @@ pub(crate) async fn mark_offline(state: &AppState, id: &str) -> Result<bool, DbE
     })
 }
 
-/// Writes the buffered informational columns: one statement per batch of workspaces.
+/// Writes the buffered informational columns: one statement per batch of workspaces. One
+/// flush runs at a time, so the last one on shutdown waits for any in flight and then writes
+/// everything acknowledged. While the datastore is down the rows go back to the buffer (a
+/// newer beat wins); a row the datastore refuses is dropped alone, never its batch.
 pub async fn flush_write_behind(state: &AppState) -> Result<usize, DbErr> {
-    let pending = state.hot.take_pending();
-    let total = pending.len();
-    let rows: Vec<(String, BeatSnapshot)> = pending.into_iter().collect();
-    let backend = state.db.get_database_backend();
-    for batch in rows.chunks(FLUSH_BATCH) {
-        let (sql, values) = flush_statement(backend, batch);
-        state
-            .db
-            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?;
+    let _one_at_a_time = state.hot.flushing.lock().await;
+    let rows: Vec<(String, BeatSnapshot)> = state.hot.take_pending().into_iter().collect();
+    let flushed = write_in_batches(&rows, |batch| write_beats(state, batch)).await;
+    if let Some((from, err)) = flushed.unwritten {
+        state.hot.requeue(rows[from..].iter().cloned());
+        return Err(err);
     }
-    Ok(total)
+    Ok(flushed.written)
+}
+
+/// What a flush managed: rows written, and where it stopped when the datastore went away.
+#[derive(Debug)]
+struct Flushed {
+    written: usize,
+    unwritten: Option<(usize, DbErr)>,
+}
+
+/// Writes `rows` a batch per statement. A batch the datastore refuses is written row by row
+/// and the refused rows are dropped, so one bad row cannot block the others; an outage stops
+/// the flush and says from which row on nothing was written.
+async fn write_in_batches<'a, W, F>(rows: &'a [(String, BeatSnapshot)], write: W) -> Flushed
+where
+    W: Fn(&'a [(String, BeatSnapshot)]) -> F,
+    F: Future<Output = Result<(), DbErr>>,
+{
+    let mut written = 0;
+    for (n, batch) in rows.chunks(FLUSH_BATCH).enumerate() {
+        match write(batch).await {
+            Ok(()) => written += batch.len(),
+            Err(err) if store::is_unavailable(&err) => {
+                return Flushed {
+                    written,
+                    unwritten: Some((n * FLUSH_BATCH, err)),
+                };
+            }
+            Err(_) => {
+                for (index, row) in batch.iter().enumerate() {
+                    match write(std::slice::from_ref(row)).await {
+                        Ok(()) => written += 1,
+                        Err(err) if store::is_unavailable(&err) => {
+                            return Flushed {
+                                written,
+                                unwritten: Some((n * FLUSH_BATCH + index, err)),
+                            };
+                        }
+                        Err(err) => {
+                            warn!(workspace_id = %row.0, error = %err, "heartbeat columns not written; dropped");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Flushed {
+        written,
+        unwritten: None,
+    }
+}
+
+async fn write_beats(state: &AppState, batch: &[(String, BeatSnapshot)]) -> Result<(), DbErr> {
+    let backend = state.db.get_database_backend();
+    let (sql, values) = flush_statement(backend, batch);
+    state
+        .db
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await
+        .map(drop)
 }
 
 fn flush_statement(
@@ -821,7 +879,10 @@ async fn handle_expirations(state: AppState) {
         if alive.is_ok_and(|alive| alive.contains_key(&id)) {
             continue;
         }
-        if let Err(err) = mark_offline(&state, &id).await {
+        // During a datastore outage the sweep judges this agent later; the store reports it.
+        if let Err(err) = mark_offline(&state, &id).await
+            && !store::is_unavailable(&err)
+        {
             warn!(workspace_id = %id, error = %err, "offline transition failed");
         }
     }
@@ -841,10 +902,14 @@ async fn sweep_liveness(state: AppState) {
             () = state.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if state.liveness.healthy_since().elapsed() < ttl || state.db.healthy_since().elapsed() < ttl {
+        if state.liveness.healthy_since().elapsed() < ttl
+            || state.db.healthy_since().elapsed() < ttl
+        {
             continue;
         }
-        if let Err(err) = sweep_once(&state).await {
+        if let Err(err) = sweep_once(&state).await
+            && state.db.down_since().is_none()
+        {
             warn!(error = %err, "liveness sweep failed");
         }
     }
@@ -874,19 +939,21 @@ async fn sweep_once(state: &AppState) -> Result<(), String> {
     Ok(())
 }
 
+/// Flushes the write-behind buffer every `FLUSH_EVERY` until shutdown; the final flush is the
+/// server's, after the last request (see `Application::run_until_stopped`).
 async fn run_flusher(state: AppState) {
     let mut ticker = tokio::time::interval(FLUSH_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let stopping = tokio::select! {
-            () = state.shutdown.cancelled() => true,
-            _ = ticker.tick() => false,
-        };
-        if let Err(err) = flush_write_behind(&state).await {
-            warn!(error = %err, "heartbeat write-behind flush failed");
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
         }
-        if stopping {
-            return;
+        match flush_write_behind(&state).await {
+            Ok(_) => {}
+            // The store reports outages once; the rows wait in the buffer.
+            Err(err) if store::is_unavailable(&err) => {}
+            Err(err) => warn!(error = %err, "heartbeat write-behind flush failed"),
         }
     }
 }
@@ -972,6 +1039,60 @@ impl pb::registry_server::Registry for RegistryService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn beats(ids: &[&str]) -> Vec<(String, BeatSnapshot)> {
+        ids.iter()
+            .map(|id| {
+                let snapshot = BeatSnapshot {
+                    at: store::now(),
+                    active_tasks: 0,
+                    uptime_seconds: 1,
+                    error_rate: 0.0,
+                    sample_error: String::new(),
+                    monthly_spend: None,
+                    native_session: false,
+                };
+                ((*id).to_owned(), snapshot)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn one_refused_row_is_dropped_alone_and_an_outage_keeps_the_rest() {
+        let rows = beats(&["a", "bad", "c"]);
+        let written = std::sync::Mutex::new(Vec::new());
+        let flushed = write_in_batches(&rows, |batch| {
+            let refused = batch.iter().any(|(id, _)| id == "bad");
+            if !refused {
+                written
+                    .lock()
+                    .unwrap()
+                    .extend(batch.iter().map(|(id, _)| id.clone()));
+            }
+            async move {
+                if refused {
+                    Err(DbErr::Custom("invalid byte sequence".into()))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert_eq!(flushed.written, 2);
+        assert!(flushed.unwritten.is_none());
+        assert_eq!(*written.lock().unwrap(), ["a", "c"]);
+
+        let down = write_in_batches(&rows, |_| async {
+            Err(DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout))
+        })
+        .await;
+        assert_eq!(down.written, 0);
+        assert_eq!(
+            down.unwritten.map(|(from, _)| from),
+            Some(0),
+            "all kept for later"
+        );
+    }
 
     #[test]
     fn only_the_host_is_rewritten() {

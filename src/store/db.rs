@@ -344,6 +344,57 @@ mod tests {
         );
     }
 
+    /// A server-reported error with a SQLSTATE code.
+    #[derive(Debug)]
+    struct ServerError(&'static str);
+
+    impl std::fmt::Display for ServerError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "server error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for ServerError {}
+
+    impl sea_orm::sqlx::error::DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            "server error"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sea_orm::sqlx::error::ErrorKind {
+            sea_orm::sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn reported(code: &'static str) -> DbErr {
+        DbErr::Exec(RuntimeErr::SqlxError(Arc::new(
+            sea_orm::sqlx::Error::Database(Box::new(ServerError(code))),
+        )))
+    }
+
+    #[test]
+    fn a_server_shutting_down_mid_statement_is_unavailable_not_a_failure() {
+        // An in-flight INSERT when Postgres stops: "terminating connection due to
+        // administrator command".
+        assert!(is_unavailable(&reported("57P01")));
+        assert!(is_unavailable(&reported("08006")));
+        assert!(
+            !is_unavailable(&reported("23505")),
+            "a unique violation is the statement's"
+        );
+    }
+
     #[test]
     fn only_connection_failures_count_as_unavailable() {
         assert!(is_unavailable(&refused()));

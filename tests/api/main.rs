@@ -21,4 +21,5 @@ mod plugins;
 mod registry;
 mod secrets;
 mod tokens;
+mod validation;
 mod workspaces;

@@ -169,7 +169,8 @@ async fn gated_postgres() -> (Backend, Gate) {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let direct = crate::helpers::create_postgres_database(&base, &suffix).await;
     let gate = Gate::open("127.0.0.1:5432".parse().unwrap()).await;
-    backend.database_url = direct.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", gate.port), 1);
+    backend.database_url =
+        direct.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", gate.port), 1);
     (backend, gate)
 }
 
@@ -192,7 +193,9 @@ async fn a_database_outage_neither_flaps_agents_that_keep_beating_nor_waits_on_t
     }
     let (silent, silent_token) = app.registered_agent("silent", None).await;
     assert_eq!(
-        app.heartbeat(&silent, &silent_token, json!({})).await.status,
+        app.heartbeat(&silent, &silent_token, json!({}))
+            .await
+            .status,
         StatusCode::OK
     );
     let stop = tokio_util::sync::CancellationToken::new();
@@ -204,8 +207,14 @@ async fn a_database_outage_neither_flaps_agents_that_keep_beating_nor_waits_on_t
             (app.clone(), stop.clone(), refused.clone(), accepted.clone());
         beaters.push(tokio::spawn(async move {
             while !stop.is_cancelled() {
-                let reply = app.heartbeat(&id, &token, json!({"uptime_seconds": 1})).await;
-                let counter = if reply.status == StatusCode::OK { &accepted } else { &refused };
+                let reply = app
+                    .heartbeat(&id, &token, json!({"uptime_seconds": 1}))
+                    .await;
+                let counter = if reply.status == StatusCode::OK {
+                    &accepted
+                } else {
+                    &refused
+                };
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(700)).await;
             }
@@ -223,7 +232,10 @@ async fn a_database_outage_neither_flaps_agents_that_keep_beating_nor_waits_on_t
         let asked = tokio::time::Instant::now();
         let reply = app.admin_get("/workspaces").await;
         slowest = slowest.max(asked.elapsed());
-        assert_eq!((reply.status, &reply.body), (StatusCode::SERVICE_UNAVAILABLE, &unavailable));
+        assert_eq!(
+            (reply.status, &reply.body),
+            (StatusCode::SERVICE_UNAVAILABLE, &unavailable)
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     assert!(
@@ -245,8 +257,14 @@ async fn a_database_outage_neither_flaps_agents_that_keep_beating_nor_waits_on_t
     );
     for (id, _) in &agents {
         let types = app.event_types(id).await;
-        assert!(!types.contains(&"WORKSPACE_OFFLINE".to_owned()), "{id}: {types:?}");
-        assert_eq!(app.admin_get(&format!("/workspaces/{id}")).await.body["status"], "online");
+        assert!(
+            !types.contains(&"WORKSPACE_OFFLINE".to_owned()),
+            "{id}: {types:?}"
+        );
+        assert_eq!(
+            app.admin_get(&format!("/workspaces/{id}")).await.body["status"],
+            "online"
+        );
     }
     // The agent that really went silent is still judged, once the database is back.
     crate::helpers::eventually(15, || async {

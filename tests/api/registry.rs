@@ -590,3 +590,26 @@ async fn update_card_replaces_the_card_only() {
         .await;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_clean_shutdown_persists_every_acknowledged_beat() {
+    use molecule::store::entities::workspace;
+    use sea_orm::EntityTrait;
+    // Stops land at different points of the 2 s flush cycle.
+    for round in 0..5u64 {
+        let app = spawn_app().await;
+        let (id, token) = app.registered_agent("last-words", None).await;
+        let beat = |uptime: i64| app.heartbeat(&id, &token, json!({"uptime_seconds": uptime}));
+        assert_eq!(beat(200).await.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(round * 450)).await;
+        assert_eq!(beat(300).await.status, StatusCode::OK);
+        let db = app.db.clone();
+        app.stop().await;
+        let row = workspace::Entity::find_by_id(id.clone())
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.uptime_seconds, 300, "round {round}");
+    }
+}
