@@ -49,6 +49,10 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 const RESERVED_FDS: u64 = 512;
 /// How long in-flight requests get to finish after shutdown began.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// An HTTP/1 request line longer than this is answered here, in JSON, before hyper would
+/// answer it with an empty 414 of its own (at 64 KiB).
+const MAX_REQUEST_LINE: usize = gateway::edge::MAX_URI_BYTES + 64;
+const REQUEST_LINE_TOO_LONG: &[u8] = b"HTTP/1.1 414 URI Too Long\r\ncontent-type: application/json\r\ncontent-length: 32\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n{\"error\":\"request URI too long\"}";
 
 /// What the listener enforces, resolved once at start-up.
 #[derive(Debug, Clone)]
@@ -192,6 +196,8 @@ struct Activity {
     head_started: AtomicU64,
     /// The client spoke the h2 preface: pings keep arriving, so only the idle rule applies.
     h2: AtomicBool,
+    /// Bytes of the current HTTP/1 request line seen so far; `usize::MAX` once it ended.
+    request_line: AtomicUsize,
     any_bytes: AtomicBool,
     changed: Notify,
 }
@@ -204,6 +210,7 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             h2: AtomicBool::new(false),
+            request_line: AtomicUsize::new(0),
             any_bytes: AtomicBool::new(false),
             changed: Notify::new(),
         }
@@ -217,7 +224,8 @@ impl Activity {
         self.opened + Duration::from_millis(ms)
     }
 
-    fn on_read(&self, bytes: &[u8]) {
+    /// Notes bytes read; false when they make an HTTP/1 request line too long to serve.
+    fn on_read(&self, bytes: &[u8]) -> bool {
         if !self.any_bytes.swap(true, Ordering::Relaxed) && bytes.starts_with(b"PRI ") {
             self.h2.store(true, Ordering::Relaxed);
         }
@@ -226,7 +234,23 @@ impl Activity {
         {
             self.head_started
                 .store(self.now_ms() + 1, Ordering::Relaxed);
+            self.request_line.store(0, Ordering::Relaxed);
             self.changed.notify_one();
+        }
+        let line = self.request_line.load(Ordering::Relaxed);
+        if self.h2.load(Ordering::Relaxed) || line == usize::MAX {
+            return true;
+        }
+        match bytes.iter().position(|byte| *byte == b'\n') {
+            Some(_) => {
+                self.request_line.store(usize::MAX, Ordering::Relaxed);
+                true
+            }
+            None => {
+                let line = line.saturating_add(bytes.len());
+                self.request_line.store(line, Ordering::Relaxed);
+                line <= MAX_REQUEST_LINE
+            }
         }
     }
 
@@ -284,9 +308,55 @@ impl Drop for InFlight {
 /// The socket of an admitted connection: reports reads to its activity and holds its place
 /// under the caps for as long as it is open (after a WebSocket upgrade too).
 struct Socket {
-    inner: TcpStream,
+    /// `None` only once handed to the lingering close.
+    inner: Option<TcpStream>,
     activity: Arc<Activity>,
-    _admission: Admission,
+    admission: Option<Admission>,
+    /// Answered here with an error: the client's remaining bytes are drained before closing,
+    /// so the answer is not lost to a reset.
+    refused: bool,
+}
+
+impl Socket {
+    fn io(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(self.inner.as_mut().expect("socket open until dropped"))
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if !self.refused {
+            return;
+        }
+        let (Some(stream), Ok(runtime)) =
+            (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let admission = self.admission.take();
+        runtime.spawn(async move {
+            linger(stream).await;
+            drop(admission);
+        });
+    }
+}
+
+/// Closes our side, then reads what the client still sends for a moment, so the kernel does
+/// not answer it with a reset that would discard the response it has not read yet.
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut sink = [0u8; 8192];
+        let mut drained = 0usize;
+        while drained < 1 << 20 {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
 }
 
 impl AsyncRead for Socket {
@@ -296,9 +366,21 @@ impl AsyncRead for Socket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.on_read(&buf.filled()[before..]);
+        let polled = self.io().poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+            && !self.activity.on_read(&buf.filled()[before..])
+        {
+            // A fresh socket's send buffer takes these few bytes at once; if it does not, the
+            // client only sees the connection close.
+            if let Some(stream) = &self.inner {
+                let _ = stream.try_write(REQUEST_LINE_TOO_LONG);
+            }
+            self.refused = true;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request line too long",
+            )));
         }
         polled
     }
@@ -310,7 +392,7 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.io().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -318,19 +400,21 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        self.io().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner
+            .as_ref()
+            .is_some_and(AsyncWrite::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.io().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.io().poll_shutdown(cx)
     }
 }
 
@@ -425,9 +509,10 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
         let socket = Socket {
-            inner: stream,
+            inner: Some(stream),
             activity: activity.clone(),
-            _admission: admission,
+            admission: Some(admission),
+            refused: false,
         };
         connections.spawn(serve_connection(
             builder.clone(),

@@ -215,6 +215,53 @@ async fn dev_origin_guard(State(edge): State<Arc<Edge>>, request: Request, next:
     next.run(request).await
 }
 
+/// Longest request target served; beyond it, a JSON 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// A response whose empty body is its documented form (the tenant guard's 404).
+#[derive(Debug, Clone, Copy)]
+struct EmptyByDesign;
+
+/// Every error a client can get from the REST surface is JSON (contract §7.7): the
+/// framework's own answers — an unparsable path segment, a method the route does not take —
+/// are given the documented shape, keeping their status and headers (`Allow`). Their text is
+/// not echoed: it can quote the request.
+async fn json_errors(request: Request, next: Next) -> Response {
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        return ApiError::new(StatusCode::URI_TOO_LONG, "request URI too long").into_response();
+    }
+    let grpc = is_grpc(request.headers());
+    let response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if grpc
+        || json
+        || !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<EmptyByDesign>().is_some()
+        || response.headers().contains_key("grpc-status")
+    {
+        return response;
+    }
+    let message = match status {
+        StatusCode::BAD_REQUEST => "malformed request",
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed",
+        StatusCode::NOT_FOUND => "not found",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported media type",
+        other => other.canonical_reason().unwrap_or("request failed"),
+    };
+    let (mut parts, _) = response.into_parts();
+    let fresh = ApiError::new(status, &message.to_ascii_lowercase()).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, fresh.into_body())
+}
+
 /// Wraps `app` in the edge middleware.
 pub fn apply(app: Router, edge: Arc<Edge>, preauth: PreAuth) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
@@ -230,6 +277,7 @@ pub fn apply(app: Router, edge: Arc<Edge>, preauth: PreAuth) -> Router {
     ))
     .layer(middleware::from_fn_with_state(edge.clone(), rate_limit))
     .layer(middleware::from_fn_with_state(edge.clone(), cors))
+    .layer(middleware::from_fn(json_errors))
     .layer(middleware::from_fn(security_headers))
     .layer(middleware::from_fn_with_state(edge, resolve_client_ip))
     .layer(
@@ -486,7 +534,9 @@ async fn tenant_guard(State(edge): State<Arc<Edge>>, mut request: Request, next:
         return next.run(request).await;
     }
     if !edge.tenant_passes(request.uri().path(), request.headers()) {
-        return (StatusCode::NOT_FOUND, Body::empty()).into_response();
+        let mut hidden = (StatusCode::NOT_FOUND, Body::empty()).into_response();
+        hidden.extensions_mut().insert(EmptyByDesign);
+        return hidden;
     }
     // A request let in by a replay's state still names its tenant to the services behind.
     if let Some(org_id) = &edge.config.org_id

@@ -326,3 +326,61 @@ async fn a_dev_server_refuses_bearerless_requests_from_foreign_web_pages() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_error_the_framework_gives_is_json_too() {
+    let app = spawn_app().await;
+    let bad_segment = app
+        .get("/workspaces/%ff%fe", Some(&app.admin_token.clone()))
+        .await;
+    assert_eq!(
+        (bad_segment.status, bad_segment.body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "malformed request"})
+        )
+    );
+    let wrong_method = app.call(Method::PUT, "/workspaces", None, None).await;
+    assert_eq!(
+        (wrong_method.status, wrong_method.body),
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"error": "method not allowed"})
+        )
+    );
+    assert!(wrong_method.headers.contains_key("allow"));
+    // Raw, since HTTP clients refuse to build such requests.
+    for length in [9 * 1024, 70 * 1024] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = app.rest.trim_start_matches("http://");
+        let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!(
+            "GET /workspaces/{} HTTP/1.1\r\nhost: x\r\n\r\n",
+            "a".repeat(length)
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let mut chunk = [0u8; 4096];
+            while !answer.ends_with(b"}") {
+                match tcp.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 414"),
+            "{length}: {}",
+            &answer[..answer.len().min(200)]
+        );
+        assert!(
+            answer.ends_with(r#"{"error":"request URI too long"}"#),
+            "{length}"
+        );
+    }
+    // The server still serves after refusing a request line.
+    assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
+}
