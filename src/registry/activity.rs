@@ -107,7 +107,7 @@ pub(crate) async fn list(
     request: &pb::ListActivityRequest,
 ) -> ApiResult<pb::ListActivityResponse> {
     let id = validate::workspace_id(&request.workspace_id)?;
-    state.auth.workspace(metadata, &id).await?;
+    let principal = state.auth.workspace(metadata, &id).await?;
     let mut query =
         activity_log::Entity::find().filter(activity_log::Column::WorkspaceId.eq(id.clone()));
     if !request.r#type.is_empty() {
@@ -131,7 +131,14 @@ pub(crate) async fn list(
         query = query.filter(activity_log::Column::CreatedAt.lt(before));
     }
     let cursor_read = !request.since_id.is_empty();
-    if cursor_read || !request.peer_id.is_empty() {
+    // D17: an agent reading its own mailbox without a cursor (the SDK's first poll) gets the
+    // newest rows oldest-first, so the cursor it keeps — the batch's last row — is the newest,
+    // and no message is dispatched twice. Operators and the canvas keep newest-first.
+    let first_mailbox_poll = !cursor_read
+        && request.r#type == "a2a_receive"
+        && request.order.is_empty()
+        && matches!(principal, crate::auth::Principal::Workspace(_));
+    if cursor_read || first_mailbox_poll || !request.peer_id.is_empty() {
         // The agent's own notify rows are not inbound messages; delivering them back to a poll
         // consumer would make it answer itself.
         query = query.filter(
@@ -182,6 +189,11 @@ pub(crate) async fn list(
         .all(&state.db)
         .await
         .map_err(ApiError::datastore("query failed"))?;
+    let rows = if first_mailbox_poll {
+        rows.into_iter().rev().collect()
+    } else {
+        rows
+    };
     let peers = peer_names(state, &rows).await?;
     let rows = rows
         .into_iter()

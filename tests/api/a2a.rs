@@ -1271,3 +1271,71 @@ async fn token_usage_reported_by_answers_adds_up_on_the_target() {
         .unwrap_err();
     assert_eq!(malformed.code(), tonic::Code::InvalidArgument);
 }
+
+/// The Python SDK's `PollDelivery.run_once`, step for step: fetch `type=a2a_receive&limit=N`
+/// (with `since_id` once it has a cursor), dispatch every row in the order given, and keep
+/// the last row's id as the cursor. Returns the texts dispatched.
+async fn sdk_poll_once(
+    app: &TestApp,
+    id: &str,
+    token: &str,
+    cursor: &mut Option<String>,
+) -> Vec<String> {
+    let mut path = format!("/workspaces/{id}/activity?type=a2a_receive&limit=100");
+    if let Some(since) = cursor.as_deref() {
+        path.push_str(&format!("&since_id={since}"));
+    }
+    let batch = app.get(&path, Some(token)).await;
+    assert_eq!(batch.status, StatusCode::OK, "{}", batch.text);
+    let mut dispatched = Vec::new();
+    for row in batch.body.as_array().unwrap() {
+        dispatched.push(row["data"]["text"].as_str().unwrap_or("").to_owned());
+        *cursor = Some(row["id"].as_str().unwrap().to_owned());
+    }
+    dispatched
+}
+
+#[tokio::test]
+async fn a_fresh_sdk_agent_dispatches_its_queued_messages_once_and_in_order() {
+    let app = spawn_app().await;
+    let (polling, polling_token) = app.registered_agent("sdk-poller", None).await;
+    let (peer, peer_token) = app.registered_agent("sender", None).await;
+    let texts = ["first", "second", "third", "fourth"];
+    for text in texts {
+        let message = json!({"method": "message/send", "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": text}]}}});
+        let reply = send(&app, &polling, Some(&peer), Some(&peer_token), message, &[]).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    }
+    // The agent itself sent a notify: not an inbound message.
+    let notified = app
+        .call(
+            Method::POST,
+            &format!("/workspaces/{polling}/notify"),
+            Some(&polling_token),
+            Some(json!({"message": "to my user"})),
+        )
+        .await;
+    assert_eq!(notified.status, StatusCode::OK, "{}", notified.text);
+
+    let mut cursor = None;
+    let mut dispatched = Vec::new();
+    for _ in 0..3 {
+        dispatched.extend(sdk_poll_once(&app, &polling, &polling_token, &mut cursor).await);
+    }
+    assert_eq!(dispatched, texts);
+    // Later messages arrive after the cursor, once.
+    let late = json!({"method": "message/send", "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "fifth"}]}}});
+    send(&app, &polling, Some(&peer), Some(&peer_token), late, &[]).await;
+    assert_eq!(
+        sdk_poll_once(&app, &polling, &polling_token, &mut cursor).await,
+        ["fifth"]
+    );
+    assert!(sdk_poll_once(&app, &polling, &polling_token, &mut cursor).await.is_empty());
+
+    // Operators (and the canvas) still read newest first.
+    let operator = app
+        .admin_get(&format!("/workspaces/{polling}/activity?type=a2a_receive&limit=100"))
+        .await;
+    let newest = &operator.body[0]["data"]["text"];
+    assert_eq!(newest, "fifth");
+}
