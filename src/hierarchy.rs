@@ -61,6 +61,14 @@ impl Hierarchy {
         Ok(map)
     }
 
+    /// Whether `ancestor` is on `node`'s parent chain (lookup errors deny).
+    pub async fn is_ancestor_of(&self, ancestor: &str, node: &str) -> bool {
+        match self.parents().await {
+            Ok(parents) => is_ancestor(&parents, ancestor, node),
+            Err(_) => false,
+        }
+    }
+
     /// CanCommunicate(caller, target): self; siblings (including all roots); any ancestor or
     /// descendant. Status is ignored; unknown ids and lookup errors deny.
     pub async fn can_communicate(&self, caller: &str, target: &str) -> bool {

@@ -505,7 +505,8 @@ impl RegistryService {
             .await
             .map_err(ApiError::datastore("lookup failed"))?
             .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
-        let url = self.reachable_url(&row).await?;
+        let caller_in_container = self.workspace_state(&caller).await?.runtime != "external";
+        let url = self.reachable_url(&row, caller_in_container).await?;
         Ok(pb::DiscoverResponse {
             id: row.id,
             url,
@@ -513,8 +514,14 @@ impl RegistryService {
         })
     }
 
-    /// The URL a peer can use to reach `target` directly (registry contract §4.2).
-    async fn reachable_url(&self, target: &workspace::Model) -> ApiResult<String> {
+    /// The URL a peer can use to reach `target` directly (registry contract §4.2), exactly as
+    /// registered (D16) — but in dev mode a container caller gets a host-run agent's loopback
+    /// URL as `host.docker.internal`, the name its container reaches the host by.
+    async fn reachable_url(
+        &self,
+        target: &workspace::Model,
+        caller_in_container: bool,
+    ) -> ApiResult<String> {
         let unavailable = || {
             ApiError::new(
                 crate::error::ErrorCode::Unavailable,
@@ -530,18 +537,16 @@ impl RegistryService {
             return Ok(stored);
         }
         if !stored.is_empty() {
-            // In dev, agents in containers reach host-run agents through the Docker host name.
-            let url = if self.state.auth.dev_mode() && target.runtime == "external" {
-                rewrite_loopback_host(&stored)
-            } else {
-                stored
-            };
+            // The stored URL is what is judged: the Docker host name resolves in the
+            // container, not necessarily here.
+            let rewrite =
+                self.state.auth.dev_mode() && target.runtime == "external" && caller_in_container;
             return self
                 .state
                 .url_policy
-                .check_use(&url, self.state.resolver.as_ref())
+                .check_use(&stored, self.state.resolver.as_ref())
                 .await
-                .map(|checked| checked.to_string())
+                .map(|_| if rewrite { rewrite_loopback_host(&stored) } else { stored })
                 .map_err(|reason| {
                     debug!(workspace_id = %target.id, %reason, "discovered url failed the safety check");
                     ApiError::new(crate::error::ErrorCode::Unavailable, "workspace URL failed safety check")
@@ -567,6 +572,7 @@ impl RegistryService {
             .map_err(ApiError::datastore("lookup failed"))?
             .filter(|row| row.status != "removed")
             .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+        let caller_in_container = me.runtime != "external";
         let live = || workspace::Entity::find().filter(workspace::Column::Status.ne("removed"));
         let siblings = match &me.parent_id {
             Some(parent) => live().filter(workspace::Column::ParentId.eq(parent.clone())),
@@ -604,7 +610,10 @@ impl RegistryService {
             .unwrap_or_default();
         let mut peers = Vec::with_capacity(rows.len());
         for row in rows {
-            let url = self.reachable_url(&row).await.unwrap_or_default();
+            let url = self
+                .reachable_url(&row, caller_in_container)
+                .await
+                .unwrap_or_default();
             let active_tasks = live_snapshots
                 .get(&row.id)
                 .map_or(row.active_tasks, |s| s.active_tasks);
@@ -660,15 +669,28 @@ fn same_url(stored: Option<&str>, requested: &str) -> bool {
     stored == requested || (stored.starts_with("remote://") && requested.starts_with("remote://"))
 }
 
-/// Rewrites only the host component, never a substring elsewhere in the URL.
+/// Rewrites only the host component, never a substring elsewhere in the URL, and leaves the
+/// rest of the text exactly as registered.
 fn rewrite_loopback_host(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) if matches!(url.host_str(), Some("127.0.0.1" | "localhost")) => {
-            let _ = url.set_host(Some("host.docker.internal"));
-            url.to_string()
-        }
-        _ => raw.to_owned(),
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return raw.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((userinfo, host_port)) => (Some(userinfo), host_port),
+        None => (None, authority),
+    };
+    let (host, port) = match host_port.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (host_port, None),
+    };
+    if !(host == "127.0.0.1" || host.eq_ignore_ascii_case("localhost")) {
+        return raw.to_owned();
     }
+    let userinfo = userinfo.map(|info| format!("{info}@")).unwrap_or_default();
+    let port = port.map(|port| format!(":{port}")).unwrap_or_default();
+    format!("{scheme}://{userinfo}host.docker.internal{port}{tail}")
 }
 
 /// `UPDATE … SET status = to WHERE id = ? AND status IN (from…)` plus its event row, in one
@@ -1103,6 +1125,15 @@ mod tests {
         assert_eq!(
             rewrite_loopback_host("http://agent.example/localhost"),
             "http://agent.example/localhost"
+        );
+        assert_eq!(
+            rewrite_loopback_host("http://LOCALHOST:9000"),
+            "http://host.docker.internal:9000",
+            "no slash is added"
+        );
+        assert_eq!(
+            rewrite_loopback_host("http://user@127.0.0.1"),
+            "http://user@host.docker.internal"
         );
     }
 

@@ -622,7 +622,7 @@ impl WorkspacesService {
 
     async fn get(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<pb::Workspace> {
         let id = validate::workspace_id(raw_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
+        self.reader_of(metadata, &id).await?;
         let row = self
             .find(&self.state.db, &id)
             .await?
@@ -633,6 +633,31 @@ impl WorkspacesService {
             .map_err(ApiError::datastore("query failed"))?;
         let beat = self.live_snapshots(&[id]).await.into_values().next();
         Ok(WorkspaceView { row, layout, beat }.into())
+    }
+
+    /// WorkspaceAuth for reading `id`, widened by D15: a workspace's own token also reads its
+    /// ancestors (the runtime reads its parent's name); any other workspace stays 401.
+    async fn reader_of(&self, metadata: &MetadataMap, id: &str) -> ApiResult<()> {
+        let refused = match self.state.auth.workspace(metadata, id).await {
+            Ok(_) => return Ok(()),
+            Err(err) if err.code == ErrorCode::Unauthenticated => err,
+            Err(err) => return Err(err),
+        };
+        let Some(bearer) = auth::bearer(metadata) else {
+            return Err(refused);
+        };
+        match self.state.auth.workspace_token(bearer).await? {
+            Some(owner)
+                if self
+                    .state
+                    .hierarchy
+                    .is_ancestor_of(id, &owner.workspace_id)
+                    .await =>
+            {
+                Ok(())
+            }
+            _ => Err(refused),
+        }
     }
 
     async fn update(

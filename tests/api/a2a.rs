@@ -1330,11 +1330,17 @@ async fn a_fresh_sdk_agent_dispatches_its_queued_messages_once_and_in_order() {
         sdk_poll_once(&app, &polling, &polling_token, &mut cursor).await,
         ["fifth"]
     );
-    assert!(sdk_poll_once(&app, &polling, &polling_token, &mut cursor).await.is_empty());
+    assert!(
+        sdk_poll_once(&app, &polling, &polling_token, &mut cursor)
+            .await
+            .is_empty()
+    );
 
     // Operators (and the canvas) still read newest first.
     let operator = app
-        .admin_get(&format!("/workspaces/{polling}/activity?type=a2a_receive&limit=100"))
+        .admin_get(&format!(
+            "/workspaces/{polling}/activity?type=a2a_receive&limit=100"
+        ))
         .await;
     let newest = &operator.body[0]["data"]["text"];
     assert_eq!(newest, "fifth");

@@ -201,3 +201,98 @@ async fn check_access_needs_a_credential() {
         )
     );
 }
+
+#[tokio::test]
+async fn urls_are_returned_as_registered_and_rewritten_only_for_container_callers_in_dev() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        env: "dev",
+        admin_token: false,
+        ..Default::default()
+    })
+    .await;
+    let (host_agent, host_token) = app.registered_agent("host-agent", None).await;
+    let registered = app
+        .register(&host_agent, "http://127.0.0.1:9001", Some(&host_token))
+        .await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.text);
+    // An external caller (another agent on the developer's machine) gets the URL verbatim.
+    let (laptop, laptop_token) = app.registered_agent("laptop", None).await;
+    let seen = discover(&app, Some(&laptop), Some(&laptop_token), &host_agent).await;
+    assert_eq!(seen.body["url"], "http://127.0.0.1:9001", "{}", seen.text);
+    // A container runtime reaches the host through Docker's host name.
+    let container = app.create_workspace(json!({"name": "in-docker"})).await;
+    let minted = app
+        .call(
+            Method::POST,
+            &format!("/workspaces/{container}/tokens"),
+            None,
+            None,
+        )
+        .await;
+    let container_token = minted.body["auth_token"].as_str().unwrap().to_owned();
+    let seen = discover(&app, Some(&container), Some(&container_token), &host_agent).await;
+    assert_eq!(
+        seen.body["url"], "http://host.docker.internal:9001",
+        "{}",
+        seen.text
+    );
+    let peers = app
+        .get(
+            &format!("/registry/{container}/peers"),
+            Some(&container_token),
+        )
+        .await;
+    let listed: Vec<&str> = peers
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|peer| peer["id"] == host_agent.as_str())
+        .map(|peer| peer["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["http://host.docker.internal:9001"]);
+}
+
+#[tokio::test]
+async fn a_workspace_token_reads_its_ancestors_and_nobody_else() {
+    let app = spawn_app().await;
+    let (grandparent, _) = app.registered_agent("grandparent", None).await;
+    let (parent, _) = app.registered_agent("parent", Some(&grandparent)).await;
+    let (me, token) = app.registered_agent("me", Some(&parent)).await;
+    let (child, _) = app.registered_agent("child", Some(&me)).await;
+    let (sibling, _) = app.registered_agent("sibling", Some(&parent)).await;
+    let (stranger, _) = app.registered_agent("stranger", None).await;
+    let own_view = app.get(&format!("/workspaces/{me}"), Some(&token)).await;
+    for ancestor in [&parent, &grandparent] {
+        let read = app
+            .get(&format!("/workspaces/{ancestor}"), Some(&token))
+            .await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+        assert_eq!(
+            read.body.as_object().unwrap().keys().collect::<Vec<_>>(),
+            own_view
+                .body
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            "the same view as of itself"
+        );
+    }
+    assert_eq!(
+        app.get(&format!("/workspaces/{parent}"), Some(&token))
+            .await
+            .body["name"],
+        "parent"
+    );
+    for other in [&child, &sibling, &stranger] {
+        let refused = app.get(&format!("/workspaces/{other}"), Some(&token)).await;
+        assert_eq!(
+            (refused.status, refused.body),
+            (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "invalid workspace auth token"})
+            )
+        );
+    }
+}
