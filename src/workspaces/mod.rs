@@ -1477,10 +1477,14 @@ fn connection_block(id: &str, name: &str, platform_url: &str) -> pb::ExternalCon
         "curl -sS -X POST {platform_url}/registry/register \\\n  -H 'Content-Type: application/json' \\\n  -d '{{\"id\":\"{id}\",\"url\":\"'\"$AGENT_URL\"'\",\"agent_card\":{card}}}'"
     );
     let python_snippet = format!(
-        "from molecule_agent import RemoteAgentClient\n\n\
+        "# pip install \"git+https://github.com/Molecule-AI/molecule-sdk-python\"\n\
+         from molecule_agent import RemoteAgentClient\n\n\n\
+         def handle(message, client):\n    \
+             # Called once per inbound message; a returned string is sent back as the reply.\n    \
+             return f\"received: {{message.text}}\"\n\n\n\
          client = RemoteAgentClient(workspace_id=\"{id}\", platform_url=\"{platform_url}\")\n\
          client.register()  # the first registration returns the workspace token; the SDK keeps it\n\
-         client.run_agent_loop()\n"
+         client.run_agent_loop(handle)\n"
     );
     pb::ExternalConnection {
         workspace_id: id.to_owned(),

@@ -226,3 +226,49 @@ fn migrate_applies_the_schema_and_exits() {
             .success()
     );
 }
+
+/// The README's quick start, run as written (with the test server's address for
+/// `localhost:8080`): the agent registers, gets its token, and beats.
+#[tokio::test]
+async fn the_readme_quick_start_works_as_written() {
+    let app = crate::helpers::spawn_app().await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Quick start")
+        .nth(1)
+        .expect("a quick start section");
+    let script = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a shell block");
+    let dir = temp_dir();
+    std::fs::create_dir_all(dir.join("molecule-data")).unwrap();
+    std::fs::write(dir.join("molecule-data/admin-token"), &app.admin_token).unwrap();
+    let address = app.rest.trim_start_matches("http://").to_owned();
+    let script = format!(
+        "set -euo pipefail\n{}",
+        script.replace("localhost:8080", &address)
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with(r#"{"status":"ok"}"#), "{stdout}");
+    let listed = app.admin_get("/workspaces").await.body;
+    assert_eq!(listed[0]["name"], "researcher");
+    assert_eq!(listed[0]["status"], "online");
+}

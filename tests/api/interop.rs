@@ -83,6 +83,52 @@ async fn a_python_agent_streams_heartbeats_and_sees_a_pause() {
 }
 
 #[tokio::test]
+async fn the_python_snippet_of_a_create_reply_runs_as_pasted() {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let app = spawn_app().await;
+    let created = app
+        .admin(
+            reqwest::Method::POST,
+            "/workspaces",
+            Some(json!({"name": "pasted", "external": true})),
+        )
+        .await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let snippet = created.body["connection"]["python_snippet"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = std::env::temp_dir().join(format!("snippet-{id}.py"));
+    std::fs::write(&file, snippet).unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/snippet_check.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(&file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "INSTALL",
+            &format!("CLIENT {id} {}", app.rest),
+            "REGISTER",
+            "REPLY received: hello"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_python_agent_installs_a_plugin_byte_for_byte() {
     let python = tokio::task::spawn_blocking(python).await.unwrap();
     let dir = plugins_dir();
