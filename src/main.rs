@@ -48,8 +48,7 @@ async fn run(
             app.run_until_stopped(signal).await?;
         }
         Command::Migrate(storage) => {
-            let db = store::connect(&storage).await?;
-            store::migrate(&db).await?;
+            store::open(&storage).await?;
             tracing::info!("migrations applied");
         }
         Command::Gateway(args) => {
@@ -60,8 +59,7 @@ async fn run(
         Command::Secrets(SecretsCommand::RotateKey(config)) => {
             let keys = bootstrap::resolve_keys(&config)?;
             let keyring = Keyring::new(&keys.current, keys.previous.as_ref());
-            let db = store::connect(&config.storage).await?;
-            store::migrate(&db).await?;
+            let db = store::open(&config.storage).await?;
             let report = secrets::rotate(&store::Db::new(db), &keyring).await?;
             println!(
                 "key_version={} rewritten={} current={} failed={}",

@@ -69,12 +69,15 @@ impl Application {
     /// Resolves credentials, connects and migrates the datastore, starts the event bus and the
     /// sweeps, and binds the listener (port 0 works).
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        // Credentials are generated only once the datastore is known to work, so a failed
-        // first start leaves nothing behind to confuse the next one.
+        // Credentials are generated only once the datastores answer and the port is ours, so a
+        // failed first start leaves nothing behind to confuse the next one.
         bootstrap::validate(&config)?;
-        let db = store::connect(&config.storage).await?;
-        store::migrate(&db).await?;
-        let db = Db::new(db);
+        let db = Db::new(store::open(&config.storage).await?);
+        let redis = match &config.redis_url {
+            Some(url) => Some(connect_redis(url).await?),
+            None => None,
+        };
+        let listener = bind(config.listen).await?;
         let credentials = bootstrap::resolve(&config)?;
         if let Some(path) = &credentials.generated_admin_token {
             announce_admin_token(&config, path);
@@ -82,9 +85,9 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let instance_id = uuid::Uuid::new_v4().to_string();
-        let bus: Arc<dyn EventBus> = match &config.redis_url {
-            Some(url) => {
-                let client = redis::Client::open(url.expose())?;
+        let bus: Arc<dyn EventBus> = match (&config.redis_url, &redis) {
+            (Some(url), Some(client)) => {
+                let client = client.clone();
                 let pool = deadpool_redis::Config::from_url(url.expose())
                     .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
                 info!(instance_id, "event fan-out over redis");
@@ -99,28 +102,31 @@ impl Application {
                     .await?,
                 )
             }
-            None => Arc::new(InProcessBus::new()),
+            _ => Arc::new(InProcessBus::new()),
         };
         let ttl = std::time::Duration::from_secs(config.liveness_ttl_seconds);
-        let liveness: Arc<dyn Liveness> = match &config.redis_url {
-            Some(url) => {
-                let client = redis::Client::open(url.expose())?;
-                RedisLiveness::start(client, &config.redis_namespace, ttl, shutdown.clone()).await?
+        let liveness: Arc<dyn Liveness> = match &redis {
+            Some(client) => {
+                RedisLiveness::start(
+                    client.clone(),
+                    &config.redis_namespace,
+                    ttl,
+                    shutdown.clone(),
+                )
+                .await?
             }
             None => InProcessLiveness::start(ttl, shutdown.clone()),
         };
-        let listener = TcpListener::bind(config.listen).await?;
         let listener_settings = ListenerSettings::resolve(&config.listener);
         let keyring = Arc::new(Keyring::new(
             &credentials.keys.current,
             credentials.keys.previous.as_ref(),
         ));
-        let replicas = match &config.redis_url {
-            Some(url) => {
+        let replicas = match &redis {
+            Some(client) => {
                 let me = advertise_url(&config, listener.local_addr()?);
                 info!(advertise_url = %me, "attached agents reachable from other replicas");
-                let client = redis::Client::open(url.expose())?;
-                Some(Replicas::start(client, &config.redis_namespace, me, &keyring).await?)
+                Some(Replicas::start(client.clone(), &config.redis_namespace, me, &keyring).await?)
             }
             None => None,
         };
@@ -367,6 +373,29 @@ fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
     }))
 }
 
+/// Binds the one listening address, or says which address could not be taken.
+async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|err| format!("cannot listen on {address} (MOLECULE_LISTEN): {err}"))
+}
+
+/// A Redis client whose server answered a PING, or one line saying which Redis did not.
+async fn connect_redis(url: &crate::config::Secret) -> Result<redis::Client, String> {
+    let shown = crate::config::redacted_url(url.expose());
+    let failed = |reason: String| format!("cannot reach Redis (REDIS_URL={shown}): {reason}");
+    let client = redis::Client::open(url.expose()).map_err(|err| failed(err.to_string()))?;
+    let ping = async {
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<()>(&mut connection).await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), ping).await {
+        Ok(Ok(())) => Ok(client),
+        Ok(Err(err)) => Err(failed(err.to_string())),
+        Err(_) => Err(failed("no answer within 5 s".to_owned())),
+    }
+}
+
 /// Where other replicas reach this one: the configured URL, else the bound address (this host's
 /// name when bound to every interface, since 0.0.0.0 is nobody's address).
 fn advertise_url(config: &Config, bound: SocketAddr) -> String {
@@ -419,7 +448,7 @@ impl GatewayServer {
         let rest = gateway::router(Gateway::new(transport, edge.clone(), shutdown.clone()));
         let app =
             gateway::edge::apply(rest, edge, preauth).layer(middleware::from_fn(track_metrics));
-        let listener = TcpListener::bind(args.listen).await?;
+        let listener = bind(args.listen).await?;
         info!(upstream = %args.upstream, "gateway ready");
         Ok(Self {
             listener,

@@ -53,6 +53,53 @@ pub async fn connect(storage: &StorageArgs) -> Result<DatabaseConnection, DbErr>
     connect_url(&url).await
 }
 
+/// Opens and migrates the configured database for a command, or says in one line what could
+/// not be reached and where (never with a password). A Postgres server that refuses
+/// connections is reported at once, not after the pool's acquire timeout.
+pub async fn open(storage: &StorageArgs) -> Result<DatabaseConnection, String> {
+    let Some(url) = &storage.database_url else {
+        let db = connect(storage).await.map_err(|err| {
+            format!(
+                "cannot open the SQLite database in {}: {err}",
+                storage.data_dir.display()
+            )
+        })?;
+        migrate(&db)
+            .await
+            .map_err(|err| format!("cannot migrate the SQLite database: {err}"))?;
+        return Ok(db);
+    };
+    let shown = crate::config::redacted_url(url.expose());
+    if let Ok(parsed) = url::Url::parse(url.expose())
+        && matches!(parsed.scheme(), "postgres" | "postgresql")
+    {
+        let host = parsed.host_str().unwrap_or("localhost").to_owned();
+        let port = parsed.port().unwrap_or(5432);
+        let reached = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await;
+        let failure = match reached {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(_) => Some("no answer within 5 s".to_owned()),
+        };
+        if let Some(reason) = failure {
+            return Err(format!(
+                "cannot reach the database at {host}:{port} (DATABASE_URL={shown}): {reason}"
+            ));
+        }
+    }
+    let db = connect(storage)
+        .await
+        .map_err(|err| format!("cannot open the database (DATABASE_URL={shown}): {err}"))?;
+    migrate(&db)
+        .await
+        .map_err(|err| format!("cannot migrate the database (DATABASE_URL={shown}): {err}"))?;
+    Ok(db)
+}
+
 /// The file of a SQLite URL (`sqlite://path?…`), unless it is in memory.
 fn sqlite_file(url: &str) -> Option<&Path> {
     let rest = url

@@ -208,12 +208,10 @@ async fn poll_mode_reads_a_cursor_oldest_first_without_self_notifications() {
         )
         .await;
     assert_eq!(by_peer.body.as_array().unwrap().len(), 1);
-    // Without a cursor the canvas still sees the notify row, newest first.
+    // Without a cursor the canvas (an operator's credential) still sees the notify row, newest
+    // first; the agent's own token reads it as a mailbox (D17, see a2a.rs).
     let all = app
-        .get(
-            &format!("/workspaces/{id}/activity?type=a2a_receive"),
-            Some(&token),
-        )
+        .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
         .await
         .body;
     assert_eq!(all.as_array().unwrap().len(), 4);

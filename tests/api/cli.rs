@@ -272,3 +272,56 @@ async fn the_readme_quick_start_works_as_written() {
     assert_eq!(listed[0]["name"], "researcher");
     assert_eq!(listed[0]["status"], "online");
 }
+
+#[test]
+fn startup_errors_name_what_failed_and_where_and_leave_no_credentials() {
+    let failing_start = |env: &[(&str, &str)]| {
+        let dir = temp_dir();
+        let started = std::time::Instant::now();
+        let mut command = molecule();
+        command
+            .args(["serve"])
+            .env("MOLECULE_LISTEN", "127.0.0.1:0")
+            .env("MOLECULE_DATA_DIR", &dir);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "a refusal is reported at once, not after a pool timeout"
+        );
+        assert!(
+            !dir.join("admin-token").exists(),
+            "no credentials generated"
+        );
+        String::from_utf8_lossy(&output.stderr).trim().to_owned()
+    };
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    assert_eq!(
+        failing_start(&[("REDIS_URL", &format!("redis://:hunter2@127.0.0.1:{port}"))]),
+        format!(
+            "error: cannot reach Redis (REDIS_URL=redis://:***@127.0.0.1:{port}): Connection refused (os error 111)"
+        )
+    );
+    assert_eq!(
+        failing_start(&[(
+            "DATABASE_URL",
+            &format!("postgres://postgres:hunter2@127.0.0.1:{port}/molecule")
+        )]),
+        format!(
+            "error: cannot reach the database at 127.0.0.1:{port} (DATABASE_URL=postgres://postgres:***@127.0.0.1:{port}/molecule): Connection refused (os error 111)"
+        )
+    );
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap();
+    assert_eq!(
+        failing_start(&[("MOLECULE_LISTEN", &taken.to_string())]),
+        format!(
+            "error: cannot listen on {taken} (MOLECULE_LISTEN): Address already in use (os error 98)"
+        )
+    );
+}
