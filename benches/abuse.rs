@@ -99,7 +99,14 @@ impl Server {
         status
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
             .map_or(0.0, |kib| kib / 1024.0)
     }
 
@@ -152,9 +159,9 @@ async fn flood(
             let request = hyper::Request::post(format!("http://localhost{path}"))
                 .header("content-type", content_type)
                 .header("te", "trailers")
-                .body(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(
-                    receiver,
-                )))
+                .body(StreamBody::new(
+                    tokio_stream::wrappers::ReceiverStream::new(receiver),
+                ))
                 .unwrap();
             if sender.ready().await.is_err() {
                 break;

@@ -11,11 +11,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use gateway::{
-    Edge,
-    client_ip::{self, ClientIp},
-    edge::Decision,
-};
+use gateway::{Edge, edge::Decision};
 use serde_json::json;
 
 use crate::error::{ApiError, ErrorCode};
@@ -25,15 +21,9 @@ const UNLIMITED_PREFIXES: [&str; 2] = ["/grpc.health.", "/grpc.reflection."];
 const CREATE_ORG_TOKEN: &str = "/molecule.v1.Workspaces/CreateOrgToken";
 
 pub async fn guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) -> Response {
-    let Some(peer) = client_ip::peer_ip(request.extensions()) else {
+    let Some(client) = edge.config.trusted_proxies.settle(&mut request) else {
         return next.run(request).await;
     };
-    let forwarded_for = request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|value| value.to_str().ok());
-    let client = edge.config.trusted_proxies.client_ip(peer, forwarded_for);
-    request.extensions_mut().insert(ClientIp(client));
     if edge.refuses_browser(request.headers()) {
         return refuse(ApiError::forbidden(gateway::edge::ORIGIN_NOT_ALLOWED));
     }

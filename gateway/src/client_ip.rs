@@ -95,6 +95,21 @@ fn in_block(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
     }
 }
 
+impl TrustedProxies {
+    /// Settles a request's client address once and records it in the request (for limiters
+    /// and what is forwarded). `None` for a request that did not come off a socket.
+    pub fn settle(&self, request: &mut http::Request<axum::body::Body>) -> Option<IpAddr> {
+        let peer = peer_ip(request.extensions())?;
+        let forwarded_for = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok());
+        let client = self.client_ip(peer, forwarded_for);
+        request.extensions_mut().insert(ClientIp(client));
+        Some(client)
+    }
+}
+
 /// The connection's peer, as the listener recorded it.
 pub fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
     extensions

@@ -27,7 +27,7 @@ use tower_http::{
 };
 
 use crate::{
-    client_ip::{self, ClientIp, TrustedProxies},
+    client_ip::{self, TrustedProxies},
     error::ApiError,
     preauth::{PreAuth, is_grpc},
 };
@@ -348,14 +348,7 @@ async fn resolve_client_ip(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some(peer) = client_ip::peer_ip(request.extensions()) {
-        let forwarded_for = request
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|value| value.to_str().ok());
-        let client = edge.config.trusted_proxies.client_ip(peer, forwarded_for);
-        request.extensions_mut().insert(ClientIp(client));
-    }
+    edge.config.trusted_proxies.settle(&mut request);
     next.run(request).await
 }
 

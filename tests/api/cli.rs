@@ -261,12 +261,7 @@ async fn the_readme_quick_start_works_as_written() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = crate::helpers::succeeded(&output);
     assert!(stdout.starts_with(r#"{"status":"ok"}"#), "{stdout}");
     let listed = app.admin_get("/workspaces").await.body;
     assert_eq!(listed[0]["name"], "researcher");

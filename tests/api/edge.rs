@@ -287,18 +287,8 @@ async fn a_dev_server_refuses_bearerless_requests_from_foreign_web_pages() {
     assert_eq!(app.get("/workspaces", None).await.body, json!([]));
     assert_eq!(app.get("/org/tokens", None).await.body["count"], 0);
     // gRPC-Web from that page is refused the same way.
-    let web = app
-        .http
-        .post(format!(
-            "http://{}/molecule.v1.Workspaces/ListWorkspaces",
-            app.addr
-        ))
-        .header("content-type", "application/grpc-web+proto")
-        .header("origin", "https://evil.example")
-        .body(vec![0u8, 0, 0, 0, 0])
-        .send()
-        .await
-        .unwrap();
+    let origin = ("origin", "https://evil.example".to_owned());
+    let web = crate::grpc::grpc_web_list(&app, &[origin]).await;
     assert_eq!(web.headers()["grpc-status"], "7");
 
     // curl and the SDK (no Origin), the server's own pages and the allowed canvas still work;

@@ -10,6 +10,30 @@ use tonic::{Code, Request, metadata::MetadataValue};
 
 use crate::helpers::spawn_app;
 
+/// `Workspaces/ListWorkspaces` over gRPC-Web (binary), with these extra headers.
+pub(crate) async fn grpc_web_list(
+    app: &crate::helpers::TestApp,
+    headers: &[(&str, String)],
+) -> reqwest::Response {
+    let message = pb::ListWorkspacesRequest {}.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let mut request = app
+        .http
+        .post(format!(
+            "http://{}/molecule.v1.Workspaces/ListWorkspaces",
+            app.addr
+        ))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(frame);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    request.send().await.unwrap()
+}
+
 pub(crate) fn authed<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
@@ -166,23 +190,8 @@ async fn health_and_reflection_answer_on_the_same_port() {
 async fn grpc_web_calls_work_on_the_same_port() {
     let app = spawn_app().await;
     app.create_workspace(json!({"name": "web"})).await;
-    let message = pb::ListWorkspacesRequest {}.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&message);
-    let response = app
-        .http
-        .post(format!(
-            "http://{}/molecule.v1.Workspaces/ListWorkspaces",
-            app.addr
-        ))
-        .header("content-type", "application/grpc-web+proto")
-        .header("x-grpc-web", "1")
-        .header("authorization", format!("Bearer {}", app.admin_token))
-        .body(frame)
-        .send()
-        .await
-        .unwrap();
+    let bearer = format!("Bearer {}", app.admin_token);
+    let response = grpc_web_list(&app, &[("authorization", bearer)]).await;
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     assert!(
         response.headers()["content-type"]
@@ -298,42 +307,23 @@ async fn grpc_shares_the_rest_rate_limiter_and_probes_are_not_counted() {
     assert!(body["retry_after"].as_u64().is_some_and(|secs| secs >= 1));
 
     // gRPC-Web is counted too (after its translation, once).
-    let web = app
-        .http
-        .post(format!(
-            "http://{}/molecule.v1.Workspaces/ListWorkspaces",
-            app.addr
-        ))
-        .header("content-type", "application/grpc-web+proto")
-        .header("x-grpc-web", "1")
-        .bearer_auth(&app.admin_token)
-        .body(vec![0u8, 0, 0, 0, 0])
-        .send()
-        .await
-        .unwrap();
+    let bearer = format!("Bearer {}", app.admin_token);
+    let web = grpc_web_list(&app, &[("authorization", bearer)]).await;
     assert_eq!(web.headers()["grpc-status"], "8");
 }
 
 #[tokio::test]
 async fn grpc_org_key_mints_are_limited_to_ten_an_hour() {
     let app = spawn_app().await;
-    let mut client = app.grpc.clone();
+    let mint = || {
+        let mut client = app.grpc.clone();
+        let request = authed(pb::CreateOrgTokenRequest::default(), &app.admin_token);
+        async move { client.create_org_token(request).await }
+    };
     for _ in 0..10 {
-        client
-            .create_org_token(authed(
-                pb::CreateOrgTokenRequest::default(),
-                &app.admin_token,
-            ))
-            .await
-            .unwrap();
+        mint().await.unwrap();
     }
-    let limited = client
-        .create_org_token(authed(
-            pb::CreateOrgTokenRequest::default(),
-            &app.admin_token,
-        ))
-        .await
-        .unwrap_err();
+    let limited = mint().await.unwrap_err();
     assert_eq!(limited.code(), Code::ResourceExhausted);
     assert_eq!(error_body(&limited).0, 429);
     // REST shares the hourly bucket.

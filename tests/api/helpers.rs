@@ -417,6 +417,17 @@ async fn reply(response: reqwest::Response) -> Reply {
     }
 }
 
+/// The stdout of a child process that must have succeeded (both streams shown if not).
+pub(crate) fn succeeded(output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Polls `check` until it returns `Some`, for at most `seconds`.
 pub(crate) async fn eventually<T, F, Fut>(seconds: u64, mut check: F) -> T
 where

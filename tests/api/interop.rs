@@ -40,33 +40,36 @@ fn python() -> PathBuf {
     python
 }
 
-#[tokio::test]
-async fn a_python_agent_streams_heartbeats_and_sees_a_pause() {
-    let python = tokio::task::spawn_blocking(python).await.unwrap();
-    let app = spawn_app().await;
-    let id = app
-        .create_workspace(json!({"name": "py-agent", "external": true}))
-        .await;
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/heartbeat_stream.py");
-    let base = format!("http://{}", app.addr);
-    let admin = app.admin_token.clone();
-    let id_arg = id.clone();
+/// Runs `tests/interop/<script>` with `args` in the interop virtualenv; its stdout, once it
+/// has succeeded.
+async fn run_python(script: &str, args: Vec<String>) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(script);
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
+        Command::new(python())
             .arg(script)
-            .args([&base, &id_arg, &admin])
+            .args(args)
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::helpers::succeeded(&output)
+}
+
+#[tokio::test]
+async fn a_python_agent_streams_heartbeats_and_sees_a_pause() {
+    let app = spawn_app().await;
+    let id = app
+        .create_workspace(json!({"name": "py-agent", "external": true}))
+        .await;
+    let base = format!("http://{}", app.addr);
+    let stdout = run_python(
+        "heartbeat_stream.py",
+        vec![base, id.clone(), app.admin_token.clone()],
+    )
+    .await;
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
@@ -84,7 +87,6 @@ async fn a_python_agent_streams_heartbeats_and_sees_a_pause() {
 
 #[tokio::test]
 async fn the_python_snippet_of_a_create_reply_runs_as_pasted() {
-    let python = tokio::task::spawn_blocking(python).await.unwrap();
     let app = spawn_app().await;
     let created = app
         .admin(
@@ -100,22 +102,7 @@ async fn the_python_snippet_of_a_create_reply_runs_as_pasted() {
         .to_owned();
     let file = std::env::temp_dir().join(format!("snippet-{id}.py"));
     std::fs::write(&file, snippet).unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/snippet_check.py");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .arg(&file)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_python("snippet_check.py", vec![file.display().to_string()]).await;
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
@@ -130,7 +117,6 @@ async fn the_python_snippet_of_a_create_reply_runs_as_pasted() {
 
 #[tokio::test]
 async fn a_python_agent_installs_a_plugin_byte_for_byte() {
-    let python = tokio::task::spawn_blocking(python).await.unwrap();
     let dir = plugins_dir();
     let app = spawn_app_with(Options {
         plugins_dir: Some(dir.clone()),
@@ -138,23 +124,8 @@ async fn a_python_agent_installs_a_plugin_byte_for_byte() {
     })
     .await;
     let (id, token) = app.registered_agent("py-installer", None).await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/plugin_install.py");
     let base = format!("http://{}", app.addr);
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args([&base, &id, &token, "alpha"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_python("plugin_install.py", vec![base, id, token, "alpha".into()]).await;
     let mut lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.pop(), Some("RECORDED installed"));
     lines.sort_unstable();

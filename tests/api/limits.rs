@@ -75,15 +75,11 @@ async fn grpc_status(response: hyper::Response<hyper::body::Incoming>) -> Option
 
 const RESOURCE_EXHAUSTED: &str = "8";
 
-#[tokio::test]
-async fn unauthenticated_grpc_messages_are_charged_their_declared_length_per_connection() {
-    let app = spawn_app_with(Options::default()).await;
-    let mut connection = h2_connection(&app).await;
-    // The first 10 MiB declaration fits the connection's 11 MiB; the second does not, and is
-    // refused at once, before any of its data was sent.
-    let (first, _first_body) = declare_message(&mut connection, None, 10 << 20).await;
-    let (second, _second_body) = declare_message(&mut connection, None, 10 << 20).await;
-    let refused = tokio::time::timeout(Duration::from_secs(5), second)
+/// Asserts a call was refused at once with RESOURCE_EXHAUSTED.
+async fn assert_refused_at_once(
+    call: tokio::task::JoinHandle<hyper::Result<hyper::Response<hyper::body::Incoming>>>,
+) {
+    let refused = tokio::time::timeout(Duration::from_secs(5), call)
         .await
         .expect("refused promptly")
         .unwrap()
@@ -92,6 +88,17 @@ async fn unauthenticated_grpc_messages_are_charged_their_declared_length_per_con
         grpc_status(refused).await.as_deref(),
         Some(RESOURCE_EXHAUSTED)
     );
+}
+
+#[tokio::test]
+async fn unauthenticated_grpc_messages_are_charged_their_declared_length_per_connection() {
+    let app = spawn_app_with(Options::default()).await;
+    let mut connection = h2_connection(&app).await;
+    // The first 10 MiB declaration fits the connection's 11 MiB; the second does not, and is
+    // refused at once, before any of its data was sent.
+    let (first, _first_body) = declare_message(&mut connection, None, 10 << 20).await;
+    let (second, _second_body) = declare_message(&mut connection, None, 10 << 20).await;
+    assert_refused_at_once(second).await;
     assert!(
         !first.is_finished(),
         "the first call still waits for its data"
@@ -126,15 +133,7 @@ async fn unauthenticated_bytes_are_bounded_in_total_across_connections() {
     let mut two = h2_connection(&app).await;
     let (first, _first_body) = declare_message(&mut one, None, 10 << 20).await;
     let (second, _second_body) = declare_message(&mut two, None, 10 << 20).await;
-    let refused = tokio::time::timeout(Duration::from_secs(5), second)
-        .await
-        .expect("refused promptly")
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        grpc_status(refused).await.as_deref(),
-        Some(RESOURCE_EXHAUSTED)
-    );
+    assert_refused_at_once(second).await;
     drop(first);
     drop(_first_body);
     // The first call's charge is returned when it ends: the budget serves new calls again.
