@@ -475,8 +475,19 @@ fn skip(length: u64) -> Step {
 }
 
 /// Whether JSON text holds a `\u0000` escape, carrying the escape state across chunks.
-fn has_nul_escape(chunk: &[u8], state: &mut Escape) -> bool {
-    for &byte in chunk {
+fn has_nul_escape(mut chunk: &[u8], state: &mut Escape) -> bool {
+    loop {
+        // Outside an escape only a backslash matters: skip to it.
+        if *state == Escape::None {
+            match chunk.iter().position(|byte| *byte == b'\\') {
+                Some(at) => chunk = &chunk[at..],
+                None => return false,
+            }
+        }
+        let Some((&byte, rest)) = chunk.split_first() else {
+            return false;
+        };
+        chunk = rest;
         *state = match (*state, byte) {
             (Escape::None, b'\\') => Escape::Backslash,
             (Escape::None, _) => Escape::None,
@@ -488,7 +499,6 @@ fn has_nul_escape(chunk: &[u8], state: &mut Escape) -> bool {
             (Escape::Zeros(_), _) => Escape::None,
         };
     }
-    false
 }
 
 #[cfg(test)]
