@@ -110,11 +110,17 @@ impl Server {
             .map_or(0.0, |kib| kib / 1024.0)
     }
 
-    /// `/health` from a fresh connection: its latency, or `None` within 3 s.
+    /// `/health` from a fresh connection of another client (127.0.0.2, not the attacker's
+    /// address): its latency, or `None` within 3 s.
     async fn health(&self) -> Option<Duration> {
         let started = Instant::now();
         let attempt = async {
-            let mut tcp = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+            let socket = tokio::net::TcpSocket::new_v4().ok()?;
+            socket.bind("127.0.0.2:0".parse().ok()?).ok()?;
+            let mut tcp = socket
+                .connect(std::net::SocketAddr::from(([127, 0, 0, 1], self.port)))
+                .await
+                .ok()?;
             tcp.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
                 .await
                 .ok()?;
