@@ -1,8 +1,9 @@
-//! The edge for gRPC, native and gRPC-Web alike (design D19): the tenant guard, the per-IP
-//! rate limiter and the org-key mint limiter, sharing their buckets with REST so a client is
-//! counted once whichever transport it uses. Calls that did not come off a socket (the
-//! in-process gateway's, already counted at the REST edge) pass untouched. It decides nothing
-//! about credentials.
+//! The edge for gRPC, native and gRPC-Web alike (design D19), as one layer over the gRPC
+//! routes: dev mode's origin rule, the tenant guard, the per-IP rate limiter and the org-key
+//! mint limiter (sharing their buckets with REST, so a client is counted once whichever
+//! transport it uses), the pre-auth budget, and the U+0000 scan of every request message.
+//! Calls that did not come off a socket (the in-process gateway's, already judged at the REST
+//! edge) get the scan only. It decides nothing about credentials.
 
 use std::sync::Arc;
 
@@ -11,43 +12,71 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use gateway::{Edge, edge::Decision};
+use gateway::{
+    Edge,
+    edge::Decision,
+    preauth::{Framing, PreAuth},
+};
 use serde_json::json;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::{
+    error::{ApiError, ErrorCode},
+    nul_guard,
+};
 
 /// Probes are never limited.
 const UNLIMITED_PREFIXES: [&str; 2] = ["/grpc.health.", "/grpc.reflection."];
 const CREATE_ORG_TOKEN: &str = "/molecule.v1.Workspaces/CreateOrgToken";
 
-pub async fn guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) -> Response {
-    let Some(client) = edge.config.trusted_proxies.settle(&mut request) else {
-        return next.run(request).await;
+/// What the gRPC edge applies.
+#[derive(Clone)]
+pub struct GrpcEdge {
+    pub edge: Arc<Edge>,
+    pub preauth: PreAuth,
+    pub strings: Arc<nul_guard::Index>,
+}
+
+pub async fn guard(State(grpc): State<GrpcEdge>, mut request: Request, next: Next) -> Response {
+    let Some(client) = grpc.edge.config.trusted_proxies.settle(&mut request) else {
+        return next.run(grpc.strings.scan(request)).await;
     };
+    if let Some(refused) = refusal(&grpc.edge, &request, client) {
+        return refused;
+    }
+    let (request, settle) = grpc.preauth.admit(request, Framing::Grpc).await;
+    let response = next.run(grpc.strings.scan(request)).await;
+    drop(settle);
+    response
+}
+
+/// The answer to a gRPC call the edge refuses before any handler, if it does.
+fn refusal(edge: &Edge, request: &Request, client: std::net::IpAddr) -> Option<Response> {
     if edge.refuses_browser(request.headers()) {
-        return refuse(ApiError::forbidden(gateway::edge::ORIGIN_NOT_ALLOWED));
+        return Some(refuse(ApiError::forbidden(
+            gateway::edge::ORIGIN_NOT_ALLOWED,
+        )));
     }
     let path = request.uri().path();
     if !edge.tenant_passes(path, request.headers()) {
         // Like REST's empty 404: the tenant's existence does not leak.
-        return refuse(ApiError::not_found(""));
+        return Some(refuse(ApiError::not_found("")));
     }
     let limited =
         edge.config.rate_limiting && !UNLIMITED_PREFIXES.iter().any(|p| path.starts_with(p));
     if limited {
         let decision = edge.requests.check(client);
         if !decision.allowed {
-            return refuse(too_many_requests(decision));
+            return Some(refuse(too_many_requests(decision)));
         }
     }
     // Like REST's, the mint limiter holds in every mode.
     if path == CREATE_ORG_TOKEN {
         let decision = edge.org_key_mints.check(client);
         if !decision.allowed {
-            return refuse(too_many_requests(decision));
+            return Some(refuse(too_many_requests(decision)));
         }
     }
-    next.run(request).await
+    None
 }
 
 /// The documented 429 body, carried as the status details so gRPC-Web and REST clients of a

@@ -4,7 +4,7 @@
 //! the service descriptors: string fields must hold no NUL byte, and JSON text (`*_json`
 //! fields, request `body` bytes) no `\u0000` escape either. An offending message fails its
 //! call with a 400 naming the field before any handler sees it, so nothing changes. Nothing is
-//! buffered: the scan keeps a small state across chunks.
+//! buffered: the scan keeps a small state across chunks. The gRPC edge applies it.
 
 use std::{
     collections::HashMap,
@@ -13,12 +13,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use axum::{
-    body::Body,
-    extract::{Request, State},
-    middleware::Next,
-    response::Response,
-};
+use axum::{body::Body, extract::Request};
 use bytes::Bytes;
 use http_body::Frame;
 use prost::Message;
@@ -38,7 +33,7 @@ enum Kind {
     /// JSON text: no NUL byte and no `\u0000` escape.
     Json,
     /// A nested message, by full name.
-    Message(String),
+    Message(Arc<str>),
     /// Numbers, binary data: skipped.
     Opaque,
 }
@@ -46,7 +41,7 @@ enum Kind {
 #[derive(Debug, Clone)]
 struct Field {
     /// The name callers know the field by (`agent_card` for `agent_card_json`).
-    name: String,
+    name: Arc<str>,
     kind: Kind,
 }
 
@@ -61,8 +56,8 @@ struct MessageInfo {
 /// The request message type of every method, and the fields of every message.
 #[derive(Debug, Default)]
 pub struct Index {
-    inputs: HashMap<String, String>,
-    messages: HashMap<String, MessageInfo>,
+    inputs: HashMap<String, Arc<str>>,
+    messages: HashMap<Arc<str>, MessageInfo>,
 }
 
 impl Index {
@@ -76,7 +71,7 @@ impl Index {
                 for method in &service.method {
                     index.inputs.insert(
                         format!("/{package}.{}/{}", service.name(), method.name()),
-                        method.input_type().trim_start_matches('.').to_owned(),
+                        Arc::from(method.input_type().trim_start_matches('.')),
                     );
                 }
             }
@@ -103,7 +98,7 @@ impl Index {
             self.add_message(&full_name, nested);
         }
         self.messages.insert(
-            full_name,
+            Arc::from(full_name),
             MessageInfo {
                 fields,
                 reports_as_holder: map_entry || wrapper,
@@ -119,34 +114,36 @@ fn describe(field: &FieldDescriptorProto) -> Field {
         Type::String => Kind::Text,
         // Request bodies relayed and stored as text: JSON-RPC envelopes.
         Type::Bytes if name == "body" => Kind::Json,
-        Type::Message => Kind::Message(field.type_name().trim_start_matches('.').to_owned()),
+        Type::Message => Kind::Message(Arc::from(field.type_name().trim_start_matches('.'))),
         _ => Kind::Opaque,
     };
     Field {
-        name: name.strip_suffix("_json").unwrap_or(name).to_owned(),
+        name: Arc::from(name.strip_suffix("_json").unwrap_or(name)),
         kind,
     }
 }
 
-/// Middleware over the gRPC routes.
-pub async fn guard(State(index): State<Arc<Index>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if UNCHECKED_SERVICES
-        .iter()
-        .any(|service| path.starts_with(service))
-    {
-        return next.run(request).await;
-    }
-    let Some(input) = index.inputs.get(path).cloned() else {
-        return next.run(request).await;
-    };
-    let request = request.map(|body| {
-        Body::new(Scanned {
-            inner: body,
-            scanner: Scanner::new(index.clone(), input),
+impl Index {
+    /// The request with its body read through the scan (requests of unchecked or unknown
+    /// methods unchanged).
+    pub fn scan(self: &Arc<Self>, request: Request) -> Request {
+        let path = request.uri().path();
+        if UNCHECKED_SERVICES
+            .iter()
+            .any(|service| path.starts_with(service))
+        {
+            return request;
+        }
+        let Some(input) = self.inputs.get(path).cloned() else {
+            return request;
+        };
+        request.map(|body| {
+            Body::new(Scanned {
+                inner: body,
+                scanner: Scanner::new(self.clone(), input),
+            })
         })
-    });
-    next.run(request).await
+    }
 }
 
 struct Scanned {
@@ -244,21 +241,21 @@ const NEXT_HEADER: Step = Step::Header {
 /// One message being read: its type and how many of its bytes are still to come.
 #[derive(Debug)]
 struct Nesting {
-    message: String,
+    message: Arc<str>,
     left: u64,
     /// The name its strings are reported under (the field holding a map entry or wrapper).
-    report_as: Option<String>,
+    report_as: Option<Arc<str>>,
 }
 
 struct Scanner {
     index: Arc<Index>,
-    input: String,
+    input: Arc<str>,
     step: Step,
     stack: Vec<Nesting>,
 }
 
 impl Scanner {
-    fn new(index: Arc<Index>, input: String) -> Self {
+    fn new(index: Arc<Index>, input: Arc<str>) -> Self {
         Self {
             index,
             input,
@@ -459,6 +456,7 @@ impl Scanner {
             .rev()
             .find_map(|nesting| nesting.report_as.clone())
             .unwrap_or_else(|| field.name.clone())
+            .to_string()
     }
 }
 
@@ -522,7 +520,7 @@ mod tests {
     fn verdicts(input: &str, bytes: &[u8]) -> Vec<Result<(), String>> {
         (1..=7)
             .map(|size| {
-                let mut scanner = Scanner::new(index(), input.to_owned());
+                let mut scanner = Scanner::new(index(), Arc::from(input));
                 bytes.chunks(size).try_for_each(|chunk| scanner.feed(chunk))
             })
             .collect()

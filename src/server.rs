@@ -40,7 +40,7 @@ use crate::{
     crypto::Keyring,
     delegations::DelegationsService,
     events::{EventBus, EventLog, InProcessBus, RedisBus},
-    grpc_edge,
+    grpc_edge::{self, GrpcEdge},
     hierarchy::Hierarchy,
     listener::{self, ListenerSettings},
     liveness::{InProcessLiveness, Liveness, RedisLiveness},
@@ -181,17 +181,13 @@ impl Application {
             config.listener.preauth_buffer_bytes,
             config.listener.body_read_timeout,
         );
-        let strings = Arc::new(nul_guard::Index::from_descriptors(pb::FILE_DESCRIPTOR_SET)?);
-        let grpc = grpc_router(&state)?
-            .layer(middleware::from_fn_with_state(strings, nul_guard::guard))
-            .layer(middleware::from_fn_with_state(
-                preauth.clone(),
-                gateway::preauth::guard_grpc,
-            ))
-            .layer(middleware::from_fn_with_state(
-                edge.clone(),
-                grpc_edge::guard,
-            ));
+        let grpc_edge = GrpcEdge {
+            edge: edge.clone(),
+            preauth: preauth.clone(),
+            strings: Arc::new(nul_guard::Index::from_descriptors(pb::FILE_DESCRIPTOR_SET)?),
+        };
+        let grpc =
+            grpc_router(&state)?.layer(middleware::from_fn_with_state(grpc_edge, grpc_edge::guard));
         let transport = in_process_transport(grpc.clone());
         let rest = gateway::router(Gateway::new(
             transport,

@@ -29,7 +29,7 @@ use tower_http::{
 use crate::{
     client_ip::{self, TrustedProxies},
     error::ApiError,
-    preauth::{PreAuth, is_grpc},
+    preauth::{Framing, PreAuth, is_grpc},
 };
 
 /// Default cap on request bodies.
@@ -207,14 +207,6 @@ impl Edge {
 /// The documented refusal of a foreign origin.
 pub const ORIGIN_NOT_ALLOWED: &str = "origin not allowed";
 
-async fn dev_origin_guard(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
-    // gRPC-Web is judged by the gRPC edge, with the same rule.
-    if !is_grpc(request.headers()) && edge.refuses_browser(request.headers()) {
-        return ApiError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response();
-    }
-    next.run(request).await
-}
-
 /// Longest request target served; beyond it, a JSON 414.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
@@ -226,19 +218,13 @@ struct EmptyByDesign;
 /// framework's own answers — an unparsable path segment, a method the route does not take —
 /// are given the documented shape, keeping their status and headers (`Allow`). Their text is
 /// not echoed: it can quote the request.
-async fn json_errors(request: Request, next: Next) -> Response {
-    if request.uri().to_string().len() > MAX_URI_BYTES {
-        return ApiError::new(StatusCode::URI_TOO_LONG, "request URI too long").into_response();
-    }
-    let grpc = is_grpc(request.headers());
-    let response = next.run(request).await;
+fn json_shaped(response: Response) -> Response {
     let status = response.status();
     let json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
-    if grpc
-        || json
+    if json
         || !(status.is_client_error() || status.is_server_error())
         || response.extensions().get::<EmptyByDesign>().is_some()
         || response.headers().contains_key("grpc-status")
@@ -262,24 +248,103 @@ async fn json_errors(request: Request, next: Next) -> Response {
     Response::from_parts(parts, fresh.into_body())
 }
 
+/// The REST guards, in order, as one middleware (each layer costs a boxed future and a
+/// service clone per request): the client address, the rate limiter, the request-target
+/// cap, dev mode's origin rule, the tenant guard, the declared-body cap and the pre-auth
+/// budget; then every error answer is given its JSON shape. gRPC-Web passes to the gRPC edge,
+/// which applies the same rules after its translation.
+async fn guard(
+    State((edge, preauth)): State<(Arc<Edge>, PreAuth)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if is_grpc(request.headers()) {
+        return next.run(request).await;
+    }
+    edge.config.trusted_proxies.settle(&mut request);
+    let decision = edge
+        .config
+        .rate_limiting
+        .then(|| edge.requests.check(client_ip::of(request.extensions())));
+    let response = match decision {
+        Some(decision) if !decision.allowed => too_many_requests(decision),
+        _ => match refusal(&edge, &mut request) {
+            Some(refused) => refused,
+            None => {
+                let (request, settle) = preauth.admit(request, Framing::Raw).await;
+                let response = next.run(request).await;
+                drop(settle);
+                json_shaped(response)
+            }
+        },
+    };
+    with_rate_headers(response, decision)
+}
+
+/// The answer to a REST request the edge refuses before any handler, if it does.
+fn refusal(edge: &Edge, request: &mut Request) -> Option<Response> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Some(
+            ApiError::new(StatusCode::URI_TOO_LONG, "request URI too long").into_response(),
+        );
+    }
+    if edge.refuses_browser(request.headers()) {
+        return Some(ApiError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response());
+    }
+    // Multi-tenant routing (contract §7.5): another tenant's request gets an empty 404, so the
+    // tenant's existence does not leak.
+    if !edge.tenant_passes(request.uri().path(), request.headers()) {
+        let mut hidden = (StatusCode::NOT_FOUND, Body::empty()).into_response();
+        hidden.extensions_mut().insert(EmptyByDesign);
+        return Some(hidden);
+    }
+    // A request let in by a replay's state still names its tenant to the services behind.
+    if let Some(org_id) = &edge.config.org_id
+        && !request.headers().contains_key("x-molecule-org-id")
+        && let Ok(value) = HeaderValue::from_str(org_id)
+    {
+        request.headers_mut().insert("x-molecule-org-id", value);
+    }
+    // Declared oversize bodies; bodies without a length are capped where they are read.
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    declared
+        .is_some_and(|length| length > BODY_LIMIT)
+        .then(payload_too_large)
+}
+
+/// `X-RateLimit-*` on every answer (`unlimited` in dev mode).
+fn with_rate_headers(mut response: Response, decision: Option<Decision>) -> Response {
+    let headers = response.headers_mut();
+    match decision {
+        None => {
+            headers.insert("x-ratelimit-limit", HeaderValue::from_static("unlimited"));
+        }
+        Some(decision) => {
+            headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
+            headers.insert(
+                "x-ratelimit-remaining",
+                HeaderValue::from(decision.remaining),
+            );
+            headers.insert("x-ratelimit-reset", HeaderValue::from(decision.reset_secs));
+        }
+    }
+    response
+}
+
 /// Wraps `app` in the edge middleware.
 pub fn apply(app: Router, edge: Arc<Edge>, preauth: PreAuth) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    app.layer(middleware::from_fn_with_state(
-        preauth,
-        crate::preauth::guard_rest,
-    ))
-    .layer(middleware::from_fn(body_cap))
-    .layer(middleware::from_fn_with_state(edge.clone(), tenant_guard))
-    .layer(middleware::from_fn_with_state(
-        edge.clone(),
-        dev_origin_guard,
-    ))
-    .layer(middleware::from_fn_with_state(edge.clone(), rate_limit))
-    .layer(middleware::from_fn_with_state(edge.clone(), cors))
-    .layer(middleware::from_fn(json_errors))
-    .layer(middleware::from_fn(security_headers))
-    .layer(middleware::from_fn_with_state(edge, resolve_client_ip))
+    app.layer(middleware::from_fn_with_state((edge.clone(), preauth), guard))
+        .layer(middleware::from_fn_with_state(edge, cors))
+        .layer(middleware::from_fn(security_headers))
     .layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -340,16 +405,6 @@ async fn security_headers(request: Request, next: Next) -> Response {
         }
     }
     response
-}
-
-/// Settles the client address once, for the limiter and for what is forwarded.
-async fn resolve_client_ip(
-    State(edge): State<Arc<Edge>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    edge.config.trusted_proxies.settle(&mut request);
-    next.run(request).await
 }
 
 /// Allowed origins get the CORS headers; any other origin gets none but is still served, so
@@ -490,69 +545,6 @@ pub(crate) fn too_many_requests(decision: Decision) -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(decision.reset_secs));
     response
-}
-
-async fn rate_limit(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
-    // gRPC-Web is counted by the gRPC edge, once, after its translation.
-    if is_grpc(request.headers()) {
-        return next.run(request).await;
-    }
-    if !edge.config.rate_limiting {
-        let mut response = next.run(request).await;
-        response
-            .headers_mut()
-            .insert("x-ratelimit-limit", HeaderValue::from_static("unlimited"));
-        return response;
-    }
-    let decision = edge.requests.check(client_ip::of(request.extensions()));
-    let mut response = if decision.allowed {
-        next.run(request).await
-    } else {
-        too_many_requests(decision)
-    };
-    let headers = response.headers_mut();
-    headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
-    headers.insert(
-        "x-ratelimit-remaining",
-        HeaderValue::from(decision.remaining),
-    );
-    headers.insert("x-ratelimit-reset", HeaderValue::from(decision.reset_secs));
-    response
-}
-
-/// Multi-tenant routing (contract §7.5): a request for another tenant gets an empty 404, so the
-/// tenant's existence does not leak. gRPC (and gRPC-Web) is guarded by the gRPC edge.
-async fn tenant_guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) -> Response {
-    if is_grpc(request.headers()) {
-        return next.run(request).await;
-    }
-    if !edge.tenant_passes(request.uri().path(), request.headers()) {
-        let mut hidden = (StatusCode::NOT_FOUND, Body::empty()).into_response();
-        hidden.extensions_mut().insert(EmptyByDesign);
-        return hidden;
-    }
-    // A request let in by a replay's state still names its tenant to the services behind.
-    if let Some(org_id) = &edge.config.org_id
-        && !request.headers().contains_key("x-molecule-org-id")
-        && let Ok(value) = HeaderValue::from_str(org_id)
-    {
-        request.headers_mut().insert("x-molecule-org-id", value);
-    }
-    next.run(request).await
-}
-
-/// Rejects declared oversize REST bodies before any handler runs; bodies without a length are
-/// capped where they are read.
-async fn body_cap(request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok());
-    if !is_grpc(request.headers()) && declared.is_some_and(|length| length > BODY_LIMIT) {
-        return payload_too_large();
-    }
-    next.run(request).await
 }
 
 pub(crate) fn payload_too_large() -> Response {

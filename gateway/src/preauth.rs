@@ -13,16 +13,11 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
     time::Duration,
 };
 
-use axum::{
-    body::Body,
-    extract::{Request, State},
-    middleware::Next,
-    response::Response,
-};
+use axum::{body::Body, extract::Request};
 use bytes::Buf;
 use http::{HeaderMap, header};
 use http_body::{Body as HttpBody, Frame};
@@ -194,67 +189,52 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.starts_with("application/grpc"))
 }
 
-/// Middleware over the gRPC routes (inside gRPC-Web's translation, so both wire forms are
-/// seen as length-prefixed messages).
-pub async fn guard_grpc(State(preauth): State<PreAuth>, request: Request, next: Next) -> Response {
-    guard(&preauth, request, next, Framing::Grpc).await
-}
-
-/// Middleware over REST: unauthenticated bodies are charged, and every REST body must arrive
-/// within the body timeout (a REST body is never a long-lived stream).
-pub(crate) async fn guard_rest(
-    State(preauth): State<PreAuth>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if is_grpc(request.headers()) {
-        return next.run(request).await;
+impl PreAuth {
+    /// Looks at a request's credential before its body is read; a request without a
+    /// recognised one has its body charged. Hold the returned guard until the answer's head
+    /// exists: dropping it returns the charge. REST bodies also get the body-read timeout.
+    pub async fn admit(&self, request: Request, framing: Framing) -> (Request, Option<Settle>) {
+        let Some(ConnectionBudget(connection)) = request.extensions().get().cloned() else {
+            return (request, None);
+        };
+        // Nothing to buffer, nothing to check.
+        if request.body().is_end_stream() {
+            return (request, None);
+        }
+        let client = crate::client_ip::of(request.extensions());
+        let known = match bearer(request.headers()) {
+            Some(bearer) => self.check.recognizes(bearer, client).await,
+            None => false,
+        };
+        if known && framing == Framing::Grpc {
+            return (request, None);
+        }
+        let charge = (!known).then(|| {
+            Arc::new(Charge {
+                pools: [connection, self.pool.clone()],
+                held: Mutex::new(Some(0)),
+            })
+        });
+        let timeout = self.body_timeout;
+        let request = request.map(|body| {
+            Body::new(ChargedBody {
+                inner: body,
+                charge: charge.clone(),
+                framing,
+                message: MessageState::Header {
+                    have: 0,
+                    header: [0; 5],
+                },
+                timeout,
+                deadline: None,
+            })
+        });
+        (request, charge.map(Settle))
     }
-    guard(&preauth, request, next, Framing::Raw).await
-}
-
-async fn guard(preauth: &PreAuth, request: Request, next: Next, framing: Framing) -> Response {
-    let Some(ConnectionBudget(connection)) = request.extensions().get().cloned() else {
-        return next.run(request).await;
-    };
-    // Nothing to buffer, nothing to check.
-    if request.body().is_end_stream() {
-        return next.run(request).await;
-    }
-    let client = crate::client_ip::of(request.extensions());
-    let known = match bearer(request.headers()) {
-        Some(bearer) => preauth.check.recognizes(bearer, client).await,
-        None => false,
-    };
-    let charge = (!known).then(|| {
-        Arc::new(Charge {
-            pools: [connection, preauth.pool.clone()],
-            held: Mutex::new(Some(0)),
-        })
-    });
-    if known && framing == Framing::Grpc {
-        return next.run(request).await;
-    }
-    let timeout = preauth.body_timeout;
-    let request = request.map(|body| {
-        Body::new(ChargedBody {
-            inner: body,
-            charge: charge.clone(),
-            framing,
-            message: MessageState::Header {
-                have: 0,
-                header: [0; 5],
-            },
-            timeout,
-            deadline: None,
-        })
-    });
-    let _settle = charge.map(Settle);
-    next.run(request).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub enum Framing {
     /// Bytes as they arrive.
     Raw,
     /// Length-prefixed gRPC messages: each declared length is charged when its header arrives.
@@ -299,7 +279,7 @@ impl Charge {
 }
 
 /// Settles a charge when the answer's head exists, or the request is abandoned.
-struct Settle(Arc<Charge>);
+pub struct Settle(Arc<Charge>);
 
 impl Drop for Settle {
     fn drop(&mut self) {
@@ -390,20 +370,27 @@ impl HttpBody for ChargedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
-        // Streams that passed authentication, and authenticated gRPC, run without a deadline.
-        let timed = this.framing == Framing::Raw || !this.exempt();
-        if timed && this.awaiting() {
-            let timeout = this.timeout;
-            let deadline = this
-                .deadline
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-            if deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Some(Err(axum::Error::new(
-                    tonic::Status::deadline_exceeded(BODY_TIMEOUT),
-                ))));
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                // The clock starts when the body first makes us wait (a body already received
+                // costs no timer). Streams that passed authentication, and authenticated gRPC,
+                // run without a deadline.
+                let timed = this.framing == Framing::Raw || !this.exempt();
+                if timed && this.awaiting() {
+                    let timeout = this.timeout;
+                    let deadline = this
+                        .deadline
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Err(axum::Error::new(
+                            tonic::Status::deadline_exceeded(BODY_TIMEOUT),
+                        ))));
+                    }
+                }
+                return Poll::Pending;
             }
-        }
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        };
         if let Some(Ok(frame)) = &frame
             && let Some(data) = frame.data_ref()
             && !this.exempt()
