@@ -97,6 +97,16 @@ pub fn bearer(metadata: &MetadataMap) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
+/// The workspace a caller says it acts for (`X-Workspace-ID`, trimmed); empty is none. Only a
+/// claim: callers check it against the bearer.
+pub fn claimed_workspace(metadata: &MetadataMap) -> Option<&str> {
+    metadata
+        .get("x-workspace-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+}
+
 /// Inserts a new live token for `workspace_id` and returns its plaintext.
 pub async fn issue_workspace_token(
     db: &impl ConnectionTrait,

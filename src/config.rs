@@ -167,7 +167,7 @@ pub struct ListenerArgs {
     pub preauth_buffer_bytes: usize,
 
     /// The same, per connection (all its h2 streams together).
-    #[arg(long, env = "MOLECULE_PREAUTH_CONNECTION_BYTES", default_value_t = 11 * 1024 * 1024)]
+    #[arg(long, env = "MOLECULE_PREAUTH_CONNECTION_BYTES", default_value_t = pb::MAX_MESSAGE_BYTES)]
     pub preauth_connection_bytes: usize,
 }
 
@@ -342,6 +342,35 @@ impl Environment {
     }
 }
 
+/// Every setting of `T` at its documented default, as if given no flags and no environment
+/// (for embedding and tests, which then set fields directly).
+fn defaults<T: Args + clap::FromArgMatches>() -> T {
+    let command =
+        T::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None::<&str>));
+    let matches = command
+        .try_get_matches_from(["defaults"])
+        .expect("every setting has a default");
+    T::from_arg_matches(&matches).expect("defaults parse")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl Default for EdgeArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl Default for ListenerArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
 impl Config {
     pub fn a2a_idle_timeout(&self) -> std::time::Duration {
         const DEFAULT: u64 = 300;
@@ -390,6 +419,20 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_ignore_the_environment() {
+        // SAFETY: no other test of this binary reads or writes RATE_LIMIT.
+        unsafe { std::env::set_var("RATE_LIMIT", "7") };
+        let config = Config::default();
+        unsafe { std::env::remove_var("RATE_LIMIT") };
+        assert_eq!(config.edge.rate_limit, 600);
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            config.listener.preauth_connection_bytes,
+            pb::MAX_MESSAGE_BYTES
+        );
+    }
 
     #[test]
     fn durations_take_go_units() {

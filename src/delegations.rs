@@ -15,7 +15,7 @@ use tonic::{Request, metadata::MetadataMap};
 use tracing::warn;
 
 use crate::{
-    a2a::{self, Caller, Outcome, ProxyCall},
+    a2a::{self, Caller, Outcome, ProxyCall, ProxyError},
     error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     pb,
     state::AppState,
@@ -28,7 +28,7 @@ const REQUEST: &str = "delegate";
 const RESULT: &str = "delegate_result";
 /// The worker's budget for one delegation (the proxy's ceiling for agent callers).
 const WORKER_BUDGET_SECONDS: u32 = 30 * 60;
-/// A target that is restarting or unreachable gets one more try after this long.
+/// A target that was unreachable gets one more try after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(8);
 const LIST_LIMIT: u64 = 50;
 const INVALID_TARGET: &str = "target_id must be a valid UUID";
@@ -480,7 +480,7 @@ impl Worker {
                 Ending::Failed(upstream_error(status, &body))
             }
             Ok(Outcome::Queued { .. } | Outcome::Mailbox { .. }) => Ending::Queued,
-            Err(err) => Ending::Failed(err.message.to_string()),
+            Err(err) => Ending::Failed(err.to_string()),
         };
         if let Err(err) = finish(
             &self.state,
@@ -495,7 +495,7 @@ impl Worker {
         }
     }
 
-    async fn send(&self, body: &str) -> ApiResult<Outcome> {
+    async fn send(&self, body: &str) -> Result<Outcome, ProxyError> {
         let call = ProxyCall {
             target: self.target.clone(),
             body: bytes::Bytes::from(body.to_owned()),
@@ -506,18 +506,12 @@ impl Worker {
     }
 }
 
-/// A 502, or a 503 saying the target is restarting.
-fn worth_retrying(result: &ApiResult<Outcome>) -> bool {
+/// A 502, from the agent or about it. (The reference also retries its "restarting" 503; this
+/// platform restarts no containers, so nothing answers that: see docs/a2a.md.)
+fn worth_retrying(result: &Result<Outcome, ProxyError>) -> bool {
     match result {
         Ok(Outcome::Delivered { status, .. }) => *status == 502,
-        Err(err) => {
-            err.code == ErrorCode::BadGateway
-                || (err.code == ErrorCode::Unavailable
-                    && err
-                        .body
-                        .as_ref()
-                        .is_some_and(|body| body["restarting"] == true))
-        }
+        Err(err) => err.code() == ErrorCode::BadGateway,
         Ok(_) => false,
     }
 }
@@ -651,5 +645,56 @@ impl pb::delegations_server::Delegations for DelegationsService {
     ) -> RpcResult<pb::UpdateDelegationReply> {
         let (metadata, _, request) = request.into_parts();
         reply(self.update(&metadata, request).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivered(status: u16) -> Result<Outcome, ProxyError> {
+        Ok(Outcome::Delivered {
+            status,
+            body: bytes::Bytes::new(),
+            content_type: "application/json".to_owned(),
+            duration_ms: 1,
+        })
+    }
+
+    #[test]
+    fn only_bad_gateways_are_retried() {
+        assert!(worth_retrying(&delivered(502)));
+        assert!(worth_retrying(&Err(ProxyError::Unreachable)));
+        assert!(worth_retrying(&Err(ProxyError::ReadFailed {
+            delivery_confirmed: false
+        })));
+        assert!(!worth_retrying(&delivered(200)));
+        assert!(!worth_retrying(&delivered(503)));
+        assert!(!worth_retrying(&Err(ProxyError::Busy {
+            native_session: false
+        })));
+        assert!(!worth_retrying(&Err(ProxyError::AccessDenied)));
+        assert!(!worth_retrying(&Ok(Outcome::Queued {
+            queue_id: "q".to_owned(),
+            queue_depth: 1
+        })));
+    }
+
+    #[test]
+    fn the_answer_text_is_the_first_text_part() {
+        let answer = br#"{"result":{"parts":[{"kind":"data"},{"kind":"text","text":"done"}]}}"#;
+        assert_eq!(answer_text(answer), "done");
+        let artifact = br#"{"result":{"artifacts":[{"parts":[{"type":"text","text":"a"}]}]}}"#;
+        assert_eq!(answer_text(artifact), "a");
+        assert_eq!(answer_text(b"not json"), "not json");
+    }
+
+    #[test]
+    fn an_upstream_error_prefers_the_agents_own_words() {
+        assert_eq!(upstream_error(500, br#"{"error":"boom"}"#), "boom");
+        assert_eq!(
+            upstream_error(503, b"<html>"),
+            "agent answered 503: Service Unavailable"
+        );
     }
 }

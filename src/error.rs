@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 
-use prost::Message;
 use sea_orm::DbErr;
 use serde_json::{Value, json};
 use tracing::error;
@@ -23,6 +22,8 @@ pub enum ErrorCode {
     /// The resource existed and was removed (HTTP 410).
     Gone,
     Conflict,
+    /// A newer call took this one's place (an agent's second `Attach`).
+    Superseded,
     PayloadTooLarge,
     Unprocessable,
     TooManyRequests,
@@ -42,6 +43,7 @@ impl ErrorCode {
             Self::Forbidden => tonic::Code::PermissionDenied,
             Self::NotFound | Self::Gone => tonic::Code::NotFound,
             Self::Conflict | Self::PaymentRequired => tonic::Code::FailedPrecondition,
+            Self::Superseded => tonic::Code::Aborted,
             Self::PayloadTooLarge | Self::TooManyRequests => tonic::Code::ResourceExhausted,
             Self::Internal => tonic::Code::Internal,
             Self::BadGateway | Self::Unavailable => tonic::Code::Unavailable,
@@ -56,7 +58,7 @@ impl ErrorCode {
             Self::PaymentRequired => 402,
             Self::Forbidden => 403,
             Self::NotFound => 404,
-            Self::Conflict => 409,
+            Self::Conflict | Self::Superseded => 409,
             Self::Gone => 410,
             Self::PayloadTooLarge => 413,
             Self::Unprocessable => 422,
@@ -162,24 +164,14 @@ pub fn reply<T>(result: ApiResult<T>) -> RpcResult<T> {
         .map_err(tonic::Status::from)
 }
 
-const DETAIL_TYPE_URL: &str = "type.googleapis.com/molecule.v1.ErrorDetail";
-
+/// The one place a domain error becomes a gRPC status (and, through its detail, a REST answer).
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
-        let code = err.code.grpc_code();
         let detail = pb::ErrorDetail {
             http_status: u32::from(err.code.http_status()),
             body_json: err.body.as_ref().map(Value::to_string),
         };
-        let envelope = pb::google_rpc::Status {
-            code: code as i32,
-            message: err.message.to_string(),
-            details: vec![prost_types::Any {
-                type_url: DETAIL_TYPE_URL.to_owned(),
-                value: detail.encode_to_vec(),
-            }],
-        };
-        tonic::Status::with_details(code, err.message, envelope.encode_to_vec().into())
+        pb::wire_error::status(err.code.grpc_code(), err.message.into_owned(), detail)
     }
 }
 
@@ -205,6 +197,7 @@ mod tests {
             (ErrorCode::NotFound, 404, tonic::Code::NotFound),
             (ErrorCode::Gone, 410, tonic::Code::NotFound),
             (ErrorCode::Conflict, 409, tonic::Code::FailedPrecondition),
+            (ErrorCode::Superseded, 409, tonic::Code::Aborted),
             (
                 ErrorCode::PayloadTooLarge,
                 413,
@@ -236,8 +229,7 @@ mod tests {
         let status: tonic::Status = ApiError::datastore_unavailable().into();
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert_eq!(status.message(), DATASTORE_UNAVAILABLE);
-        let envelope = pb::google_rpc::Status::decode(status.details()).unwrap();
-        let detail = pb::ErrorDetail::decode(envelope.details[0].value.as_slice()).unwrap();
+        let detail = pb::wire_error::detail(&status).unwrap();
         assert_eq!(detail.http_status, 503);
         let body: Value = serde_json::from_str(&detail.body_json.unwrap()).unwrap();
         assert_eq!(

@@ -186,8 +186,9 @@ impl Application {
             preauth: preauth.clone(),
             strings: Arc::new(nul_guard::Index::from_descriptors(pb::FILE_DESCRIPTOR_SET)?),
         };
-        let grpc =
-            grpc_router(&state)?.layer(middleware::from_fn_with_state(grpc_edge, grpc_edge::guard));
+        let grpc = grpc_router(&state)
+            .await?
+            .layer(middleware::from_fn_with_state(grpc_edge, grpc_edge::guard));
         let transport = in_process_transport(grpc.clone());
         let rest = gateway::router(Gateway::new(
             transport,
@@ -279,94 +280,121 @@ fn by_protocol(
     }))
 }
 
-/// The gRPC services, routed by their `/package.Service/` prefix.
-fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
-    let registry_service =
-        pb::registry_server::RegistryServer::new(RegistryService::new(state.clone()));
-    let workspaces =
-        pb::workspaces_server::WorkspacesServer::new(WorkspacesService::new(state.clone()));
-    let secrets = pb::secrets_server::SecretsServer::new(SecretsService::new(state.clone()));
-    let plugins = pb::plugins_server::PluginsServer::new(PluginsService::new(state.clone()));
-    let bundles = pb::bundles_server::BundlesServer::new(BundlesService::new(state.clone()));
-    let delegations =
-        pb::delegations_server::DelegationsServer::new(DelegationsService::new(state.clone()));
-    let a2a = pb::a2a_server::A2aServer::new(A2AService::new(state.clone()))
-        .max_decoding_message_size(11 * 1024 * 1024)
-        .max_encoding_message_size(11 * 1024 * 1024);
-    let inbound =
-        pb::agent_inbound_server::AgentInboundServer::new(AgentInboundService::new(state.clone()))
-            .max_decoding_message_size(11 * 1024 * 1024);
-    let replicas = pb::replicas_server::ReplicasServer::new(ReplicasService::new(state.clone()))
-        .max_encoding_message_size(11 * 1024 * 1024);
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    let names = [
-        <pb::workspaces_server::WorkspacesServer<WorkspacesService> as NamedService>::NAME,
-        <pb::registry_server::RegistryServer<RegistryService> as NamedService>::NAME,
-        <pb::secrets_server::SecretsServer<SecretsService> as NamedService>::NAME,
-        <pb::plugins_server::PluginsServer<PluginsService> as NamedService>::NAME,
-        <pb::bundles_server::BundlesServer<BundlesService> as NamedService>::NAME,
-        <pb::delegations_server::DelegationsServer<DelegationsService> as NamedService>::NAME,
-        <pb::a2a_server::A2aServer<A2AService> as NamedService>::NAME,
-        <pb::agent_inbound_server::AgentInboundServer<AgentInboundService> as NamedService>::NAME,
-        <pb::replicas_server::ReplicasServer<ReplicasService> as NamedService>::NAME,
-        <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME,
-        "grpc.reflection.v1.ServerReflection",
-        "grpc.reflection.v1alpha.ServerReflection",
-    ];
-    tokio::spawn(async move {
-        health_reporter
-            .set_serving::<pb::workspaces_server::WorkspacesServer<WorkspacesService>>()
+/// The gRPC services, routed by their `/package.Service/` prefix. Reflection serves every
+/// descriptor of the wire contract, so a service added here needs nothing more.
+async fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
+    let mut services = GrpcServices::new();
+    services
+        .add(pb::workspaces_server::WorkspacesServer::new(
+            WorkspacesService::new(state.clone()),
+        ))
+        .await
+        .add(pb::registry_server::RegistryServer::new(
+            RegistryService::new(state.clone()),
+        ))
+        .await
+        .add(pb::secrets_server::SecretsServer::new(SecretsService::new(
+            state.clone(),
+        )))
+        .await
+        .add(pb::plugins_server::PluginsServer::new(PluginsService::new(
+            state.clone(),
+        )))
+        .await
+        .add(pb::bundles_server::BundlesServer::new(BundlesService::new(
+            state.clone(),
+        )))
+        .await
+        .add(pb::delegations_server::DelegationsServer::new(
+            DelegationsService::new(state.clone()),
+        ))
+        .await
+        .add(
+            pb::a2a_server::A2aServer::new(A2AService::new(state.clone()))
+                .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(pb::MAX_MESSAGE_BYTES),
+        )
+        .await
+        .add(
+            pb::agent_inbound_server::AgentInboundServer::new(AgentInboundService::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(pb::MAX_MESSAGE_BYTES),
+        )
+        .await
+        .add(
+            pb::replicas_server::ReplicasServer::new(ReplicasService::new(state.clone()))
+                .max_encoding_message_size(pb::MAX_MESSAGE_BYTES),
+        )
+        .await;
+    services.finish()
+}
+
+/// Registers each service with the router and with gRPC health at once, so the two lists
+/// cannot drift apart.
+struct GrpcServices {
+    routes: tonic::service::RoutesBuilder,
+    names: Vec<&'static str>,
+    health: tonic_health::server::HealthReporter,
+}
+
+impl GrpcServices {
+    fn new() -> Self {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = tonic::service::RoutesBuilder::default();
+        routes.add_service(health_service);
+        Self {
+            routes,
+            names: vec![tonic_health::pb::health_server::SERVICE_NAME],
+            health,
+        }
+    }
+
+    /// Routes `service` and reports it serving.
+    async fn add<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.health
+            .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
             .await;
-        health_reporter
-            .set_serving::<pb::registry_server::RegistryServer<RegistryService>>()
-            .await;
-        health_reporter
-            .set_serving::<pb::secrets_server::SecretsServer<SecretsService>>()
-            .await;
-        health_reporter
-            .set_serving::<pb::plugins_server::PluginsServer<PluginsService>>()
-            .await;
-        health_reporter
-            .set_serving::<pb::bundles_server::BundlesServer<BundlesService>>()
-            .await;
-        health_reporter
-            .set_serving::<pb::a2a_server::A2aServer<A2AService>>()
-            .await;
-        health_reporter
-            .set_serving::<pb::delegations_server::DelegationsServer<DelegationsService>>()
-            .await;
-        health_reporter
-            .set_serving::<pb::agent_inbound_server::AgentInboundServer<AgentInboundService>>()
-            .await;
-    });
-    let routes = tonic::service::Routes::new(workspaces)
-        .add_service(registry_service)
-        .add_service(secrets)
-        .add_service(plugins)
-        .add_service(bundles)
-        .add_service(delegations)
-        .add_service(a2a)
-        .add_service(inbound)
-        .add_service(replicas)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .prepare()
-        .into_axum_router();
-    // Mount only the known prefixes, so unknown REST paths reach the gateway's JSON 404.
-    // (axum refuses a bare `Router` here, hence the boxing.)
-    let routes = BoxCloneSyncService::new(routes);
-    Ok(names.into_iter().fold(Router::new(), |router, name| {
-        router.route_service(&format!("/{name}/{{*method}}"), routes.clone())
-    }))
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Adds health and reflection, and mounts every service under its own prefix only, so
+    /// unknown REST paths reach the gateway's JSON 404.
+    fn finish(mut self) -> Result<Router, StartupError> {
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        self.names.extend([
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]);
+        self.routes
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        // (axum refuses a bare `Router` here, hence the boxing.)
+        let routes = BoxCloneSyncService::new(self.routes.routes().prepare().into_axum_router());
+        Ok(self.names.into_iter().fold(Router::new(), |router, name| {
+            router.route_service(&format!("/{name}/{{*method}}"), routes.clone())
+        }))
+    }
 }
 
 /// Binds the one listening address, or says which address could not be taken.

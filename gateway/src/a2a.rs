@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Gateway,
-    error::{ApiError, ErrorBody},
+    error::{ErrorBody, RestError},
     forward::Forwarded,
     json::read_body,
     pb,
@@ -46,7 +46,7 @@ pub(crate) async fn proxy(
         Ok(body) => body,
         Err(err) => {
             return err.early_response().unwrap_or_else(|| {
-                ApiError::new(StatusCode::BAD_REQUEST, "failed to read request body")
+                RestError::new(StatusCode::BAD_REQUEST, "failed to read request body")
                     .into_response()
             });
         }
@@ -74,12 +74,12 @@ pub(crate) async fn proxy(
     }
     let reply = match gateway.a2a.clone().send(forwarded.request(request)).await {
         Ok(reply) => reply.into_inner(),
-        Err(status) => return ApiError::from(status).into_response(),
+        Err(status) => return RestError::from(status).into_response(),
     };
     match reply.outcome {
         Some(pb::proxy_reply::Outcome::Delivered(delivered)) => relay(delivered),
         Some(pb::proxy_reply::Outcome::Queued(queued)) => accepted(queued),
-        None => ApiError::new(StatusCode::BAD_GATEWAY, "failed to reach workspace agent")
+        None => RestError::new(StatusCode::BAD_GATEWAY, "failed to reach workspace agent")
             .into_response(),
     }
 }
@@ -105,7 +105,7 @@ fn relay(delivered: pb::Delivered) -> Response {
                 .unwrap_or("Bad Gateway")
                 .to_owned()
         });
-    ApiError::new(status, &message).into_response()
+    RestError::new(status, &message).into_response()
 }
 
 /// 202: queued for a busy agent, or left in a polling agent's mailbox.
@@ -139,7 +139,7 @@ impl Gateway {
         use pb::proxy_stream_event::Part;
         let mut events = match self.a2a.clone().stream(forwarded.request(request)).await {
             Ok(reply) => reply.into_inner(),
-            Err(status) => return ApiError::from(status).into_response(),
+            Err(status) => return RestError::from(status).into_response(),
         };
         let opened = match events.message().await {
             Ok(Some(pb::ProxyStreamEvent {
@@ -148,9 +148,9 @@ impl Gateway {
             Ok(Some(pb::ProxyStreamEvent {
                 part: Some(Part::Queued(queued)),
             })) => return accepted(queued),
-            Err(status) => return ApiError::from(status).into_response(),
+            Err(status) => return RestError::from(status).into_response(),
             Ok(_) => {
-                return ApiError::new(StatusCode::BAD_GATEWAY, "failed to read agent response")
+                return RestError::new(StatusCode::BAD_GATEWAY, "failed to read agent response")
                     .into_response();
             }
         };
@@ -188,7 +188,7 @@ impl Gateway {
                     part: Some(Part::Event(event)),
                 })) => body.extend_from_slice(&event),
                 Ok(_) => break,
-                Err(status) => return ApiError::from(status).into_response(),
+                Err(status) => return RestError::from(status).into_response(),
             }
         }
         relay(pb::Delivered {

@@ -8,7 +8,7 @@ use axum::{
 };
 use http::{StatusCode, header};
 
-use crate::{Gateway, error::ApiError, error::ErrorBody, forward::Forwarded, json::read_body, pb};
+use crate::{Gateway, error::ErrorBody, error::RestError, forward::Forwarded, json::read_body, pb};
 
 /// A JSON text produced by the control plane, sent as it is.
 fn json_text(status: StatusCode, text: String) -> Response {
@@ -32,7 +32,7 @@ pub(crate) async fn export(
         .await
     {
         Ok(reply) => json_text(StatusCode::OK, reply.into_inner().bundle_json),
-        Err(status) => ApiError::from(status).into_response(),
+        Err(status) => RestError::from(status).into_response(),
     }
 }
 
@@ -61,6 +61,6 @@ pub(crate) async fn import(
         .await
     {
         Ok(reply) => json_text(StatusCode::CREATED, reply.into_inner().result_json),
-        Err(status) => ApiError::from(status).into_response(),
+        Err(status) => RestError::from(status).into_response(),
     }
 }

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::{
     Gateway,
-    error::{ApiError, ErrorBody},
+    error::{ErrorBody, RestError},
     forward::Forwarded,
     json::{parse_body, timestamp_opt},
     pb,
@@ -91,7 +91,7 @@ pub(crate) async fn delegate(
             }
             (StatusCode::ACCEPTED, axum::Json(body)).into_response()
         }
-        Err(status) => ApiError::from(status).into_response(),
+        Err(status) => RestError::from(status).into_response(),
     }
 }
 

@@ -28,7 +28,7 @@ use tower_http::{
 
 use crate::{
     client_ip::{self, TrustedProxies},
-    error::ApiError,
+    error::RestError,
     preauth::{Framing, PreAuth, is_grpc},
 };
 
@@ -239,7 +239,7 @@ fn json_shaped(response: Response) -> Response {
         other => other.canonical_reason().unwrap_or("request failed"),
     };
     let (mut parts, _) = response.into_parts();
-    let fresh = ApiError::new(status, &message.to_ascii_lowercase()).into_response();
+    let fresh = RestError::new(status, &message.to_ascii_lowercase()).into_response();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,
@@ -289,11 +289,11 @@ fn refusal(edge: &Edge, request: &mut Request) -> Option<Response> {
         .map_or(0, |target| target.as_str().len());
     if target > MAX_URI_BYTES {
         return Some(
-            ApiError::new(StatusCode::URI_TOO_LONG, "request URI too long").into_response(),
+            RestError::new(StatusCode::URI_TOO_LONG, "request URI too long").into_response(),
         );
     }
     if edge.refuses_browser(request.headers()) {
-        return Some(ApiError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response());
+        return Some(RestError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response());
     }
     // Multi-tenant routing (contract §7.5): another tenant's request gets an empty 404, so the
     // tenant's existence does not leak.
@@ -393,7 +393,7 @@ fn traced_path(path: &str) -> std::borrow::Cow<'_, str> {
 
 /// The JSON 404 for unknown routes.
 pub async fn not_found() -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "not found").into_response()
+    RestError::new(StatusCode::NOT_FOUND, "not found").into_response()
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {
@@ -536,7 +536,7 @@ impl RateLimiter {
 
 /// The documented 429: `Retry-After` plus `{"error":"rate limit exceeded","retry_after":N}`.
 pub(crate) fn too_many_requests(decision: Decision) -> Response {
-    let mut response = ApiError::with_body(
+    let mut response = RestError::with_body(
         StatusCode::TOO_MANY_REQUESTS,
         json!({"error": "rate limit exceeded", "retry_after": decision.reset_secs}),
     )
@@ -548,7 +548,7 @@ pub(crate) fn too_many_requests(decision: Decision) -> Response {
 }
 
 pub(crate) fn payload_too_large() -> Response {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response()
+    RestError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response()
 }
 
 #[cfg(test)]

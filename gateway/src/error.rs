@@ -7,7 +7,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::StatusCode;
-use prost::Message;
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -22,12 +21,12 @@ pub(crate) struct ErrorBody {
 
 /// A REST error response.
 #[derive(Debug)]
-pub(crate) struct ApiError {
+pub(crate) struct RestError {
     status: StatusCode,
     body: Value,
 }
 
-impl ApiError {
+impl RestError {
     pub(crate) fn new(status: StatusCode, message: &str) -> Self {
         Self {
             status,
@@ -40,7 +39,7 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for RestError {
     /// A documented `retry_after` also becomes the `Retry-After` header.
     fn into_response(self) -> Response {
         let retry_after = self.body["retry_after"].as_u64();
@@ -54,9 +53,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<tonic::Status> for ApiError {
+impl From<tonic::Status> for RestError {
     fn from(status: tonic::Status) -> Self {
-        if let Some(detail) = error_detail(&status) {
+        if let Some(detail) = pb::wire_error::detail(&status) {
             let http = StatusCode::from_u16(detail.http_status as u16)
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let body = detail
@@ -74,15 +73,6 @@ impl From<tonic::Status> for ApiError {
         };
         Self::new(http, message)
     }
-}
-
-fn error_detail(status: &tonic::Status) -> Option<pb::ErrorDetail> {
-    let envelope = pb::google_rpc::Status::decode(status.details()).ok()?;
-    envelope
-        .details
-        .iter()
-        .find(|any| any.type_url.ends_with("molecule.v1.ErrorDetail"))
-        .and_then(|any| pb::ErrorDetail::decode(any.value.as_slice()).ok())
 }
 
 /// The grpc-gateway table, for statuses that carry no detail.
@@ -128,7 +118,7 @@ mod tests {
         for (code, http) in table {
             assert_eq!(fallback_http_status(code).as_u16(), http, "{code:?}");
         }
-        let error = ApiError::from(tonic::Status::unavailable(
+        let error = RestError::from(tonic::Status::unavailable(
             "tcp connect error: secret detail",
         ));
         assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);

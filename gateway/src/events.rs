@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use crate::{
     Gateway,
     edge::{ORIGIN_NOT_ALLOWED, same_origin},
-    error::{ApiError, ErrorBody},
+    error::{ErrorBody, RestError},
     forward::Forwarded,
     json::{raw, timestamp_opt},
     pb,
@@ -121,21 +121,21 @@ pub(crate) async fn websocket(
     {
         let edge = &gateway.edge.config;
         if !same_origin(&headers) && !edge.cors_origins.is_empty() && !edge.origin_allowed(origin) {
-            return ApiError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response();
+            return RestError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response();
         }
     }
     // Authenticate before upgrading, so a refused client gets a real HTTP status.
     let request = forwarded.request(pb::WatchEventsRequest {});
     let events = match gateway.workspaces.clone().watch_events(request).await {
         Ok(reply) => reply.into_inner(),
-        Err(status) => return ApiError::from(status).into_response(),
+        Err(status) => return RestError::from(status).into_response(),
     };
     match upgrade {
         Ok(upgrade) => {
             upgrade.on_upgrade(move |socket| relay(socket, events, gateway.shutdown.clone()))
         }
         Err(_) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "websocket upgrade required").into_response()
+            RestError::new(StatusCode::BAD_REQUEST, "websocket upgrade required").into_response()
         }
     }
 }

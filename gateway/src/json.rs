@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::{
     edge::{BODY_LIMIT, payload_too_large},
-    error::ApiError,
+    error::RestError,
     preauth::status_of,
 };
 
@@ -32,14 +32,14 @@ impl BodyError {
         match self {
             Self::TooLarge => Some(payload_too_large()),
             Self::Busy => Some(
-                ApiError::with_body(
+                RestError::with_body(
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({"error": "server busy — retry shortly", "retry_after": 1}),
                 )
                 .into_response(),
             ),
             Self::TimedOut => Some(
-                ApiError::new(StatusCode::REQUEST_TIMEOUT, "request body timeout").into_response(),
+                RestError::new(StatusCode::REQUEST_TIMEOUT, "request body timeout").into_response(),
             ),
             Self::Invalid => None,
         }

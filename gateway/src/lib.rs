@@ -6,7 +6,6 @@
 mod a2a;
 mod bundles;
 pub mod client_ip;
-pub mod codec;
 mod delegations;
 pub mod edge;
 mod error;
@@ -29,15 +28,8 @@ use tower::{BoxError, util::BoxCloneSyncService};
 
 pub use edge::{Edge, EdgeConfig, RateLimiter};
 
-/// Generated client stubs for `molecule.v1` (client-only: the gateway never links the server).
-#[allow(clippy::all, missing_docs, unreachable_pub)]
-pub mod pb {
-    tonic::include_proto!("molecule.v1");
-
-    pub mod google_rpc {
-        tonic::include_proto!("google.rpc");
-    }
-}
+/// The wire contract, shared with the control plane and every client.
+pub use ::pb;
 
 /// Any gRPC transport: the in-process services of `molecule serve`, or a `Channel` to a remote
 /// control plane for `molecule gateway`.
@@ -115,8 +107,8 @@ impl Gateway {
             delegations: DelegationsClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.
             a2a: A2aClient::new(transport)
-                .max_decoding_message_size(11 * 1024 * 1024)
-                .max_encoding_message_size(11 * 1024 * 1024),
+                .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(pb::MAX_MESSAGE_BYTES),
             shutdown,
             edge,
         }))

@@ -13,7 +13,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    Gateway, error::ApiError, error::ErrorBody, forward::Forwarded, json::parse_body_capped, pb,
+    Gateway, error::ErrorBody, error::RestError, forward::Forwarded, json::parse_body_capped, pb,
     workspaces::render,
 };
 
@@ -143,7 +143,7 @@ impl Gateway {
             .await
         {
             Ok(reply) => reply.into_inner(),
-            Err(status) => return ApiError::from(status).into_response(),
+            Err(status) => return RestError::from(status).into_response(),
         };
         let mut header = None;
         let mut bytes = Vec::new();
@@ -155,11 +155,11 @@ impl Gateway {
                     None => {}
                 },
                 Ok(None) => break,
-                Err(status) => return ApiError::from(status).into_response(),
+                Err(status) => return RestError::from(status).into_response(),
             }
         }
         let Some(header) = header else {
-            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin download failed")
+            return RestError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin download failed")
                 .into_response();
         };
         let value = |text: &str| {

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     Gateway,
-    error::{ApiError, ErrorBody},
+    error::{ErrorBody, RestError},
     forward::Forwarded,
     json::{BodyError, parse_body, raw, timestamp},
     pb,
@@ -21,7 +21,7 @@ use crate::{
 };
 
 fn bad_body() -> Response {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid request body").into_response()
+    RestError::new(StatusCode::BAD_REQUEST, "invalid request body").into_response()
 }
 
 fn body_error(err: BodyError) -> Response {

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     Gateway,
-    error::{ApiError, ErrorBody},
+    error::{ErrorBody, RestError},
     forward::Forwarded,
     json::{BodyError, go_float, parse_body, raw, timestamp_opt},
     pb,
@@ -231,8 +231,8 @@ impl Gateway {
             any_credential: false,
         });
         match self.workspaces.clone().who_am_i(request).await {
-            Err(status) => ApiError::from(status).into_response(),
-            Ok(_) => ApiError::new(StatusCode::BAD_REQUEST, message).into_response(),
+            Err(status) => RestError::from(status).into_response(),
+            Ok(_) => RestError::new(StatusCode::BAD_REQUEST, message).into_response(),
         }
     }
 }
@@ -245,7 +245,7 @@ pub(crate) fn render<T, B: Serialize>(
 ) -> Response {
     match result {
         Ok(reply) => (status, Json(body(reply.into_inner()))).into_response(),
-        Err(status) => ApiError::from(status).into_response(),
+        Err(status) => RestError::from(status).into_response(),
     }
 }
 

@@ -26,7 +26,12 @@ use super::{
     envelope::Envelope,
     upstream::{Answer, BodyFailure, DispatchError, Limits, MAX_RESPONSE_BYTES},
 };
-use crate::{pb, state::AppState, workspaces::validate};
+use crate::{
+    error::{ApiError, ErrorCode},
+    pb,
+    state::AppState,
+    workspaces::validate,
+};
 
 const PING_EVERY: Duration = Duration::from_secs(30);
 const PONG_WITHIN: Duration = Duration::from_secs(90);
@@ -195,7 +200,8 @@ impl Attachment {
     }
 
     fn supersede(&self) {
-        let _ = self.frames.try_send(Err(Status::aborted("superseded")));
+        let superseded = ApiError::new(ErrorCode::Superseded, "superseded");
+        let _ = self.frames.try_send(Err(superseded.into()));
     }
 }
 
@@ -460,16 +466,16 @@ impl pb::agent_inbound_server::AgentInbound for AgentInboundService {
             Some(pb::AttachFrame {
                 frame: Some(pb::attach_frame::Frame::Hello(hello)),
             }) => hello,
-            _ => return Err(Status::unauthenticated("the first frame must be hello")),
+            _ => return Err(ApiError::unauthenticated("the first frame must be hello").into()),
         };
-        let id = validate::parse_uuid(&hello.workspace_id)
-            .ok_or_else(|| Status::unauthenticated("invalid workspace auth token"))?;
+        let invalid_token = || ApiError::unauthenticated("invalid workspace auth token");
+        let id = validate::parse_uuid(&hello.workspace_id).ok_or_else(invalid_token)?;
         let owner = match crate::auth::bearer(&metadata) {
             Some(bearer) => self.state.auth.workspace_token(bearer).await?,
             None => None,
         };
         if owner.is_none_or(|owner| owner.workspace_id != id) {
-            return Err(Status::unauthenticated("invalid workspace auth token"));
+            return Err(invalid_token().into());
         }
         let (frames, outbound) = mpsc::channel(OUTBOUND);
         let serial = self
@@ -512,7 +518,8 @@ async fn serve(
             () = attachment.frames.closed() => break,
             _ = ping.tick() => {
                 if last_pong.elapsed() > PONG_WITHIN {
-                    let _ = attachment.frames.try_send(Err(Status::deadline_exceeded("no pong in 90 s")));
+                    let silent = ApiError::new(ErrorCode::GatewayTimeout, "no pong in 90 s");
+                    let _ = attachment.frames.try_send(Err(silent.into()));
                     break;
                 }
                 if let Some(replicas) = &state.replicas

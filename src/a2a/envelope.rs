@@ -4,7 +4,7 @@
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
 
-use crate::error::{ApiError, ApiResult};
+use super::ProxyError;
 
 type RawObject = IndexMap<String, Box<RawValue>>;
 
@@ -33,23 +33,23 @@ impl Envelope {
     }
 }
 
-fn invalid() -> ApiError {
-    ApiError::bad_request("invalid JSON")
+fn invalid() -> ProxyError {
+    ProxyError::InvalidJson
 }
 
 fn raw(text: String) -> Box<RawValue> {
     RawValue::from_string(text).expect("serde_json output is valid JSON")
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> ApiResult<Box<RawValue>> {
+fn encode<T: serde::Serialize>(value: &T) -> Result<Box<RawValue>, ProxyError> {
     serde_json::to_string(value)
         .map(raw)
-        .map_err(|_| ApiError::internal("failed to marshal request"))
+        .map_err(|_| ProxyError::Internal("failed to marshal request"))
 }
 
 /// Wraps a bare `{method, params}` body into JSON-RPC 2.0 and gives a message without a
 /// `messageId` a fresh one. Nothing else changes.
-pub fn normalize(body: &[u8]) -> ApiResult<Envelope> {
+pub fn normalize(body: &[u8]) -> Result<Envelope, ProxyError> {
     let mut top: RawObject = serde_json::from_slice(body).map_err(|_| invalid())?;
     if !top.contains_key("jsonrpc") {
         let null = || raw("null".to_owned());
@@ -91,7 +91,7 @@ pub fn normalize(body: &[u8]) -> ApiResult<Envelope> {
     }
     Ok(Envelope {
         body: serde_json::to_string(&top)
-            .map_err(|_| ApiError::internal("failed to marshal request"))?,
+            .map_err(|_| ProxyError::Internal("failed to marshal request"))?,
         method,
         message_id,
     })
@@ -145,8 +145,8 @@ mod tests {
     fn only_objects_are_accepted() {
         for body in ["[]", "\"x\"", "{", "", "null"] {
             assert_eq!(
-                normalize(body.as_bytes()).unwrap_err().message,
-                "invalid JSON",
+                normalize(body.as_bytes()).unwrap_err(),
+                ProxyError::InvalidJson,
                 "{body}"
             );
         }

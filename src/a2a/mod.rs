@@ -6,6 +6,7 @@
 
 pub mod attach;
 pub mod envelope;
+mod error;
 pub mod queue;
 pub mod records;
 pub mod replicas;
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::warn;
 
+pub use self::error::ProxyError;
 use self::{
     envelope::Envelope,
     records::{Record, TokenUsage},
@@ -28,7 +30,7 @@ use self::{
 };
 use crate::{
     auth,
-    error::{ApiError, ApiResult, ErrorCode},
+    error::{ApiError, ApiResult},
     pb,
     registry::hot::CachedRoute,
     state::AppState,
@@ -49,8 +51,6 @@ pub const FORWARDED_HEADERS: [&str; 4] = [
 /// The ceiling for workspace and system callers; user callers have none.
 const AGENT_CEILING: Duration = Duration::from_secs(30 * 60);
 const FORGED_PREFIXES: [&str; 4] = ["webhook:", "system:", "test:", "channel:"];
-const WORKSPACE_NOT_FOUND: &str = "workspace not found";
-const ACCESS_DENIED: &str = "access denied: workspaces cannot communicate per hierarchy rules";
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,7 +276,7 @@ impl pb::a2a_server::A2a for A2AService {
         let first = match receiver.recv().await {
             Some(StreamItem::Failed(err)) => return Err(err.into()),
             Some(item) => item,
-            None => return Err(ApiError::internal("failed to create proxy request").into()),
+            None => return Err(ProxyError::Internal("failed to create proxy request").into()),
         };
         let rest = tokio_stream::wrappers::ReceiverStream::new(receiver)
             .flat_map(|item| futures::stream::iter(stream_messages(item)));
@@ -286,16 +286,11 @@ impl pb::a2a_server::A2a for A2AService {
 }
 
 /// §1.2 steps 2–4: forged ids, user callers, agent callers (their own token, always).
-pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> ApiResult<Caller> {
-    let header = metadata
-        .get("x-workspace-id")
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .unwrap_or("");
-    if header.is_empty() {
+pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> Result<Caller, ProxyError> {
+    let Some(header) = auth::claimed_workspace(metadata) else {
         state.auth.admin(metadata).await?;
         return Ok(Caller::User);
-    }
+    };
     let lowered = header.to_ascii_lowercase();
     let Some(caller) = validate::parse_uuid(header).filter(|_| {
         !FORGED_PREFIXES
@@ -307,14 +302,14 @@ pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> ApiResult
             .and_then(|value| value.to_str().ok())
             .unwrap_or("");
         warn!(security_event = true, remote, caller_id = ?header, "a2a call with a forged caller id");
-        return Err(ApiError::forbidden("invalid caller ID"));
+        return Err(ProxyError::InvalidCallerId);
     };
     let Some(bearer) = auth::bearer(metadata) else {
-        return Err(ApiError::unauthenticated("missing caller auth token"));
+        return Err(ProxyError::MissingCallerToken);
     };
     match state.auth.workspace_token(bearer).await? {
         Some(owner) if owner.workspace_id == caller => Ok(Caller::Workspace(caller)),
-        _ => Err(ApiError::unauthenticated("invalid caller auth token")),
+        _ => Err(ProxyError::InvalidCallerToken),
     }
 }
 
@@ -335,7 +330,11 @@ enum Prepared {
 
 /// The pipeline of §1.4 after authentication. Delivery and its side effects run in their own
 /// task, so a caller that goes away cancels neither the agent's work nor the records of it.
-pub async fn proxy(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult<Outcome> {
+pub async fn proxy(
+    state: &AppState,
+    caller: Caller,
+    call: ProxyCall,
+) -> Result<Outcome, ProxyError> {
     dispatch(state, caller, call, QueueWhenBusy::Yes).await
 }
 
@@ -344,7 +343,7 @@ pub(crate) async fn proxy_once(
     state: &AppState,
     caller: Caller,
     call: ProxyCall,
-) -> ApiResult<Outcome> {
+) -> Result<Outcome, ProxyError> {
     dispatch(state, caller, call, QueueWhenBusy::No).await
 }
 
@@ -359,7 +358,7 @@ async fn dispatch(
     caller: Caller,
     call: ProxyCall,
     queue: QueueWhenBusy,
-) -> ApiResult<Outcome> {
+) -> Result<Outcome, ProxyError> {
     let dispatch = match prepare(state, caller, call).await? {
         Prepared::Mailbox(outcome) => return Ok(outcome),
         Prepared::Http(dispatch) => dispatch,
@@ -373,7 +372,7 @@ async fn dispatch(
     let state = state.clone();
     tokio::spawn(async move { deliver(&state, *dispatch, queue).await })
         .await
-        .map_err(|_| ApiError::internal("failed to create proxy request"))?
+        .map_err(|_| ProxyError::Internal("failed to create proxy request"))?
 }
 
 /// One item of a streamed call, in order: `Opened`, `Event`s, then the end of the channel;
@@ -384,7 +383,7 @@ pub enum StreamItem {
     Opened { status: u16, content_type: String },
     Event(Bytes),
     Closed { duration_ms: u32 },
-    Failed(ApiError),
+    Failed(ProxyError),
 }
 
 /// Events buffered between the agent and a slow caller.
@@ -396,7 +395,7 @@ pub async fn proxy_stream(
     state: &AppState,
     caller: Caller,
     call: ProxyCall,
-) -> ApiResult<tokio::sync::mpsc::Receiver<StreamItem>> {
+) -> Result<tokio::sync::mpsc::Receiver<StreamItem>, ProxyError> {
     let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
     match prepare(state, caller, call).await? {
         Prepared::Mailbox(outcome) => {
@@ -410,10 +409,13 @@ pub async fn proxy_stream(
     Ok(receiver)
 }
 
-async fn prepare(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult<Prepared> {
+async fn prepare(
+    state: &AppState,
+    caller: Caller,
+    call: ProxyCall,
+) -> Result<Prepared, ProxyError> {
     let envelope = envelope::normalize(&call.body)?;
-    let target_id = validate::parse_uuid(&call.target)
-        .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+    let target_id = validate::parse_uuid(&call.target).ok_or(ProxyError::WorkspaceNotFound)?;
     let target = target_route(state, &target_id)
         .await?
         .filter(|route| route.status != "removed");
@@ -422,28 +424,24 @@ async fn prepare(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult
     {
         // An unknown or removed target denies here, so agents cannot probe ids.
         if target.is_none() || !state.hierarchy.can_communicate(caller_id, &target_id).await {
-            return Err(ApiError::forbidden(ACCESS_DENIED));
+            return Err(ProxyError::AccessDenied);
         }
     }
-    let target = target.ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+    let target = target.ok_or(ProxyError::WorkspaceNotFound)?;
     if target
         .budget_limit
         .is_some_and(|limit| target.monthly_spend >= limit)
     {
-        return Err(ApiError::new(
-            ErrorCode::PaymentRequired,
-            "workspace budget limit exceeded",
-        ));
+        return Err(ProxyError::BudgetExceeded);
     }
     let route = match target.url.as_deref().filter(|url| !url.is_empty()) {
         Some(url) if url.starts_with("remote://") => Route::Mailbox,
         Some(url) => Route::Http(url.to_owned()),
         None if target.runtime == "external" => Route::Mailbox,
         None => {
-            return Err(
-                ApiError::new(ErrorCode::Unavailable, "workspace has no URL")
-                    .with_fields(json!({"status": target.status})),
-            );
+            return Err(ProxyError::NoUrl {
+                status: target.status.clone(),
+            });
         }
     };
     // Route (1): an attached stream goes first (contract §1.5).
@@ -453,7 +451,8 @@ async fn prepare(state: &AppState, caller: Caller, call: ProxyCall) -> ApiResult
         (None, Route::Mailbox) => {
             return deliver_to_mailbox(state, &caller, &target, &envelope)
                 .await
-                .map(Prepared::Mailbox);
+                .map(Prepared::Mailbox)
+                .map_err(ProxyError::from);
         }
     };
     let limits = Limits {
@@ -495,7 +494,11 @@ fn elapsed_ms(started: std::time::Instant) -> u32 {
 }
 
 /// A whole-answer dispatch and its records.
-async fn deliver(state: &AppState, dispatch: Dispatch, queue: QueueWhenBusy) -> ApiResult<Outcome> {
+async fn deliver(
+    state: &AppState,
+    dispatch: Dispatch,
+    queue: QueueWhenBusy,
+) -> Result<Outcome, ProxyError> {
     let Dispatch {
         caller,
         target,
@@ -559,15 +562,11 @@ async fn busy_outcome(
     target: &str,
     envelope: &Envelope,
     queue: QueueWhenBusy,
-) -> Option<ApiResult<Outcome>> {
+) -> Option<Result<Outcome, ProxyError>> {
     if declares_native_session(state, target).await {
-        return Some(Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "workspace agent busy — adapter handles retry (native_session)",
-        )
-        .with_fields(
-            json!({"busy": true, "retry_after": 30, "native_session": true}),
-        )));
+        return Some(Err(ProxyError::Busy {
+            native_session: true,
+        }));
     }
     if queue == QueueWhenBusy::No {
         return None;
@@ -690,7 +689,7 @@ async fn relay_events(
     (Ok(answer), true)
 }
 
-fn failed(result: ApiResult<Outcome>) -> StreamItem {
+fn failed(result: Result<Outcome, ProxyError>) -> StreamItem {
     match result {
         Ok(outcome) => StreamItem::Whole(outcome),
         Err(err) => StreamItem::Failed(err),
@@ -761,7 +760,7 @@ fn idle_timeout(state: &AppState, target: &str) -> Duration {
 }
 
 /// Turns a dispatch into the outcome or the documented failure.
-fn answer(result: Result<Answer, DispatchError>, duration_ms: u32) -> ApiResult<Outcome> {
+fn answer(result: Result<Answer, DispatchError>, duration_ms: u32) -> Result<Outcome, ProxyError> {
     match result {
         Ok(Answer {
             status,
@@ -776,31 +775,19 @@ fn answer(result: Result<Answer, DispatchError>, duration_ms: u32) -> ApiResult<
         Ok(Answer {
             body: Err(BodyFailure::TooLarge),
             ..
-        }) => Err(ApiError::new(
-            ErrorCode::BadGateway,
-            "agent response too large",
-        )),
+        }) => Err(ProxyError::TooLarge),
         Ok(Answer {
             status,
             body: Err(BodyFailure::Read(_)),
             ..
-        }) => Err(
-            ApiError::new(ErrorCode::BadGateway, "failed to read agent response")
-                .with_fields(json!({"delivery_confirmed": (200..400).contains(&status.as_u16())})),
-        ),
-        Err(DispatchError::Blocked) => Err(ApiError::new(
-            ErrorCode::BadGateway,
-            "workspace URL is not publicly routable",
-        )),
-        Err(DispatchError::Unreachable(_)) => Err(ApiError::new(
-            ErrorCode::BadGateway,
-            "failed to reach workspace agent",
-        )),
-        Err(DispatchError::Busy(_)) => Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "workspace agent busy — retry after a short backoff",
-        )
-        .with_fields(json!({"busy": true, "retry_after": 30}))),
+        }) => Err(ProxyError::ReadFailed {
+            delivery_confirmed: (200..400).contains(&status.as_u16()),
+        }),
+        Err(DispatchError::Blocked) => Err(ProxyError::UnsafeUrl),
+        Err(DispatchError::Unreachable(_)) => Err(ProxyError::Unreachable),
+        Err(DispatchError::Busy(_)) => Err(ProxyError::Busy {
+            native_session: false,
+        }),
     }
 }
 

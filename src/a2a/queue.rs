@@ -12,9 +12,8 @@ use sea_orm::{
 };
 use tracing::{debug, warn};
 
-use super::{Caller, Outcome, ProxyCall, envelope::Envelope};
+use super::{Caller, Outcome, ProxyCall, ProxyError, envelope::Envelope};
 use crate::{
-    error::{ApiError, ErrorCode},
     state::AppState,
     store::{self, entities::a2a_queue},
 };
@@ -177,9 +176,10 @@ async fn redeliver(state: &AppState, row: a2a_queue::Model) {
         Ok(Outcome::Delivered { .. } | Outcome::Mailbox { .. } | Outcome::Queued { .. }) => {
             ("completed", None)
         }
-        Err(err) if is_busy(err) => ("queued", Some(err.message.to_string())),
-        Err(err) if attempts >= MAX_ATTEMPTS => ("failed", Some(err.message.to_string())),
-        Err(err) => ("queued", Some(err.message.to_string())),
+        // A busy agent is not a failed attempt: the row waits for its next spare capacity.
+        Err(err @ ProxyError::Busy { .. }) => ("queued", Some(err.to_string())),
+        Err(err) if attempts >= MAX_ATTEMPTS => ("failed", Some(err.to_string())),
+        Err(err) => ("queued", Some(err.to_string())),
     };
     debug!(queue_id = %row.id, status, "queue row redelivered");
     let mut update = a2a_queue::Entity::update_many()
@@ -217,14 +217,6 @@ async fn stitch_delegation(state: &AppState, source: &str, row: &a2a_queue::Mode
     if let Err(err) = stitched {
         warn!(queue_id = %row.id, error = %err, "delegation not completed from the queue");
     }
-}
-
-fn is_busy(err: &ApiError) -> bool {
-    err.code == ErrorCode::Unavailable
-        && err
-            .body
-            .as_ref()
-            .is_some_and(|body| body["busy"] == serde_json::Value::Bool(true))
 }
 
 /// Re-reads which workspaces have waiting rows, and returns stranded `dispatched` rows to the

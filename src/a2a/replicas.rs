@@ -199,7 +199,7 @@ impl Replicas {
                     .connect_lazy()
             })
             .clone();
-        ReplicasClient::new(channel).max_decoding_message_size(11 * 1024 * 1024)
+        ReplicasClient::new(channel).max_decoding_message_size(pb::MAX_MESSAGE_BYTES)
     }
 
     fn authed<T>(&self, message: T) -> Request<T> {

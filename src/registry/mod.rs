@@ -83,14 +83,6 @@ pub struct RegistryService {
     state: AppState,
 }
 
-pub(crate) fn caller_header(metadata: &MetadataMap) -> Option<&str> {
-    metadata
-        .get("x-workspace-id")
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|value| !value.is_empty())
-}
-
 fn invalid_body() -> ApiError {
     ApiError::bad_request("invalid request body")
 }
@@ -481,7 +473,7 @@ impl RegistryService {
 
     /// The caller named by `x-workspace-id`, authenticated (DiscoveryAuth).
     async fn discovery_caller(&self, metadata: &MetadataMap) -> ApiResult<String> {
-        let raw = caller_header(metadata)
+        let raw = crate::auth::claimed_workspace(metadata)
             .ok_or_else(|| ApiError::bad_request("X-Workspace-ID header is required"))?;
         let caller = validate::workspace_id(raw)?;
         self.authenticate_agent(metadata, &caller).await?;

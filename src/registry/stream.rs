@@ -12,7 +12,7 @@ use tonic::{Request, Status, Streaming};
 use tracing::{debug, warn};
 
 use super::{
-    RegistryService, caller_header,
+    RegistryService,
     hot::{OutboundFrame, StreamHandle},
     mark_offline,
 };
@@ -34,7 +34,7 @@ pub(super) async fn open(
     request: Request<Streaming<pb::AgentFrame>>,
 ) -> ApiResult<FrameStream> {
     let (metadata, _, inbound) = request.into_parts();
-    let raw = caller_header(&metadata)
+    let raw = crate::auth::claimed_workspace(&metadata)
         .ok_or_else(|| ApiError::bad_request("X-Workspace-ID header is required"))?;
     let id = validate::workspace_id(raw)?;
     let credential = service.authenticate_agent(&metadata, &id).await?;
@@ -199,10 +199,10 @@ fn push_controls(state: &AppState, id: &str, envelope: &Envelope) {
             .is_ok();
         if delivered && close {
             let reason = match kind {
-                Kind::TokenRevoked => Status::unauthenticated("workspace token revoked"),
-                _ => Status::not_found("workspace removed"),
+                Kind::TokenRevoked => ApiError::unauthenticated("workspace token revoked"),
+                _ => ApiError::not_found("workspace removed"),
             };
-            delivered = handle.frames.try_send(Box::new(Err(reason))).is_ok();
+            delivered = handle.frames.try_send(Box::new(Err(reason.into()))).is_ok();
         }
         if !delivered {
             warn!(workspace_id = %id, "heartbeat stream not reading control frames; dropping it");

@@ -5,7 +5,7 @@
 
 pub mod validate;
 
-use std::{collections::HashMap, pin::Pin, sync::Arc};
+use std::{collections::HashMap, pin::Pin};
 
 use futures::Stream;
 use sea_orm::{
@@ -42,14 +42,6 @@ impl WorkspacesService {
     pub fn new(state: AppState) -> Self {
         Self { state }
     }
-}
-
-fn caller_workspace_header(metadata: &MetadataMap) -> Option<&str> {
-    metadata
-        .get("x-workspace-id")
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|value| !value.is_empty())
 }
 
 #[tonic::async_trait]
@@ -284,15 +276,13 @@ impl From<WorkspaceView> for pb::Workspace {
     }
 }
 
-impl From<Arc<Envelope>> for pb::Event {
-    fn from(envelope: Arc<Envelope>) -> Self {
-        Self {
-            id: envelope.id.clone(),
-            event: envelope.event.clone(),
-            workspace_id: envelope.workspace_id.clone(),
-            timestamp: Some(pb::timestamp(envelope.timestamp)),
-            payload_json: envelope.payload.to_string(),
-        }
+fn event_message(envelope: &Envelope) -> pb::Event {
+    pb::Event {
+        id: envelope.id.clone(),
+        event: envelope.event.clone(),
+        workspace_id: envelope.workspace_id.clone(),
+        timestamp: Some(pb::timestamp(envelope.timestamp)),
+        payload_json: envelope.payload.to_string(),
     }
 }
 
@@ -1392,7 +1382,7 @@ impl WorkspacesService {
         metadata: &MetadataMap,
     ) -> ApiResult<<Self as pb::workspaces_server::Workspaces>::WatchEventsStream> {
         // An agent sees itself and the peers it may talk to; an operator sees everything.
-        let agent = match caller_workspace_header(metadata) {
+        let agent = match crate::auth::claimed_workspace(metadata) {
             Some(raw) => {
                 let id = validate::workspace_id(raw)?;
                 self.state.auth.workspace(metadata, &id).await?;
@@ -1422,11 +1412,12 @@ impl WorkspacesService {
                         Err(RecvError::Closed) => return None,
                         Err(RecvError::Lagged(missed)) => {
                             tracing::warn!(missed, "event watcher too slow; disconnecting");
-                            let status = Status::resource_exhausted(
+                            let behind = ApiError::new(
+                                ErrorCode::TooManyRequests,
                                 "event watcher fell behind; reconnect and rehydrate",
                             );
                             return Some((
-                                Err(status),
+                                Err(behind.into()),
                                 (receiver, hierarchy, agent, shutdown, true, guard),
                             ));
                         }
@@ -1444,7 +1435,7 @@ impl WorkspacesService {
                             None => envelope,
                         };
                         return Some((
-                            Ok(envelope.into()),
+                            Ok(event_message(&envelope)),
                             (receiver, hierarchy, agent, shutdown, false, guard),
                         ));
                     }

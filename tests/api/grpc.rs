@@ -187,6 +187,55 @@ async fn health_and_reflection_answer_on_the_same_port() {
 }
 
 #[tokio::test]
+async fn every_service_reflection_lists_reports_serving() {
+    let app = spawn_app().await;
+    let channel = app.grpc_channel().await;
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let reply = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("expected a service list");
+    };
+    let ours: Vec<_> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .filter(|name| name.starts_with("molecule.v1."))
+        .collect();
+    assert!(ours.contains(&"molecule.v1.Replicas".to_owned()), "{ours:?}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ours {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.clone(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("{service}: {status:?}"))
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn grpc_web_calls_work_on_the_same_port() {
     let app = spawn_app().await;
     app.create_workspace(json!({"name": "web"})).await;

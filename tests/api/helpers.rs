@@ -5,9 +5,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::Parser;
 use molecule::{
-    config::{Cli, Command},
+    config::{
+        Config, EdgeArgs, Environment, GatewayArgs, ListenerArgs, PluginArgs, Secret, StorageArgs,
+    },
     pb::workspaces_client::WorkspacesClient,
     server::{Application, GatewayServer},
     store,
@@ -90,8 +91,8 @@ pub(crate) struct Options {
     pub(crate) plugins_dir: Option<PathBuf>,
     pub(crate) plugin_allowlist: &'static str,
     pub(crate) plugin_max_dir_bytes: Option<u64>,
-    /// Listener settings (`--flag=value` pairs), for the server and a standalone gateway alike.
-    pub(crate) listener: &'static [(&'static str, &'static str)],
+    /// Listener settings, for the server and a standalone gateway alike.
+    pub(crate) listener: ListenerArgs,
 }
 
 impl Default for Options {
@@ -110,7 +111,7 @@ impl Default for Options {
             plugins_dir: None,
             plugin_allowlist: "",
             plugin_max_dir_bytes: None,
-            listener: &[],
+            listener: ListenerArgs::default(),
         }
     }
 }
@@ -161,83 +162,24 @@ static TRACING: std::sync::LazyLock<()> = std::sync::LazyLock::new(|| {
 pub(crate) async fn spawn_on(backend: Backend, options: Options) -> TestApp {
     std::sync::LazyLock::force(&TRACING);
     let admin_token = molecule::auth::MintedToken::generate().plaintext;
-    let mut args: Vec<String> = vec!["molecule".into(), "serve".into()];
-    // `--flag=value`, because generated tokens may start with `-`.
-    let mut push = |flag: &str, value: String| args.push(format!("{flag}={value}"));
-    push("--listen", "127.0.0.1:0".into());
-    push("--data-dir", backend.data_dir.display().to_string());
-    push("--database-url", backend.database_url.clone());
-    push("--redis-namespace", backend.redis_namespace.clone());
-    if let Some(redis) = &backend.redis_url {
-        push("--redis-url", redis.clone());
-    }
-    if options.admin_token {
-        push("--admin-token", admin_token.clone());
-    }
-    let production = molecule::config::Environment::classify(options.env)
-        == molecule::config::Environment::Production;
-    let secrets_key = options
-        .secrets_key
-        .clone()
-        .or_else(|| production.then(|| molecule::crypto::SecretsKey::generate().to_base64()));
-    if let Some(key) = secrets_key {
-        push("--secrets-encryption-key", key);
-    }
-    if let Some(key) = &options.previous_secrets_key {
-        push("--secrets-encryption-key-previous", key.clone());
-    }
-    let plugins_dir = options
-        .plugins_dir
-        .clone()
-        .unwrap_or_else(|| backend.data_dir.join("plugins"));
-    push("--plugins-dir", plugins_dir.display().to_string());
-    push("--plugin-allowlist", options.plugin_allowlist.to_owned());
-    if let Some(max) = options.plugin_max_dir_bytes {
-        push("--plugin-install-max-dir-bytes", max.to_string());
-    }
-    push(
-        "--provision-timeout-seconds",
-        options.provision_timeout_seconds.to_string(),
-    );
-    push(
-        "--liveness-ttl-seconds",
-        options.liveness_ttl_seconds.to_string(),
-    );
-    push(
-        "--enable-test-tokens",
-        options.enable_test_tokens.to_owned(),
-    );
-    let edge = edge_args(&options);
-    args.extend(edge.iter().cloned());
     let remote_gateway = std::env::var("TEST_GATEWAY").as_deref() == Ok("remote");
-    if remote_gateway {
-        // The standalone gateway forwards the client's address; the control plane believes it.
-        args.push("--trusted-proxies=127.0.0.1".into());
-    }
-    let Command::Serve(config) = Cli::parse_from(args).command else {
-        unreachable!("serve parses as serve")
-    };
-
-    let app = Application::build(*config).await.expect("server builds");
+    let config = server_config(&backend, &options, &admin_token, remote_gateway);
+    let app = Application::build(config).await.expect("server builds");
     let addr = app.local_addr();
     let db = app.db().clone();
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
 
     let rest = if remote_gateway {
-        let mut gateway_args: Vec<String> = vec![
-            "molecule".into(),
-            "gateway".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--upstream".into(),
-            format!("http://{addr}"),
-        ];
-        gateway_args.extend(edge);
-        let Command::Gateway(args) = Cli::parse_from(gateway_args).command else {
-            unreachable!("gateway parses as gateway")
-        };
-        let gateway = GatewayServer::build(args).await.expect("gateway builds");
+        let gateway = GatewayServer::build(GatewayArgs {
+            listen: LOCALHOST_ANY_PORT.parse().unwrap(),
+            upstream: format!("http://{addr}"),
+            environment: options.env.to_owned(),
+            edge: edge_config(&options),
+            listener: options.listener.clone(),
+        })
+        .await
+        .expect("gateway builds");
         let gateway_addr = gateway.local_addr();
         let gateway_shutdown = gateway.shutdown_token();
         let stop = shutdown.clone();
@@ -269,21 +211,68 @@ pub(crate) async fn spawn_on(backend: Backend, options: Options) -> TestApp {
     }
 }
 
-fn edge_args(options: &Options) -> Vec<String> {
-    let mut args = vec![
-        format!("--env={}", options.env),
-        format!("--rate-limit={}", options.rate_limit),
-    ];
+const LOCALHOST_ANY_PORT: &str = "127.0.0.1:0";
+
+/// The server's configuration: the defaults, with the backend's stores and the test's knobs.
+fn server_config(
+    backend: &Backend,
+    options: &Options,
+    admin_token: &str,
+    behind_remote_gateway: bool,
+) -> Config {
+    let defaults = Config::default();
+    let production = Environment::classify(options.env) == Environment::Production;
+    let mut edge = edge_config(options);
+    if behind_remote_gateway {
+        // The standalone gateway forwards the client's address; the control plane believes it.
+        edge.trusted_proxies = "127.0.0.1".parse().unwrap();
+    }
+    Config {
+        listen: LOCALHOST_ANY_PORT.parse().unwrap(),
+        storage: StorageArgs {
+            data_dir: backend.data_dir.clone(),
+            database_url: Some(Secret::new(&backend.database_url)),
+        },
+        redis_url: backend.redis_url.as_deref().map(Secret::new),
+        redis_namespace: backend.redis_namespace.clone(),
+        admin_token: options.admin_token.then(|| Secret::new(admin_token)),
+        environment: options.env.to_owned(),
+        secrets_encryption_key: options
+            .secrets_key
+            .clone()
+            .or_else(|| production.then(|| molecule::crypto::SecretsKey::generate().to_base64()))
+            .map(Secret::new),
+        secrets_encryption_key_previous: options.previous_secrets_key.as_deref().map(Secret::new),
+        plugins: PluginArgs {
+            plugins_dir: options
+                .plugins_dir
+                .clone()
+                .unwrap_or_else(|| backend.data_dir.join("plugins")),
+            plugin_allowlist: options.plugin_allowlist.to_owned(),
+            plugin_install_max_dir_bytes: options
+                .plugin_max_dir_bytes
+                .unwrap_or(defaults.plugins.plugin_install_max_dir_bytes),
+            ..defaults.plugins
+        },
+        provision_timeout_seconds: options.provision_timeout_seconds,
+        liveness_ttl_seconds: options.liveness_ttl_seconds,
+        enable_test_tokens: options.enable_test_tokens.to_owned(),
+        edge,
+        listener: options.listener.clone(),
+        ..defaults
+    }
+}
+
+fn edge_config(options: &Options) -> EdgeArgs {
+    let mut edge = EdgeArgs {
+        rate_limit: options.rate_limit,
+        org_id: options.org_id.map(str::to_owned),
+        ..EdgeArgs::default()
+    };
     if let Some(origins) = options.cors_origins {
-        args.push(format!("--cors-origins={origins}"));
+        edge.cors_origins = origins.to_owned();
     }
-    if let Some(org_id) = options.org_id {
-        args.push(format!("--org-id={org_id}"));
-    }
-    for (flag, value) in options.listener {
-        args.push(format!("--{flag}={value}"));
-    }
-    args
+    edge
 }
 
 impl TestApp {

@@ -16,6 +16,7 @@ use tokio::{
 };
 
 use crate::helpers::{Options, TestApp, spawn_app_with};
+use molecule::config::ListenerArgs;
 
 type Chunks = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
 type StreamedBody =
@@ -125,7 +126,10 @@ async fn unauthenticated_grpc_messages_are_charged_their_declared_length_per_con
 #[tokio::test]
 async fn unauthenticated_bytes_are_bounded_in_total_across_connections() {
     let app = spawn_app_with(Options {
-        listener: &[("preauth-buffer-bytes", "16777216")],
+        listener: ListenerArgs {
+            preauth_buffer_bytes: 16 * 1024 * 1024,
+            ..ListenerArgs::default()
+        },
         ..Options::default()
     })
     .await;
@@ -149,7 +153,10 @@ async fn unauthenticated_bytes_are_bounded_in_total_across_connections() {
 #[tokio::test]
 async fn unauthenticated_rest_bodies_are_bounded_before_they_are_read() {
     let app = spawn_app_with(Options {
-        listener: &[("preauth-connection-bytes", "65536")],
+        listener: ListenerArgs {
+            preauth_connection_bytes: 64 * 1024,
+            ..ListenerArgs::default()
+        },
         ..Options::default()
     })
     .await;
@@ -188,7 +195,10 @@ async fn unauthenticated_rest_bodies_are_bounded_before_they_are_read() {
 #[tokio::test]
 async fn a_rest_body_must_arrive_within_the_body_read_timeout() {
     let app = spawn_app_with(Options {
-        listener: &[("body-read-timeout", "1s")],
+        listener: ListenerArgs {
+            body_read_timeout: Duration::from_secs(1),
+            ..ListenerArgs::default()
+        },
         ..Options::default()
     })
     .await;
@@ -238,7 +248,11 @@ async fn closed_after(tcp: &mut TcpStream, within: Duration) -> Duration {
 #[tokio::test]
 async fn slow_heads_and_idle_connections_are_closed() {
     let app = spawn_app_with(Options {
-        listener: &[("header-read-timeout", "1s"), ("idle-timeout", "2s")],
+        listener: ListenerArgs {
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
+            ..ListenerArgs::default()
+        },
         ..Options::default()
     })
     .await;
@@ -296,7 +310,10 @@ async fn hold_until_refused(address: &str, attempts: usize) -> (Vec<TcpStream>, 
 #[tokio::test]
 async fn connections_are_capped_per_ip_and_in_total() {
     let app = spawn_app_with(Options {
-        listener: &[("max-connections-per-ip", "3")],
+        listener: ListenerArgs {
+            max_connections_per_ip: 3,
+            ..ListenerArgs::default()
+        },
         ..Options::default()
     })
     .await;
@@ -320,7 +337,11 @@ async fn connections_are_capped_per_ip_and_in_total() {
     .await;
 
     let app = spawn_app_with(Options {
-        listener: &[("max-connections", "2"), ("max-connections-per-ip", "0")],
+        listener: ListenerArgs {
+            max_connections: 2,
+            max_connections_per_ip: 0,
+            ..ListenerArgs::default()
+        },
         ..Options::default()
     })
     .await;

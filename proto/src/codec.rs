@@ -1,7 +1,6 @@
-//! The gRPC codec of every service and client (the control plane's generated code uses this
-//! one too): prost, with small initial buffers. tonic's default
-//! allocates 8 KiB for the decoder and 8 KiB for the encoder of every call up front; a
-//! heartbeat stream carries frames of a few dozen bytes and may stay open for days, so with
+//! The gRPC codec of every generated service and client: prost, with small initial buffers.
+//! tonic's default allocates 8 KiB for the decoder and 8 KiB for the encoder of every call up
+//! front; a heartbeat stream carries frames of a few dozen bytes and may stay open for days, so with
 //! tens of thousands of streams those buffers would be most of the server's memory. Buffers
 //! still grow on demand for large messages.
 
