@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 use tracing::warn;
 
+use crate::store::DbContext;
 use crate::{
     config::Secret,
     error::{ApiError, ApiResult},
@@ -268,7 +269,7 @@ impl Authenticator {
     /// WorkspaceAuth on a raw id that must name a live (not removed) workspace: 400 for a
     /// malformed id, then the auth answer, then 404. Returns the canonical id.
     pub async fn live_workspace(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<String> {
-        let id = crate::workspaces::validate::workspace_id(raw_id)?;
+        let id = crate::domain::validate::workspace_id(raw_id)?;
         self.workspace(metadata, &id).await?;
         store::live_workspace(&self.db, &id).await?;
         Ok(id)
@@ -290,7 +291,7 @@ impl Authenticator {
             .filter(workspace_token::Column::RevokedAt.is_null())
             .count(&self.db)
             .await
-            .map_err(ApiError::datastore("auth check failed"))?;
+            .context("auth check failed")?;
         match (live_tokens, principal) {
             (0, principal) => Ok(principal),
             (_, Principal::Dev) => Err(ApiError::unauthenticated(MISSING_WORKSPACE_TOKEN)),
@@ -336,7 +337,7 @@ impl Authenticator {
             .filter(org_token::Column::RevokedAt.is_null())
             .one(&self.db)
             .await
-            .map_err(ApiError::datastore("auth check failed"))?;
+            .context("auth check failed")?;
         Ok(row.map(|row| {
             self.touch(TokenTable::Org, row.id.clone());
             OrgKey {
@@ -374,7 +375,7 @@ impl Authenticator {
                 }
                 _ => Err(ApiError::datastore_unavailable()),
             },
-            Err(err) => Err(ApiError::datastore("auth check failed")(err)),
+            Err(err) => Err(store::failure(err, "auth check failed")),
         }
     }
 

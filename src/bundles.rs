@@ -13,16 +13,17 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tonic::{Request, metadata::MetadataMap};
 
+use crate::store::DbContext;
 use crate::{
+    domain::validate,
     error::{ApiError, ApiResult, RpcResult, reply},
     events::Envelope,
     pb,
-    state::AppState,
+    state::Platform,
     store::{
         self,
         entities::{canvas_layout, workspace, workspace_file},
     },
-    workspaces::validate,
 };
 
 const BUNDLE_NOT_FOUND: &str = "bundle not found";
@@ -62,11 +63,11 @@ struct Skill {
 }
 
 pub struct BundlesService {
-    state: AppState,
+    state: Platform,
 }
 
 impl BundlesService {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: Platform) -> Self {
         Self { state }
     }
 }
@@ -143,12 +144,10 @@ impl BundlesService {
         let root = workspace::Entity::find_by_id(id)
             .one(&self.state.db)
             .await
-            .map_err(ApiError::datastore(BUNDLE_NOT_FOUND))?
+            .context(BUNDLE_NOT_FOUND)?
             .filter(|row| row.status != "removed")
             .ok_or_else(not_found)?;
-        self.export_tree(root, 0)
-            .await
-            .map_err(ApiError::datastore(BUNDLE_NOT_FOUND))
+        self.export_tree(root, 0).await.context(BUNDLE_NOT_FOUND)
     }
 
     /// One workspace and its non-removed children, recursively.
@@ -239,15 +238,13 @@ impl BundlesService {
             .db
             .begin()
             .await
-            .map_err(ApiError::datastore("failed to import bundle"))?;
+            .context("failed to import bundle")?;
         let mut events = Vec::new();
         let result = self
             .import_tree(&txn, &bundle, None, &mut events)
             .await
-            .map_err(ApiError::datastore("failed to import bundle"))?;
-        txn.commit()
-            .await
-            .map_err(ApiError::datastore("failed to import bundle"))?;
+            .context("failed to import bundle")?;
+        txn.commit().await.context("failed to import bundle")?;
         self.state.events.publish_all(events);
         self.state.hierarchy.invalidate().await;
         Ok(result)

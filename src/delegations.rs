@@ -4,7 +4,7 @@
 //! sent through the A2A proxy core with the source as caller, so the hierarchy rule, the busy
 //! queue and the records of §1.11 apply; this module never talks to an agent itself.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -14,13 +14,14 @@ use serde_json::{Value, json};
 use tonic::{Request, metadata::MetadataMap};
 use tracing::warn;
 
+use crate::store::DbContext;
 use crate::{
-    a2a::{self, Caller, Outcome, ProxyCall, ProxyError},
+    a2a::{self, A2aState, Caller, Outcome, ProxyCall, ProxyError},
+    domain::validate,
     error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     pb,
-    state::AppState,
+    state::Platform,
     store::{self, Db, entities::activity_log},
-    workspaces::validate,
 };
 
 const ACTIVITY_TYPE: &str = "delegation";
@@ -74,11 +75,11 @@ impl Row<'_> {
 }
 
 pub struct DelegationsService {
-    state: AppState,
+    state: A2aState,
 }
 
 impl DelegationsService {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: A2aState) -> Self {
         Self { state }
     }
 
@@ -106,14 +107,14 @@ impl DelegationsService {
         if let Some(key) = &key {
             match find_by_key(db, &source, key)
                 .await
-                .map_err(ApiError::datastore("query failed"))?
+                .context("query failed")?
             {
                 // A failed attempt may be retried under the same key.
                 Some(row) if row.status == "failed" => {
                     activity_log::Entity::delete_by_id(row.id)
                         .exec(db)
                         .await
-                        .map_err(ApiError::datastore("query failed"))?;
+                        .context("query failed")?;
                 }
                 Some(row) => return Ok(idempotent_hit(row)),
                 None => {}
@@ -184,7 +185,7 @@ impl DelegationsService {
             .limit(LIST_LIMIT)
             .all(&self.state.db)
             .await
-            .map_err(ApiError::datastore("query failed"))?;
+            .context("query failed")?;
         Ok(pb::ListDelegationsResponse {
             delegations: rows.into_iter().map(entry).collect(),
         })
@@ -220,7 +221,7 @@ impl DelegationsService {
         activity_log::Entity::insert(row)
             .exec(&self.state.db)
             .await
-            .map_err(ApiError::datastore("failed to record delegation"))?;
+            .context("failed to record delegation")?;
         self.state
             .events
             .record(
@@ -254,14 +255,14 @@ impl DelegationsService {
             .filter(activity_log::Column::Method.eq(REQUEST))
             .one(db)
             .await
-            .map_err(ApiError::datastore("query failed"))?
+            .context("query failed")?
             .ok_or_else(|| ApiError::not_found("delegation not found"))?;
         let target = delegation.target_id.clone().unwrap_or_default();
         let delegation_id = request.delegation_id;
         let outcome = Ending::from_update(&request.status, request.error, request.response_preview);
         finish(&self.state, &source, &target, &delegation_id, outcome)
             .await
-            .map_err(ApiError::datastore("query failed"))?;
+            .context("query failed")?;
         Ok(pb::UpdateDelegationReply {
             status: request.status,
             delegation_id,
@@ -347,7 +348,7 @@ impl Ending {
 
 /// Moves the request row and writes the outcome's row and event.
 async fn finish(
-    state: &AppState,
+    state: &Platform,
     source: &str,
     target: &str,
     delegation_id: &str,
@@ -435,7 +436,7 @@ async fn finish(
 
 /// Sends one delegation and records how it ended.
 struct Worker {
-    state: AppState,
+    state: A2aState,
     source: String,
     target: String,
     delegation_id: String,
@@ -555,10 +556,39 @@ fn upstream_error(status: u16, body: &[u8]) -> String {
         })
 }
 
+/// What the busy queue is given to call when a queued call reaches its agent: a delegation's
+/// queued call completes that delegation.
+pub fn redelivery_hook(platform: Platform) -> a2a::queue::RedeliveryHook {
+    Arc::new(move |call: a2a::queue::Redelivered| {
+        let platform = platform.clone();
+        Box::pin(async move {
+            let Ok(request) = serde_json::from_str::<Value>(&call.request) else {
+                return;
+            };
+            let Some(delegation_id) =
+                request["params"]["message"]["metadata"]["delegation_id"].as_str()
+            else {
+                return;
+            };
+            let completed = complete_from_queue(
+                &platform,
+                &call.source,
+                &call.target,
+                delegation_id,
+                &call.answer,
+            )
+            .await;
+            if let Err(err) = completed {
+                warn!(delegation_id, error = %err, "delegation not completed from the queue");
+            }
+        })
+    })
+}
+
 /// The busy-queue drain delivered a queued delegation (§1.12 step 5): its `queued` outcome row
 /// becomes `completed`, and the source hears `DELEGATION_COMPLETE`.
-pub(crate) async fn complete_from_queue(
-    state: &AppState,
+async fn complete_from_queue(
+    state: &Platform,
     source: &str,
     target: &str,
     delegation_id: &str,

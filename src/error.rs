@@ -4,9 +4,7 @@
 
 use std::borrow::Cow;
 
-use sea_orm::DbErr;
 use serde_json::{Value, json};
-use tracing::error;
 
 use crate::pb;
 
@@ -137,20 +135,6 @@ impl ApiError {
     pub fn with_body(mut self, body: Value) -> Self {
         self.body = Some(body);
         self
-    }
-
-    /// Maps a datastore failure: unreachable → 503 (fail closed), anything else → a 500 with the
-    /// documented `context` message. The cause is logged, never returned; an outage is logged
-    /// by the store's breaker once, not here once per request.
-    pub fn datastore(context: &'static str) -> impl FnOnce(DbErr) -> Self {
-        move |err| {
-            if crate::store::is_unavailable(&err) {
-                Self::datastore_unavailable()
-            } else {
-                error!(error = %err, context, "datastore operation failed");
-                Self::internal(context)
-            }
-        }
     }
 }
 

@@ -15,17 +15,18 @@ use serde_json::json;
 use tonic::{Request, metadata::MetadataMap};
 use tracing::{info, warn};
 
+use crate::store::DbContext;
 use crate::{
     crypto::{Keyring, Scope, Sealed},
+    domain::validate,
     error::{ApiError, ApiResult, RpcResult, reply},
     events::Envelope,
     pb,
-    state::AppState,
+    state::Platform,
     store::{
         self, Db,
         entities::{global_secret, workspace, workspace_secret},
     },
-    workspaces::validate,
 };
 
 /// The secret behind `GET|PUT /workspaces/:id/model`.
@@ -137,11 +138,11 @@ const MODEL_WRITE: WriteMessages = WriteMessages {
 };
 
 pub struct SecretsService {
-    state: AppState,
+    state: Platform,
 }
 
 impl SecretsService {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: Platform) -> Self {
         Self { state }
     }
 }
@@ -243,9 +244,7 @@ impl SecretsService {
         raw_id: &str,
     ) -> ApiResult<pb::ListSecretsResponse> {
         let id = self.authorize(metadata, raw_id).await?;
-        let (own, globals) = load(&self.state.db, &id)
-            .await
-            .map_err(ApiError::datastore("query failed"))?;
+        let (own, globals) = load(&self.state.db, &id).await.context("query failed")?;
         let overridden: std::collections::HashSet<&str> =
             own.iter().map(|row| row.key.as_str()).collect();
         let secrets = own
@@ -265,9 +264,7 @@ impl SecretsService {
         let id = validate::workspace_id(raw_id)?;
         self.state.auth.own_token(metadata, &id).await?;
         store::live_workspace(&self.state.db, &id).await?;
-        let (own, globals) = load(&self.state.db, &id)
-            .await
-            .map_err(ApiError::datastore("query failed"))?;
+        let (own, globals) = load(&self.state.db, &id).await.context("query failed")?;
         let mut values: Vec<pb::SecretValue> = Vec::with_capacity(own.len() + globals.len());
         let mut positions: HashMap<String, usize> = HashMap::new();
         let mut failed = Vec::new();
@@ -344,7 +341,7 @@ impl SecretsService {
             .order_by_asc(global_secret::Column::Key)
             .all(&self.state.db)
             .await
-            .map_err(ApiError::datastore("query failed"))?;
+            .context("query failed")?;
         Ok(pb::ListSecretsResponse {
             secrets: rows
                 .into_iter()
@@ -391,7 +388,7 @@ impl SecretsService {
             .filter(workspace_secret::Column::Key.eq(MODEL_KEY))
             .one(&self.state.db)
             .await
-            .map_err(ApiError::datastore("query failed"))?;
+            .context("query failed")?;
         let Some(row) = row.map(StoredSecret::from) else {
             return Ok(pb::ModelResponse {
                 model: String::new(),
@@ -446,7 +443,7 @@ impl SecretsService {
         self.state.auth.admin(metadata).await?;
         rotate(&self.state.db, &self.state.keyring)
             .await
-            .map_err(ApiError::datastore("key rotation failed"))
+            .context("key rotation failed")
     }
 
     /// Seals and upserts one value, and records who must be told, in one transaction.
@@ -459,12 +456,7 @@ impl SecretsService {
     ) -> ApiResult<()> {
         let sealed = self.state.keyring.seal(scope, key, value.as_bytes());
         let now = store::now();
-        let txn = self
-            .state
-            .db
-            .begin()
-            .await
-            .map_err(ApiError::datastore(messages.save))?;
+        let txn = self.state.db.begin().await.context(messages.save)?;
         let written = match scope {
             Scope::Workspace(workspace_id) => {
                 workspace_secret::Entity::insert(workspace_secret::ActiveModel {
@@ -517,14 +509,12 @@ impl SecretsService {
                 .await
             }
         };
-        written.map_err(ApiError::datastore(messages.save))?;
+        written.context(messages.save)?;
         let event = self
             .record_change(&txn, scope, key)
             .await
-            .map_err(ApiError::datastore(messages.save))?;
-        txn.commit()
-            .await
-            .map_err(ApiError::datastore(messages.save))?;
+            .context(messages.save)?;
+        txn.commit().await.context(messages.save)?;
         self.state.events.publish_all([event]);
         Ok(())
     }
@@ -536,12 +526,7 @@ impl SecretsService {
         key: &str,
         messages: &WriteMessages,
     ) -> ApiResult<bool> {
-        let txn = self
-            .state
-            .db
-            .begin()
-            .await
-            .map_err(ApiError::datastore(messages.delete))?;
+        let txn = self.state.db.begin().await.context(messages.delete)?;
         let deleted = match scope {
             Scope::Workspace(workspace_id) => {
                 workspace_secret::Entity::delete_many()
@@ -557,17 +542,15 @@ impl SecretsService {
                     .await
             }
         }
-        .map_err(ApiError::datastore(messages.delete))?;
+        .context(messages.delete)?;
         if deleted.rows_affected == 0 {
             return Ok(false);
         }
         let event = self
             .record_change(&txn, scope, key)
             .await
-            .map_err(ApiError::datastore(messages.delete))?;
-        txn.commit()
-            .await
-            .map_err(ApiError::datastore(messages.delete))?;
+            .context(messages.delete)?;
+        txn.commit().await.context(messages.delete)?;
         self.state.events.publish_all([event]);
         Ok(true)
     }

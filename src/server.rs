@@ -27,18 +27,16 @@ use tracing::{info, warn};
 
 use crate::{
     a2a::{
-        A2AService,
+        self, A2AService, A2aState,
         attach::AgentInboundService,
-        records::RecordWriter,
         replicas::{Replicas, ReplicasService},
-        upstream::Upstream,
     },
     auth::Authenticator,
     bootstrap,
     bundles::BundlesService,
     config::{Config, Environment, GatewayArgs},
     crypto::Keyring,
-    delegations::DelegationsService,
+    delegations::{self, DelegationsService},
     events::{EventBus, EventLog, InProcessBus, RedisBus},
     grpc_edge::{self, GrpcEdge},
     hierarchy::Hierarchy,
@@ -48,7 +46,7 @@ use crate::{
     plugins::PluginsService,
     registry::{self, RegistryService},
     secrets::SecretsService,
-    state::{AppState, PluginSettings, Settings},
+    state::{Platform, PluginSettings, Settings},
     store::{self, Db},
     sweeper,
     url_safety::{Resolver, SystemResolver},
@@ -62,7 +60,8 @@ pub struct Application {
     listener: TcpListener,
     listener_settings: ListenerSettings,
     app: Router,
-    state: AppState,
+    /// The proxy's state, which holds the platform's too.
+    a2a: A2aState,
 }
 
 impl Application {
@@ -137,7 +136,7 @@ impl Application {
         // Registration, discovery and the proxy's dialler judge addresses by one policy.
         let url_policy = config.url_policy();
         let resolver: Arc<dyn Resolver> = Arc::new(SystemResolver);
-        let state = AppState {
+        let platform = Platform {
             auth: Authenticator::new(db.clone(), credentials.admin_token.as_ref(), dev_mode),
             events: EventLog::new(bus),
             hierarchy: Hierarchy::new(db.clone()),
@@ -145,11 +144,6 @@ impl Application {
             liveness,
             hot: Arc::default(),
             url_policy,
-            upstream: Upstream::new(url_policy, resolver.clone()),
-            records: RecordWriter::start(db.clone()),
-            waiting: Arc::default(),
-            attachments: Arc::default(),
-            replicas,
             resolver,
             settings: Arc::new(Settings {
                 external_platform_url: config.external_platform_url.clone(),
@@ -174,10 +168,23 @@ impl Application {
             shutdown,
             db,
         };
+        // The features, each given what it uses; hooks point upward without naming the
+        // feature they reach (the queue completes delegations, a beat drains the queue).
+        let a2a = A2aState::new(
+            platform.clone(),
+            replicas,
+            delegations::redelivery_hook(platform.clone()),
+        );
+        let on_beat: registry::BeatHook = {
+            let a2a = a2a.clone();
+            Arc::new(move |id, active_tasks, max_concurrent| {
+                a2a::queue::on_heartbeat(&a2a, id, active_tasks, max_concurrent);
+            })
+        };
 
         let edge = Arc::new(config.edge.edge(dev_mode));
         let preauth = PreAuth::new(
-            Arc::new(state.auth.clone()),
+            Arc::new(platform.auth.clone()),
             config.listener.preauth_buffer_bytes,
             config.listener.body_read_timeout,
         );
@@ -186,14 +193,14 @@ impl Application {
             preauth: preauth.clone(),
             strings: Arc::new(nul_guard::Index::from_descriptors(pb::FILE_DESCRIPTOR_SET)?),
         };
-        let grpc = grpc_router(&state)
+        let grpc = grpc_router(&platform, &a2a, on_beat)
             .await?
             .layer(middleware::from_fn_with_state(grpc_edge, grpc_edge::guard));
         let transport = in_process_transport(grpc.clone());
         let rest = gateway::router(Gateway::new(
             transport,
             edge.clone(),
-            state.shutdown.clone(),
+            platform.shutdown.clone(),
         ));
         let metrics = metrics_handle();
         let app = rest
@@ -207,14 +214,14 @@ impl Application {
             .fallback_service(by_protocol(grpc, app))
             .layer(middleware::from_fn(track_metrics));
 
-        tokio::spawn(sweeper::run_provision_timeout_sweep(state.clone()));
-        registry::spawn_background(&state);
-        tokio::spawn(crate::a2a::queue::sweep(state.clone()));
+        tokio::spawn(sweeper::run_provision_timeout_sweep(platform.clone()));
+        registry::spawn_background(&platform);
+        tokio::spawn(a2a::queue::sweep(a2a.clone()));
         Ok(Self {
             listener,
             listener_settings,
             app,
-            state,
+            a2a,
         })
     }
 
@@ -225,7 +232,7 @@ impl Application {
     }
 
     pub fn db(&self) -> &Db {
-        &self.state.db
+        &self.a2a.db
     }
 
     /// Serves until `signal` resolves; then long-lived streams end and in-flight requests finish.
@@ -237,14 +244,14 @@ impl Application {
             self.listener,
             self.app,
             self.listener_settings,
-            self.state.shutdown.clone(),
+            self.a2a.shutdown.clone(),
             signal,
         )
         .await;
         // Proxy records still queued, and the last beats' informational columns, which the
         // flusher may not have written yet.
-        self.state.records.flush().await;
-        if let Err(err) = registry::flush_write_behind(&self.state).await {
+        self.a2a.records.flush().await;
+        if let Err(err) = registry::flush_write_behind(self.a2a.platform()).await {
             warn!(error = %err, "final heartbeat flush failed");
         }
         result
@@ -252,7 +259,7 @@ impl Application {
 
     /// A handle that stops the server when cancelled (for tests and embedding).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.state.shutdown.clone()
+        self.a2a.shutdown.clone()
     }
 }
 
@@ -282,48 +289,52 @@ fn by_protocol(
 
 /// The gRPC services, routed by their `/package.Service/` prefix. Reflection serves every
 /// descriptor of the wire contract, so a service added here needs nothing more.
-async fn grpc_router(state: &AppState) -> Result<Router, StartupError> {
+async fn grpc_router(
+    platform: &Platform,
+    a2a: &A2aState,
+    on_beat: registry::BeatHook,
+) -> Result<Router, StartupError> {
     let mut services = GrpcServices::new();
     services
         .add(pb::workspaces_server::WorkspacesServer::new(
-            WorkspacesService::new(state.clone()),
+            WorkspacesService::new(platform.clone()),
         ))
         .await
         .add(pb::registry_server::RegistryServer::new(
-            RegistryService::new(state.clone()),
+            RegistryService::new(platform.clone(), on_beat),
         ))
         .await
         .add(pb::secrets_server::SecretsServer::new(SecretsService::new(
-            state.clone(),
+            platform.clone(),
         )))
         .await
         .add(pb::plugins_server::PluginsServer::new(PluginsService::new(
-            state.clone(),
+            platform.clone(),
         )))
         .await
         .add(pb::bundles_server::BundlesServer::new(BundlesService::new(
-            state.clone(),
+            platform.clone(),
         )))
         .await
         .add(pb::delegations_server::DelegationsServer::new(
-            DelegationsService::new(state.clone()),
+            DelegationsService::new(a2a.clone()),
         ))
         .await
         .add(
-            pb::a2a_server::A2aServer::new(A2AService::new(state.clone()))
+            pb::a2a_server::A2aServer::new(A2AService::new(a2a.clone()))
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(pb::MAX_MESSAGE_BYTES),
         )
         .await
         .add(
             pb::agent_inbound_server::AgentInboundServer::new(AgentInboundService::new(
-                state.clone(),
+                a2a.clone(),
             ))
             .max_decoding_message_size(pb::MAX_MESSAGE_BYTES),
         )
         .await
         .add(
-            pb::replicas_server::ReplicasServer::new(ReplicasService::new(state.clone()))
+            pb::replicas_server::ReplicasServer::new(ReplicasService::new(a2a.clone()))
                 .max_encoding_message_size(pb::MAX_MESSAGE_BYTES),
         )
         .await;

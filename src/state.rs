@@ -1,21 +1,20 @@
-//! The application state every service shares: one `Clone` struct of cheap handles.
+//! The platform every feature stands on: one `Clone` struct of cheap handles to the store and
+//! the infrastructure (auth, events, hierarchy, liveness, caches, sealing, URL policy). A
+//! feature with parts of its own (the A2A proxy) wraps this in its own state; nothing here
+//! knows any feature.
 
 use std::{sync::Arc, time::Duration};
 
-use crate::store::Db;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    a2a::{
-        attach::Attachments, queue::Waiting, records::RecordWriter, replicas::Replicas,
-        upstream::Upstream,
-    },
     auth::Authenticator,
     crypto::Keyring,
     events::EventLog,
     hierarchy::Hierarchy,
+    hot::HotState,
     liveness::Liveness,
-    registry::hot::HotState,
+    store::Db,
     url_safety::{Resolver, UrlPolicy},
 };
 
@@ -43,7 +42,7 @@ pub struct PluginSettings {
 }
 
 #[derive(Clone)]
-pub struct AppState {
+pub struct Platform {
     pub db: Db,
     pub auth: Authenticator,
     pub events: EventLog,
@@ -54,16 +53,6 @@ pub struct AppState {
     /// The heartbeat hot path's caches, write-behind buffer and open streams.
     pub hot: Arc<HotState>,
     pub url_policy: UrlPolicy,
-    /// The A2A proxy's pooled client (dial-time URL safety built in).
-    pub upstream: Upstream,
-    /// The proxy's activity rows, written in batches.
-    pub records: RecordWriter,
-    /// Workspaces with calls waiting in the busy queue.
-    pub waiting: Arc<Waiting>,
-    /// Agents attached to this replica by an `Attach` stream.
-    pub attachments: Arc<Attachments>,
-    /// The other replicas, for agents attached to one of them; none on a single replica.
-    pub replicas: Option<Arc<Replicas>>,
     pub resolver: Arc<dyn Resolver>,
     pub settings: Arc<Settings>,
     /// Cancelled on shutdown; long-lived streams end on it so shutdown never hangs.

@@ -9,12 +9,12 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::{state::AppState, store, store::entities::workspace};
+use crate::{state::Platform, store, store::entities::workspace};
 
 pub const PROVISION_TIMEOUT_ERROR: &str = "provisioning timed out — container started but never called /registry/register. Check container logs and network connectivity to the platform.";
 
 /// Runs until shutdown.
-pub async fn run_provision_timeout_sweep(state: AppState) {
+pub async fn run_provision_timeout_sweep(state: Platform) {
     let timeout = state.settings.provision_timeout;
     let interval = (timeout / 2).clamp(Duration::from_millis(200), Duration::from_secs(30));
     let mut ticker = tokio::time::interval(interval);
@@ -32,7 +32,7 @@ pub async fn run_provision_timeout_sweep(state: AppState) {
     }
 }
 
-async fn sweep_provisioning(state: &AppState, timeout: Duration) -> Result<(), sea_orm::DbErr> {
+async fn sweep_provisioning(state: &Platform, timeout: Duration) -> Result<(), sea_orm::DbErr> {
     let cutoff = store::now() - TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
     let stuck = workspace::Entity::find()
         .filter(workspace::Column::Status.eq("provisioning"))

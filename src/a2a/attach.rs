@@ -21,16 +21,16 @@ use tokio::{sync::mpsc, time::Instant};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
+use super::A2aState;
 use super::{
     Caller,
     envelope::Envelope,
     upstream::{Answer, BodyFailure, DispatchError, Limits, MAX_RESPONSE_BYTES},
 };
 use crate::{
+    domain::validate,
     error::{ApiError, ErrorCode},
     pb,
-    state::AppState,
-    workspaces::validate,
 };
 
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -235,7 +235,7 @@ impl Flight {
 
 impl Attached {
     /// The agent's stream, on this replica or, with several replicas, on the one holding it.
-    pub(super) async fn find(state: &AppState, workspace_id: &str) -> Option<Self> {
+    pub(super) async fn find(state: &A2aState, workspace_id: &str) -> Option<Self> {
         if let Some(attachment) = state.attachments.get(workspace_id) {
             return Some(Self::Here(attachment));
         }
@@ -426,11 +426,11 @@ fn failed(status: StatusCode, failure: BodyFailure) -> Answer {
 }
 
 pub struct AgentInboundService {
-    state: AppState,
+    state: A2aState,
 }
 
 impl AgentInboundService {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: A2aState) -> Self {
         Self { state }
     }
 }
@@ -505,7 +505,7 @@ impl pb::agent_inbound_server::AgentInbound for AgentInboundService {
 
 /// Routes the agent's replies to their waiting calls, and pings it, until the stream ends.
 async fn serve(
-    state: AppState,
+    state: A2aState,
     id: String,
     attachment: Arc<Attachment>,
     mut inbound: Streaming<pb::AttachFrame>,

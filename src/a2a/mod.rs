@@ -28,17 +28,18 @@ use self::{
     records::{Record, TokenUsage},
     upstream::{Answer, BodyFailure, DispatchError, Limits},
 };
+use crate::store::DbContext;
 use crate::{
     auth,
+    domain::validate,
     error::{ApiError, ApiResult},
+    hot::CachedRoute,
     pb,
-    registry::hot::CachedRoute,
-    state::AppState,
+    state::Platform,
     store::{
         self,
         entities::{activity_log, token_usage, workspace},
     },
-    workspaces::validate,
 };
 
 /// Headers a caller may pass through to the target (contract §1.1).
@@ -51,6 +52,55 @@ pub const FORWARDED_HEADERS: [&str; 4] = [
 /// The ceiling for workspace and system callers; user callers have none.
 const AGENT_CEILING: Duration = Duration::from_secs(30 * 60);
 const FORGED_PREFIXES: [&str; 4] = ["webhook:", "system:", "test:", "channel:"];
+
+/// The proxy's state: the platform, and the parts only the proxy uses.
+#[derive(Clone)]
+pub struct A2aState {
+    platform: Platform,
+    /// The pooled client to agents' URLs (dial-time URL safety built in).
+    pub upstream: upstream::Upstream,
+    /// The proxy's activity rows, written in batches.
+    pub records: records::RecordWriter,
+    /// Workspaces with calls waiting in the busy queue.
+    pub waiting: Arc<queue::Waiting>,
+    /// Agents attached to this replica by an `Attach` stream.
+    pub attachments: Arc<attach::Attachments>,
+    /// The other replicas, for agents attached to one of them; none on a single replica.
+    pub replicas: Option<Arc<replicas::Replicas>>,
+    /// Told when a queued call finally reaches its agent.
+    pub redelivered: queue::RedeliveryHook,
+}
+
+impl A2aState {
+    pub fn new(
+        platform: Platform,
+        replicas: Option<Arc<replicas::Replicas>>,
+        redelivered: queue::RedeliveryHook,
+    ) -> Self {
+        Self {
+            upstream: upstream::Upstream::new(platform.url_policy, platform.resolver.clone()),
+            records: records::RecordWriter::start(platform.db.clone()),
+            waiting: Arc::default(),
+            attachments: Arc::default(),
+            replicas,
+            redelivered,
+            platform,
+        }
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+}
+
+/// The proxy reads the platform's handles as its own.
+impl std::ops::Deref for A2aState {
+    type Target = Platform;
+
+    fn deref(&self) -> &Platform {
+        &self.platform
+    }
+}
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,11 +148,11 @@ pub struct ProxyCall {
 }
 
 pub struct A2AService {
-    state: AppState,
+    state: A2aState,
 }
 
 impl A2AService {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: A2aState) -> Self {
         Self { state }
     }
 }
@@ -229,7 +279,7 @@ impl pb::a2a_server::A2a for A2AService {
         };
         let dropped = queue::drop_stale(&self.state, max_age_minutes, workspace_id.as_deref())
             .await
-            .map_err(ApiError::datastore("failed to drop stale items"))?;
+            .context("failed to drop stale items")?;
         Ok(Response::new(pb::DropStaleResponse { dropped }))
     }
 
@@ -246,7 +296,7 @@ impl pb::a2a_server::A2a for A2AService {
         let totals = token_usage::Entity::find_by_id(id.as_str())
             .one(&self.state.db)
             .await
-            .map_err(ApiError::datastore("query failed"))?;
+            .context("query failed")?;
         Ok(Response::new(match totals {
             Some(row) => pb::TokenUsage {
                 workspace_id: id,
@@ -286,7 +336,7 @@ impl pb::a2a_server::A2a for A2AService {
 }
 
 /// §1.2 steps 2–4: forged ids, user callers, agent callers (their own token, always).
-pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> Result<Caller, ProxyError> {
+pub async fn authenticate(state: &A2aState, metadata: &MetadataMap) -> Result<Caller, ProxyError> {
     let Some(header) = auth::claimed_workspace(metadata) else {
         state.auth.admin(metadata).await?;
         return Ok(Caller::User);
@@ -331,7 +381,7 @@ enum Prepared {
 /// The pipeline of §1.4 after authentication. Delivery and its side effects run in their own
 /// task, so a caller that goes away cancels neither the agent's work nor the records of it.
 pub async fn proxy(
-    state: &AppState,
+    state: &A2aState,
     caller: Caller,
     call: ProxyCall,
 ) -> Result<Outcome, ProxyError> {
@@ -340,7 +390,7 @@ pub async fn proxy(
 
 /// One more delivery attempt for a queued call: a busy agent is reported, not queued again.
 pub(crate) async fn proxy_once(
-    state: &AppState,
+    state: &A2aState,
     caller: Caller,
     call: ProxyCall,
 ) -> Result<Outcome, ProxyError> {
@@ -354,7 +404,7 @@ enum QueueWhenBusy {
 }
 
 async fn dispatch(
-    state: &AppState,
+    state: &A2aState,
     caller: Caller,
     call: ProxyCall,
     queue: QueueWhenBusy,
@@ -392,7 +442,7 @@ const STREAM_BUFFER: usize = 64;
 /// The streaming form of [`proxy`]: SSE answers are relayed event by event as they arrive.
 /// The upstream is read to its end by a task of its own, also after the receiver is dropped.
 pub async fn proxy_stream(
-    state: &AppState,
+    state: &A2aState,
     caller: Caller,
     call: ProxyCall,
 ) -> Result<tokio::sync::mpsc::Receiver<StreamItem>, ProxyError> {
@@ -410,7 +460,7 @@ pub async fn proxy_stream(
 }
 
 async fn prepare(
-    state: &AppState,
+    state: &A2aState,
     caller: Caller,
     call: ProxyCall,
 ) -> Result<Prepared, ProxyError> {
@@ -495,7 +545,7 @@ fn elapsed_ms(started: std::time::Instant) -> u32 {
 
 /// A whole-answer dispatch and its records.
 async fn deliver(
-    state: &AppState,
+    state: &A2aState,
     dispatch: Dispatch,
     queue: QueueWhenBusy,
 ) -> Result<Outcome, ProxyError> {
@@ -545,7 +595,7 @@ async fn deliver(
 
 /// Whether the target's latest heartbeat, on whichever replica it landed, declared a native
 /// session. Read only on the busy path; this replica's memory answers if the store cannot.
-async fn declares_native_session(state: &AppState, target: &str) -> bool {
+async fn declares_native_session(state: &A2aState, target: &str) -> bool {
     match state.liveness.snapshots(&[target.to_owned()]).await {
         Ok(snapshots) => snapshots
             .get(target)
@@ -557,7 +607,7 @@ async fn declares_native_session(state: &AppState, target: &str) -> bool {
 /// What a busy agent's caller gets instead of the plain busy answer: the native-session
 /// answer, or the call queued for the agent's next spare capacity. None: the plain answer.
 async fn busy_outcome(
-    state: &AppState,
+    state: &A2aState,
     caller: &Caller,
     target: &str,
     envelope: &Envelope,
@@ -586,7 +636,7 @@ async fn busy_outcome(
 /// A streamed dispatch: SSE answers event by event, anything else whole. The record is
 /// written when the stream ends, with the last event's JSON as the response.
 async fn stream(
-    state: &AppState,
+    state: &A2aState,
     mut dispatch: Dispatch,
     sender: tokio::sync::mpsc::Sender<StreamItem>,
 ) {
@@ -612,7 +662,7 @@ async fn stream(
 /// (for SSE, its last event's JSON) and whether its events were relayed; a send error only
 /// means the caller left, and the agent's stream is still read to its end.
 async fn relay_events(
-    state: &AppState,
+    state: &A2aState,
     dispatch: &Dispatch,
     headers: HeaderMap,
     sender: &tokio::sync::mpsc::Sender<StreamItem>,
@@ -708,14 +758,14 @@ enum Route {
 }
 
 /// The routing facts of a target, cached between events that change them.
-async fn target_route(state: &AppState, id: &str) -> ApiResult<Option<Arc<CachedRoute>>> {
+async fn target_route(state: &A2aState, id: &str) -> ApiResult<Option<Arc<CachedRoute>>> {
     if let Some(route) = state.hot.route(id) {
         return Ok(Some(route));
     }
     let Some(row) = workspace::Entity::find_by_id(id.to_owned())
         .one(&state.db)
         .await
-        .map_err(ApiError::datastore("lookup failed"))?
+        .context("lookup failed")?
     else {
         return Ok(None);
     };
@@ -733,7 +783,7 @@ async fn target_route(state: &AppState, id: &str) -> ApiResult<Option<Arc<Cached
 }
 
 /// Whether the target has beaten since a moment, from the liveness store (any replica).
-fn beats_since(state: &AppState, target: &str) -> upstream::Alive {
+fn beats_since(state: &A2aState, target: &str) -> upstream::Alive {
     let liveness = state.liveness.clone();
     let target = target.to_owned();
     Arc::new(move |since| {
@@ -750,7 +800,7 @@ fn beats_since(state: &AppState, target: &str) -> upstream::Alive {
 }
 
 /// The target's own idle timeout (from its heartbeat), else the platform's.
-fn idle_timeout(state: &AppState, target: &str) -> Duration {
+fn idle_timeout(state: &A2aState, target: &str) -> Duration {
     state
         .hot
         .idle_timeout(target)
@@ -793,7 +843,7 @@ fn answer(result: Result<Answer, DispatchError>, duration_ms: u32) -> Result<Out
 
 /// The activity row and events of §1.11 for one dispatch (success or failure).
 async fn record(
-    state: &AppState,
+    state: &A2aState,
     caller: &Caller,
     target: &CachedRoute,
     envelope: &Envelope,
@@ -904,7 +954,7 @@ impl Receipt<'_> {
         }
     }
 
-    fn announce(&self, state: &AppState, tool_trace: Option<&Value>) {
+    fn announce(&self, state: &A2aState, tool_trace: Option<&Value>) {
         let mut logged = json!({
             "activity_type": "a2a_receive", "method": self.envelope.method, "summary": self.summary,
             "status": self.status, "source_id": self.caller.source_id(), "target_id": self.target.id,
@@ -921,7 +971,7 @@ impl Receipt<'_> {
 
 /// Route (3): the row is the delivery; the agent reads it through its activity cursor.
 async fn deliver_to_mailbox(
-    state: &AppState,
+    state: &A2aState,
     caller: &Caller,
     target: &CachedRoute,
     envelope: &Envelope,
@@ -943,7 +993,7 @@ async fn deliver_to_mailbox(
     activity_log::Entity::insert(row)
         .exec(&state.db)
         .await
-        .map_err(ApiError::datastore("failed to queue message"))?;
+        .context("failed to queue message")?;
     receipt.announce(state, None);
     Ok(Outcome::Mailbox { activity_id })
 }

@@ -3,7 +3,11 @@
 //! spare capacity. Claims are conditional updates, so concurrent drains (on any replica) never
 //! take the same row; a reaper returns rows stranded in `dispatched` by a crash.
 
-use std::{collections::HashSet, sync::Mutex, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use sea_orm::{
@@ -12,11 +16,9 @@ use sea_orm::{
 };
 use tracing::{debug, warn};
 
+use super::A2aState;
 use super::{Caller, Outcome, ProxyCall, ProxyError, envelope::Envelope};
-use crate::{
-    state::AppState,
-    store::{self, entities::a2a_queue},
-};
+use crate::store::{self, entities::a2a_queue};
 
 const TASK_PRIORITY: i32 = 50;
 const MAX_ATTEMPTS: i32 = 5;
@@ -50,7 +52,7 @@ impl Waiting {
 /// Queues a busy call; the same message already waiting (or in flight) is not queued twice.
 /// Returns the row's id and the number of rows now waiting for the target.
 pub(super) async fn enqueue(
-    state: &AppState,
+    state: &A2aState,
     caller: &Caller,
     target: &str,
     envelope: &Envelope,
@@ -102,7 +104,7 @@ pub(super) async fn enqueue(
 
 /// Called for every accepted heartbeat: drains up to the agent's spare capacity, in the
 /// background, when it has rows waiting.
-pub fn on_heartbeat(state: &AppState, id: &str, active_tasks: i32, max_concurrent: i32) {
+pub fn on_heartbeat(state: &A2aState, id: &str, active_tasks: i32, max_concurrent: i32) {
     let capacity = max_concurrent.max(1) - active_tasks.max(0);
     if capacity <= 0 || !state.waiting.contains(id) {
         return;
@@ -118,7 +120,7 @@ pub fn on_heartbeat(state: &AppState, id: &str, active_tasks: i32, max_concurren
 }
 
 /// Claims and delivers up to `capacity` rows for `target`, oldest highest-priority first.
-async fn drain(state: &AppState, target: &str, capacity: i32) -> Result<(), DbErr> {
+async fn drain(state: &A2aState, target: &str, capacity: i32) -> Result<(), DbErr> {
     let candidates = a2a_queue::Entity::find()
         .filter(a2a_queue::Column::WorkspaceId.eq(target))
         .filter(a2a_queue::Column::Status.eq("queued"))
@@ -153,7 +155,7 @@ async fn drain(state: &AppState, target: &str, capacity: i32) -> Result<(), DbEr
 }
 
 /// Runs the proxy core again for one claimed row (hierarchy again, no token check).
-async fn redeliver(state: &AppState, row: a2a_queue::Model) {
+async fn redeliver(state: &A2aState, row: a2a_queue::Model) {
     let caller = match &row.caller_id {
         Some(id) => Caller::Workspace(id.clone()),
         None => Caller::User,
@@ -169,7 +171,13 @@ async fn redeliver(state: &AppState, row: a2a_queue::Model) {
         (&caller, &outcome)
         && *status < 400
     {
-        stitch_delegation(state, source, &row, body).await;
+        (state.redelivered)(Redelivered {
+            source: source.clone(),
+            target: row.workspace_id.clone(),
+            request: row.body.clone(),
+            answer: body.clone(),
+        })
+        .await;
     }
     let attempts = row.attempts + 1;
     let (status, last_error) = match &outcome {
@@ -197,31 +205,24 @@ async fn redeliver(state: &AppState, row: a2a_queue::Model) {
     }
 }
 
-/// A drained call that was a delegation completes it on its source (§1.12 step 5).
-async fn stitch_delegation(state: &AppState, source: &str, row: &a2a_queue::Model, answer: &[u8]) {
-    let Ok(request) = serde_json::from_str::<serde_json::Value>(&row.body) else {
-        return;
-    };
-    let Some(delegation_id) = request["params"]["message"]["metadata"]["delegation_id"].as_str()
-    else {
-        return;
-    };
-    let stitched = crate::delegations::complete_from_queue(
-        state,
-        source,
-        &row.workspace_id,
-        delegation_id,
-        answer,
-    )
-    .await;
-    if let Err(err) = stitched {
-        warn!(queue_id = %row.id, error = %err, "delegation not completed from the queue");
-    }
+/// A queued call from one workspace to another that finally reached its agent.
+pub struct Redelivered {
+    pub source: String,
+    pub target: String,
+    /// The JSON-RPC request as it was queued.
+    pub request: String,
+    /// The agent's (successful) answer.
+    pub answer: Bytes,
 }
+
+/// What the wiring gives the queue to tell about redeliveries (delegations complete on it);
+/// the queue itself knows no feature above the proxy.
+pub type RedeliveryHook =
+    Arc<dyn Fn(Redelivered) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// Re-reads which workspaces have waiting rows, and returns stranded `dispatched` rows to the
 /// queue, until shutdown.
-pub async fn sweep(state: AppState) {
+pub async fn sweep(state: A2aState) {
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => return,
@@ -260,7 +261,7 @@ pub async fn sweep(state: AppState) {
 /// Marks rows queued longer than `max_age_minutes` as dropped, appending the reason to
 /// `last_error` (contract §1.12, admin cleanup). Conditional, so a row claimed meanwhile stays.
 pub async fn drop_stale(
-    state: &AppState,
+    state: &A2aState,
     max_age_minutes: i64,
     workspace_id: Option<&str>,
 ) -> Result<u64, DbErr> {

@@ -21,12 +21,12 @@ use tonic::{
 };
 use tracing::{debug, warn};
 
+use super::A2aState;
 use super::{attach::ReplyPart, upstream::DispatchError};
 use crate::{
     crypto::Keyring,
     error::{ApiError, ErrorCode},
     pb::{self, replicas_client::ReplicasClient},
-    state::AppState,
 };
 
 /// The metadata key replicas authenticate each other with.
@@ -266,11 +266,11 @@ impl Remote {
 
 /// The `Replicas` service: deliveries for the agents attached here, on behalf of other replicas.
 pub struct ReplicasService {
-    state: AppState,
+    state: A2aState,
 }
 
 impl ReplicasService {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: A2aState) -> Self {
         Self { state }
     }
 

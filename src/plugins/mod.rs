@@ -18,23 +18,24 @@ use self::{
     archive::PackError,
     source::{INVALID_PLUGIN_NAME, SCHEMES, Source},
 };
+use crate::store::DbContext;
 use crate::{
+    domain::validate,
     error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     pb,
-    state::AppState,
+    state::Platform,
     store::{self, entities::workspace_plugin},
-    workspaces::validate,
 };
 
 /// Archive bytes per streamed message.
 const CHUNK_BYTES: usize = 64 * 1024;
 
 pub struct PluginsService {
-    state: AppState,
+    state: Platform,
 }
 
 impl PluginsService {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: Platform) -> Self {
         Self { state }
     }
 }
@@ -246,7 +247,7 @@ impl PluginsService {
         )
         .exec_without_returning(&self.state.db)
         .await
-        .map_err(ApiError::datastore("failed to record plugin install"))?;
+        .context("failed to record plugin install")?;
         Ok(pb::RecordInstallResponse {
             plugin: name,
             source: canonical,

@@ -9,15 +9,16 @@ use serde_json::{Value, json};
 use tonic::metadata::MetadataMap;
 use tracing::warn;
 
+use crate::store::DbContext;
 use crate::{
+    domain::validate,
     error::{ApiError, ApiResult, ErrorCode},
     pb,
-    state::AppState,
+    state::Platform,
     store::{
         self,
         entities::{activity_log, workspace},
     },
-    workspaces::validate,
 };
 
 const ACTIVITY_TYPES: [&str; 7] = [
@@ -36,7 +37,7 @@ fn non_empty(value: String) -> Option<String> {
 }
 
 pub(super) async fn log(
-    state: &AppState,
+    state: &Platform,
     metadata: &MetadataMap,
     request: pb::LogActivityRequest,
 ) -> ApiResult<pb::LogActivityResponse> {
@@ -89,7 +90,7 @@ pub(super) async fn log(
     })
     .exec(&state.db)
     .await
-    .map_err(ApiError::datastore("failed to log activity"))?;
+    .context("failed to log activity")?;
     state.events.broadcast_only(
         "ACTIVITY_LOGGED",
         Some(&id),
@@ -102,7 +103,7 @@ pub(super) async fn log(
 }
 
 pub(crate) async fn list(
-    state: &AppState,
+    state: &Platform,
     metadata: &MetadataMap,
     request: &pb::ListActivityRequest,
 ) -> ApiResult<pb::ListActivityResponse> {
@@ -153,7 +154,7 @@ pub(crate) async fn list(
         let cursor = activity_log::Entity::find_by_id(cursor_id.clone())
             .one(&state.db)
             .await
-            .map_err(ApiError::datastore("query failed"))?
+            .context("query failed")?
             .filter(|row| row.workspace_id == id)
             .ok_or_else(gone)?;
         query = query.filter(
@@ -188,7 +189,7 @@ pub(crate) async fn list(
         .limit(limit as u64)
         .all(&state.db)
         .await
-        .map_err(ApiError::datastore("query failed"))?;
+        .context("query failed")?;
     let rows = if first_mailbox_poll {
         rows.into_iter().rev().collect()
     } else {
@@ -224,7 +225,7 @@ pub(crate) async fn list(
 
 /// Names and roles of the peers that sent these rows.
 async fn peer_names(
-    state: &AppState,
+    state: &Platform,
     rows: &[activity_log::Model],
 ) -> ApiResult<std::collections::HashMap<String, (String, Option<String>)>> {
     let ids: Vec<String> = rows
@@ -244,7 +245,7 @@ async fn peer_names(
         .into_tuple()
         .all(&state.db)
         .await
-        .map_err(ApiError::datastore("query failed"))?;
+        .context("query failed")?;
     Ok(peers
         .into_iter()
         .map(|(id, name, role)| (id, (name, role)))
@@ -298,7 +299,7 @@ fn preview(text: &str, max: usize) -> String {
 }
 
 pub(super) async fn notify(
-    state: &AppState,
+    state: &Platform,
     metadata: &MetadataMap,
     request: pb::NotifyRequest,
 ) -> ApiResult<pb::NotifyResponse> {

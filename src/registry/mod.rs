@@ -5,11 +5,10 @@
 //! on a transition or a `current_task` change (everything else is flushed write-behind).
 
 pub(crate) mod activity;
-pub mod hot;
 mod stream;
 pub mod transitions;
 
-use std::{collections::HashMap, pin::Pin, time::Duration};
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 use sea_orm::{
@@ -20,19 +19,20 @@ use serde_json::{Value, json};
 use tonic::{Request, Status, Streaming, metadata::MetadataMap};
 use tracing::{debug, info, warn};
 
+use crate::hot::CachedWorkspace;
+use crate::store::DbContext;
 use crate::{
     auth,
+    domain::validate,
     error::{ApiError, ApiResult, RpcResult, reply},
     liveness::BeatSnapshot,
     pb,
-    state::AppState,
+    state::Platform,
     store::{
         self,
         entities::{workspace, workspace_token},
     },
-    workspaces::validate,
 };
-use hot::CachedWorkspace;
 use transitions::BeatFacts;
 
 const WORKSPACE_NOT_FOUND: &str = "workspace not found";
@@ -48,7 +48,7 @@ pub(crate) struct AgentCredential {
 }
 
 /// The cached state of a workspace, loaded on a miss. Missing → 404.
-async fn workspace_state(state: &AppState, id: &str) -> ApiResult<CachedWorkspace> {
+async fn workspace_state(state: &Platform, id: &str) -> ApiResult<CachedWorkspace> {
     if let Some(cached) = state.hot.workspace(id) {
         return Ok(cached);
     }
@@ -65,7 +65,7 @@ async fn workspace_state(state: &AppState, id: &str) -> ApiResult<CachedWorkspac
                 .stale_workspace(id)
                 .ok_or_else(ApiError::datastore_unavailable);
         }
-        Err(err) => return Err(ApiError::datastore("query failed")(err)),
+        Err(err) => return Err(store::failure(err, "query failed")),
     }
     .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
     let cached = CachedWorkspace {
@@ -78,9 +78,15 @@ async fn workspace_state(state: &AppState, id: &str) -> ApiResult<CachedWorkspac
     Ok(cached)
 }
 
+/// What the wiring gives the registry to call when a beat reports `(workspace_id,
+/// active_tasks, max_concurrent_tasks)`: the busy queue drains on spare capacity. The registry
+/// itself knows no feature above it.
+pub type BeatHook = Arc<dyn Fn(&str, i32, i32) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct RegistryService {
-    state: AppState,
+    state: Platform,
+    on_beat: BeatHook,
 }
 
 fn invalid_body() -> ApiError {
@@ -96,8 +102,8 @@ fn parse_card(raw: &str) -> ApiResult<Value> {
 }
 
 impl RegistryService {
-    pub fn new(state: AppState) -> Self {
-        Self { state }
+    pub fn new(state: Platform, on_beat: BeatHook) -> Self {
+        Self { state, on_beat }
     }
 
     /// Heartbeat, update-card, discovery and streams: the workspace's own token or the admin
@@ -161,7 +167,7 @@ impl RegistryService {
         let row = workspace::Entity::find_by_id(id.clone())
             .one(db)
             .await
-            .map_err(ApiError::datastore("registration failed"))?
+            .context("registration failed")?
             .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
         if row.status == "removed" {
             return Err(ApiError::new(
@@ -187,7 +193,7 @@ impl RegistryService {
                 .filter(workspace_token::Column::WorkspaceId.eq(id.clone()))
                 .count(db)
                 .await
-                .map_err(ApiError::datastore("registration failed"))?
+                .context("registration failed")?
                 > 0;
             if ever_had_token {
                 // Read after the count: a concurrent first registration may just have set it.
@@ -197,7 +203,7 @@ impl RegistryService {
                     .into_tuple()
                     .one(db)
                     .await
-                    .map_err(ApiError::datastore("registration failed"))?;
+                    .context("registration failed")?;
                 if same_url(stored.flatten().as_deref(), &request.url) {
                     // D14: nothing is refreshed; knowing an id must not keep a workspace shown
                     // online. Liveness comes from the agent's next authenticated heartbeat.
@@ -213,17 +219,14 @@ impl RegistryService {
         } else {
             request.url.clone()
         };
-        let txn = db
-            .begin()
-            .await
-            .map_err(ApiError::datastore("registration failed"))?;
+        let txn = db.begin().await.context("registration failed")?;
         // Serialises concurrent first registrations of this workspace (Postgres row lock;
         // SQLite has a single writer), so exactly one of them mints.
         let locked = workspace::Entity::find_by_id(id.clone())
             .lock_exclusive()
             .one(&txn)
             .await
-            .map_err(ApiError::datastore("registration failed"))?
+            .context("registration failed")?
             .filter(|row| row.status != "removed")
             .ok_or_else(|| ApiError::new(crate::error::ErrorCode::Gone, WORKSPACE_REMOVED))?;
         let status = if matches!(locked.status.as_str(), "paused" | "hibernated") {
@@ -245,18 +248,18 @@ impl RegistryService {
             .filter(workspace::Column::Status.ne("removed"))
             .exec(&txn)
             .await
-            .map_err(ApiError::datastore("registration failed"))?;
+            .context("registration failed")?;
         let live_tokens = workspace_token::Entity::find()
             .filter(workspace_token::Column::WorkspaceId.eq(id.clone()))
             .filter(workspace_token::Column::RevokedAt.is_null())
             .count(&txn)
             .await
-            .map_err(ApiError::datastore("registration failed"))?;
+            .context("registration failed")?;
         let auth_token = if live_tokens == 0 {
             Some(
                 auth::issue_workspace_token(&txn, &id)
                     .await
-                    .map_err(ApiError::datastore("registration failed"))?,
+                    .context("registration failed")?,
             )
         } else {
             None
@@ -271,10 +274,8 @@ impl RegistryService {
                 json!({"url": effective_url, "agent_card": card}),
             )
             .await
-            .map_err(ApiError::datastore("registration failed"))?;
-        txn.commit()
-            .await
-            .map_err(ApiError::datastore("registration failed"))?;
+            .context("registration failed")?;
+        txn.commit().await.context("registration failed")?;
         self.state.events.publish_all([event]);
         self.state.hot.forget_workspace(&id);
         self.refresh_liveness(&id).await;
@@ -354,12 +355,7 @@ impl RegistryService {
             );
         }
         self.state.hot.defer(id, snapshot);
-        crate::a2a::queue::on_heartbeat(
-            &self.state,
-            id,
-            request.active_tasks,
-            cached.max_concurrent_tasks,
-        );
+        (self.on_beat)(id, request.active_tasks, cached.max_concurrent_tasks);
         self.state.events.broadcast_only(
             "WORKSPACE_HEARTBEAT",
             Some(id),
@@ -373,7 +369,7 @@ impl RegistryService {
     async fn transition(&self, id: &str, from: &str, to: &str, payload: Value) -> ApiResult<bool> {
         let event = transition_in(&self.state, id, &[from], to, payload)
             .await
-            .map_err(ApiError::datastore("failed to update"))?;
+            .context("failed to update")?;
         self.state.hot.forget_workspace(id);
         match event {
             Some(event) => {
@@ -398,7 +394,7 @@ impl RegistryService {
             .filter(workspace::Column::Status.ne("removed"))
             .exec(&self.state.db)
             .await
-            .map_err(ApiError::datastore("failed to update"))?;
+            .context("failed to update")?;
         if let Some(mut state) = self.state.hot.workspace(id) {
             state.current_task = request.current_task.clone();
             self.state.hot.remember_workspace(id, state);
@@ -435,7 +431,7 @@ impl RegistryService {
             .db
             .begin()
             .await
-            .map_err(ApiError::datastore("failed to update card"))?;
+            .context("failed to update card")?;
         let changed = workspace::Entity::update_many()
             .col_expr(
                 workspace::Column::AgentCard,
@@ -446,7 +442,7 @@ impl RegistryService {
             .filter(workspace::Column::Status.ne("removed"))
             .exec(&txn)
             .await
-            .map_err(ApiError::datastore("failed to update card"))?;
+            .context("failed to update card")?;
         if changed.rows_affected == 0 {
             return Err(ApiError::new(
                 crate::error::ErrorCode::Gone,
@@ -463,10 +459,8 @@ impl RegistryService {
                 json!({"agent_card": card}),
             )
             .await
-            .map_err(ApiError::datastore("failed to update card"))?;
-        txn.commit()
-            .await
-            .map_err(ApiError::datastore("failed to update card"))?;
+            .context("failed to update card")?;
+        txn.commit().await.context("failed to update card")?;
         self.state.events.publish_all([event]);
         Ok(pb::UpdateCardResponse {})
     }
@@ -495,7 +489,7 @@ impl RegistryService {
         let row = workspace::Entity::find_by_id(target.clone())
             .one(&self.state.db)
             .await
-            .map_err(ApiError::datastore("lookup failed"))?
+            .context("lookup failed")?
             .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
         let caller_in_container = self.workspace_state(&caller).await?.runtime != "external";
         let url = self.reachable_url(&row, caller_in_container).await?;
@@ -561,7 +555,7 @@ impl RegistryService {
         let me = workspace::Entity::find_by_id(id.clone())
             .one(db)
             .await
-            .map_err(ApiError::datastore("lookup failed"))?
+            .context("lookup failed")?
             .filter(|row| row.status != "removed")
             .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
         let caller_in_container = me.runtime != "external";
@@ -652,7 +646,7 @@ async fn query_ordered(
         .order_by_asc(workspace::Column::Id)
         .all(db)
         .await
-        .map_err(ApiError::datastore("lookup failed"))
+        .context("lookup failed")
 }
 
 /// Both `remote://` counts as the same "no inbound endpoint".
@@ -688,7 +682,7 @@ fn rewrite_loopback_host(raw: &str) -> String {
 /// `UPDATE … SET status = to WHERE id = ? AND status IN (from…)` plus its event row, in one
 /// transaction. The event is returned for publishing after the commit, only if a row changed.
 pub(crate) async fn transition_in(
-    state: &AppState,
+    state: &Platform,
     id: &str,
     from: &[&str],
     to: &str,
@@ -721,7 +715,7 @@ pub(crate) async fn transition_in(
 }
 
 /// Liveness ran out (expiry, sweep or goodbye): online/degraded → offline, once fleet-wide.
-pub(crate) async fn mark_offline(state: &AppState, id: &str) -> Result<bool, DbErr> {
+pub(crate) async fn mark_offline(state: &Platform, id: &str) -> Result<bool, DbErr> {
     let event = transition_in(state, id, &["online", "degraded"], "offline", json!({})).await?;
     state.hot.forget_workspace(id);
     Ok(match event {
@@ -738,7 +732,7 @@ pub(crate) async fn mark_offline(state: &AppState, id: &str) -> Result<bool, DbE
 /// flush runs at a time, so the last one on shutdown waits for any in flight and then writes
 /// everything acknowledged. While the datastore is down the rows go back to the buffer (a
 /// newer beat wins); a row the datastore refuses is dropped alone, never its batch.
-pub async fn flush_write_behind(state: &AppState) -> Result<usize, DbErr> {
+pub async fn flush_write_behind(state: &Platform) -> Result<usize, DbErr> {
     let _one_at_a_time = state.hot.flushing.lock().await;
     let rows: Vec<(String, BeatSnapshot)> = state.hot.take_pending().into_iter().collect();
     let flushed = write_in_batches(&rows, |batch| write_beats(state, batch)).await;
@@ -798,7 +792,7 @@ where
     }
 }
 
-async fn write_beats(state: &AppState, batch: &[(String, BeatSnapshot)]) -> Result<(), DbErr> {
+async fn write_beats(state: &Platform, batch: &[(String, BeatSnapshot)]) -> Result<(), DbErr> {
     let backend = state.db.get_database_backend();
     let (sql, values) = flush_statement(backend, batch);
     state
@@ -866,14 +860,14 @@ fn flush_statement(
 
 /// Background work of the registry: expiry handling, the liveness sweep, the write-behind
 /// flusher, and cache invalidation plus control frames from events. Runs until shutdown.
-pub fn spawn_background(state: &AppState) {
+pub fn spawn_background(state: &Platform) {
     tokio::spawn(stream::dispatch_events(state.clone()));
     tokio::spawn(handle_expirations(state.clone()));
     tokio::spawn(sweep_liveness(state.clone()));
     tokio::spawn(run_flusher(state.clone()));
 }
 
-async fn handle_expirations(state: AppState) {
+async fn handle_expirations(state: Platform) {
     let mut expired = state.liveness.expirations();
     loop {
         let id = tokio::select! {
@@ -906,7 +900,7 @@ async fn handle_expirations(state: AppState) {
 /// offline — but only once the liveness backend and the datastore have both been healthy for a
 /// whole TTL, so a restart, or a Redis or database recovery, never causes an offline storm for
 /// agents that kept beating (or were refused while they could not be checked).
-async fn sweep_liveness(state: AppState) {
+async fn sweep_liveness(state: Platform) {
     let ttl = state.liveness.ttl();
     let every = (ttl / 3).clamp(Duration::from_millis(200), Duration::from_secs(15));
     let mut ticker = tokio::time::interval(every);
@@ -929,7 +923,7 @@ async fn sweep_liveness(state: AppState) {
     }
 }
 
-async fn sweep_once(state: &AppState) -> Result<(), String> {
+async fn sweep_once(state: &Platform) -> Result<(), String> {
     let ids: Vec<String> = workspace::Entity::find()
         .select_only()
         .column(workspace::Column::Id)
@@ -955,7 +949,7 @@ async fn sweep_once(state: &AppState) -> Result<(), String> {
 
 /// Flushes the write-behind buffer every `FLUSH_EVERY` until shutdown; the final flush is the
 /// server's, after the last request (see `Application::run_until_stopped`).
-async fn run_flusher(state: AppState) {
+async fn run_flusher(state: Platform) {
     let mut ticker = tokio::time::interval(FLUSH_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

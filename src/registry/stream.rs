@@ -11,17 +11,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
 use tracing::{debug, warn};
 
-use super::{
-    RegistryService,
-    hot::{OutboundFrame, StreamHandle},
-    mark_offline,
-};
+use super::{RegistryService, mark_offline};
 use crate::{
+    domain::validate,
     error::{ApiError, ApiResult},
     events::Envelope,
+    hot::{OutboundFrame, StreamHandle},
     pb::{self, control::Kind},
-    state::AppState,
-    workspaces::validate,
+    state::Platform,
 };
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
@@ -129,7 +126,7 @@ fn is_informational(event: &str) -> bool {
 }
 
 /// Invalidates caches and pushes control frames, for events from every replica.
-pub(super) async fn dispatch_events(state: AppState) {
+pub(super) async fn dispatch_events(state: Platform) {
     let mut events = state.events.subscribe();
     loop {
         let envelope = tokio::select! {
@@ -167,7 +164,7 @@ pub(super) async fn dispatch_events(state: AppState) {
     }
 }
 
-fn push_controls(state: &AppState, id: &str, envelope: &Envelope) {
+fn push_controls(state: &Platform, id: &str, envelope: &Envelope) {
     let mut streams = state.hot.streams.lock().expect("streams poisoned");
     let Some(handles) = streams.get_mut(id) else {
         return;

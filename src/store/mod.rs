@@ -174,6 +174,29 @@ pub fn now() -> DateTime<Utc> {
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
+/// A datastore result as the caller's answer, in one place: unreachable → the documented 503
+/// (fail closed), anything else → a 500 with the documented `message`. The cause is logged,
+/// never returned; an outage is logged by the breaker once, not here once per request.
+pub trait DbContext<T> {
+    fn context(self, message: &'static str) -> ApiResult<T>;
+}
+
+impl<T> DbContext<T> for Result<T, DbErr> {
+    fn context(self, message: &'static str) -> ApiResult<T> {
+        self.map_err(|err| failure(err, message))
+    }
+}
+
+/// One datastore failure as the caller's answer (see [`DbContext`]).
+pub fn failure(err: DbErr, message: &'static str) -> ApiError {
+    if is_unavailable(&err) {
+        ApiError::datastore_unavailable()
+    } else {
+        tracing::error!(error = %err, context = message, "datastore operation failed");
+        ApiError::internal(message)
+    }
+}
+
 /// A workspace row that exists and is not removed, or the documented 404.
 pub async fn live_workspace(
     db: &impl sea_orm::ConnectionTrait,
@@ -183,7 +206,7 @@ pub async fn live_workspace(
     entities::workspace::Entity::find_by_id(id.to_owned())
         .one(db)
         .await
-        .map_err(ApiError::datastore("query failed"))?
+        .context("query failed")?
         .filter(|row| row.status != "removed")
         .ok_or_else(|| ApiError::not_found("workspace not found"))
 }

@@ -3,8 +3,6 @@
 //! deliberate `/state` ordering) and changes state with conditional updates inside one
 //! transaction, then publishes the events it recorded. It knows nothing about HTTP.
 
-pub mod validate;
-
 use std::{collections::HashMap, pin::Pin};
 
 use futures::Stream;
@@ -16,13 +14,15 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Status, metadata::MetadataMap};
 
+use crate::store::DbContext;
 use crate::{
     auth::{self, MintedToken, Principal},
+    domain::validate,
     error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     events::Envelope,
     liveness::BeatSnapshot,
     pb, secrets,
-    state::AppState,
+    state::Platform,
     store::{
         self,
         entities::{canvas_layout, org_token, structure_event, workspace, workspace_token},
@@ -35,11 +35,11 @@ const EVENTS_PAGE: u64 = 100;
 const ORG_TOKENS_PAGE: u64 = 500;
 
 pub struct WorkspacesService {
-    state: AppState,
+    state: Platform,
 }
 
 impl WorkspacesService {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: Platform) -> Self {
         Self { state }
     }
 }
@@ -322,7 +322,7 @@ impl WorkspacesService {
         workspace::Entity::find_by_id(id.to_owned())
             .one(db)
             .await
-            .map_err(ApiError::datastore("query failed"))
+            .context("query failed")
     }
 
     /// Every descendant of `root` (not `root` itself), breadth first and cycle-safe.
@@ -340,7 +340,7 @@ impl WorkspacesService {
                 .order_by_asc(workspace::Column::CreatedAt)
                 .all(db)
                 .await
-                .map_err(ApiError::datastore("failed to check children"))?;
+                .context("failed to check children")?;
             frontier.clear();
             for child in children {
                 if seen.insert(child.id.clone()) {
@@ -489,7 +489,7 @@ impl WorkspacesService {
             .db
             .begin()
             .await
-            .map_err(ApiError::datastore("failed to create workspace"))?;
+            .context("failed to create workspace")?;
         workspace::Entity::insert(workspace::ActiveModel {
             role: Set(Some(request.role.clone()).filter(|role| !role.is_empty())),
             tier: Set(tier),
@@ -505,7 +505,7 @@ impl WorkspacesService {
         })
         .exec(&txn)
         .await
-        .map_err(ApiError::datastore("failed to create workspace"))?;
+        .context("failed to create workspace")?;
         canvas_layout::Entity::insert(canvas_layout::ActiveModel {
             workspace_id: Set(id.clone()),
             x: Set(x),
@@ -514,11 +514,11 @@ impl WorkspacesService {
         })
         .exec(&txn)
         .await
-        .map_err(ApiError::datastore("failed to create workspace"))?;
+        .context("failed to create workspace")?;
         secrets::insert_initial(&txn, &self.state.keyring, &id, &secrets)
             .await
             .map_err(
-                |(key, err)| match ApiError::datastore("failed to save secret")(err) {
+                |(key, err)| match store::failure(err, "failed to save secret") {
                     failed if failed.code == ErrorCode::Internal => {
                         ApiError::internal(format!("failed to save secret: {key}"))
                     }
@@ -536,7 +536,7 @@ impl WorkspacesService {
                     json!({"name": request.name, "tier": tier, "runtime": runtime}),
                 )
                 .await
-                .map_err(ApiError::datastore("failed to create workspace"))?,
+                .context("failed to create workspace")?,
         ];
         if external {
             let event = if url.is_some() {
@@ -553,12 +553,10 @@ impl WorkspacesService {
                         json!({"name": request.name, "external": true}),
                     )
                     .await
-                    .map_err(ApiError::datastore("failed to create workspace"))?,
+                    .context("failed to create workspace")?,
             );
         }
-        txn.commit()
-            .await
-            .map_err(ApiError::datastore("failed to create workspace"))?;
+        txn.commit().await.context("failed to create workspace")?;
         events.publish_all(recorded);
         self.state.hierarchy.invalidate().await;
 
@@ -589,11 +587,11 @@ impl WorkspacesService {
             .order_by_asc(workspace::Column::Id)
             .all(&self.state.db)
             .await
-            .map_err(ApiError::datastore("query failed"))?;
+            .context("query failed")?;
         let mut layouts: HashMap<String, canvas_layout::Model> = canvas_layout::Entity::find()
             .all(&self.state.db)
             .await
-            .map_err(ApiError::datastore("query failed"))?
+            .context("query failed")?
             .into_iter()
             .map(|layout| (layout.workspace_id.clone(), layout))
             .collect();
@@ -620,7 +618,7 @@ impl WorkspacesService {
         let layout = canvas_layout::Entity::find_by_id(id.clone())
             .one(&self.state.db)
             .await
-            .map_err(ApiError::datastore("query failed"))?;
+            .context("query failed")?;
         let beat = self.live_snapshots(&[id]).await.into_values().next();
         Ok(WorkspaceView { row, layout, beat }.into())
     }
@@ -762,11 +760,11 @@ impl WorkspacesService {
             .db
             .begin()
             .await
-            .map_err(ApiError::datastore("failed to update workspace"))?;
+            .context("failed to update workspace")?;
         let changed = update
             .exec(&txn)
             .await
-            .map_err(ApiError::datastore("failed to update workspace"))?;
+            .context("failed to update workspace")?;
         if changed.rows_affected == 0 {
             return Err(ApiError::not_found(WORKSPACE_NOT_FOUND));
         }
@@ -775,7 +773,7 @@ impl WorkspacesService {
             let existing = canvas_layout::Entity::find_by_id(id.clone())
                 .one(&txn)
                 .await
-                .map_err(ApiError::datastore("failed to update workspace"))?;
+                .context("failed to update workspace")?;
             let (x, y) =
                 position.unwrap_or_else(|| existing.as_ref().map_or((0.0, 0.0), |l| (l.x, l.y)));
             let collapsed = request
@@ -798,7 +796,7 @@ impl WorkspacesService {
                     .await
                     .map(drop)
             };
-            saved.map_err(ApiError::datastore("failed to update workspace"))?;
+            saved.context("failed to update workspace")?;
         }
         let event = self
             .state
@@ -810,10 +808,8 @@ impl WorkspacesService {
                 json!({"fields": changed_fields}),
             )
             .await
-            .map_err(ApiError::datastore("failed to update workspace"))?;
-        txn.commit()
-            .await
-            .map_err(ApiError::datastore("failed to update workspace"))?;
+            .context("failed to update workspace")?;
+        txn.commit().await.context("failed to update workspace")?;
         self.state.events.publish_all([event]);
         if parent_id.is_some() {
             self.state.hierarchy.invalidate().await;
@@ -867,10 +863,7 @@ impl WorkspacesService {
             .chain(live_descendants.iter().map(|row| row.id.clone()))
             .collect();
 
-        let txn = db
-            .begin()
-            .await
-            .map_err(ApiError::datastore("failed to delete workspace"))?;
+        let txn = db.begin().await.context("failed to delete workspace")?;
         let now = store::now();
         let mut recorded = Vec::new();
         for target in &targets {
@@ -883,7 +876,7 @@ impl WorkspacesService {
                 .filter(workspace::Column::Status.ne("removed"))
                 .exec(&txn)
                 .await
-                .map_err(ApiError::datastore("failed to delete workspace"))?;
+                .context("failed to delete workspace")?;
             if changed.rows_affected == 1 {
                 let payload = if *target == id {
                     json!({"cascade_deleted": cascade_deleted})
@@ -895,7 +888,7 @@ impl WorkspacesService {
                         .events
                         .insert(&txn, "WORKSPACE_REMOVED", Some(target), payload)
                         .await
-                        .map_err(ApiError::datastore("failed to delete workspace"))?,
+                        .context("failed to delete workspace")?,
                 );
             }
         }
@@ -903,17 +896,15 @@ impl WorkspacesService {
             .filter(canvas_layout::Column::WorkspaceId.is_in(targets.clone()))
             .exec(&txn)
             .await
-            .map_err(ApiError::datastore("failed to delete workspace"))?;
+            .context("failed to delete workspace")?;
         workspace_token::Entity::update_many()
             .col_expr(workspace_token::Column::RevokedAt, Expr::value(now))
             .filter(workspace_token::Column::WorkspaceId.is_in(targets.clone()))
             .filter(workspace_token::Column::RevokedAt.is_null())
             .exec(&txn)
             .await
-            .map_err(ApiError::datastore("failed to delete workspace"))?;
-        txn.commit()
-            .await
-            .map_err(ApiError::datastore("failed to delete workspace"))?;
+            .context("failed to delete workspace")?;
+        txn.commit().await.context("failed to delete workspace")?;
         self.state.events.publish_all(recorded);
         self.forget_liveness(&targets).await;
 
@@ -925,7 +916,7 @@ impl WorkspacesService {
                 .filter(workspace::Column::Id.is_in(every))
                 .exec(db)
                 .await
-                .map_err(ApiError::datastore("purge failed"))?;
+                .context("purge failed")?;
             self.state.hierarchy.invalidate().await;
             return Ok(pb::DeleteWorkspaceResponse {
                 status: "purged".to_owned(),
@@ -980,10 +971,7 @@ impl WorkspacesService {
         let mut rows = vec![target];
         rows.extend(self.descendants(db, &id).await?);
 
-        let txn = db
-            .begin()
-            .await
-            .map_err(ApiError::datastore("failed to pause workspace"))?;
+        let txn = db.begin().await.context("failed to pause workspace")?;
         let mut recorded = Vec::new();
         for row in rows {
             let changed = workspace::Entity::update_many()
@@ -994,7 +982,7 @@ impl WorkspacesService {
                 .filter(workspace::Column::Status.is_not_in(["removed", "paused"]))
                 .exec(&txn)
                 .await
-                .map_err(ApiError::datastore("failed to pause workspace"))?;
+                .context("failed to pause workspace")?;
             if changed.rows_affected == 1 {
                 recorded.push(
                     self.state
@@ -1006,13 +994,11 @@ impl WorkspacesService {
                             json!({"name": row.name}),
                         )
                         .await
-                        .map_err(ApiError::datastore("failed to pause workspace"))?,
+                        .context("failed to pause workspace")?,
                 );
             }
         }
-        txn.commit()
-            .await
-            .map_err(ApiError::datastore("failed to pause workspace"))?;
+        txn.commit().await.context("failed to pause workspace")?;
         let paused_count = recorded.len() as i32;
         let paused: Vec<String> = recorded
             .iter()
@@ -1043,10 +1029,7 @@ impl WorkspacesService {
         let mut rows = vec![target];
         rows.extend(self.descendants(db, &id).await?);
 
-        let txn = db
-            .begin()
-            .await
-            .map_err(ApiError::datastore("failed to resume workspace"))?;
+        let txn = db.begin().await.context("failed to resume workspace")?;
         let mut recorded = Vec::new();
         for row in rows {
             let changed = workspace::Entity::update_many()
@@ -1059,7 +1042,7 @@ impl WorkspacesService {
                 .filter(workspace::Column::Status.eq("paused"))
                 .exec(&txn)
                 .await
-                .map_err(ApiError::datastore("failed to resume workspace"))?;
+                .context("failed to resume workspace")?;
             if changed.rows_affected == 1 {
                 let payload = json!({"name": row.name, "tier": row.tier, "runtime": row.runtime});
                 recorded.push(
@@ -1067,13 +1050,11 @@ impl WorkspacesService {
                         .events
                         .insert(&txn, "WORKSPACE_PROVISIONING", Some(&row.id), payload)
                         .await
-                        .map_err(ApiError::datastore("failed to resume workspace"))?,
+                        .context("failed to resume workspace")?,
                 );
             }
         }
-        txn.commit()
-            .await
-            .map_err(ApiError::datastore("failed to resume workspace"))?;
+        txn.commit().await.context("failed to resume workspace")?;
         let resumed_count = recorded.len() as i32;
         self.state.events.publish_all(recorded);
         Ok(pb::ResumeWorkspaceResponse {
@@ -1099,10 +1080,7 @@ impl WorkspacesService {
                 "external workspaces are restarted by their operator, not the platform",
             ));
         }
-        let txn = db
-            .begin()
-            .await
-            .map_err(ApiError::datastore("failed to restart workspace"))?;
+        let txn = db.begin().await.context("failed to restart workspace")?;
         let changed = workspace::Entity::update_many()
             .col_expr(workspace::Column::Status, Expr::value("provisioning"))
             .col_expr(workspace::Column::Url, Expr::value(""))
@@ -1111,7 +1089,7 @@ impl WorkspacesService {
             .filter(workspace::Column::Status.ne("removed"))
             .exec(&txn)
             .await
-            .map_err(ApiError::datastore("failed to restart workspace"))?;
+            .context("failed to restart workspace")?;
         if changed.rows_affected == 0 {
             return Err(ApiError::not_found(WORKSPACE_NOT_FOUND));
         }
@@ -1121,10 +1099,8 @@ impl WorkspacesService {
             .events
             .insert(&txn, "WORKSPACE_PROVISIONING", Some(&id), payload)
             .await
-            .map_err(ApiError::datastore("failed to restart workspace"))?;
-        txn.commit()
-            .await
-            .map_err(ApiError::datastore("failed to restart workspace"))?;
+            .context("failed to restart workspace")?;
+        txn.commit().await.context("failed to restart workspace")?;
         self.state.events.publish_all([event]);
         Ok(pb::RestartWorkspaceResponse {
             status: "provisioning".to_owned(),
@@ -1152,7 +1128,7 @@ impl WorkspacesService {
             .offset(request.offset.max(0) as u64)
             .all(&self.state.db)
             .await
-            .map_err(ApiError::datastore("failed to list tokens"))?;
+            .context("failed to list tokens")?;
         let tokens = rows
             .into_iter()
             .map(|row| pb::TokenInfo {
@@ -1176,7 +1152,7 @@ impl WorkspacesService {
             .filter(workspace_token::Column::RevokedAt.is_null())
             .count(&self.state.db)
             .await
-            .map_err(ApiError::datastore("failed to create token"))?;
+            .context("failed to create token")?;
         if live >= MAX_LIVE_TOKENS {
             return Err(ApiError::new(
                 ErrorCode::TooManyRequests,
@@ -1185,7 +1161,7 @@ impl WorkspacesService {
         }
         let auth_token = auth::issue_workspace_token(&self.state.db, &id)
             .await
-            .map_err(ApiError::datastore("failed to create token"))?;
+            .context("failed to create token")?;
         Ok(pb::CreateTokenResponse {
             auth_token,
             workspace_id: id,
@@ -1211,7 +1187,7 @@ impl WorkspacesService {
             .filter(workspace_token::Column::RevokedAt.is_null())
             .exec(&self.state.db)
             .await
-            .map_err(ApiError::datastore("failed to revoke token"))?;
+            .context("failed to revoke token")?;
         if revoked.rows_affected == 0 {
             return Err(not_found());
         }
@@ -1256,7 +1232,7 @@ impl WorkspacesService {
             .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
         let auth_token = auth::issue_workspace_token(db, &id)
             .await
-            .map_err(ApiError::datastore("token issue failed"))?;
+            .context("token issue failed")?;
         Ok(pb::CreateTokenResponse {
             auth_token,
             workspace_id: id,
@@ -1272,7 +1248,7 @@ impl WorkspacesService {
             .limit(ORG_TOKENS_PAGE)
             .all(&self.state.db)
             .await
-            .map_err(ApiError::datastore("failed to list tokens"))?;
+            .context("failed to list tokens")?;
         let tokens = rows
             .into_iter()
             .map(|row| pb::OrgTokenInfo {
@@ -1316,7 +1292,7 @@ impl WorkspacesService {
         })
         .exec(&self.state.db)
         .await
-        .map_err(ApiError::datastore("failed to mint token"))?;
+        .context("failed to mint token")?;
         Ok(pb::CreateOrgTokenResponse {
             id,
             prefix: token.prefix,
@@ -1339,7 +1315,7 @@ impl WorkspacesService {
             .filter(org_token::Column::RevokedAt.is_null())
             .exec(&self.state.db)
             .await
-            .map_err(ApiError::datastore("failed to revoke token"))?;
+            .context("failed to revoke token")?;
         if revoked.rows_affected == 0 {
             return Err(not_found());
         }
@@ -1363,7 +1339,7 @@ impl WorkspacesService {
             .limit(EVENTS_PAGE)
             .all(&self.state.db)
             .await
-            .map_err(ApiError::datastore("query failed"))?;
+            .context("query failed")?;
         let events = rows
             .into_iter()
             .map(|row| pb::Event {

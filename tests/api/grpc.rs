@@ -216,7 +216,10 @@ async fn every_service_reflection_lists_reports_serving() {
         .map(|service| service.name)
         .filter(|name| name.starts_with("molecule.v1."))
         .collect();
-    assert!(ours.contains(&"molecule.v1.Replicas".to_owned()), "{ours:?}");
+    assert!(
+        ours.contains(&"molecule.v1.Replicas".to_owned()),
+        "{ours:?}"
+    );
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for service in ours {
         let status = health
