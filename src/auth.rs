@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 use tracing::warn;
 
+use crate::domain::WorkspaceStatus;
 use crate::store::DbContext;
 use crate::{
     config::Secret,
@@ -394,13 +395,14 @@ impl Authenticator {
         let Some(token) = token else {
             return Ok(None);
         };
-        let status: Option<String> = workspace::Entity::find_by_id(token.workspace_id.clone())
-            .select_only()
-            .column(workspace::Column::Status)
-            .into_tuple()
-            .one(&self.db)
-            .await?;
-        if status.as_deref().is_none_or(|status| status == "removed") {
+        let status: Option<WorkspaceStatus> =
+            workspace::Entity::find_by_id(token.workspace_id.clone())
+                .select_only()
+                .column(workspace::Column::Status)
+                .into_tuple()
+                .one(&self.db)
+                .await?;
+        if status.is_none_or(|status| status == WorkspaceStatus::Removed) {
             return Ok(None);
         }
         Ok(Some(TokenOwner {

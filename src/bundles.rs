@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tonic::{Request, metadata::MetadataMap};
 
+use crate::domain::WorkspaceStatus;
 use crate::store::DbContext;
 use crate::{
     domain::validate,
@@ -145,7 +146,7 @@ impl BundlesService {
             .one(&self.state.db)
             .await
             .context(BUNDLE_NOT_FOUND)?
-            .filter(|row| row.status != "removed")
+            .filter(|row| row.status != WorkspaceStatus::Removed)
             .ok_or_else(not_found)?;
         self.export_tree(root, 0).await.context(BUNDLE_NOT_FOUND)
     }
@@ -196,7 +197,7 @@ impl BundlesService {
         if depth < MAX_DEPTH {
             let rows = workspace::Entity::find()
                 .filter(workspace::Column::ParentId.eq(&row.id))
-                .filter(workspace::Column::Status.ne("removed"))
+                .filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))
                 .order_by_asc(workspace::Column::CreatedAt)
                 .order_by_asc(workspace::Column::Id)
                 .all(db)
@@ -325,7 +326,7 @@ impl BundlesService {
         for child in &bundle.sub_workspaces {
             children.push(Box::pin(self.import_tree(txn, child, Some(&id), events)).await?);
         }
-        let mut result = json!({"workspace_id": id, "name": bundle.name, "status": "provisioning"});
+        let mut result = json!({"workspace_id": id, "name": bundle.name, "status": WorkspaceStatus::Provisioning});
         if !children.is_empty() {
             result["children"] = Value::Array(children);
         }

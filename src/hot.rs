@@ -11,14 +11,14 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use crate::{liveness::BeatSnapshot, pb};
+use crate::{domain::WorkspaceStatus, liveness::BeatSnapshot, pb};
 
 /// How long a workspace's state is trusted; every transition also invalidates it.
 const STATE_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedWorkspace {
-    pub status: String,
+    pub status: WorkspaceStatus,
     pub runtime: String,
     pub current_task: String,
     pub max_concurrent_tasks: i32,
@@ -29,7 +29,7 @@ pub struct CachedWorkspace {
 pub struct CachedRoute {
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: WorkspaceStatus,
     pub runtime: String,
     pub url: Option<String>,
     pub budget_limit: Option<i64>,

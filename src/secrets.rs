@@ -15,6 +15,7 @@ use serde_json::json;
 use tonic::{Request, metadata::MetadataMap};
 use tracing::{info, warn};
 
+use crate::domain::WorkspaceStatus;
 use crate::store::DbContext;
 use crate::{
     crypto::{Keyring, Scope, Sealed},
@@ -584,7 +585,7 @@ impl SecretsService {
                 let affected: Vec<String> = workspace::Entity::find()
                     .select_only()
                     .column(workspace::Column::Id)
-                    .filter(workspace::Column::Status.ne("removed"))
+                    .filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))
                     .filter(workspace::Column::Id.not_in_subquery(overriding))
                     .into_tuple()
                     .all(txn)

@@ -9,6 +9,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::domain::WorkspaceStatus;
 use crate::{state::Platform, store, store::entities::workspace};
 
 pub const PROVISION_TIMEOUT_ERROR: &str = "provisioning timed out — container started but never called /registry/register. Check container logs and network connectivity to the platform.";
@@ -35,20 +36,23 @@ pub async fn run_provision_timeout_sweep(state: Platform) {
 async fn sweep_provisioning(state: &Platform, timeout: Duration) -> Result<(), sea_orm::DbErr> {
     let cutoff = store::now() - TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
     let stuck = workspace::Entity::find()
-        .filter(workspace::Column::Status.eq("provisioning"))
+        .filter(workspace::Column::Status.eq(WorkspaceStatus::Provisioning))
         .filter(workspace::Column::UpdatedAt.lt(cutoff))
         .all(&state.db)
         .await?;
     for row in stuck {
         let changed = workspace::Entity::update_many()
-            .col_expr(workspace::Column::Status, Expr::value("failed"))
+            .col_expr(
+                workspace::Column::Status,
+                Expr::value(WorkspaceStatus::Failed),
+            )
             .col_expr(
                 workspace::Column::LastSampleError,
                 Expr::value(PROVISION_TIMEOUT_ERROR),
             )
             .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
             .filter(workspace::Column::Id.eq(row.id.clone()))
-            .filter(workspace::Column::Status.eq("provisioning"))
+            .filter(workspace::Column::Status.eq(WorkspaceStatus::Provisioning))
             .filter(workspace::Column::UpdatedAt.lt(cutoff))
             .exec(&state.db)
             .await?;

@@ -21,9 +21,8 @@ use tokio::{sync::mpsc, time::Instant};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
-use super::A2aState;
 use super::{
-    Caller,
+    A2aState, Caller,
     envelope::Envelope,
     upstream::{Answer, BodyFailure, DispatchError, Limits, MAX_RESPONSE_BYTES},
 };

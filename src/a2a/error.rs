@@ -4,7 +4,10 @@
 
 use serde_json::json;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::{
+    domain::WorkspaceStatus,
+    error::{ApiError, ErrorCode},
+};
 
 pub(crate) const WORKSPACE_NOT_FOUND: &str = "workspace not found";
 const ACCESS_DENIED: &str = "access denied: workspaces cannot communicate per hierarchy rules";
@@ -23,7 +26,7 @@ pub enum ProxyError {
     BudgetExceeded,
     /// Neither a URL, an attached stream nor a poll mailbox reaches the target.
     NoUrl {
-        status: String,
+        status: WorkspaceStatus,
     },
     /// The agent's URL resolved to an address the policy refuses.
     UnsafeUrl,

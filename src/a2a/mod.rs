@@ -28,6 +28,7 @@ use self::{
     records::{Record, TokenUsage},
     upstream::{Answer, BodyFailure, DispatchError, Limits},
 };
+use crate::domain::WorkspaceStatus;
 use crate::store::DbContext;
 use crate::{
     auth,
@@ -468,7 +469,7 @@ async fn prepare(
     let target_id = validate::parse_uuid(&call.target).ok_or(ProxyError::WorkspaceNotFound)?;
     let target = target_route(state, &target_id)
         .await?
-        .filter(|route| route.status != "removed");
+        .filter(|route| route.status != WorkspaceStatus::Removed);
     if let Caller::Workspace(caller_id) = &caller
         && *caller_id != target_id
     {
@@ -490,7 +491,7 @@ async fn prepare(
         None if target.runtime == "external" => Route::Mailbox,
         None => {
             return Err(ProxyError::NoUrl {
-                status: target.status.clone(),
+                status: target.status,
             });
         }
     };

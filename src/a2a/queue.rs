@@ -16,9 +16,11 @@ use sea_orm::{
 };
 use tracing::{debug, warn};
 
-use super::A2aState;
-use super::{Caller, Outcome, ProxyCall, ProxyError, envelope::Envelope};
-use crate::store::{self, entities::a2a_queue};
+use super::{A2aState, Caller, Outcome, ProxyCall, ProxyError, envelope::Envelope};
+use crate::{
+    domain::QueueStatus,
+    store::{self, entities::a2a_queue},
+};
 
 const TASK_PRIORITY: i32 = 50;
 const MAX_ATTEMPTS: i32 = 5;
@@ -62,7 +64,9 @@ pub(super) async fn enqueue(
             a2a_queue::Entity::find()
                 .filter(a2a_queue::Column::WorkspaceId.eq(target))
                 .filter(a2a_queue::Column::IdempotencyKey.eq(key.as_str()))
-                .filter(a2a_queue::Column::Status.is_in(["queued", "dispatched"]))
+                .filter(
+                    a2a_queue::Column::Status.is_in([QueueStatus::Queued, QueueStatus::Dispatched]),
+                )
                 .one(&state.db)
                 .await?
         }
@@ -85,7 +89,7 @@ pub(super) async fn enqueue(
                 completed_at: Set(None),
                 expires_at: Set(None),
                 attempts: Set(0),
-                status: Set("queued".to_owned()),
+                status: Set(QueueStatus::Queued),
                 last_error: Set(None),
             })
             .exec_without_returning(&state.db)
@@ -96,7 +100,7 @@ pub(super) async fn enqueue(
     state.waiting.insert(target);
     let depth = a2a_queue::Entity::find()
         .filter(a2a_queue::Column::WorkspaceId.eq(target))
-        .filter(a2a_queue::Column::Status.eq("queued"))
+        .filter(a2a_queue::Column::Status.eq(QueueStatus::Queued))
         .count(&state.db)
         .await?;
     Ok((id, u32::try_from(depth).unwrap_or(u32::MAX)))
@@ -123,7 +127,7 @@ pub fn on_heartbeat(state: &A2aState, id: &str, active_tasks: i32, max_concurren
 async fn drain(state: &A2aState, target: &str, capacity: i32) -> Result<(), DbErr> {
     let candidates = a2a_queue::Entity::find()
         .filter(a2a_queue::Column::WorkspaceId.eq(target))
-        .filter(a2a_queue::Column::Status.eq("queued"))
+        .filter(a2a_queue::Column::Status.eq(QueueStatus::Queued))
         .order_by_desc(a2a_queue::Column::Priority)
         .order_by_asc(a2a_queue::Column::EnqueuedAt)
         .limit(u64::try_from(capacity).unwrap_or(1))
@@ -135,14 +139,17 @@ async fn drain(state: &A2aState, target: &str, capacity: i32) -> Result<(), DbEr
     }
     for row in candidates {
         let claimed = a2a_queue::Entity::update_many()
-            .col_expr(a2a_queue::Column::Status, Expr::value("dispatched"))
+            .col_expr(
+                a2a_queue::Column::Status,
+                Expr::value(QueueStatus::Dispatched),
+            )
             .col_expr(a2a_queue::Column::DispatchedAt, Expr::value(store::now()))
             .col_expr(
                 a2a_queue::Column::Attempts,
                 sea_orm::sea_query::ExprTrait::add(Expr::col(a2a_queue::Column::Attempts), 1),
             )
             .filter(a2a_queue::Column::Id.eq(row.id.as_str()))
-            .filter(a2a_queue::Column::Status.eq("queued"))
+            .filter(a2a_queue::Column::Status.eq(QueueStatus::Queued))
             .exec(&state.db)
             .await?;
         if claimed.rows_affected != 1 {
@@ -182,25 +189,25 @@ async fn redeliver(state: &A2aState, row: a2a_queue::Model) {
     let attempts = row.attempts + 1;
     let (status, last_error) = match &outcome {
         Ok(Outcome::Delivered { .. } | Outcome::Mailbox { .. } | Outcome::Queued { .. }) => {
-            ("completed", None)
+            (QueueStatus::Completed, None)
         }
         // A busy agent is not a failed attempt: the row waits for its next spare capacity.
-        Err(err @ ProxyError::Busy { .. }) => ("queued", Some(err.to_string())),
-        Err(err) if attempts >= MAX_ATTEMPTS => ("failed", Some(err.to_string())),
-        Err(err) => ("queued", Some(err.to_string())),
+        Err(err @ ProxyError::Busy { .. }) => (QueueStatus::Queued, Some(err.to_string())),
+        Err(err) if attempts >= MAX_ATTEMPTS => (QueueStatus::Failed, Some(err.to_string())),
+        Err(err) => (QueueStatus::Queued, Some(err.to_string())),
     };
-    debug!(queue_id = %row.id, status, "queue row redelivered");
+    debug!(queue_id = %row.id, ?status, "queue row redelivered");
     let mut update = a2a_queue::Entity::update_many()
         .col_expr(a2a_queue::Column::Status, Expr::value(status))
         .col_expr(a2a_queue::Column::LastError, Expr::value(last_error))
         .filter(a2a_queue::Column::Id.eq(row.id.as_str()));
-    if status == "completed" {
+    if status == QueueStatus::Completed {
         update = update.col_expr(a2a_queue::Column::CompletedAt, Expr::value(store::now()));
     }
     if let Err(err) = update.exec(&state.db).await {
         warn!(queue_id = %row.id, error = %err, "queue row not updated");
     }
-    if status == "queued" {
+    if status == QueueStatus::Queued {
         state.waiting.insert(&row.workspace_id);
     }
 }
@@ -232,8 +239,8 @@ pub async fn sweep(state: A2aState) {
             - chrono::Duration::from_std(STRANDED_AFTER)
                 .unwrap_or_else(|_| chrono::Duration::minutes(35));
         let reaped = a2a_queue::Entity::update_many()
-            .col_expr(a2a_queue::Column::Status, Expr::value("queued"))
-            .filter(a2a_queue::Column::Status.eq("dispatched"))
+            .col_expr(a2a_queue::Column::Status, Expr::value(QueueStatus::Queued))
+            .filter(a2a_queue::Column::Status.eq(QueueStatus::Dispatched))
             .filter(a2a_queue::Column::DispatchedAt.lt(stranded_before))
             .exec(&state.db)
             .await;
@@ -245,7 +252,7 @@ pub async fn sweep(state: A2aState) {
         let waiting: Result<Vec<String>, DbErr> = a2a_queue::Entity::find()
             .select_only()
             .column(a2a_queue::Column::WorkspaceId)
-            .filter(a2a_queue::Column::Status.eq("queued"))
+            .filter(a2a_queue::Column::Status.eq(QueueStatus::Queued))
             .distinct()
             .into_tuple()
             .all(&state.db)
@@ -268,7 +275,7 @@ pub async fn drop_stale(
     let now = store::now();
     let cutoff = now - chrono::Duration::minutes(max_age_minutes);
     let mut stale = a2a_queue::Entity::find()
-        .filter(a2a_queue::Column::Status.eq("queued"))
+        .filter(a2a_queue::Column::Status.eq(QueueStatus::Queued))
         .filter(a2a_queue::Column::EnqueuedAt.lt(cutoff));
     if let Some(id) = workspace_id {
         stale = stale.filter(a2a_queue::Column::WorkspaceId.eq(id));
@@ -284,10 +291,10 @@ pub async fn drop_stale(
             _ => note.clone(),
         };
         let updated = a2a_queue::Entity::update_many()
-            .col_expr(a2a_queue::Column::Status, Expr::value("dropped"))
+            .col_expr(a2a_queue::Column::Status, Expr::value(QueueStatus::Dropped))
             .col_expr(a2a_queue::Column::LastError, Expr::value(last_error))
             .filter(a2a_queue::Column::Id.eq(row.id.as_str()))
-            .filter(a2a_queue::Column::Status.eq("queued"))
+            .filter(a2a_queue::Column::Status.eq(QueueStatus::Queued))
             .exec(&state.db)
             .await?;
         dropped += updated.rows_affected;

@@ -21,8 +21,7 @@ use tonic::{
 };
 use tracing::{debug, warn};
 
-use super::A2aState;
-use super::{attach::ReplyPart, upstream::DispatchError};
+use super::{A2aState, attach::ReplyPart, upstream::DispatchError};
 use crate::{
     crypto::Keyring,
     error::{ApiError, ErrorCode},

@@ -1,4 +1,7 @@
 //! The domain vocabulary every feature shares: identifiers and input rules, workspace
 //! statuses, event names. Pure values and functions: no datastore, no network, no state.
 
+pub mod status;
 pub mod validate;
+
+pub use status::{QueueStatus, WorkspaceStatus};

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tonic::{Request, Status, Streaming, metadata::MetadataMap};
 use tracing::{debug, info, warn};
 
+use crate::domain::WorkspaceStatus;
 use crate::hot::CachedWorkspace;
 use crate::store::DbContext;
 use crate::{
@@ -139,7 +140,7 @@ impl RegistryService {
     /// Like `workspace_state`, with removed workspaces answered 410 (registry contract).
     async fn live_workspace_state(&self, id: &str) -> ApiResult<CachedWorkspace> {
         let state = self.workspace_state(id).await?;
-        if state.status == "removed" {
+        if state.status == WorkspaceStatus::Removed {
             return Err(ApiError::new(
                 crate::error::ErrorCode::Gone,
                 WORKSPACE_REMOVED,
@@ -169,7 +170,7 @@ impl RegistryService {
             .await
             .context("registration failed")?
             .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
-        if row.status == "removed" {
+        if row.status == WorkspaceStatus::Removed {
             return Err(ApiError::new(
                 crate::error::ErrorCode::Gone,
                 WORKSPACE_REMOVED,
@@ -227,12 +228,11 @@ impl RegistryService {
             .one(&txn)
             .await
             .context("registration failed")?
-            .filter(|row| row.status != "removed")
+            .filter(|row| row.status != WorkspaceStatus::Removed)
             .ok_or_else(|| ApiError::new(crate::error::ErrorCode::Gone, WORKSPACE_REMOVED))?;
-        let status = if matches!(locked.status.as_str(), "paused" | "hibernated") {
-            locked.status.clone()
-        } else {
-            "online".to_owned()
+        let status = match locked.status {
+            WorkspaceStatus::Paused | WorkspaceStatus::Hibernated => locked.status,
+            _ => WorkspaceStatus::Online,
         };
         let now = store::now();
         workspace::Entity::update_many()
@@ -241,11 +241,11 @@ impl RegistryService {
                 Expr::value(request.agent_card_json.clone()),
             )
             .col_expr(workspace::Column::Url, Expr::value(effective_url.clone()))
-            .col_expr(workspace::Column::Status, Expr::value(status.clone()))
+            .col_expr(workspace::Column::Status, Expr::value(status))
             .col_expr(workspace::Column::LastHeartbeatAt, Expr::value(now))
             .col_expr(workspace::Column::UpdatedAt, Expr::value(now))
             .filter(workspace::Column::Id.eq(id.clone()))
-            .filter(workspace::Column::Status.ne("removed"))
+            .filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))
             .exec(&txn)
             .await
             .context("registration failed")?;
@@ -302,7 +302,11 @@ impl RegistryService {
     }
 
     /// One heartbeat, whatever the transport. Returns the status after it.
-    pub(crate) async fn beat(&self, id: &str, request: &pb::HeartbeatRequest) -> ApiResult<String> {
+    pub(crate) async fn beat(
+        &self,
+        id: &str,
+        request: &pb::HeartbeatRequest,
+    ) -> ApiResult<WorkspaceStatus> {
         let cached = self.live_workspace_state(id).await?;
         let error_rate = if request.error_rate.is_finite() {
             request.error_rate.clamp(0.0, 1.0)
@@ -340,11 +344,11 @@ impl RegistryService {
             sample_error: &request.sample_error,
             native: overrides.status_mgmt,
         };
-        let mut status = cached.status.clone();
-        if let Some((to, payload)) = transitions::evaluate(&cached.status, facts)
-            && self.transition(id, &cached.status, to, payload).await?
+        let mut status = cached.status;
+        if let Some((to, payload)) = transitions::evaluate(cached.status, facts)
+            && self.transition(id, cached.status, to, payload).await?
         {
-            status = to.to_owned();
+            status = to;
         }
         if request.current_task != cached.current_task {
             self.write_current_task(id, request).await?;
@@ -366,7 +370,13 @@ impl RegistryService {
 
     /// A conditional status change with its event, in one transaction. False when another
     /// writer changed the status first (the cache is then dropped).
-    async fn transition(&self, id: &str, from: &str, to: &str, payload: Value) -> ApiResult<bool> {
+    async fn transition(
+        &self,
+        id: &str,
+        from: WorkspaceStatus,
+        to: WorkspaceStatus,
+        payload: Value,
+    ) -> ApiResult<bool> {
         let event = transition_in(&self.state, id, &[from], to, payload)
             .await
             .context("failed to update")?;
@@ -391,7 +401,7 @@ impl RegistryService {
                 Expr::value(request.active_tasks),
             )
             .filter(workspace::Column::Id.eq(id.to_owned()))
-            .filter(workspace::Column::Status.ne("removed"))
+            .filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))
             .exec(&self.state.db)
             .await
             .context("failed to update")?;
@@ -414,7 +424,9 @@ impl RegistryService {
             .ok_or_else(|| ApiError::bad_request(validate::INVALID_WORKSPACE_ID))?;
         self.authenticate_agent(metadata, &id).await?;
         let status = self.beat(&id, &request).await?;
-        Ok(pb::HeartbeatResponse { status })
+        Ok(pb::HeartbeatResponse {
+            status: status.to_string(),
+        })
     }
 
     async fn update_card(
@@ -439,7 +451,7 @@ impl RegistryService {
             )
             .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
             .filter(workspace::Column::Id.eq(id.clone()))
-            .filter(workspace::Column::Status.ne("removed"))
+            .filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))
             .exec(&txn)
             .await
             .context("failed to update card")?;
@@ -515,7 +527,7 @@ impl RegistryService {
             )
             .with_fields(json!({"status": target.status}))
         };
-        if target.status == "removed" {
+        if target.status == WorkspaceStatus::Removed {
             return Err(unavailable());
         }
         let stored = target.url.clone().unwrap_or_default();
@@ -538,7 +550,7 @@ impl RegistryService {
                     ApiError::new(crate::error::ErrorCode::Unavailable, "workspace URL failed safety check")
                 });
         }
-        if matches!(target.status.as_str(), "online" | "degraded") && target.runtime != "external" {
+        if target.status.is_live() && target.runtime != "external" {
             return Ok(format!("http://ws-{}:8000", &target.id[..12]));
         }
         Err(unavailable())
@@ -556,10 +568,12 @@ impl RegistryService {
             .one(db)
             .await
             .context("lookup failed")?
-            .filter(|row| row.status != "removed")
+            .filter(|row| row.status != WorkspaceStatus::Removed)
             .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
         let caller_in_container = me.runtime != "external";
-        let live = || workspace::Entity::find().filter(workspace::Column::Status.ne("removed"));
+        let live = || {
+            workspace::Entity::find().filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))
+        };
         let siblings = match &me.parent_id {
             Some(parent) => live().filter(workspace::Column::ParentId.eq(parent.clone())),
             None => live().filter(workspace::Column::ParentId.is_null()),
@@ -610,7 +624,7 @@ impl RegistryService {
                 name: row.name,
                 role: row.role.filter(|role| !role.is_empty()),
                 tier: row.tier,
-                status: row.status,
+                status: row.status.to_string(),
                 agent_card_json: row.agent_card,
                 parent_id: row.parent_id,
             });
@@ -684,8 +698,8 @@ fn rewrite_loopback_host(raw: &str) -> String {
 pub(crate) async fn transition_in(
     state: &Platform,
     id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[WorkspaceStatus],
+    to: WorkspaceStatus,
     payload: Value,
 ) -> Result<Option<std::sync::Arc<crate::events::Envelope>>, DbErr> {
     let txn = state.db.begin().await?;
@@ -701,9 +715,9 @@ pub(crate) async fn transition_in(
         return Ok(None);
     }
     let event_type = match to {
-        "online" => "WORKSPACE_ONLINE",
-        "degraded" => "WORKSPACE_DEGRADED",
-        "offline" => "WORKSPACE_OFFLINE",
+        WorkspaceStatus::Online => "WORKSPACE_ONLINE",
+        WorkspaceStatus::Degraded => "WORKSPACE_DEGRADED",
+        WorkspaceStatus::Offline => "WORKSPACE_OFFLINE",
         other => return Err(DbErr::Custom(format!("no event for status {other}"))),
     };
     let event = state
@@ -716,7 +730,14 @@ pub(crate) async fn transition_in(
 
 /// Liveness ran out (expiry, sweep or goodbye): online/degraded → offline, once fleet-wide.
 pub(crate) async fn mark_offline(state: &Platform, id: &str) -> Result<bool, DbErr> {
-    let event = transition_in(state, id, &["online", "degraded"], "offline", json!({})).await?;
+    let event = transition_in(
+        state,
+        id,
+        &[WorkspaceStatus::Online, WorkspaceStatus::Degraded],
+        WorkspaceStatus::Offline,
+        json!({}),
+    )
+    .await?;
     state.hot.forget_workspace(id);
     Ok(match event {
         Some(event) => {
@@ -927,7 +948,9 @@ async fn sweep_once(state: &Platform) -> Result<(), String> {
     let ids: Vec<String> = workspace::Entity::find()
         .select_only()
         .column(workspace::Column::Id)
-        .filter(workspace::Column::Status.is_in(["online", "degraded"]))
+        .filter(
+            workspace::Column::Status.is_in([WorkspaceStatus::Online, WorkspaceStatus::Degraded]),
+        )
         .into_tuple()
         .all(&state.db)
         .await

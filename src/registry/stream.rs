@@ -12,6 +12,7 @@ use tonic::{Request, Status, Streaming};
 use tracing::{debug, warn};
 
 use super::{RegistryService, mark_offline};
+use crate::domain::WorkspaceStatus;
 use crate::{
     domain::validate,
     error::{ApiError, ApiResult},
@@ -42,7 +43,7 @@ pub(super) async fn open(
         StreamHandle {
             token_id: credential.token_id,
             frames: frames.clone(),
-            paused: current.status == "paused",
+            paused: current.status == WorkspaceStatus::Paused,
             serial: 0,
         },
     );
@@ -73,7 +74,7 @@ async fn serve(
                     Ok(status) => Ok(pb::ServerFrame {
                         frame: Some(pb::server_frame::Frame::Ack(pb::Ack {
                             sequence: beat.sequence,
-                            status,
+                            status: status.to_string(),
                         })),
                     }),
                     Err(err) => Err(Status::from(err)),

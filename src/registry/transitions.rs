@@ -3,6 +3,11 @@
 
 use serde_json::{Value, json};
 
+use crate::domain::WorkspaceStatus::{
+    self, AwaitingAgent, Degraded, Failed, Hibernated, Hibernating, Offline, Online, Paused,
+    Provisioning, Removed,
+};
+
 /// What a heartbeat reports that the rules look at.
 #[derive(Debug, Clone, Copy)]
 pub struct BeatFacts<'a> {
@@ -14,24 +19,23 @@ pub struct BeatFacts<'a> {
 }
 
 /// The one transition this beat causes, evaluated in the contract's order.
-pub fn evaluate(current: &str, beat: BeatFacts<'_>) -> Option<(&'static str, Value)> {
+pub fn evaluate(current: WorkspaceStatus, beat: BeatFacts<'_>) -> Option<(WorkspaceStatus, Value)> {
     let wedged = beat.runtime_state == "wedged";
     match current {
-        "online" if wedged => Some((
-            "degraded",
+        Online if wedged => Some((
+            Degraded,
             json!({"runtime_state": "wedged", "sample_error": beat.sample_error}),
         )),
-        "online" if !beat.native && beat.error_rate >= 0.5 => Some((
-            "degraded",
+        Online if !beat.native && beat.error_rate >= 0.5 => Some((
+            Degraded,
             json!({"error_rate": beat.error_rate, "sample_error": beat.sample_error}),
         )),
-        "degraded" if !beat.native && beat.error_rate < 0.1 && beat.runtime_state.is_empty() => {
-            Some(("online", json!({})))
+        Degraded if !beat.native && beat.error_rate < 0.1 && beat.runtime_state.is_empty() => {
+            Some((Online, json!({})))
         }
-        "offline" => Some(("online", json!({}))),
-        "provisioning" => Some(("online", json!({"recovered_from": "provisioning"}))),
-        "awaiting_agent" => Some(("online", json!({"recovered_from": "awaiting_agent"}))),
-        _ => None,
+        Offline => Some((Online, json!({}))),
+        Provisioning | AwaitingAgent => Some((Online, json!({"recovered_from": current.as_str()}))),
+        Online | Degraded | Failed | Paused | Hibernating | Hibernated | Removed => None,
     }
 }
 
@@ -51,48 +55,45 @@ mod tests {
     #[test]
     fn the_rules_in_order() {
         let healthy = beat(0.0, "", false);
-        assert_eq!(evaluate("online", healthy), None);
+        assert_eq!(evaluate(Online, healthy), None);
         // A wedge and a high error rate together: one transition, the wedge's payload.
         assert_eq!(
-            evaluate("online", beat(0.9, "wedged", false)),
+            evaluate(Online, beat(0.9, "wedged", false)),
             Some((
-                "degraded",
+                Degraded,
                 json!({"runtime_state": "wedged", "sample_error": "boom"})
             ))
         );
         assert_eq!(
-            evaluate("online", beat(0.5, "", false)),
-            Some((
-                "degraded",
-                json!({"error_rate": 0.5, "sample_error": "boom"})
-            ))
+            evaluate(Online, beat(0.5, "", false)),
+            Some((Degraded, json!({"error_rate": 0.5, "sample_error": "boom"})))
         );
         assert_eq!(
-            evaluate("online", beat(0.9, "", true)),
+            evaluate(Online, beat(0.9, "", true)),
             None,
             "native runtimes manage themselves"
         );
         // Hysteresis: degraded recovers only below 0.1 and without a wedge.
-        assert_eq!(evaluate("degraded", beat(0.2, "", false)), None);
-        assert_eq!(evaluate("degraded", beat(0.05, "wedged", false)), None);
+        assert_eq!(evaluate(Degraded, beat(0.2, "", false)), None);
+        assert_eq!(evaluate(Degraded, beat(0.05, "wedged", false)), None);
         assert_eq!(
-            evaluate("degraded", beat(0.05, "", false)),
-            Some(("online", json!({})))
+            evaluate(Degraded, beat(0.05, "", false)),
+            Some((Online, json!({})))
         );
         // Recovery fires even when this beat reports a wedge; the next one degrades.
         assert_eq!(
-            evaluate("offline", beat(0.0, "wedged", false)),
-            Some(("online", json!({})))
+            evaluate(Offline, beat(0.0, "wedged", false)),
+            Some((Online, json!({})))
         );
         assert_eq!(
-            evaluate("provisioning", healthy),
-            Some(("online", json!({"recovered_from": "provisioning"})))
+            evaluate(Provisioning, healthy),
+            Some((Online, json!({"recovered_from": "provisioning"})))
         );
         assert_eq!(
-            evaluate("awaiting_agent", healthy),
-            Some(("online", json!({"recovered_from": "awaiting_agent"})))
+            evaluate(AwaitingAgent, healthy),
+            Some((Online, json!({"recovered_from": "awaiting_agent"})))
         );
-        for untouched in ["paused", "hibernated", "failed", "removed"] {
+        for untouched in [Paused, Hibernating, Hibernated, Failed, Removed] {
             assert_eq!(evaluate(untouched, healthy), None, "{untouched}");
         }
     }

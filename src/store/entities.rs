@@ -4,6 +4,8 @@
 pub mod workspace {
     use sea_orm::entity::prelude::*;
 
+    pub use crate::domain::WorkspaceStatus;
+
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "workspaces")]
     pub struct Model {
@@ -12,7 +14,7 @@ pub mod workspace {
         pub name: String,
         pub role: Option<String>,
         pub tier: i32,
-        pub status: String,
+        pub status: WorkspaceStatus,
         pub runtime: String,
         pub agent_card: Option<String>,
         pub url: Option<String>,
@@ -54,7 +56,7 @@ pub mod workspace {
                 name: Set(name.to_owned()),
                 role: Set(None),
                 tier: Set(3),
-                status: Set("provisioning".to_owned()),
+                status: Set(WorkspaceStatus::Provisioning),
                 runtime: Set("langgraph".to_owned()),
                 agent_card: Set(None),
                 url: Set(None),
@@ -289,6 +291,8 @@ pub mod workspace_file {
 pub mod a2a_queue {
     use sea_orm::entity::prelude::*;
 
+    pub use crate::domain::QueueStatus;
+
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "a2a_queue")]
     pub struct Model {
@@ -305,7 +309,7 @@ pub mod a2a_queue {
         pub completed_at: Option<DateTimeUtc>,
         pub expires_at: Option<DateTimeUtc>,
         pub attempts: i32,
-        pub status: String,
+        pub status: QueueStatus,
         pub last_error: Option<String>,
     }
 

@@ -13,6 +13,7 @@ use migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use tracing::info;
 
+use crate::domain::WorkspaceStatus;
 use crate::{
     config::StorageArgs,
     error::{ApiError, ApiResult},
@@ -207,6 +208,6 @@ pub async fn live_workspace(
         .one(db)
         .await
         .context("query failed")?
-        .filter(|row| row.status != "removed")
+        .filter(|row| row.status != WorkspaceStatus::Removed)
         .ok_or_else(|| ApiError::not_found("workspace not found"))
 }

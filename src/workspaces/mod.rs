@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Status, metadata::MetadataMap};
 
+use crate::domain::WorkspaceStatus;
 use crate::store::DbContext;
 use crate::{
     auth::{self, MintedToken, Principal},
@@ -242,7 +243,7 @@ impl From<WorkspaceView> for pb::Workspace {
         }: WorkspaceView,
     ) -> Self {
         let (x, y, collapsed) = layout.map_or((0.0, 0.0, false), |l| (l.x, l.y, l.collapsed));
-        if let Some(beat) = beat.filter(|_| row.status != "removed") {
+        if let Some(beat) = beat.filter(|_| row.status != WorkspaceStatus::Removed) {
             row.active_tasks = beat.active_tasks;
             row.uptime_seconds = i32::try_from(beat.uptime_seconds).unwrap_or(i32::MAX);
             row.last_error_rate = beat.error_rate;
@@ -254,7 +255,7 @@ impl From<WorkspaceView> for pb::Workspace {
             name: row.name,
             role: row.role.filter(|role| !role.is_empty()),
             tier: row.tier,
-            status: row.status,
+            status: row.status.to_string(),
             url: row.url.unwrap_or_default(),
             parent_id: row.parent_id,
             agent_card_json: row.agent_card,
@@ -360,7 +361,7 @@ impl WorkspacesService {
             let Some(parent) = self.find(&self.state.db, &id).await? else {
                 return Ok(None);
             };
-            if parent.status == "paused" {
+            if parent.status == WorkspaceStatus::Paused {
                 return Ok(Some(parent));
             }
             parent_id = parent.parent_id;
@@ -379,7 +380,7 @@ impl WorkspacesService {
             .find(&self.state.db, &parent_id)
             .await?
             .ok_or_else(invalid)?;
-        if parent.status == "removed" {
+        if parent.status == WorkspaceStatus::Removed {
             return Err(invalid());
         }
         if let Some(child) = child {
@@ -474,9 +475,9 @@ impl WorkspacesService {
         let id = uuid::Uuid::new_v4().to_string();
         let tier = if request.tier == 0 { 3 } else { request.tier };
         let status = match (external, &url) {
-            (true, Some(_)) => "online",
-            (true, None) => "awaiting_agent",
-            (false, _) => "provisioning",
+            (true, Some(_)) => WorkspaceStatus::Online,
+            (true, None) => WorkspaceStatus::AwaitingAgent,
+            (false, _) => WorkspaceStatus::Provisioning,
         };
         let now = store::now();
         let awareness_namespace = format!("workspace:{id}");
@@ -493,7 +494,7 @@ impl WorkspacesService {
         workspace::Entity::insert(workspace::ActiveModel {
             role: Set(Some(request.role.clone()).filter(|role| !role.is_empty())),
             tier: Set(tier),
-            status: Set(status.to_owned()),
+            status: Set(status),
             runtime: Set(runtime.clone()),
             url: Set(url.clone()),
             parent_id: Set(parent_id),
@@ -571,7 +572,7 @@ impl WorkspacesService {
         });
         Ok(pb::CreateWorkspaceResponse {
             id,
-            status: status.to_owned(),
+            status: status.to_string(),
             external,
             awareness_namespace,
             workspace_access: access.to_owned(),
@@ -582,7 +583,7 @@ impl WorkspacesService {
     async fn list(&self, metadata: &MetadataMap) -> ApiResult<pb::ListWorkspacesResponse> {
         self.state.auth.admin(metadata).await?;
         let rows = workspace::Entity::find()
-            .filter(workspace::Column::Status.ne("removed"))
+            .filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))
             .order_by_asc(workspace::Column::CreatedAt)
             .order_by_asc(workspace::Column::Id)
             .all(&self.state.db)
@@ -728,7 +729,7 @@ impl WorkspacesService {
         let mut update = workspace::Entity::update_many()
             .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
             .filter(workspace::Column::Id.eq(id.clone()))
-            .filter(workspace::Column::Status.ne("removed"));
+            .filter(workspace::Column::Status.ne(WorkspaceStatus::Removed));
         if let Some(name) = request.name {
             update = update.col_expr(workspace::Column::Name, Expr::value(name));
         }
@@ -830,15 +831,18 @@ impl WorkspacesService {
             .await?
             .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
         let descendants = self.descendants(db, &id).await?;
-        if root.status == "removed" && !request.purge {
+        if root.status == WorkspaceStatus::Removed && !request.purge {
             return Ok(pb::DeleteWorkspaceResponse {
-                status: "removed".to_owned(),
+                status: WorkspaceStatus::Removed.to_string(),
                 cascade_deleted: 0,
             });
         }
         let live_children: Vec<_> = descendants
             .iter()
-            .filter(|row| row.parent_id.as_deref() == Some(id.as_str()) && row.status != "removed")
+            .filter(|row| {
+                row.parent_id.as_deref() == Some(id.as_str())
+                    && row.status != WorkspaceStatus::Removed
+            })
             .collect();
         if !live_children.is_empty() && !request.confirm {
             let children: Vec<_> = live_children
@@ -856,7 +860,7 @@ impl WorkspacesService {
         }
         let live_descendants: Vec<_> = descendants
             .iter()
-            .filter(|row| row.status != "removed")
+            .filter(|row| row.status != WorkspaceStatus::Removed)
             .collect();
         let cascade_deleted = live_descendants.len() as i32;
         let targets: Vec<String> = std::iter::once(id.clone())
@@ -869,11 +873,14 @@ impl WorkspacesService {
         for target in &targets {
             // Status first, so a late heartbeat or register cannot resurrect the row.
             let changed = workspace::Entity::update_many()
-                .col_expr(workspace::Column::Status, Expr::value("removed"))
+                .col_expr(
+                    workspace::Column::Status,
+                    Expr::value(WorkspaceStatus::Removed),
+                )
                 .col_expr(workspace::Column::Url, Expr::value(""))
                 .col_expr(workspace::Column::UpdatedAt, Expr::value(now))
                 .filter(workspace::Column::Id.eq(target.clone()))
-                .filter(workspace::Column::Status.ne("removed"))
+                .filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))
                 .exec(&txn)
                 .await
                 .context("failed to delete workspace")?;
@@ -924,7 +931,7 @@ impl WorkspacesService {
             });
         }
         Ok(pb::DeleteWorkspaceResponse {
-            status: "removed".to_owned(),
+            status: WorkspaceStatus::Removed.to_string(),
             cascade_deleted,
         })
     }
@@ -942,15 +949,16 @@ impl WorkspacesService {
             return Err(ApiError::not_found(WORKSPACE_NOT_FOUND)
                 .with_body(json!({"workspace_id": id, "deleted": true})));
         };
-        if row.status == "removed" {
-            return Err(ApiError::not_found(WORKSPACE_NOT_FOUND)
-                .with_body(json!({"workspace_id": id, "status": "removed", "deleted": true})));
+        if row.status == WorkspaceStatus::Removed {
+            return Err(ApiError::not_found(WORKSPACE_NOT_FOUND).with_body(
+                json!({"workspace_id": id, "status": WorkspaceStatus::Removed, "deleted": true}),
+            ));
         }
         self.state.auth.workspace(metadata, &id).await?;
         Ok(pb::WorkspaceState {
             workspace_id: id,
-            paused: row.status == "paused",
-            status: row.status,
+            paused: row.status == WorkspaceStatus::Paused,
+            status: row.status.to_string(),
             deleted: false,
         })
     }
@@ -966,7 +974,12 @@ impl WorkspacesService {
         let target = self
             .find(db, &id)
             .await?
-            .filter(|row| !matches!(row.status.as_str(), "removed" | "paused"))
+            .filter(|row| {
+                !matches!(
+                    row.status,
+                    WorkspaceStatus::Removed | WorkspaceStatus::Paused
+                )
+            })
             .ok_or_else(|| ApiError::not_found("workspace not found or already paused"))?;
         let mut rows = vec![target];
         rows.extend(self.descendants(db, &id).await?);
@@ -975,11 +988,17 @@ impl WorkspacesService {
         let mut recorded = Vec::new();
         for row in rows {
             let changed = workspace::Entity::update_many()
-                .col_expr(workspace::Column::Status, Expr::value("paused"))
+                .col_expr(
+                    workspace::Column::Status,
+                    Expr::value(WorkspaceStatus::Paused),
+                )
                 .col_expr(workspace::Column::Url, Expr::value(""))
                 .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
                 .filter(workspace::Column::Id.eq(row.id.clone()))
-                .filter(workspace::Column::Status.is_not_in(["removed", "paused"]))
+                .filter(
+                    workspace::Column::Status
+                        .is_not_in([WorkspaceStatus::Removed, WorkspaceStatus::Paused]),
+                )
                 .exec(&txn)
                 .await
                 .context("failed to pause workspace")?;
@@ -1020,7 +1039,7 @@ impl WorkspacesService {
         let target = self
             .find(db, &id)
             .await?
-            .filter(|row| row.status == "paused")
+            .filter(|row| row.status == WorkspaceStatus::Paused)
             .ok_or_else(|| ApiError::not_found("workspace not found or not paused"))?;
         if let Some(parent) = self.paused_ancestor(&target).await? {
             return Err(paused_parent(&parent.name));
@@ -1039,7 +1058,7 @@ impl WorkspacesService {
                 )
                 .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
                 .filter(workspace::Column::Id.eq(row.id.clone()))
-                .filter(workspace::Column::Status.eq("paused"))
+                .filter(workspace::Column::Status.eq(WorkspaceStatus::Paused))
                 .exec(&txn)
                 .await
                 .context("failed to resume workspace")?;
@@ -1058,7 +1077,7 @@ impl WorkspacesService {
         let resumed_count = recorded.len() as i32;
         self.state.events.publish_all(recorded);
         Ok(pb::ResumeWorkspaceResponse {
-            status: target_status.to_owned(),
+            status: target_status.to_string(),
             resumed_count,
         })
     }
@@ -1082,11 +1101,14 @@ impl WorkspacesService {
         }
         let txn = db.begin().await.context("failed to restart workspace")?;
         let changed = workspace::Entity::update_many()
-            .col_expr(workspace::Column::Status, Expr::value("provisioning"))
+            .col_expr(
+                workspace::Column::Status,
+                Expr::value(WorkspaceStatus::Provisioning),
+            )
             .col_expr(workspace::Column::Url, Expr::value(""))
             .col_expr(workspace::Column::UpdatedAt, Expr::value(store::now()))
             .filter(workspace::Column::Id.eq(id.clone()))
-            .filter(workspace::Column::Status.ne("removed"))
+            .filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))
             .exec(&txn)
             .await
             .context("failed to restart workspace")?;
@@ -1103,7 +1125,7 @@ impl WorkspacesService {
         txn.commit().await.context("failed to restart workspace")?;
         self.state.events.publish_all([event]);
         Ok(pb::RestartWorkspaceResponse {
-            status: "provisioning".to_owned(),
+            status: WorkspaceStatus::Provisioning.to_string(),
         })
     }
 
@@ -1228,7 +1250,7 @@ impl WorkspacesService {
         self.find(db, &id)
             .await
             .map_err(|_| ApiError::internal("lookup failed"))?
-            .filter(|row| row.status != "removed")
+            .filter(|row| row.status != WorkspaceStatus::Removed)
             .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
         let auth_token = auth::issue_workspace_token(db, &id)
             .await
@@ -1422,11 +1444,11 @@ impl WorkspacesService {
     }
 }
 
-fn resumed_status(runtime: &str) -> &'static str {
+fn resumed_status(runtime: &str) -> WorkspaceStatus {
     if is_external(runtime) {
-        "awaiting_agent"
+        WorkspaceStatus::AwaitingAgent
     } else {
-        "provisioning"
+        WorkspaceStatus::Provisioning
     }
 }
 
