@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tonic::{Request, metadata::MetadataMap};
 
+use crate::domain::EventType;
 use crate::domain::WorkspaceStatus;
 use crate::store::DbContext;
 use crate::{
@@ -316,7 +317,7 @@ impl BundlesService {
                 .events
                 .insert(
                     txn,
-                    "WORKSPACE_PROVISIONING",
+                    EventType::WorkspaceProvisioning,
                     Some(&id),
                     json!({"name": bundle.name, "tier": tier, "runtime": runtime}),
                 )

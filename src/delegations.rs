@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tonic::{Request, metadata::MetadataMap};
 use tracing::warn;
 
+use crate::domain::EventType;
 use crate::store::DbContext;
 use crate::{
     a2a::{self, A2aState, Caller, Outcome, ProxyCall, ProxyError},
@@ -157,7 +158,7 @@ impl DelegationsService {
             .events
             .record(
                 db,
-                "DELEGATION_SENT",
+                EventType::DelegationSent,
                 Some(&source),
                 json!({"delegation_id": delegation_id, "target_id": target, "task_preview": preview(&task, 100)}),
             )
@@ -226,7 +227,7 @@ impl DelegationsService {
             .events
             .record(
                 &self.state.db,
-                "DELEGATION_SENT",
+                EventType::DelegationSent,
                 Some(&source),
                 json!({"delegation_id": request.delegation_id, "target_id": target, "task_preview": preview(&request.task, 100)}),
             )
@@ -392,7 +393,7 @@ async fn finish(
             activity_log::Entity::insert(row).exec(db).await?;
             let mut payload = ids;
             payload["response_preview"] = json!(preview(&text, 200));
-            ("DELEGATION_COMPLETE", payload)
+            (EventType::DelegationComplete, payload)
         }
         Ending::Failed(error) | Ending::ReportedFailure(error) => {
             // The agent's own report moves only its request row (contract §5).
@@ -410,7 +411,7 @@ async fn finish(
             }
             let mut payload = ids;
             payload["error"] = json!(error);
-            ("DELEGATION_FAILED", payload)
+            (EventType::DelegationFailed, payload)
         }
         Ending::Queued => {
             let row = activity_log::ActiveModel {
@@ -426,7 +427,7 @@ async fn finish(
             activity_log::Entity::insert(row).exec(db).await?;
             let mut payload = ids;
             payload["status"] = json!("queued");
-            ("DELEGATION_STATUS", payload)
+            (EventType::DelegationStatus, payload)
         }
         Ending::ReportedQueued => return Ok(()),
     };
@@ -457,7 +458,7 @@ impl Worker {
             .events
             .record(
                 db,
-                "DELEGATION_STATUS",
+                EventType::DelegationStatus,
                 Some(&self.source),
                 json!({"delegation_id": self.delegation_id, "target_id": self.target, "status": "dispatched"}),
             )
@@ -635,7 +636,7 @@ async fn complete_from_queue(
         .events
         .record(
             db,
-            "DELEGATION_COMPLETE",
+            EventType::DelegationComplete,
             Some(source),
             json!({"delegation_id": delegation_id, "target_id": target, "response_preview": preview(&text, 200), "via": "queue_drain"}),
         )

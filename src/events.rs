@@ -14,7 +14,10 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
-use crate::store::{self, entities::structure_event};
+use crate::{
+    domain::EventType,
+    store::{self, entities::structure_event},
+};
 
 /// The redis channel (after the deployment's namespace) every replica publishes to and listens on.
 pub const REDIS_CHANNEL: &str = "events:broadcast";
@@ -22,34 +25,20 @@ pub const REDIS_CHANNEL: &str = "events:broadcast";
 /// Per-process fan-out capacity; a watcher further behind than this is disconnected.
 const LOCAL_CAPACITY: usize = 1024;
 
-/// Payload fields that carry what agents and people said, by event type (design D13).
-/// Operators and the workspaces that took part see them; other watchers do not.
-const CONVERSATION_FIELDS: [(&str, &[&str]); 6] = [
-    ("A2A_RESPONSE", &["response_body", "request_body"]),
-    (
-        "ACTIVITY_LOGGED",
-        &["summary", "tool_trace", "request_body", "response_body"],
-    ),
-    ("AGENT_MESSAGE", &["message", "attachments"]),
-    ("DELEGATION_SENT", &["task_preview"]),
-    ("DELEGATION_COMPLETE", &["response_preview"]),
-    ("DELEGATION_FAILED", &["error"]),
-];
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     pub id: String,
-    pub event: String,
+    pub event: EventType,
     pub workspace_id: Option<String>,
     pub timestamp: DateTime<Utc>,
     pub payload: Value,
 }
 
 impl Envelope {
-    pub fn new(event: &str, workspace_id: Option<&str>, payload: Value) -> Self {
+    pub fn new(event: EventType, workspace_id: Option<&str>, payload: Value) -> Self {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
-            event: event.to_owned(),
+            event,
             workspace_id: workspace_id.map(str::to_owned),
             timestamp: store::now(),
             payload,
@@ -60,12 +49,10 @@ impl Envelope {
     /// subject, the source or the target) or when the event carries no conversation text;
     /// otherwise without the fields that do.
     pub fn seen_by(self: &Arc<Self>, watcher: &str) -> Arc<Self> {
-        let Some((_, fields)) = CONVERSATION_FIELDS
-            .iter()
-            .find(|(event, _)| *event == self.event)
-        else {
+        let fields = self.event.conversation_fields();
+        if fields.is_empty() {
             return self.clone();
-        };
+        }
         let took_part = self.workspace_id.as_deref() == Some(watcher)
             || ["source_id", "target_id", "caller_id"]
                 .iter()
@@ -76,7 +63,7 @@ impl Envelope {
         }
         let mut redacted = Self::clone(self);
         if let Value::Object(payload) = &mut redacted.payload {
-            for field in *fields {
+            for field in fields {
                 payload.remove(*field);
             }
         }
@@ -321,14 +308,14 @@ impl EventLog {
     pub async fn insert(
         &self,
         db: &impl ConnectionTrait,
-        event: &str,
+        event: EventType,
         workspace_id: Option<&str>,
         payload: Value,
     ) -> Result<Arc<Envelope>, DbErr> {
         let envelope = Envelope::new(event, workspace_id, payload);
         structure_event::Entity::insert(structure_event::ActiveModel {
             id: Set(envelope.id.clone()),
-            event_type: Set(envelope.event.clone()),
+            event_type: Set(envelope.event.as_str().to_owned()),
             workspace_id: Set(envelope.workspace_id.clone()),
             agent_id: Set(None),
             target_id: Set(None),
@@ -351,14 +338,14 @@ impl EventLog {
     pub async fn record(
         &self,
         db: &impl ConnectionTrait,
-        event: &str,
+        event: EventType,
         workspace_id: Option<&str>,
         payload: Value,
     ) {
         match self.insert(db, event, workspace_id, payload.clone()).await {
             Ok(envelope) => self.bus.publish(envelope),
             Err(err) => {
-                warn!(error = %err, event, "event insert failed; broadcasting only");
+                warn!(error = %err, %event, "event insert failed; broadcasting only");
                 self.broadcast_only(event, workspace_id, payload);
             }
         }
@@ -366,7 +353,7 @@ impl EventLog {
 
     /// A live-only event (heartbeats, task updates): no row, no cross-replica relay guarantee
     /// beyond the bus itself.
-    pub fn broadcast_only(&self, event: &str, workspace_id: Option<&str>, payload: Value) {
+    pub fn broadcast_only(&self, event: EventType, workspace_id: Option<&str>, payload: Value) {
         if self.watchers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
             return;
         }
@@ -382,7 +369,7 @@ mod tests {
     #[test]
     fn conversation_text_reaches_only_those_who_took_part() {
         let event = Arc::new(Envelope::new(
-            "A2A_RESPONSE",
+            EventType::A2aResponse,
             Some("target"),
             serde_json::json!({"response_body": {"text": "secret plans"}, "method": "message/send"}),
         ));
@@ -397,14 +384,14 @@ mod tests {
             (event.id.as_str(), "A2A_RESPONSE")
         );
         let sent = Arc::new(Envelope::new(
-            "DELEGATION_SENT",
+            EventType::DelegationSent,
             Some("source"),
             serde_json::json!({"target_id": "target", "task_preview": "do it"}),
         ));
         assert_eq!(sent.seen_by("target").payload["task_preview"], "do it");
         assert!(sent.seen_by("other").payload.get("task_preview").is_none());
         let online = Arc::new(Envelope::new(
-            "WORKSPACE_ONLINE",
+            EventType::WorkspaceOnline,
             Some("w"),
             serde_json::json!({"url": "u"}),
         ));
@@ -416,7 +403,11 @@ mod tests {
 
     #[test]
     fn wire_json_has_the_documented_keys_in_order() {
-        let envelope = Envelope::new("WORKSPACE_ONLINE", None, serde_json::json!({"a": 1}));
+        let envelope = Envelope::new(
+            EventType::WorkspaceOnline,
+            None,
+            serde_json::json!({"a": 1}),
+        );
         let wire = envelope.to_wire_json();
         assert!(wire.starts_with(r#"{"event":"WORKSPACE_ONLINE","workspace_id":"","timestamp":""#));
         assert!(wire.ends_with(r#""payload":{"a":1}}"#));
@@ -427,8 +418,12 @@ mod tests {
         let bus = InProcessBus::new();
         let mut first = bus.subscribe();
         let mut second = bus.subscribe();
-        bus.publish(Arc::new(Envelope::new("X", Some("w"), Value::Null)));
-        assert_eq!(first.recv().await.unwrap().event, "X");
-        assert_eq!(second.recv().await.unwrap().event, "X");
+        bus.publish(Arc::new(Envelope::new(
+            EventType::TaskUpdated,
+            Some("w"),
+            Value::Null,
+        )));
+        assert_eq!(first.recv().await.unwrap().event, EventType::TaskUpdated);
+        assert_eq!(second.recv().await.unwrap().event, EventType::TaskUpdated);
     }
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use tonic::{Request, metadata::MetadataMap};
 use tracing::{info, warn};
 
+use crate::domain::EventType;
 use crate::domain::WorkspaceStatus;
 use crate::store::DbContext;
 use crate::{
@@ -570,7 +571,7 @@ impl SecretsService {
                 events
                     .insert(
                         txn,
-                        "SECRETS_CHANGED",
+                        EventType::SecretsChanged,
                         Some(id),
                         json!({"scope": "workspace"}),
                     )
@@ -593,7 +594,7 @@ impl SecretsService {
                 events
                     .insert(
                         txn,
-                        "GLOBAL_SECRETS_CHANGED",
+                        EventType::GlobalSecretsChanged,
                         None,
                         json!({"scope": "global", "workspace_ids": affected}),
                     )

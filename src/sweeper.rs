@@ -9,6 +9,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::domain::EventType;
 use crate::domain::WorkspaceStatus;
 use crate::{state::Platform, store, store::entities::workspace};
 
@@ -68,7 +69,7 @@ async fn sweep_provisioning(state: &Platform, timeout: Duration) -> Result<(), s
                 .events
                 .record(
                     &state.db,
-                    "WORKSPACE_PROVISION_FAILED",
+                    EventType::WorkspaceProvisionFailed,
                     Some(&row.id),
                     payload,
                 )

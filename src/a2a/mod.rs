@@ -28,6 +28,7 @@ use self::{
     records::{Record, TokenUsage},
     upstream::{Answer, BodyFailure, DispatchError, Limits},
 };
+use crate::domain::EventType;
 use crate::domain::WorkspaceStatus;
 use crate::store::DbContext;
 use crate::{
@@ -916,7 +917,7 @@ async fn record(
     receipt.announce(state, tool_trace.as_ref());
     if delivered && *caller == Caller::User {
         state.events.broadcast_only(
-            "A2A_RESPONSE",
+            EventType::A2aResponse,
             Some(&target.id),
             json!({"response_body": response_body, "method": envelope.method, "duration_ms": duration}),
         );
@@ -966,7 +967,7 @@ impl Receipt<'_> {
         }
         state
             .events
-            .broadcast_only("ACTIVITY_LOGGED", Some(&self.target.id), logged);
+            .broadcast_only(EventType::ActivityLogged, Some(&self.target.id), logged);
     }
 }
 

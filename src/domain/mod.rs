@@ -1,7 +1,9 @@
 //! The domain vocabulary every feature shares: identifiers and input rules, workspace
 //! statuses, event names. Pure values and functions: no datastore, no network, no state.
 
+pub mod event;
 pub mod status;
 pub mod validate;
 
+pub use event::EventType;
 pub use status::{QueueStatus, WorkspaceStatus};

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tonic::metadata::MetadataMap;
 use tracing::warn;
 
+use crate::domain::EventType;
 use crate::store::DbContext;
 use crate::{
     domain::validate,
@@ -92,7 +93,7 @@ pub(super) async fn log(
     .await
     .context("failed to log activity")?;
     state.events.broadcast_only(
-        "ACTIVITY_LOGGED",
+        EventType::ActivityLogged,
         Some(&id),
         json!({
             "activity_type": request.activity_type, "method": method, "summary": summary,
@@ -345,7 +346,7 @@ pub(super) async fn notify(
     }
     state
         .events
-        .broadcast_only("AGENT_MESSAGE", Some(&id), payload);
+        .broadcast_only(EventType::AgentMessage, Some(&id), payload);
     let inserted = activity_log::Entity::insert(activity_log::ActiveModel {
         id: Set(uuid::Uuid::new_v4().to_string()),
         workspace_id: Set(id.clone()),

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tonic::{Request, Status, Streaming, metadata::MetadataMap};
 use tracing::{debug, info, warn};
 
+use crate::domain::EventType;
 use crate::domain::WorkspaceStatus;
 use crate::hot::CachedWorkspace;
 use crate::store::DbContext;
@@ -269,7 +270,7 @@ impl RegistryService {
             .events
             .insert(
                 &txn,
-                "WORKSPACE_ONLINE",
+                EventType::WorkspaceOnline,
                 Some(&id),
                 json!({"url": effective_url, "agent_card": card}),
             )
@@ -353,7 +354,7 @@ impl RegistryService {
         if request.current_task != cached.current_task {
             self.write_current_task(id, request).await?;
             self.state.events.broadcast_only(
-                "TASK_UPDATED",
+                EventType::TaskUpdated,
                 Some(id),
                 json!({"current_task": request.current_task, "active_tasks": request.active_tasks}),
             );
@@ -361,7 +362,7 @@ impl RegistryService {
         self.state.hot.defer(id, snapshot);
         (self.on_beat)(id, request.active_tasks, cached.max_concurrent_tasks);
         self.state.events.broadcast_only(
-            "WORKSPACE_HEARTBEAT",
+            EventType::WorkspaceHeartbeat,
             Some(id),
             json!({"active_tasks": request.active_tasks, "uptime_seconds": request.uptime_seconds}),
         );
@@ -466,7 +467,7 @@ impl RegistryService {
             .events
             .insert(
                 &txn,
-                "AGENT_CARD_UPDATED",
+                EventType::AgentCardUpdated,
                 Some(&id),
                 json!({"agent_card": card}),
             )
@@ -715,9 +716,9 @@ pub(crate) async fn transition_in(
         return Ok(None);
     }
     let event_type = match to {
-        WorkspaceStatus::Online => "WORKSPACE_ONLINE",
-        WorkspaceStatus::Degraded => "WORKSPACE_DEGRADED",
-        WorkspaceStatus::Offline => "WORKSPACE_OFFLINE",
+        WorkspaceStatus::Online => EventType::WorkspaceOnline,
+        WorkspaceStatus::Degraded => EventType::WorkspaceDegraded,
+        WorkspaceStatus::Offline => EventType::WorkspaceOffline,
         other => return Err(DbErr::Custom(format!("no event for status {other}"))),
     };
     let event = state

@@ -12,6 +12,7 @@ use tonic::{Request, Status, Streaming};
 use tracing::{debug, warn};
 
 use super::{RegistryService, mark_offline};
+use crate::domain::EventType;
 use crate::domain::WorkspaceStatus;
 use crate::{
     domain::validate,
@@ -108,22 +109,10 @@ fn control(kind: Kind, envelope: &Envelope) -> pb::ServerFrame {
     pb::ServerFrame {
         frame: Some(pb::server_frame::Frame::Control(pb::Control {
             kind: kind as i32,
-            event: envelope.event.clone(),
+            event: envelope.event.to_string(),
             at: Some(pb::timestamp(envelope.timestamp)),
         })),
     }
-}
-
-/// Events that change nothing the hot path caches.
-fn is_informational(event: &str) -> bool {
-    matches!(
-        event,
-        "WORKSPACE_HEARTBEAT"
-            | "TASK_UPDATED"
-            | "ACTIVITY_LOGGED"
-            | "AGENT_MESSAGE"
-            | "A2A_RESPONSE"
-    )
 }
 
 /// Invalidates caches and pushes control frames, for events from every replica.
@@ -143,7 +132,7 @@ pub(super) async fn dispatch_events(state: Platform) {
         };
         let Some(id) = envelope.workspace_id.as_deref() else {
             // A global secret changed: it names every workspace that does not override it.
-            if envelope.event == "GLOBAL_SECRETS_CHANGED" {
+            if envelope.event == EventType::GlobalSecretsChanged {
                 let affected = envelope.payload["workspace_ids"].as_array();
                 for id in affected.into_iter().flatten().filter_map(|id| id.as_str()) {
                     push_controls(&state, id, &envelope);
@@ -151,13 +140,13 @@ pub(super) async fn dispatch_events(state: Platform) {
             }
             continue;
         };
-        if is_informational(&envelope.event) {
+        if envelope.event.is_informational() {
             continue;
         }
         state.hot.forget_workspace(id);
         if matches!(
-            envelope.event.as_str(),
-            "WORKSPACE_TOKEN_REVOKED" | "WORKSPACE_REMOVED"
+            envelope.event,
+            EventType::WorkspaceTokenRevoked | EventType::WorkspaceRemoved
         ) {
             state.auth.forget_tokens_of(id);
         }
@@ -172,23 +161,29 @@ fn push_controls(state: &Platform, id: &str, envelope: &Envelope) {
     };
     handles.retain_mut(|handle| {
         let revoked_token = envelope.payload["token_id"].as_str();
-        let (kind, close) = match envelope.event.as_str() {
-            "WORKSPACE_PAUSED" => {
+        let (kind, close) = match envelope.event {
+            EventType::WorkspacePaused => {
                 handle.paused = true;
                 (Kind::Paused, false)
             }
-            "WORKSPACE_PROVISIONING" | "WORKSPACE_AWAITING_AGENT" if handle.paused => {
+            EventType::WorkspaceProvisioning | EventType::WorkspaceAwaitingAgent
+                if handle.paused =>
+            {
                 handle.paused = false;
                 (Kind::Resumed, false)
             }
-            "WORKSPACE_REMOVED" => (Kind::Removed, true),
-            "WORKSPACE_TOKEN_REVOKED"
+            EventType::WorkspaceRemoved => (Kind::Removed, true),
+            EventType::WorkspaceTokenRevoked
                 if handle.token_id.is_some() && handle.token_id.as_deref() == revoked_token =>
             {
                 (Kind::TokenRevoked, true)
             }
-            "SECRETS_CHANGED" | "GLOBAL_SECRETS_CHANGED" => (Kind::SecretsChanged, false),
-            "WORKSPACE_UPDATED" | "AGENT_CARD_UPDATED" => (Kind::ConfigChanged, false),
+            EventType::SecretsChanged | EventType::GlobalSecretsChanged => {
+                (Kind::SecretsChanged, false)
+            }
+            EventType::WorkspaceUpdated | EventType::AgentCardUpdated => {
+                (Kind::ConfigChanged, false)
+            }
             _ => return true,
         };
         let mut delivered = handle

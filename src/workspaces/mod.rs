@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Status, metadata::MetadataMap};
 
+use crate::domain::EventType;
 use crate::domain::WorkspaceStatus;
 use crate::store::DbContext;
 use crate::{
@@ -280,7 +281,7 @@ impl From<WorkspaceView> for pb::Workspace {
 fn event_message(envelope: &Envelope) -> pb::Event {
     pb::Event {
         id: envelope.id.clone(),
-        event: envelope.event.clone(),
+        event: envelope.event.to_string(),
         workspace_id: envelope.workspace_id.clone(),
         timestamp: Some(pb::timestamp(envelope.timestamp)),
         payload_json: envelope.payload.to_string(),
@@ -532,7 +533,7 @@ impl WorkspacesService {
             events
                 .insert(
                     &txn,
-                    "WORKSPACE_PROVISIONING",
+                    EventType::WorkspaceProvisioning,
                     Some(&id),
                     json!({"name": request.name, "tier": tier, "runtime": runtime}),
                 )
@@ -541,9 +542,9 @@ impl WorkspacesService {
         ];
         if external {
             let event = if url.is_some() {
-                "WORKSPACE_ONLINE"
+                EventType::WorkspaceOnline
             } else {
-                "WORKSPACE_AWAITING_AGENT"
+                EventType::WorkspaceAwaitingAgent
             };
             recorded.push(
                 events
@@ -804,7 +805,7 @@ impl WorkspacesService {
             .events
             .insert(
                 &txn,
-                "WORKSPACE_UPDATED",
+                EventType::WorkspaceUpdated,
                 Some(&id),
                 json!({"fields": changed_fields}),
             )
@@ -893,7 +894,7 @@ impl WorkspacesService {
                 recorded.push(
                     self.state
                         .events
-                        .insert(&txn, "WORKSPACE_REMOVED", Some(target), payload)
+                        .insert(&txn, EventType::WorkspaceRemoved, Some(target), payload)
                         .await
                         .context("failed to delete workspace")?,
                 );
@@ -1008,7 +1009,7 @@ impl WorkspacesService {
                         .events
                         .insert(
                             &txn,
-                            "WORKSPACE_PAUSED",
+                            EventType::WorkspacePaused,
                             Some(&row.id),
                             json!({"name": row.name}),
                         )
@@ -1067,7 +1068,12 @@ impl WorkspacesService {
                 recorded.push(
                     self.state
                         .events
-                        .insert(&txn, "WORKSPACE_PROVISIONING", Some(&row.id), payload)
+                        .insert(
+                            &txn,
+                            EventType::WorkspaceProvisioning,
+                            Some(&row.id),
+                            payload,
+                        )
                         .await
                         .context("failed to resume workspace")?,
                 );
@@ -1119,7 +1125,7 @@ impl WorkspacesService {
         let event = self
             .state
             .events
-            .insert(&txn, "WORKSPACE_PROVISIONING", Some(&id), payload)
+            .insert(&txn, EventType::WorkspaceProvisioning, Some(&id), payload)
             .await
             .context("failed to restart workspace")?;
         txn.commit().await.context("failed to restart workspace")?;
@@ -1218,7 +1224,7 @@ impl WorkspacesService {
             .events
             .record(
                 &self.state.db,
-                "WORKSPACE_TOKEN_REVOKED",
+                EventType::WorkspaceTokenRevoked,
                 Some(&id),
                 json!({"token_id": token_id}),
             )

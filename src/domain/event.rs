@@ -1,0 +1,113 @@
+//! Every event type the platform records or broadcasts, and what is known about each: whether
+//! it is live-only information, and which payload fields carry conversation text (visible
+//! only to the workspaces that took part, and to operators).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventType {
+    WorkspaceProvisioning,
+    WorkspaceProvisionFailed,
+    WorkspaceAwaitingAgent,
+    WorkspaceOnline,
+    WorkspaceDegraded,
+    WorkspaceOffline,
+    WorkspacePaused,
+    WorkspaceRemoved,
+    WorkspaceUpdated,
+    WorkspaceTokenRevoked,
+    WorkspaceHeartbeat,
+    AgentCardUpdated,
+    AgentMessage,
+    TaskUpdated,
+    ActivityLogged,
+    #[serde(rename = "A2A_RESPONSE")]
+    A2aResponse,
+    DelegationSent,
+    DelegationStatus,
+    DelegationComplete,
+    DelegationFailed,
+    SecretsChanged,
+    GlobalSecretsChanged,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WorkspaceProvisioning => "WORKSPACE_PROVISIONING",
+            Self::WorkspaceProvisionFailed => "WORKSPACE_PROVISION_FAILED",
+            Self::WorkspaceAwaitingAgent => "WORKSPACE_AWAITING_AGENT",
+            Self::WorkspaceOnline => "WORKSPACE_ONLINE",
+            Self::WorkspaceDegraded => "WORKSPACE_DEGRADED",
+            Self::WorkspaceOffline => "WORKSPACE_OFFLINE",
+            Self::WorkspacePaused => "WORKSPACE_PAUSED",
+            Self::WorkspaceRemoved => "WORKSPACE_REMOVED",
+            Self::WorkspaceUpdated => "WORKSPACE_UPDATED",
+            Self::WorkspaceTokenRevoked => "WORKSPACE_TOKEN_REVOKED",
+            Self::WorkspaceHeartbeat => "WORKSPACE_HEARTBEAT",
+            Self::AgentCardUpdated => "AGENT_CARD_UPDATED",
+            Self::AgentMessage => "AGENT_MESSAGE",
+            Self::TaskUpdated => "TASK_UPDATED",
+            Self::ActivityLogged => "ACTIVITY_LOGGED",
+            Self::A2aResponse => "A2A_RESPONSE",
+            Self::DelegationSent => "DELEGATION_SENT",
+            Self::DelegationStatus => "DELEGATION_STATUS",
+            Self::DelegationComplete => "DELEGATION_COMPLETE",
+            Self::DelegationFailed => "DELEGATION_FAILED",
+            Self::SecretsChanged => "SECRETS_CHANGED",
+            Self::GlobalSecretsChanged => "GLOBAL_SECRETS_CHANGED",
+        }
+    }
+
+    /// Live-only information about activity, as opposed to a change of a workspace's state
+    /// or configuration (caches and agents' control streams ignore these).
+    pub fn is_informational(self) -> bool {
+        matches!(
+            self,
+            Self::WorkspaceHeartbeat
+                | Self::TaskUpdated
+                | Self::ActivityLogged
+                | Self::AgentMessage
+                | Self::A2aResponse
+        )
+    }
+
+    /// Payload fields that carry what agents and people said.
+    pub fn conversation_fields(self) -> &'static [&'static str] {
+        match self {
+            Self::A2aResponse => &["response_body", "request_body"],
+            Self::ActivityLogged => &["summary", "tool_trace", "request_body", "response_body"],
+            Self::AgentMessage => &["message", "attachments"],
+            Self::DelegationSent => &["task_preview"],
+            Self::DelegationComplete => &["response_preview"],
+            Self::DelegationFailed => &["error"],
+            _ => &[],
+        }
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_name_is_the_serde_name() {
+        for event in [
+            EventType::WorkspaceProvisionFailed,
+            EventType::A2aResponse,
+            EventType::GlobalSecretsChanged,
+            EventType::WorkspaceTokenRevoked,
+        ] {
+            let json = serde_json::to_value(event).unwrap();
+            assert_eq!(json, serde_json::json!(event.as_str()));
+            assert_eq!(serde_json::from_value::<EventType>(json).unwrap(), event);
+        }
+    }
+}
