@@ -18,13 +18,12 @@ use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 use tracing::warn;
 
-use crate::domain::WorkspaceStatus;
-use crate::store::DbContext;
 use crate::{
     config::Secret,
+    domain::WorkspaceStatus,
     error::{ApiError, ApiResult},
     store::{
-        self, Db,
+        self, Db, DbContext,
         entities::{org_token, workspace, workspace_token},
     },
 };

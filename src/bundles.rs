@@ -13,17 +13,14 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tonic::{Request, metadata::MetadataMap};
 
-use crate::domain::EventType;
-use crate::domain::WorkspaceStatus;
-use crate::store::DbContext;
 use crate::{
-    domain::validate,
+    domain::{EventType, WorkspaceStatus, validate},
     error::{ApiError, ApiResult, RpcResult, reply},
     events::Envelope,
     pb,
     state::Platform,
     store::{
-        self,
+        self, DbContext,
         entities::{canvas_layout, workspace, workspace_file},
     },
 };

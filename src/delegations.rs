@@ -14,15 +14,13 @@ use serde_json::{Value, json};
 use tonic::{Request, metadata::MetadataMap};
 use tracing::warn;
 
-use crate::domain::EventType;
-use crate::store::DbContext;
 use crate::{
     a2a::{self, A2aState, Caller, Outcome, ProxyCall, ProxyError},
-    domain::validate,
+    domain::{EventType, validate},
     error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     pb,
     state::Platform,
-    store::{self, Db, entities::activity_log},
+    store::{self, Db, DbContext, entities::activity_log},
 };
 
 const ACTIVITY_TYPE: &str = "delegation";

@@ -8,11 +8,9 @@ use std::{
 };
 
 use sea_orm::{DbErr, EntityTrait, QuerySelect};
-
-use crate::store::Db;
 use tokio::sync::RwLock;
 
-use crate::store::entities::workspace;
+use crate::store::{Db, entities::workspace};
 
 /// How long a snapshot of the tree serves before it is reloaded. Local changes invalidate it at
 /// once; other replicas' changes show within this window.

@@ -15,18 +15,15 @@ use serde_json::json;
 use tonic::{Request, metadata::MetadataMap};
 use tracing::{info, warn};
 
-use crate::domain::EventType;
-use crate::domain::WorkspaceStatus;
-use crate::store::DbContext;
 use crate::{
     crypto::{Keyring, Scope, Sealed},
-    domain::validate,
+    domain::{EventType, WorkspaceStatus, validate},
     error::{ApiError, ApiResult, RpcResult, reply},
     events::Envelope,
     pb,
     state::Platform,
     store::{
-        self, Db,
+        self, Db, DbContext,
         entities::{global_secret, workspace, workspace_secret},
     },
 };

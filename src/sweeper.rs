@@ -9,9 +9,11 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::domain::EventType;
-use crate::domain::WorkspaceStatus;
-use crate::{state::Platform, store, store::entities::workspace};
+use crate::{
+    domain::{EventType, WorkspaceStatus},
+    state::Platform,
+    store::{self, entities::workspace},
+};
 
 pub const PROVISION_TIMEOUT_ERROR: &str = "provisioning timed out — container started but never called /registry/register. Check container logs and network connectivity to the platform.";
 

@@ -5,11 +5,10 @@
 use serde_json::json;
 
 use crate::{
-    domain::WorkspaceStatus,
+    domain::{WorkspaceStatus, validate::WORKSPACE_NOT_FOUND},
     error::{ApiError, ErrorCode},
 };
 
-pub(crate) const WORKSPACE_NOT_FOUND: &str = "workspace not found";
 const ACCESS_DENIED: &str = "access denied: workspaces cannot communicate per hierarchy rules";
 
 #[derive(Debug, Clone, PartialEq)]

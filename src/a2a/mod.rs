@@ -28,18 +28,16 @@ use self::{
     records::{Record, TokenUsage},
     upstream::{Answer, BodyFailure, DispatchError, Limits},
 };
-use crate::domain::EventType;
-use crate::domain::WorkspaceStatus;
-use crate::store::DbContext;
+
 use crate::{
     auth,
-    domain::validate,
+    domain::{EventType, WorkspaceStatus, validate},
     error::{ApiError, ApiResult},
     hot::CachedRoute,
     pb,
     state::Platform,
     store::{
-        self,
+        self, DbContext,
         entities::{activity_log, token_usage, workspace},
     },
 };

@@ -4,6 +4,8 @@
 use crate::error::{ApiError, ApiResult};
 
 pub const INVALID_WORKSPACE_ID: &str = "invalid workspace ID";
+/// Unknown and removed workspaces answer alike.
+pub const WORKSPACE_NOT_FOUND: &str = "workspace not found";
 
 /// Accepts the canonical 8-4-4-4-12 hex form in any case and returns it lowercase.
 pub fn workspace_id(raw: &str) -> ApiResult<String> {

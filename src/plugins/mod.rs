@@ -18,13 +18,13 @@ use self::{
     archive::PackError,
     source::{INVALID_PLUGIN_NAME, SCHEMES, Source},
 };
-use crate::store::DbContext;
+
 use crate::{
     domain::validate,
     error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     pb,
     state::Platform,
-    store::{self, entities::workspace_plugin},
+    store::{self, DbContext, entities::workspace_plugin},
 };
 
 /// Archive bytes per streamed message.

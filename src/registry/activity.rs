@@ -9,15 +9,13 @@ use serde_json::{Value, json};
 use tonic::metadata::MetadataMap;
 use tracing::warn;
 
-use crate::domain::EventType;
-use crate::store::DbContext;
 use crate::{
-    domain::validate,
+    domain::{EventType, validate},
     error::{ApiError, ApiResult, ErrorCode},
     pb,
     state::Platform,
     store::{
-        self,
+        self, DbContext,
         entities::{activity_log, workspace},
     },
 };

@@ -19,25 +19,24 @@ use serde_json::{Value, json};
 use tonic::{Request, Status, Streaming, metadata::MetadataMap};
 use tracing::{debug, info, warn};
 
-use crate::domain::EventType;
-use crate::domain::WorkspaceStatus;
-use crate::hot::CachedWorkspace;
-use crate::store::DbContext;
 use crate::{
     auth,
-    domain::validate,
+    domain::{
+        EventType, WorkspaceStatus,
+        validate::{self, WORKSPACE_NOT_FOUND},
+    },
     error::{ApiError, ApiResult, RpcResult, reply},
+    hot::CachedWorkspace,
     liveness::BeatSnapshot,
     pb,
     state::Platform,
     store::{
-        self,
+        self, DbContext,
         entities::{workspace, workspace_token},
     },
 };
 use transitions::BeatFacts;
 
-const WORKSPACE_NOT_FOUND: &str = "workspace not found";
 const WORKSPACE_REMOVED: &str = "workspace removed";
 /// How often the write-behind buffer is flushed (one statement per flush).
 const FLUSH_EVERY: Duration = Duration::from_secs(2);

@@ -12,10 +12,9 @@ use tonic::{Request, Status, Streaming};
 use tracing::{debug, warn};
 
 use super::{RegistryService, mark_offline};
-use crate::domain::EventType;
-use crate::domain::WorkspaceStatus;
+
 use crate::{
-    domain::validate,
+    domain::{EventType, WorkspaceStatus, validate},
     error::{ApiError, ApiResult},
     events::Envelope,
     hot::{OutboundFrame, StreamHandle},

@@ -13,9 +13,9 @@ use migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use tracing::info;
 
-use crate::domain::WorkspaceStatus;
 use crate::{
     config::StorageArgs,
+    domain::WorkspaceStatus,
     error::{ApiError, ApiResult},
 };
 
