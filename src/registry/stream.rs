@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
 use tracing::{debug, warn};
 
-use super::{RegistryService, mark_offline};
+use super::{RegistryService, heartbeat::mark_offline};
 
 use crate::{
     domain::{EventType, WorkspaceStatus, validate},
