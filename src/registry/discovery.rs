@@ -1,6 +1,11 @@
 //! Discovery, peers and access checks: which URL a caller should use to reach a workspace
 //! (loopback rewritten for containers), and who may see whom under the hierarchy rules.
 
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+use tonic::metadata::MetadataMap;
+use tracing::debug;
+
 use crate::{
     auth,
     domain::{
@@ -11,10 +16,6 @@ use crate::{
     pb,
     store::{DbContext, entities::workspace},
 };
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
-use serde_json::json;
-use tonic::metadata::MetadataMap;
-use tracing::debug;
 
 use super::{RegistryService, invalid_body};
 
@@ -192,7 +193,7 @@ impl RegistryService {
     }
 }
 
-pub(super) async fn query_ordered(
+async fn query_ordered(
     select: sea_orm::Select<workspace::Entity>,
     db: &impl ConnectionTrait,
 ) -> ApiResult<Vec<workspace::Model>> {
@@ -207,7 +208,7 @@ pub(super) async fn query_ordered(
 
 /// Rewrites only the host component, never a substring elsewhere in the URL, and leaves the
 /// rest of the text exactly as registered.
-pub(super) fn rewrite_loopback_host(raw: &str) -> String {
+fn rewrite_loopback_host(raw: &str) -> String {
     let Some((scheme, rest)) = raw.split_once("://") else {
         return raw.to_owned();
     };

@@ -1,21 +1,19 @@
 //! The heartbeat hot path: a cached credential and state, one liveness write, the status rules
 //! of `transitions`, and a datastore write only on a transition or a new `current_task`.
 
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, TransactionTrait, sea_query::Expr};
+use serde_json::{Value, json};
+use tonic::metadata::MetadataMap;
+use tracing::{info, warn};
+
 use crate::{
-    domain::{
-        EventType, WorkspaceStatus,
-        validate::{self},
-    },
+    domain::{EventType, WorkspaceStatus, validate},
     error::{ApiError, ApiResult},
     liveness::BeatSnapshot,
     pb,
     state::Platform,
     store::{self, DbContext, entities::workspace},
 };
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, TransactionTrait, sea_query::Expr};
-use serde_json::{Value, json};
-use tonic::metadata::MetadataMap;
-use tracing::{info, warn};
 
 use super::{
     RegistryService, invalid_body,

@@ -1,6 +1,14 @@
 //! Registration and card updates: the agent's URL judged by the URL policy, the first token
 //! minted atomically with the row's claim, re-registration with the same URL as a no-op.
 
+use sea_orm::{
+    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, TransactionTrait,
+    sea_query::Expr,
+};
+use serde_json::{Value, json};
+use tonic::metadata::MetadataMap;
+use tracing::{info, warn};
+
 use crate::{
     auth,
     domain::{
@@ -15,13 +23,6 @@ use crate::{
         entities::{workspace, workspace_token},
     },
 };
-use sea_orm::{
-    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, TransactionTrait,
-    sea_query::Expr,
-};
-use serde_json::{Value, json};
-use tonic::metadata::MetadataMap;
-use tracing::{info, warn};
 
 use super::{RegistryService, WORKSPACE_REMOVED, invalid_body};
 
@@ -228,7 +229,7 @@ impl RegistryService {
 }
 
 /// An agent card must be a JSON object.
-pub(super) fn parse_card(raw: &str) -> ApiResult<Value> {
+fn parse_card(raw: &str) -> ApiResult<Value> {
     match serde_json::from_str::<Value>(raw) {
         Ok(card @ Value::Object(_)) => Ok(card),
         _ => Err(invalid_body()),
@@ -236,7 +237,7 @@ pub(super) fn parse_card(raw: &str) -> ApiResult<Value> {
 }
 
 /// Both `remote://` counts as the same "no inbound endpoint".
-pub(super) fn same_url(stored: Option<&str>, requested: &str) -> bool {
+fn same_url(stored: Option<&str>, requested: &str) -> bool {
     let stored = stored.unwrap_or("");
     stored == requested || (stored.starts_with("remote://") && requested.starts_with("remote://"))
 }

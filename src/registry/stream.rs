@@ -11,8 +11,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
 use tracing::{debug, warn};
 
-use super::{RegistryService, heartbeat::mark_offline};
-
 use crate::{
     domain::{EventType, WorkspaceStatus, validate},
     error::{ApiError, ApiResult},
@@ -21,6 +19,8 @@ use crate::{
     pb::{self, control::Kind},
     state::Platform,
 };
+
+use super::{RegistryService, heartbeat::mark_offline};
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
 

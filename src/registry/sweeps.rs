@@ -1,15 +1,17 @@
 //! Going offline: liveness expirations as they are reported, and a periodic sweep as the
 //! backstop, which waits a full TTL after a liveness outage so beating agents never flap.
 
+use std::{collections::HashMap, time::Duration};
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use tracing::warn;
+
 use crate::{
     domain::WorkspaceStatus,
     liveness::BeatSnapshot,
     state::Platform,
     store::{self, entities::workspace},
 };
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
-use std::{collections::HashMap, time::Duration};
-use tracing::warn;
 
 use super::heartbeat::mark_offline;
 
@@ -69,7 +71,7 @@ pub(super) async fn sweep_liveness(state: Platform) {
     }
 }
 
-pub(super) async fn sweep_once(state: &Platform) -> Result<(), String> {
+async fn sweep_once(state: &Platform) -> Result<(), String> {
     let ids: Vec<String> = workspace::Entity::find()
         .select_only()
         .column(workspace::Column::Id)

@@ -1,14 +1,12 @@
 //! The write-behind flush of heartbeats' informational columns: one statement per batch every
 //! 2 s, a refused row dropped alone, everything kept through an outage.
 
-use crate::{
-    liveness::BeatSnapshot,
-    state::Platform,
-    store::{self},
-};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use tracing::warn;
+
+use crate::{liveness::BeatSnapshot, state::Platform, store};
 
 /// How often the write-behind buffer is flushed (one statement per flush).
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
@@ -31,7 +29,7 @@ pub async fn flush_write_behind(state: &Platform) -> Result<usize, DbErr> {
 
 /// What a flush managed: rows written, and where it stopped when the datastore went away.
 #[derive(Debug)]
-pub(super) struct Flushed {
+struct Flushed {
     written: usize,
     unwritten: Option<(usize, DbErr)>,
 }
@@ -39,10 +37,7 @@ pub(super) struct Flushed {
 /// Writes `rows` a batch per statement. A batch the datastore refuses is written row by row
 /// and the refused rows are dropped, so one bad row cannot block the others; an outage stops
 /// the flush and says from which row on nothing was written.
-pub(super) async fn write_in_batches<'a, W, F>(
-    rows: &'a [(String, BeatSnapshot)],
-    write: W,
-) -> Flushed
+async fn write_in_batches<'a, W, F>(rows: &'a [(String, BeatSnapshot)], write: W) -> Flushed
 where
     W: Fn(&'a [(String, BeatSnapshot)]) -> F,
     F: Future<Output = Result<(), DbErr>>,
@@ -81,10 +76,7 @@ where
     }
 }
 
-pub(super) async fn write_beats(
-    state: &Platform,
-    batch: &[(String, BeatSnapshot)],
-) -> Result<(), DbErr> {
+async fn write_beats(state: &Platform, batch: &[(String, BeatSnapshot)]) -> Result<(), DbErr> {
     let backend = state.db.get_database_backend();
     let (sql, values) = flush_statement(backend, batch);
     state
@@ -94,7 +86,7 @@ pub(super) async fn write_beats(
         .map(drop)
 }
 
-pub(super) fn flush_statement(
+fn flush_statement(
     backend: DbBackend,
     batch: &[(String, BeatSnapshot)],
 ) -> (String, Vec<sea_orm::Value>) {

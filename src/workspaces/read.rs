@@ -1,9 +1,10 @@
 //! Reading workspaces: the list and one workspace with the live heartbeat overlaid, who may
 //! read which, and the unauthenticated `/state` probe.
 
+use std::collections::HashMap;
+
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
-use std::collections::HashMap;
 use tonic::metadata::MetadataMap;
 
 use crate::{
