@@ -28,10 +28,54 @@ use crate::{
     },
 };
 
-pub const MISSING_WORKSPACE_TOKEN: &str = "missing workspace auth token";
-pub const INVALID_WORKSPACE_TOKEN: &str = "invalid workspace auth token";
-pub const ADMIN_AUTH_REQUIRED: &str = "admin auth required";
-pub const INVALID_ADMIN_TOKEN: &str = "invalid admin auth token";
+const MISSING_WORKSPACE_TOKEN: &str = "missing workspace auth token";
+const INVALID_WORKSPACE_TOKEN: &str = "invalid workspace auth token";
+const ADMIN_AUTH_REQUIRED: &str = "admin auth required";
+const INVALID_ADMIN_TOKEN: &str = "invalid admin auth token";
+
+/// Why a gate did not let a caller through.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthError {
+    AdminRequired,
+    InvalidAdminToken,
+    MissingWorkspaceToken,
+    InvalidWorkspaceToken,
+    /// The datastore could not say (fail closed).
+    Platform(ApiError),
+}
+
+impl AuthError {
+    /// A credential was missing or wrong, as opposed to a platform failure: the rules that
+    /// widen a gate (a workspace reading its ancestors) apply only then.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, Self::Platform(_))
+    }
+}
+
+impl From<ApiError> for AuthError {
+    fn from(err: ApiError) -> Self {
+        Self::Platform(err)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let message = match err {
+            AuthError::AdminRequired => ADMIN_AUTH_REQUIRED,
+            AuthError::InvalidAdminToken => INVALID_ADMIN_TOKEN,
+            AuthError::MissingWorkspaceToken => MISSING_WORKSPACE_TOKEN,
+            AuthError::InvalidWorkspaceToken => INVALID_WORKSPACE_TOKEN,
+            AuthError::Platform(err) => return err,
+        };
+        ApiError::unauthenticated(message)
+    }
+}
+
+impl From<AuthError> for tonic::Status {
+    fn from(err: AuthError) -> Self {
+        ApiError::from(err).into()
+    }
+}
 
 /// `last_used_at` is written at most this often per token.
 const LAST_USED_THROTTLE: Duration = Duration::from_secs(60);
@@ -220,12 +264,12 @@ impl Authenticator {
     }
 
     /// AdminAuth (contract §3.3).
-    pub async fn admin(&self, metadata: &MetadataMap) -> ApiResult<Principal> {
+    pub async fn admin(&self, metadata: &MetadataMap) -> Result<Principal, AuthError> {
         if self.dev_mode {
             return Ok(Principal::Dev);
         }
         let Some(bearer) = bearer(metadata) else {
-            return Err(ApiError::unauthenticated(ADMIN_AUTH_REQUIRED));
+            return Err(AuthError::AdminRequired);
         };
         if self.is_admin_token(bearer) {
             return Ok(Principal::Admin);
@@ -233,7 +277,7 @@ impl Authenticator {
         if let Some(key) = self.org_key(bearer).await? {
             return Ok(Principal::Org(key));
         }
-        Err(ApiError::unauthenticated(INVALID_ADMIN_TOKEN))
+        Err(AuthError::InvalidAdminToken)
     }
 
     /// WorkspaceAuth (contract §3.4): the admin token, an org key, or this workspace's own token.
@@ -241,12 +285,12 @@ impl Authenticator {
         &self,
         metadata: &MetadataMap,
         workspace_id: &str,
-    ) -> ApiResult<Principal> {
+    ) -> Result<Principal, AuthError> {
         let Some(bearer) = bearer(metadata) else {
             return if self.dev_mode {
                 Ok(Principal::Dev)
             } else {
-                Err(ApiError::unauthenticated(MISSING_WORKSPACE_TOKEN))
+                Err(AuthError::MissingWorkspaceToken)
             };
         };
         if self.is_admin_token(bearer) {
@@ -257,13 +301,13 @@ impl Authenticator {
             return if owner.workspace_id == workspace_id {
                 Ok(Principal::Workspace(owner.workspace_id))
             } else {
-                Err(ApiError::unauthenticated(INVALID_WORKSPACE_TOKEN))
+                Err(AuthError::InvalidWorkspaceToken)
             };
         }
         if let Some(key) = self.org_key(bearer).await? {
             return Ok(Principal::Org(key));
         }
-        Err(ApiError::unauthenticated(INVALID_WORKSPACE_TOKEN))
+        Err(AuthError::InvalidWorkspaceToken)
     }
 
     /// WorkspaceAuth on a raw id that must name a live (not removed) workspace: 400 for a
@@ -281,7 +325,7 @@ impl Authenticator {
         &self,
         metadata: &MetadataMap,
         workspace_id: &str,
-    ) -> ApiResult<Principal> {
+    ) -> Result<Principal, AuthError> {
         let principal = self.workspace(metadata, workspace_id).await?;
         if matches!(principal, Principal::Workspace(_)) {
             return Ok(principal);
@@ -294,16 +338,16 @@ impl Authenticator {
             .context("auth check failed")?;
         match (live_tokens, principal) {
             (0, principal) => Ok(principal),
-            (_, Principal::Dev) => Err(ApiError::unauthenticated(MISSING_WORKSPACE_TOKEN)),
-            _ => Err(ApiError::unauthenticated(INVALID_WORKSPACE_TOKEN)),
+            (_, Principal::Dev) => Err(AuthError::MissingWorkspaceToken),
+            _ => Err(AuthError::InvalidWorkspaceToken),
         }
     }
 
     /// Any live credential: the admin token, an org key, or some workspace's own token.
-    pub async fn any_credential(&self, metadata: &MetadataMap) -> ApiResult<Principal> {
+    pub async fn any_credential(&self, metadata: &MetadataMap) -> Result<Principal, AuthError> {
         let admin = self.admin(metadata).await;
         match (&admin, bearer(metadata)) {
-            (Err(err), Some(bearer)) if err.code == crate::error::ErrorCode::Unauthenticated => {
+            (Err(err), Some(bearer)) if err.is_refusal() => {
                 match self.workspace_token(bearer).await? {
                     Some(owner) => Ok(Principal::Workspace(owner.workspace_id)),
                     None => admin,
@@ -482,6 +526,32 @@ enum TokenTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_401s_with_the_documented_words_and_outages_pass_through() {
+        for (refusal, words) in [
+            (AuthError::AdminRequired, "admin auth required"),
+            (AuthError::InvalidAdminToken, "invalid admin auth token"),
+            (
+                AuthError::MissingWorkspaceToken,
+                "missing workspace auth token",
+            ),
+            (
+                AuthError::InvalidWorkspaceToken,
+                "invalid workspace auth token",
+            ),
+        ] {
+            assert!(refusal.is_refusal());
+            let answer = ApiError::from(refusal);
+            assert_eq!(
+                (answer.code.http_status(), answer.message.as_ref()),
+                (401, words)
+            );
+        }
+        let outage = AuthError::from(ApiError::datastore_unavailable());
+        assert!(!outage.is_refusal(), "an outage never widens a gate");
+        assert_eq!(ApiError::from(outage), ApiError::datastore_unavailable());
+    }
 
     #[test]
     fn tokens_are_43_url_safe_chars_and_hash_to_32_bytes() {

@@ -106,6 +106,12 @@ impl From<ApiError> for ProxyError {
     }
 }
 
+impl From<crate::auth::AuthError> for ProxyError {
+    fn from(err: crate::auth::AuthError) -> Self {
+        Self::Platform(err.into())
+    }
+}
+
 impl From<ProxyError> for ApiError {
     fn from(err: ProxyError) -> Self {
         let error = ApiError::new(err.code(), err.message());

@@ -102,7 +102,7 @@ impl RegistryService {
             return if auth.dev_mode() {
                 Ok(AgentCredential { token_id: None })
             } else {
-                Err(ApiError::unauthenticated(auth::MISSING_WORKSPACE_TOKEN))
+                Err(auth::AuthError::MissingWorkspaceToken.into())
             };
         };
         if auth.is_admin_token(bearer) {
@@ -112,7 +112,7 @@ impl RegistryService {
             Some(owner) if owner.workspace_id == id => Ok(AgentCredential {
                 token_id: Some(owner.token_id),
             }),
-            _ => Err(ApiError::unauthenticated(auth::INVALID_WORKSPACE_TOKEN)),
+            _ => Err(auth::AuthError::InvalidWorkspaceToken.into()),
         }
     }
 

@@ -88,7 +88,7 @@ impl RegistryService {
                     // online. Liveness comes from the agent's next authenticated heartbeat.
                     return Ok(pb::RegisterResponse { auth_token: None });
                 }
-                return Err(ApiError::unauthenticated(auth::MISSING_WORKSPACE_TOKEN));
+                return Err(auth::AuthError::MissingWorkspaceToken.into());
             }
         }
 

@@ -189,11 +189,12 @@ impl<T> DbContext<T> for Result<T, DbErr> {
 }
 
 /// One datastore failure as the caller's answer (see [`DbContext`]).
-pub fn failure(err: DbErr, message: &'static str) -> ApiError {
+pub fn failure(err: DbErr, message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
     if is_unavailable(&err) {
         ApiError::datastore_unavailable()
     } else {
-        tracing::error!(error = %err, context = message, "datastore operation failed");
+        let message = message.into();
+        tracing::error!(error = %err, context = %message, "datastore operation failed");
         ApiError::internal(message)
     }
 }

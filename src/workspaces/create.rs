@@ -8,7 +8,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::{
     domain::{EventType, WorkspaceStatus, validate},
-    error::{ApiError, ApiResult, ErrorCode},
+    error::{ApiError, ApiResult},
     pb, secrets,
     store::{
         self, DbContext,
@@ -172,14 +172,7 @@ impl WorkspacesService {
         .context("failed to create workspace")?;
         secrets::insert_initial(&txn, &self.state.keyring, &id, &secrets)
             .await
-            .map_err(
-                |(key, err)| match store::failure(err, "failed to save secret") {
-                    failed if failed.code == ErrorCode::Internal => {
-                        ApiError::internal(format!("failed to save secret: {key}"))
-                    }
-                    unavailable => unavailable,
-                },
-            )?;
+            .map_err(|(key, err)| store::failure(err, format!("failed to save secret: {key}")))?;
 
         let events = &self.state.events;
         let mut recorded = vec![

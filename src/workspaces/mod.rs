@@ -12,7 +12,7 @@ use tonic::{Request, Status};
 use crate::{
     auth,
     domain::{WorkspaceStatus, validate},
-    error::{ApiError, ApiResult, RpcResult, reply},
+    error::{ApiResult, RpcResult, reply},
     liveness::BeatSnapshot,
     pb,
     state::Platform,
@@ -189,15 +189,15 @@ impl pb::workspaces_server::Workspaces for WorkspacesService {
                     .map(|principal| pb::WhoAmIResponse {
                         principal: principal.kind().to_owned(),
                     })
-                    .ok_or_else(|| ApiError::unauthenticated(auth::INVALID_ADMIN_TOKEN))
+                    .ok_or_else(|| auth::AuthError::InvalidAdminToken.into())
             }));
         }
-        let principal = match &request.get_ref().workspace_id {
+        let principal: ApiResult<_> = match &request.get_ref().workspace_id {
             Some(id) => match validate::workspace_id(id) {
-                Ok(id) => self.state.auth.workspace(metadata, &id).await,
+                Ok(id) => Ok(self.state.auth.workspace(metadata, &id).await?),
                 Err(err) => Err(err),
             },
-            None => self.state.auth.admin(metadata).await,
+            None => Ok(self.state.auth.admin(metadata).await?),
         };
         reply(principal.map(|principal| pb::WhoAmIResponse {
             principal: principal.kind().to_owned(),

@@ -13,7 +13,7 @@ use crate::{
         WorkspaceStatus,
         validate::{self, WORKSPACE_NOT_FOUND},
     },
-    error::{ApiError, ApiResult, ErrorCode},
+    error::{ApiError, ApiResult},
     pb,
     store::{
         DbContext,
@@ -80,11 +80,11 @@ impl WorkspacesService {
     pub(super) async fn reader_of(&self, metadata: &MetadataMap, id: &str) -> ApiResult<()> {
         let refused = match self.state.auth.workspace(metadata, id).await {
             Ok(_) => return Ok(()),
-            Err(err) if err.code == ErrorCode::Unauthenticated => err,
-            Err(err) => return Err(err),
+            Err(err) if err.is_refusal() => err,
+            Err(err) => return Err(err.into()),
         };
         let Some(bearer) = auth::bearer(metadata) else {
-            return Err(refused);
+            return Err(refused.into());
         };
         match self.state.auth.workspace_token(bearer).await? {
             Some(owner)
@@ -96,7 +96,7 @@ impl WorkspacesService {
             {
                 Ok(())
             }
-            _ => Err(refused),
+            _ => Err(refused.into()),
         }
     }
 

@@ -141,7 +141,7 @@ impl WorkspacesService {
                 return Err(hidden());
             }
             if !auth::bearer(metadata).is_some_and(|bearer| auth.is_admin_token(bearer)) {
-                return Err(ApiError::unauthenticated(auth::ADMIN_AUTH_REQUIRED));
+                return Err(auth::AuthError::AdminRequired.into());
             }
         }
         let id = validate::workspace_id(raw_id)?;
