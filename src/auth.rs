@@ -1,5 +1,5 @@
-//! Credentials and the two auth gates (contract §3): workspace tokens, org API keys, the admin
-//! token and dev mode. Owns minting, hashing and validation; it never decides business rules
+//! Credentials and the two auth gates (docs/workspaces.md §3): workspace tokens, org API keys, the
+//! admin token and dev mode. Owns minting, hashing and validation; it never decides business rules
 //! beyond "who is calling", and never logs or returns a token.
 
 use std::{
@@ -183,8 +183,9 @@ pub struct TokenOwner {
 /// Revocations and removals drop entries at once, fleet-wide, through their events.
 const TOKEN_FRESH: Duration = Duration::from_secs(30);
 /// While the datastore is down, a token validated this shortly before the outage began keeps
-/// working: revoking a token or removing its workspace needs the datastore too, so nothing can
-/// have invalidated it since (design §5: agents must not flap offline over a database outage).
+/// working: revoking a token or removing its workspace needs the datastore too, so nothing can have
+/// invalidated it since (docs/decisions.md, the hot paths: agents must not flap offline over a
+/// database outage).
 const OUTAGE_GRACE: Duration = Duration::from_secs(15 * 60);
 /// Entries kept at most; beyond it, entries past the outage grace are dropped.
 const TOKEN_CACHE_SIZE: usize = 200_000;
@@ -263,7 +264,7 @@ impl Authenticator {
             .is_some_and(|expected| bool::from(expected.ct_eq(&hash_token(bearer))))
     }
 
-    /// AdminAuth (contract §3.3).
+    /// AdminAuth (docs/workspaces.md §3.3).
     pub async fn admin(&self, metadata: &MetadataMap) -> Result<Principal, AuthError> {
         if self.dev_mode {
             return Ok(Principal::Dev);
@@ -280,7 +281,8 @@ impl Authenticator {
         Err(AuthError::InvalidAdminToken)
     }
 
-    /// WorkspaceAuth (contract §3.4): the admin token, an org key, or this workspace's own token.
+    /// WorkspaceAuth (docs/workspaces.md §3.4): the admin token, an org key, or this workspace's
+    /// own token.
     pub async fn workspace(
         &self,
         metadata: &MetadataMap,
@@ -319,8 +321,8 @@ impl Authenticator {
         Ok(id)
     }
 
-    /// WorkspaceAuth plus the own-token rule of §3.4 (`/secrets/values`, plugin download): once
-    /// the workspace has a live token, only that workspace's own token passes.
+    /// WorkspaceAuth plus the own-token rule of docs/workspaces.md §3.4 (`/secrets/values`, plugin
+    /// download): once the workspace has a live token, only that workspace's own token passes.
     pub async fn own_token(
         &self,
         metadata: &MetadataMap,

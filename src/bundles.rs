@@ -1,7 +1,7 @@
-//! The Bundles gRPC service (contract §6): a workspace tree exported as a portable document and
-//! imported as a fresh copy with new ids. Config files travel through `workspace_files`
-//! (`system-prompt.md`, `config.yaml`, `skills/<id>/<path>`). A bundle never carries secrets,
-//! tokens, canvas positions, memories or the runtime column.
+//! The Bundles gRPC service (docs/workspaces.md §6): a workspace tree exported as a portable
+//! document and imported as a fresh copy with new ids. Config files travel through
+//! `workspace_files` (`system-prompt.md`, `config.yaml`, `skills/<id>/<path>`). A bundle never
+//! carries secrets, tokens, canvas positions, memories or the runtime column.
 
 use std::collections::BTreeMap;
 

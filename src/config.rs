@@ -313,7 +313,7 @@ pub struct GatewayArgs {
     pub listener: ListenerArgs,
 }
 
-/// The environment class, decided once (contract §3.2).
+/// The environment class, decided once (docs/workspaces.md §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
     Production,
@@ -396,7 +396,7 @@ impl Config {
         self.environment() == Environment::Development && self.admin_token.is_none()
     }
 
-    /// Which agent addresses this deployment may register and dial (design §3).
+    /// Which agent addresses this deployment may register and dial (docs/README.md, modes).
     pub fn url_policy(&self) -> crate::url_safety::UrlPolicy {
         let dev = self.environment() == Environment::Development;
         let one_machine =

@@ -1,7 +1,7 @@
-//! Secrets at rest: the key (parsed from `SECRETS_ENCRYPTION_KEY` exactly as the contract orders
-//! it, §4.7), the keyring used during rotation, and sealing/opening of one value (AES-256-GCM,
-//! random 96-bit nonce, AAD binding scope + workspace + key). Pure: no I/O, and it never logs or
-//! returns key material or plaintext.
+//! Secrets at rest: the key (parsed from `SECRETS_ENCRYPTION_KEY` exactly as docs/workspaces.md
+//! §4.7 orders it), the keyring used during rotation, and sealing/opening of one value
+//! (AES-256-GCM, random 96-bit nonce, AAD binding scope + workspace + key). Pure: no I/O, and it
+//! never logs or returns key material or plaintext.
 
 use aes_gcm::{
     Aes256Gcm, Nonce,
@@ -119,7 +119,8 @@ pub enum OpenError {
 pub struct Keyring {
     current: (i32, Aes256Gcm),
     previous: Option<(i32, Aes256Gcm)>,
-    /// What replicas show each other (one per key, current first); see [`Keyring::replica_credentials`].
+    /// What replicas show each other (one per key, current first); see
+    /// [`Keyring::replica_credentials`].
     replica_credentials: Vec<String>,
 }
 

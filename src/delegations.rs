@@ -1,8 +1,8 @@
-//! Delegations (contract a2a.md §5): a workspace hands a task to a peer and follows its
+//! Delegations (docs/a2a.md §5): a workspace hands a task to a peer and follows its
 //! outcome. Delegations are `activity_logs` rows of type `delegation`: the `delegate` row is the
 //! request (its id is the delegation id) and `delegate_result` rows are outcomes. The task is
 //! sent through the A2A proxy core with the source as caller, so the hierarchy rule, the busy
-//! queue and the records of §1.11 apply; this module never talks to an agent itself.
+//! queue and the records of docs/a2a.md §1.11 apply; this module never talks to an agent itself.
 
 use std::{sync::Arc, time::Duration};
 
@@ -394,7 +394,7 @@ async fn finish(
             (EventType::DelegationComplete, payload)
         }
         Ending::Failed(error) | Ending::ReportedFailure(error) => {
-            // The agent's own report moves only its request row (contract §5).
+            // The agent's own report moves only its request row (docs/a2a.md §5).
             if !reported {
                 let row = activity_log::ActiveModel {
                     response_body: Set(Some(json!({"delegation_id": delegation_id}).to_string())),
@@ -584,7 +584,7 @@ pub fn redelivery_hook(platform: Platform) -> a2a::queue::RedeliveryHook {
     })
 }
 
-/// The busy-queue drain delivered a queued delegation (§1.12 step 5): its `queued` outcome row
+/// The busy-queue drain delivered a queued delegation (docs/a2a.md §1.12): its `queued` outcome row
 /// becomes `completed`, and the source hears `DELEGATION_COMPLETE`.
 async fn complete_from_queue(
     state: &Platform,

@@ -69,7 +69,7 @@ impl ErrorCode {
     }
 }
 
-/// The message every caller sees when the datastore cannot be reached (contract §3.3).
+/// The message every caller sees when the datastore cannot be reached (docs/workspaces.md §3.3).
 pub const DATASTORE_UNAVAILABLE: &str = "platform datastore unavailable — retry shortly";
 
 /// A domain error: a code, the exact documented message, and the full body when the documented

@@ -1,7 +1,7 @@
 //! Structure events: the persisted log and the live fan-out. Owns the envelope, the bus seam
 //! (in-process broadcast, or Redis pub/sub across replicas with instance-id dedupe) and the
-//! recorder, and which payload fields carry conversation text (design D13). It must not decide
-//! who may see an event; watchers filter (see `watch`).
+//! recorder, and which payload fields carry conversation text (docs/decisions.md D13). It must not
+//! decide who may see an event; watchers filter (see `watch`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -45,8 +45,8 @@ impl Envelope {
         }
     }
 
-    /// The event as `watcher` may see it (design D13): in full when it took part (it is the
-    /// subject, the source or the target) or when the event carries no conversation text;
+    /// The event as `watcher` may see it (docs/decisions.md D13): in full when it took part (it is
+    /// the subject, the source or the target) or when the event carries no conversation text;
     /// otherwise without the fields that do.
     pub fn seen_by(self: &Arc<Self>, watcher: &str) -> Arc<Self> {
         let fields = self.event.conversation_fields();

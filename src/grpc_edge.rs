@@ -1,4 +1,4 @@
-//! The edge for gRPC, native and gRPC-Web alike (design D19), as one layer over the gRPC
+//! The edge for gRPC, native and gRPC-Web alike (docs/decisions.md D19), as one layer over the gRPC
 //! routes: dev mode's origin rule, the tenant guard, the per-IP rate limiter and the org-key
 //! mint limiter (sharing their buckets with REST, so a client is counted once whichever
 //! transport it uses), the pre-auth budget, and the U+0000 scan of every request message.

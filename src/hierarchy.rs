@@ -1,4 +1,4 @@
-//! The workspace tree as the access rules see it (registry contract §4.1): a cached parent map
+//! The workspace tree as the access rules see it (docs/registry.md §4.1): a cached parent map
 //! and `can_communicate`. It owns reads of `parent_id` only and never changes the tree.
 
 use std::{

@@ -1,6 +1,6 @@
-//! Liveness (design D5): who beat within the TTL, with the latest beat's snapshot for read
-//! overlays. Two backends behind one seam: an in-process TTL table (embedded default) and Redis
-//! (`SET {ns}ws:{id} <snapshot> EX ttl`, keyspace expiry events). Expirations are reported to
+//! Liveness (docs/decisions.md D5): who beat within the TTL, with the latest beat's snapshot for
+//! read overlays. Two backends behind one seam: an in-process TTL table (embedded default) and
+//! Redis (`SET {ns}ws:{id} <snapshot> EX ttl`, keyspace expiry events). Expirations are reported to
 //! whoever listens; deciding "offline" belongs to the registry, not here.
 
 use std::{

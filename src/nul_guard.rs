@@ -1,10 +1,10 @@
-//! Design D18: no string the API stores may hold U+0000 (Postgres `text` cannot, and one such
-//! value once failed every write-behind flush). One layer over the gRPC routes — which every
-//! transport reaches, REST included — reads each request message as it streams in, guided by
-//! the service descriptors: string fields must hold no NUL byte, and JSON text (`*_json`
-//! fields, request `body` bytes) no `\u0000` escape either. An offending message fails its
-//! call with a 400 naming the field before any handler sees it, so nothing changes. Nothing is
-//! buffered: the scan keeps a small state across chunks. The gRPC edge applies it.
+//! docs/decisions.md D18: no string the API stores may hold U+0000 (Postgres `text` cannot, and one
+//! such value once failed every write-behind flush). One layer over the gRPC routes — which every
+//! transport reaches, REST included — reads each request message as it streams in, guided by the
+//! service descriptors: string fields must hold no NUL byte, and JSON text (`*_json` fields,
+//! request `body` bytes) no `\u0000` escape either. An offending message fails its call with a 400
+//! naming the field before any handler sees it, so nothing changes. Nothing is buffered: the scan
+//! keeps a small state across chunks. The gRPC edge applies it.
 
 use std::{
     collections::HashMap,

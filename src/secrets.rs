@@ -1,7 +1,7 @@
-//! The Secrets gRPC service (contract §4, D9): workspace and global secrets, the merged pull an
-//! agent makes at boot, the model alias, and key rotation. Values are sealed by `crypto` before
-//! they reach the store and opened only for the pull; they never appear in logs, errors or
-//! events (error bodies name keys only where the contract documents it).
+//! The Secrets gRPC service (docs/workspaces.md §4, docs/decisions.md D9): workspace and global
+//! secrets, the merged pull an agent makes at boot, the model alias, and key rotation. Values are
+//! sealed by `crypto` before they reach the store and opened only for the pull; they never appear
+//! in logs, errors or events (error bodies name keys only where the contract documents it).
 
 use std::collections::HashMap;
 
@@ -34,7 +34,7 @@ const MAX_VALUE_BYTES: usize = 64 * 1024;
 const MAX_KEY_BYTES: usize = 256;
 const ROTATION_PAGE: u64 = 200;
 
-/// A usable environment variable name: `^[A-Za-z_][A-Za-z0-9_]{0,255}$` (§4.6).
+/// A usable environment variable name: `^[A-Za-z_][A-Za-z0-9_]{0,255}$` (docs/workspaces.md §4.6).
 pub fn valid_key(key: &str) -> bool {
     let mut bytes = key.bytes();
     bytes
@@ -601,7 +601,7 @@ impl SecretsService {
     }
 }
 
-/// The body rules of §4.3 and §4.6, in the documented order.
+/// The body rules of docs/workspaces.md §4.3 and §4.6, in the documented order.
 fn check_body(key: &str, value: &str) -> ApiResult<()> {
     if key.is_empty() || value.is_empty() {
         return Err(ApiError::bad_request("invalid request body"));

@@ -1,6 +1,6 @@
 //! Background sweeps that change state on a clock: the provision-timeout sweep (registry
-//! contract §5.4). Each transition is a conditional update, so with several replicas sweeping
-//! at once exactly one of them records the event.
+//! docs/registry.md §5.4). Each transition is a conditional update, so with several replicas
+//! sweeping at once exactly one of them records the event.
 
 use std::time::Duration;
 

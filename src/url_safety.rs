@@ -1,7 +1,7 @@
-//! The one URL-safety policy (registry contract §1.1 and §4.5, design §3): which agent URLs may
-//! be registered, and which addresses may be dialled. Registration and use time share the same
-//! address rules; the A2A proxy applies `check_ip` to every resolved address at dial time.
-//! It decides only; it never dials.
+//! The one URL-safety policy (docs/registry.md §1.1 and §4.5, docs/README.md, modes): which agent
+//! URLs may be registered, and which addresses may be dialled. Registration and use time share the
+//! same address rules; the A2A proxy applies `check_ip` to every resolved address at dial time. It
+//! decides only; it never dials.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -154,7 +154,8 @@ impl UrlPolicy {
         Err(label)
     }
 
-    /// The registration check of §1.1, with `remote://` accepted as "no inbound endpoint".
+    /// The registration check of docs/registry.md §1.1, with `remote://` accepted as "no inbound
+    /// endpoint".
     pub async fn check_registration(
         &self,
         raw: &str,
@@ -173,7 +174,8 @@ impl UrlPolicy {
         Ok(AgentUrl::Http(url))
     }
 
-    /// The use-time check of §4.5 (discovery; the proxy re-checks each address at dial time).
+    /// The use-time check of docs/registry.md §4.5 (discovery; the proxy re-checks each address at
+    /// dial time).
     pub async fn check_use(&self, raw: &str, resolver: &dyn Resolver) -> Result<Url, String> {
         let url = Url::parse(raw).map_err(|err| format!("url is not valid: {err}"))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -221,7 +223,8 @@ impl UrlPolicy {
     }
 }
 
-/// Deploy mode (contract §1.1): relaxed iff `MOLECULE_DEPLOY_MODE=saas`, or unset with an org id.
+/// Deploy mode (docs/workspaces.md §1.1): relaxed iff `MOLECULE_DEPLOY_MODE=saas`, or unset with an
+/// org id.
 pub fn relaxed_deploy_mode(deploy_mode: &str, org_id: Option<&str>) -> bool {
     match deploy_mode.trim().to_ascii_lowercase().as_str() {
         "saas" => true,

@@ -1,4 +1,4 @@
-//! `POST /workspaces/{id}/a2a` (contract a2a.md §1): the REST face of the A2A proxy core. It
+//! `POST /workspaces/{id}/a2a` (docs/a2a.md §1): the REST face of the A2A proxy core. It
 //! reads the capped body, passes `X-Timeout` and the allow-listed A2A headers on, and shapes
 //! the core's outcome: an agent's 2xx answer unchanged, its other statuses as
 //! `{"error": <its string error or the reason phrase>}`, the poll mailbox as 202.

@@ -1,4 +1,4 @@
-//! Bundle routes (contract §6): export a workspace tree, import one as a fresh copy. The
+//! Bundle routes (docs/workspaces.md §6): export a workspace tree, import one as a fresh copy. The
 //! documents travel as JSON text, so their documented key order reaches the caller unchanged.
 
 use axum::{

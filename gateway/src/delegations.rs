@@ -1,4 +1,4 @@
-//! Delegation routes (contract a2a.md §5): start a delegation, list them, and record or update
+//! Delegation routes (docs/a2a.md §5): start a delegation, list them, and record or update
 //! one the agent sent itself. Workspace auth on the source workspace; bodies as documented.
 
 use axum::{

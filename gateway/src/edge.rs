@@ -1,8 +1,8 @@
-//! The HTTP edge every REST response passes through (contract §7): request ids and tracing
-//! spans, security headers, CORS that never rejects a client, the client address behind
+//! The HTTP edge every REST response passes through (docs/workspaces.md §7): request ids and
+//! tracing spans, security headers, CORS that never rejects a client, the client address behind
 //! trusted proxies, the per-IP rate limiter, the tenant guard, the body cap and the pre-auth
-//! budget. It decides nothing about credentials. The gRPC routes get the same limiters and
-//! guard from the control plane's own gRPC edge (design D19).
+//! budget. It decides nothing about credentials. The gRPC routes get the same limiters and guard
+//! from the control plane's own gRPC edge (docs/decisions.md D19).
 
 use std::{
     collections::HashMap,
@@ -61,7 +61,8 @@ const TENANT_EXEMPT_PATHS: [&str; 4] = [
     "/registry/heartbeat",
 ];
 
-/// Org API keys minted per client IP per hour (contract §3.6), over REST and gRPC together.
+/// Org API keys minted per client IP per hour (docs/workspaces.md §3.6), over REST and gRPC
+/// together.
 const ORG_KEY_MINTS_PER_HOUR: u32 = 10;
 
 /// Requests of the tenant guard's exempt list, by gRPC method: the agent plumbing that the
@@ -90,7 +91,7 @@ pub struct EdgeConfig {
     pub org_id: Option<String>,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
-    /// The cap on `POST /workspaces/:id/plugins` bodies (contract §7.7).
+    /// The cap on `POST /workspaces/:id/plugins` bodies (docs/workspaces.md §7.7).
     pub plugin_install_body_max_bytes: usize,
 }
 
@@ -187,8 +188,8 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 impl Edge {
-    /// Design D20: in dev mode a bearer-less request passes the auth gates, so one sent by a web
-    /// page of another origin (browsers name it in `Origin`) is refused. Requests without
+    /// docs/decisions.md D20: in dev mode a bearer-less request passes the auth gates, so one sent
+    /// by a web page of another origin (browsers name it in `Origin`) is refused. Requests without
     /// `Origin` (curl, the SDK) and with a bearer are unaffected.
     pub fn refuses_browser(&self, headers: &HeaderMap) -> bool {
         let Some(origin) = headers
@@ -214,7 +215,7 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 #[derive(Debug, Clone, Copy)]
 struct EmptyByDesign;
 
-/// Every error a client can get from the REST surface is JSON (contract §7.7): the
+/// Every error a client can get from the REST surface is JSON (docs/workspaces.md §7.7): the
 /// framework's own answers — an unparsable path segment, a method the route does not take —
 /// are given the documented shape, keeping their status and headers (`Allow`). Their text is
 /// not echoed: it can quote the request.
@@ -295,8 +296,8 @@ fn refusal(edge: &Edge, request: &mut Request) -> Option<Response> {
     if edge.refuses_browser(request.headers()) {
         return Some(RestError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response());
     }
-    // Multi-tenant routing (contract §7.5): another tenant's request gets an empty 404, so the
-    // tenant's existence does not leak.
+    // Multi-tenant routing (docs/workspaces.md §7.5): another tenant's request gets an empty 404,
+    // so the tenant's existence does not leak.
     if !edge.tenant_passes(request.uri().path(), request.headers()) {
         let mut hidden = (StatusCode::NOT_FOUND, Body::empty()).into_response();
         hidden.extensions_mut().insert(EmptyByDesign);

@@ -1,5 +1,6 @@
-//! Event routes: the structure event log (`/events`, registry contract §6.3) and the live
-//! `/ws` WebSocket (§6.4), which relays the `WatchEvents` stream of the caller's credentials.
+//! Event routes: the structure event log (`/events`, docs/registry.md §6.3) and the live `/ws`
+//! WebSocket (docs/registry.md §6.4), which relays the `WatchEvents` stream of the caller's
+//! credentials.
 
 use std::time::Duration;
 

@@ -36,7 +36,8 @@ impl Forwarded {
         request
     }
 
-    /// `scheme://host` as the caller reached us (contract §2.1), without a trailing slash.
+    /// `scheme://host` as the caller reached us (docs/workspaces.md §2.1), without a trailing
+    /// slash.
     pub(crate) fn platform_url(&self) -> String {
         let header = |name: &str| {
             self.header(name)

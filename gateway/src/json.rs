@@ -18,7 +18,7 @@ use crate::{
 /// Why a request body could not be used.
 pub(crate) enum BodyError {
     TooLarge,
-    /// The server's budget for unauthenticated bodies is spent (design D19).
+    /// The server's budget for unauthenticated bodies is spent (docs/decisions.md D19).
     Busy,
     /// The body did not arrive within the body-read timeout.
     TimedOut,

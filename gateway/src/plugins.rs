@@ -1,5 +1,5 @@
-//! Plugin routes (contract §5): the open catalogue and sources, the downloads (org-level and
-//! the SDK's per-workspace form), and the install record. A download is relayed only once the
+//! Plugin routes (docs/workspaces.md §5): the open catalogue and sources, the downloads (org-level
+//! and the SDK's per-workspace form), and the install record. A download is relayed only once the
 //! whole archive has arrived, so its headers (length, digest) are exact.
 
 use axum::{

@@ -1,4 +1,4 @@
-//! What a request without a recognised credential may make the server hold (design D19).
+//! What a request without a recognised credential may make the server hold (docs/decisions.md D19).
 //! Credentials are looked at before any body is read: a bearer the server knows passes
 //! untouched; any other request has its body charged, byte by byte (gRPC: by each message's
 //! declared length, which the decoder reserves up front), against its connection's budget and

@@ -1,4 +1,4 @@
-//! `/registry/*` and the activity routes (registry contract §1–4, §7): what agents call to join,
+//! `/registry/*` and the activity routes (docs/registry.md §1–4, §7): what agents call to join,
 //! stay live, find peers and report activity.
 
 use axum::{

@@ -1,5 +1,5 @@
-//! Secret routes (contract §4): workspace secrets and their values pull, the model alias, and
-//! global secrets on `/settings/secrets` with the legacy `/admin/secrets` aliases. Bodies and
+//! Secret routes (docs/workspaces.md §4): workspace secrets and their values pull, the model alias,
+//! and global secrets on `/settings/secrets` with the legacy `/admin/secrets` aliases. Bodies and
 //! key order are the documented ones; values only ever appear in the pull's response.
 
 use axum::{
@@ -323,7 +323,7 @@ pub(crate) async fn legacy_list_global_secrets(
     gateway.list_global(&forwarded).await
 }
 
-/// There is no `PUT /admin/secrets` (contract §4.5).
+/// There is no `PUT /admin/secrets` (docs/workspaces.md §4.5).
 #[utoipa::path(post, path = "/admin/secrets", tag = "secrets",
     request_body = SecretBody,
     responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]

@@ -1,5 +1,5 @@
-//! Token routes: workspace tokens (`/workspaces/{id}/tokens`, contract §3.7), the test-token
-//! helper (§3.8) and org API keys (`/org/tokens`, §3.9).
+//! Token routes: workspace tokens (`/workspaces/{id}/tokens`, docs/workspaces.md §3.7), the
+//! test-token helper (docs/workspaces.md §3.8) and org API keys (`/org/tokens`, §3.9).
 
 use axum::{
     body::Body,

@@ -1,4 +1,4 @@
-//! `/workspaces` routes (contract §1–2): the workspace resource and its lifecycle.
+//! `/workspaces` routes (docs/workspaces.md §1–2): the workspace resource and its lifecycle.
 
 use axum::{
     Json,

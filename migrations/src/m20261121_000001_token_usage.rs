@@ -1,4 +1,4 @@
-//! Token usage totals per workspace (A2A contract §1.11 step 5): one row per workspace, summed
+//! Token usage totals per workspace (docs/a2a.md §1.11 step 5): one row per workspace, summed
 //! from the `usage` its answers report. A table of its own so the hot `workspaces` row is not
 //! rewritten by accounting.
 

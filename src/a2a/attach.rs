@@ -1,4 +1,4 @@
-//! Attached agents (contract a2a.md §6.3): an agent behind NAT holds one `Attach` stream and
+//! Attached agents (docs/a2a.md §6.3): an agent behind NAT holds one `Attach` stream and
 //! receives proxied calls on it. This module owns the attachments of this replica, the
 //! `AgentInbound` service, and delivery over an attachment with the same time limits as HTTP.
 //! One attachment per workspace: a new one supersedes the old. A stream lives on the replica

@@ -11,7 +11,7 @@ use super::{A2aState, Caller, ProxyError};
 
 const FORGED_PREFIXES: [&str; 4] = ["webhook:", "system:", "test:", "channel:"];
 
-/// §1.2 steps 2–4: forged ids, user callers, agent callers (their own token, always).
+/// docs/a2a.md §1.2, steps 2–4: forged ids, user callers, agent callers (their own token, always).
 pub async fn authenticate(state: &A2aState, metadata: &MetadataMap) -> Result<Caller, ProxyError> {
     let Some(header) = auth::claimed_workspace(metadata) else {
         state.auth.admin(metadata).await?;

@@ -1,4 +1,4 @@
-//! Body normalization (contract §1.6), raw-preserving: only the parts the platform changes are
+//! Body normalization (docs/a2a.md §1.6), raw-preserving: only the parts the platform changes are
 //! re-encoded, so key order and numbers beyond 2^53 reach the agent exactly as sent.
 
 use indexmap::IndexMap;

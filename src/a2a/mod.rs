@@ -1,4 +1,4 @@
-//! The A2A proxy core (contract a2a.md §1, §3.3, §4): caller classes and their auth, the
+//! The A2A proxy core (docs/a2a.md §1, §3.3, §4): caller classes and their auth, the
 //! hierarchy rule, target resolution, body normalization, dispatch to the agent's URL (through
 //! the dial-time URL-safety connector) or to its poll mailbox, and the side effects. REST
 //! (`POST /workspaces/:id/a2a`) and the `A2A` gRPC service both run this one core; how an
@@ -32,7 +32,7 @@ pub use self::{
 
 use crate::state::Platform;
 
-/// Headers a caller may pass through to the target (contract §1.1).
+/// Headers a caller may pass through to the target (docs/a2a.md §1.1).
 pub const FORWARDED_HEADERS: [&str; 4] = [
     "a2a-version",
     "x-a2a-extensions",

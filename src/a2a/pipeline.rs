@@ -43,8 +43,9 @@ pub(super) enum Prepared {
     Http(Box<Dispatch>),
 }
 
-/// The pipeline of §1.4 after authentication. Delivery and its side effects run in their own
-/// task, so a caller that goes away cancels neither the agent's work nor the records of it.
+/// The pipeline of docs/a2a.md §1.4 after authentication. Delivery and its side effects run in
+/// their own task, so a caller that goes away cancels neither the agent's work nor the records of
+/// it.
 pub async fn proxy(
     state: &A2aState,
     caller: Caller,
@@ -125,7 +126,7 @@ pub(super) async fn prepare(
             });
         }
     };
-    // Route (1): an attached stream goes first (contract §1.5).
+    // Route (1): an attached stream goes first (docs/a2a.md §1.5).
     let destination = match (attach::Attached::find(state, &target.id).await, route) {
         (Some(attachment), _) => Destination::Attached(attachment),
         (None, Route::Http(url)) => Destination::Http(url),
@@ -207,7 +208,7 @@ pub(super) async fn deliver(
         }
         _ => None,
     };
-    // The attempt is recorded whatever follows, after the answer (contract §1.11).
+    // The attempt is recorded whatever follows, after the answer (docs/a2a.md §1.11).
     let recorded = result.clone();
     let background = state.clone();
     tokio::spawn(async move {

@@ -1,4 +1,4 @@
-//! The busy queue (contract a2a.md §1.12): a call that reached a busy agent (connected, then no
+//! The busy queue (docs/a2a.md §1.12): a call that reached a busy agent (connected, then no
 //! answer in time) waits in `a2a_queue` and is delivered again when the agent's heartbeat shows
 //! spare capacity. Claims are conditional updates, so concurrent drains (on any replica) never
 //! take the same row; a reaper returns rows stranded in `dispatched` by a crash.
@@ -266,7 +266,7 @@ pub async fn sweep(state: A2aState) {
 }
 
 /// Marks rows queued longer than `max_age_minutes` as dropped, appending the reason to
-/// `last_error` (contract §1.12, admin cleanup). Conditional, so a row claimed meanwhile stays.
+/// `last_error` (docs/a2a.md §1.12, admin cleanup). Conditional, so a row claimed meanwhile stays.
 pub async fn drop_stale(
     state: &A2aState,
     max_age_minutes: i64,

@@ -18,7 +18,7 @@ use super::{
     upstream::{Answer, DispatchError},
 };
 
-/// The activity row and events of §1.11 for one dispatch (success or failure).
+/// The activity row and events of docs/a2a.md §1.11 for one dispatch (success or failure).
 pub(super) async fn record(
     state: &A2aState,
     caller: &Caller,
@@ -34,7 +34,7 @@ pub(super) async fn record(
                 .as_ref()
                 .ok()
                 .and_then(|body| serde_json::from_slice::<Value>(body).ok());
-            // A redirect is an upstream error too: it is never followed (§1.7).
+            // A redirect is an upstream error too: it is never followed (docs/a2a.md §1.7).
             let ok = answer.status.is_success() && answer.body.is_ok();
             (
                 if ok { "ok" } else { "error" },

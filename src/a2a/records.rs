@@ -1,7 +1,8 @@
-//! The proxy's records, written in batches: each delivery queues its activity row (with the
-//! caller whose `last_outbound_at` moves and the tokens the answer reported), and one writer
-//! task writes everything queued in one statement per table, so a busy proxy costs the datastore a few statements per batch rather
-//! than two per call. Records complete even after the caller has gone; shutdown flushes them.
+//! The proxy's records, written in batches: each delivery queues its activity row (with the caller
+//! whose `last_outbound_at` moves and the tokens the answer reported), and one writer task writes
+//! everything queued in one statement per table, so a busy proxy costs the datastore a few
+//! statements per batch rather than two per call. Records complete even after the caller has gone;
+//! shutdown flushes them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -33,7 +34,7 @@ pub struct Record {
     pub row: activity_log::ActiveModel,
     /// A workspace caller whose call was delivered.
     pub outbound: Option<String>,
-    /// What the answer reported spending, added to the target's totals (§1.11 step 5).
+    /// What the answer reported spending, added to the target's totals (docs/a2a.md §1.11).
     pub usage: Option<TokenUsage>,
 }
 

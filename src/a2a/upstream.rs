@@ -24,7 +24,7 @@ use tokio::{net::TcpStream, time::Instant};
 
 use crate::url_safety::{Resolver, UrlPolicy};
 
-/// The most an agent's answer may be (contract §1.8).
+/// The most an agent's answer may be (docs/a2a.md §1.8).
 pub const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -138,7 +138,7 @@ pub struct Upstream {
 }
 
 /// Whether the target showed life (a heartbeat) after the given moment; a silent upstream
-/// whose agent still beats has its idle timer restarted (contract §1.7).
+/// whose agent still beats has its idle timer restarted (docs/a2a.md §1.7).
 pub type Alive =
     Arc<dyn Fn(chrono::DateTime<chrono::Utc>) -> BoxFuture<'static, bool> + Send + Sync>;
 

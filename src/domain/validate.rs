@@ -1,5 +1,5 @@
-//! Input rules for workspace fields (contract §2.1, §2.4), as pure functions so both create and
-//! patch apply the same rules and tests can pin them down without a server.
+//! Input rules for workspace fields (docs/workspaces.md §2.1, §2.4), as pure functions so both
+//! create and patch apply the same rules and tests can pin them down without a server.
 
 use crate::error::{ApiError, ApiResult};
 
@@ -56,7 +56,7 @@ pub fn text_field(field: &str, value: &str) -> Result<(), FieldProblem> {
     Ok(())
 }
 
-/// The PATCH wording of a text-field problem (contract §2.4).
+/// The PATCH wording of a text-field problem (docs/workspaces.md §2.4).
 pub fn patch_text_field(field: &str, value: &str) -> ApiResult<()> {
     text_field(field, value).map_err(|problem| {
         ApiError::bad_request(match problem {

@@ -1,7 +1,7 @@
-//! The Plugins gRPC service (contract §5): the catalogue of the plugins dir, downloads as one
-//! gzip tar built in memory before the first byte goes out, and the install record of external
-//! agents (open question O4). Filesystem work runs on blocking threads; nothing here serves a
-//! path outside a plugin's own tree.
+//! The Plugins gRPC service (docs/workspaces.md §5): the catalogue of the plugins dir, downloads as
+//! one gzip tar built in memory before the first byte goes out, and the install record of external
+//! agents (open question O4). Filesystem work runs on blocking threads; nothing here serves a path
+//! outside a plugin's own tree.
 
 pub mod archive;
 pub mod source;

@@ -1,4 +1,4 @@
-//! Activity logs (registry contract §7): agents report what they did, the canvas and poll-mode
+//! Activity logs (docs/registry.md §7): agents report what they did, the canvas and poll-mode
 //! SDK agents read it back (cursor reads with `since_id`), and `notify` pushes an agent's
 //! message to its user.
 
@@ -131,9 +131,9 @@ pub(crate) async fn list(
         query = query.filter(activity_log::Column::CreatedAt.lt(before));
     }
     let cursor_read = !request.since_id.is_empty();
-    // D17: an agent reading its own mailbox without a cursor (the SDK's first poll) gets the
-    // newest rows oldest-first, so the cursor it keeps — the batch's last row — is the newest,
-    // and no message is dispatched twice. Operators and the canvas keep newest-first.
+    // docs/decisions.md D17: an agent reading its own mailbox without a cursor (the SDK's first
+    // poll) gets the newest rows oldest-first, so the cursor it keeps — the batch's last row — is
+    // the newest, and no message is dispatched twice. Operators and the canvas keep newest-first.
     let first_mailbox_poll = !cursor_read
         && request.r#type == "a2a_receive"
         && request.order.is_empty()
@@ -251,7 +251,7 @@ async fn peer_names(
         .collect())
 }
 
-/// The `data` envelope the SDK's poll mode reads (registry contract §7.2).
+/// The `data` envelope the SDK's poll mode reads (docs/registry.md §7.2).
 fn poll_envelope(
     row: &activity_log::Model,
     peers: &std::collections::HashMap<String, (String, Option<String>)>,

@@ -55,9 +55,9 @@ impl RegistryService {
         })
     }
 
-    /// The URL a peer can use to reach `target` directly (registry contract §4.2), exactly as
-    /// registered (D16) — but in dev mode a container caller gets a host-run agent's loopback
-    /// URL as `host.docker.internal`, the name its container reaches the host by.
+    /// The URL a peer can use to reach `target` directly (docs/registry.md §4.2), exactly as
+    /// registered (docs/decisions.md D16) — but in dev mode a container caller gets a host-run
+    /// agent's loopback URL as `host.docker.internal`, the name its container reaches the host by.
     pub(super) async fn reachable_url(
         &self,
         target: &workspace::Model,

@@ -1,8 +1,8 @@
-//! The Registry gRPC service (registry contract §1–5, §7, design D1, D2, D5, D7, D10, D12):
-//! registration with the atomic first mint, heartbeats over unary calls and over a stream, card
-//! updates, discovery, peers, access checks, activity, and the offline rules. The heartbeat is
-//! the hot path: cached credentials and state, one liveness write, and a datastore write only
-//! on a transition or a `current_task` change (everything else is flushed write-behind).
+//! The Registry gRPC service (docs/registry.md §1–5, §7, docs/decisions.md D1, D2, D5, D7, D10,
+//! D12): registration with the atomic first mint, heartbeats over unary calls and over a stream,
+//! card updates, discovery, peers, access checks, activity, and the offline rules. The heartbeat is
+//! the hot path: cached credentials and state, one liveness write, and a datastore write only on a
+//! transition or a `current_task` change (everything else is flushed write-behind).
 
 pub(crate) mod activity;
 mod discovery;
@@ -50,7 +50,8 @@ async fn workspace_state(state: &Platform, id: &str) -> ApiResult<CachedWorkspac
     {
         Ok(row) => row,
         // While the datastore is down, the last known state serves the heartbeat path: every
-        // transition needs the datastore too, so nothing newer can exist (design §5).
+        // transition needs the datastore too, so nothing newer can exist (docs/decisions.md, the
+        // hot paths).
         Err(err) if store::is_unavailable(&err) => {
             return state
                 .hot
@@ -120,7 +121,7 @@ impl RegistryService {
         workspace_state(&self.state, id).await
     }
 
-    /// Like `workspace_state`, with removed workspaces answered 410 (registry contract).
+    /// Like `workspace_state`, with removed workspaces answered 410 (docs/registry.md §1).
     async fn live_workspace_state(&self, id: &str) -> ApiResult<CachedWorkspace> {
         let state = self.workspace_state(id).await?;
         if state.status == WorkspaceStatus::Removed {

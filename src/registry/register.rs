@@ -55,9 +55,9 @@ impl RegistryService {
             ));
         }
 
-        // D1/D2: a bearer must be this workspace's token or the admin token; without one, only
-        // a workspace that never had a token, or an SDK restart with an unchanged URL, passes —
-        // in dev mode too (D14: the URL-hijack guard stays on).
+        // docs/decisions.md D1/D2: a bearer must be this workspace's token or the admin token;
+        // without one, only a workspace that never had a token, or an SDK restart with an unchanged
+        // URL, passes — in dev mode too (docs/decisions.md D14: the URL-hijack guard stays on).
         let auth = &self.state.auth;
         let privileged = match auth::bearer(metadata) {
             Some(bearer) if auth.is_admin_token(bearer) => true,
@@ -84,8 +84,9 @@ impl RegistryService {
                     .await
                     .context("registration failed")?;
                 if same_url(stored.flatten().as_deref(), &request.url) {
-                    // D14: nothing is refreshed; knowing an id must not keep a workspace shown
-                    // online. Liveness comes from the agent's next authenticated heartbeat.
+                    // docs/decisions.md D14: nothing is refreshed; knowing an id must not keep a
+                    // workspace shown online. Liveness comes from the agent's next authenticated
+                    // heartbeat.
                     return Ok(pb::RegisterResponse { auth_token: None });
                 }
                 return Err(auth::AuthError::MissingWorkspaceToken.into());

@@ -1,7 +1,7 @@
-//! The bidirectional heartbeat stream (design D10): authenticated once, every beat acked, a
-//! goodbye marks the workspace offline at once, and control frames are pushed when the
-//! workspace is paused, resumed, removed, its token revoked, or its secrets or config change.
-//! One dispatcher task routes events to streams, so a stream costs no work per foreign event.
+//! The bidirectional heartbeat stream (docs/decisions.md D10): authenticated once, every beat
+//! acked, a goodbye marks the workspace offline at once, and control frames are pushed when the
+//! workspace is paused, resumed, removed, its token revoked, or its secrets or config change. One
+//! dispatcher task routes events to streams, so a stream costs no work per foreign event.
 
 use std::pin::Pin;
 

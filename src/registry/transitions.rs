@@ -1,4 +1,4 @@
-//! The heartbeat status rules of registry contract §2.1, as a pure function: given the status
+//! The heartbeat status rules of docs/registry.md §2.1, as a pure function: given the status
 //! read once and this beat, which single transition (if any) to attempt, and its event payload.
 
 use serde_json::{Value, json};
@@ -18,7 +18,7 @@ pub struct BeatFacts<'a> {
     pub native: bool,
 }
 
-/// The one transition this beat causes, evaluated in the contract's order.
+/// The one transition this beat causes, evaluated in the documented order.
 pub fn evaluate(current: WorkspaceStatus, beat: BeatFacts<'_>) -> Option<(WorkspaceStatus, Value)> {
     let wedged = beat.runtime_state == "wedged";
     match current {

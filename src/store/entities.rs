@@ -47,7 +47,7 @@ pub mod workspace {
     impl ActiveModelBehavior for ActiveModel {}
 
     impl ActiveModel {
-        /// A new `provisioning` row with every default of the contract (§2.1); callers set
+        /// A new `provisioning` row with every default of docs/workspaces.md §2.1; callers set
         /// what their request says on top.
         pub fn fresh(id: &str, name: &str, now: DateTimeUtc) -> Self {
             use sea_orm::ActiveValue::Set;

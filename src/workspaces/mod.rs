@@ -1,6 +1,6 @@
-//! The Workspaces gRPC service: the workspace resource and its lifecycle, tokens, org keys and
-//! the event log (contract §1–3, registry §6). Every RPC authenticates first (except the
-//! deliberate `/state` ordering) and changes state with conditional updates inside one
+//! The Workspaces gRPC service: the workspace resource and its lifecycle, tokens, org keys and the
+//! event log (docs/workspaces.md §1–3, docs/registry.md §6). Every RPC authenticates first (except
+//! the deliberate `/state` ordering) and changes state with conditional updates inside one
 //! transaction, then publishes the events it recorded. It knows nothing about HTTP.
 
 use std::{collections::HashMap, pin::Pin};

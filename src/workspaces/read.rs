@@ -75,8 +75,9 @@ impl WorkspacesService {
         Ok(WorkspaceView { row, layout, beat }.into())
     }
 
-    /// WorkspaceAuth for reading `id`, widened by D15: a workspace's own token also reads its
-    /// ancestors (the runtime reads its parent's name); any other workspace stays 401.
+    /// WorkspaceAuth for reading `id`, widened by docs/decisions.md D15: a workspace's own token
+    /// also reads its ancestors (the runtime reads its parent's name); any other workspace stays
+    /// 401.
     pub(super) async fn reader_of(&self, metadata: &MetadataMap, id: &str) -> ApiResult<()> {
         let refused = match self.state.auth.workspace(metadata, id).await {
             Ok(_) => return Ok(()),

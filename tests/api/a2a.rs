@@ -1,5 +1,5 @@
-//! The A2A proxy (a2a.md §1, §3, §4): delivery to an agent shaped like the Python SDK's inbound
-//! server, caller classes and the hierarchy, upstream statuses, dial-time URL safety, caps,
+//! The A2A proxy (docs/a2a.md §1, §3, §4): delivery to an agent shaped like the Python SDK's
+//! inbound server, caller classes and the hierarchy, upstream statuses, dial-time URL safety, caps,
 //! timeouts, the poll mailbox, and records that land after the caller has gone.
 
 use std::{
@@ -670,7 +670,7 @@ async fn agents_without_an_inbound_url_read_calls_from_their_mailbox() {
         .poll(poll("00000000-0000-4000-8000-000000000000"))
         .await
         .unwrap_err();
-    // The registry contract words it so; the SDK only looks at the 410 (a2a.md says "cursor expired").
+    // docs/registry.md §7.2 words it so; the SDK only looks at the 410.
     assert_eq!(lost.message(), "since_id cursor no longer available");
 }
 

@@ -1,4 +1,4 @@
-//! Activity logs, the poll-mode cursor reads and notify (registry contract §7).
+//! Activity logs, the poll-mode cursor reads and notify (docs/registry.md §7).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -209,7 +209,7 @@ async fn poll_mode_reads_a_cursor_oldest_first_without_self_notifications() {
         .await;
     assert_eq!(by_peer.body.as_array().unwrap().len(), 1);
     // Without a cursor the canvas (an operator's credential) still sees the notify row, newest
-    // first; the agent's own token reads it as a mailbox (D17, see a2a.rs).
+    // first; the agent's own token reads it as a mailbox (docs/decisions.md D17, see a2a.rs).
     let all = app
         .admin_get(&format!("/workspaces/{id}/activity?type=a2a_receive"))
         .await

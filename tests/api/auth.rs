@@ -1,5 +1,5 @@
-//! The auth matrix (contract §3): who may call which route, with the exact 401/403 bodies, and
-//! failing closed when the datastore is down.
+//! The auth matrix (docs/workspaces.md §3): who may call which route, with the exact 401/403
+//! bodies, and failing closed when the datastore is down.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

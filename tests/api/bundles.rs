@@ -1,5 +1,6 @@
-//! Bundles (contract §6): a round trip keeps name, role, tier, agent card, config files and
-//! sub-workspaces under new ids, and never carries secrets or tokens; bad bundles change nothing.
+//! Bundles (docs/workspaces.md §6): a round trip keeps name, role, tier, agent card, config files
+//! and sub-workspaces under new ids, and never carries secrets or tokens; bad bundles change
+//! nothing.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -1,5 +1,5 @@
-//! Delegations (a2a.md §5): a task handed to a peer through the proxy and its recorded outcome,
-//! idempotency keys, the hierarchy rule, a busy peer completed by the queue drain, and the
+//! Delegations (docs/a2a.md §5): a task handed to a peer through the proxy and its recorded
+//! outcome, idempotency keys, the hierarchy rule, a busy peer completed by the queue drain, and the
 //! record/update routes agents use for delegations they sent themselves.
 
 use std::time::Duration;

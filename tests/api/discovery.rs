@@ -1,4 +1,4 @@
-//! Discovery, peers and access checks (registry contract §4, design D7).
+//! Discovery, peers and access checks (docs/registry.md §4, docs/decisions.md D7).
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

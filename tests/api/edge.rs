@@ -1,5 +1,6 @@
-//! The HTTP edge (contract §7): health, security headers everywhere, CORS that never rejects,
-//! the rate limiter, the body cap, the tenant guard, JSON 404s, metrics and the OpenAPI document.
+//! The HTTP edge (docs/workspaces.md §7): health, security headers everywhere, CORS that never
+//! rejects, the rate limiter, the body cap, the tenant guard, JSON 404s, metrics and the OpenAPI
+//! document.
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

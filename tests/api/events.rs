@@ -1,5 +1,5 @@
 //! The event log and its live fan-out: `/events`, `/ws` for operators and agents, and two
-//! replicas sharing Postgres/SQLite + Redis (registry contract §6).
+//! replicas sharing Postgres/SQLite + Redis (docs/registry.md §6).
 
 use std::time::Duration;
 

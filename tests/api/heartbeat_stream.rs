@@ -1,5 +1,5 @@
-//! The gRPC heartbeat stream (design D10): one authentication, an ack per beat, control frames
-//! pushed on pause, resume, removal, token revocation and config change, goodbye → offline.
+//! The gRPC heartbeat stream (docs/decisions.md D10): one authentication, an ack per beat, control
+//! frames pushed on pause, resume, removal, token revocation and config change, goodbye → offline.
 
 use std::time::Duration;
 

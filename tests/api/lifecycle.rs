@@ -1,5 +1,5 @@
-//! Delete, state, pause, resume, restart and the provision-timeout sweep (contract §2.5–2.7,
-//! registry §5.4).
+//! Delete, state, pause, resume, restart and the provision-timeout sweep (docs/workspaces.md
+//! §2.5–2.7, docs/registry.md §5.4).
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

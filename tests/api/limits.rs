@@ -1,4 +1,4 @@
-//! What a client without a credential can make the server hold (design D19), and the
+//! What a client without a credential can make the server hold (docs/decisions.md D19), and the
 //! listener's defences: connection caps, the header-read, idle and body-read timeouts.
 
 use std::{convert::Infallible, time::Duration};

@@ -3,6 +3,7 @@
 
 mod a2a;
 mod activity;
+mod architecture;
 mod auth;
 mod bundles;
 mod cli;

@@ -1,4 +1,4 @@
-//! Plugins (contract §5): the catalogue, downloads that unpack to the source bytes, the
+//! Plugins (docs/workspaces.md §5): the catalogue, downloads that unpack to the source bytes, the
 //! documented errors, the allowlist, the own-token rule, and install records (O4).
 
 use std::{collections::BTreeMap, fs, os::unix::fs::PermissionsExt, path::PathBuf};

@@ -1,5 +1,5 @@
-//! Registration, heartbeats and liveness over REST (registry contract §1–2, §5, design D1, D2,
-//! D5, D12).
+//! Registration, heartbeats and liveness over REST (docs/registry.md §1–2, §5, docs/decisions.md
+//! D1, D2, D5, D12).
 
 use std::time::Duration;
 
@@ -38,7 +38,8 @@ async fn the_first_registration_mints_the_token_once() {
         json!({"url": "http://127.0.0.1:9001", "agent_card": {"name": "agent", "skills": []}})
     );
 
-    // D2: the SDK restarts without a bearer and the same URL: accepted, no new token.
+    // docs/decisions.md D2: the SDK restarts without a bearer and the same URL: accepted, no new
+    // token.
     let again = app.register(&id, "http://127.0.0.1:9001", None).await;
     assert_eq!(again.body, json!({"status": "registered"}));
     // A changed URL needs the token.

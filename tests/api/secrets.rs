@@ -1,5 +1,6 @@
-//! Secrets (contract §4, D9): precedence, the own-token pull, isolation, bad input, ciphertext
-//! at rest, row binding, wrong keys, rotation under load, and the control frame on change.
+//! Secrets (docs/workspaces.md §4, D9): precedence, the own-token pull, isolation, bad input,
+//! ciphertext at rest, row binding, wrong keys, rotation under load, and the control frame on
+//! change.
 
 use molecule::{crypto::SecretsKey, pb};
 use reqwest::{Method, StatusCode};

@@ -1,4 +1,4 @@
-//! Workspace tokens (contract §3.7) and the test-token helper (§3.8).
+//! Workspace tokens (docs/workspaces.md §3.7) and the test-token helper (§3.8).
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

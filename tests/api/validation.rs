@@ -1,5 +1,5 @@
-//! Strings the API stores (design D18): U+0000 anywhere — a string field, or an escape in JSON
-//! text — gets a 400 naming the field, over REST and gRPC, and changes nothing.
+//! Strings the API stores (docs/decisions.md D18): U+0000 anywhere — a string field, or an escape
+//! in JSON text — gets a 400 naming the field, over REST and gRPC, and changes nothing.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

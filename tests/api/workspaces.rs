@@ -1,4 +1,4 @@
-//! Workspace create, list, get and patch over REST (contract §1–2.4).
+//! Workspace create, list, get and patch over REST (docs/workspaces.md §1–2.4).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
