@@ -11,7 +11,7 @@ use tracing::warn;
 
 use crate::{
     domain::{EventType, validate},
-    error::{ApiError, ApiResult, ErrorCode},
+    error::ApiResult,
     pb,
     state::Platform,
     store::{
@@ -20,7 +20,9 @@ use crate::{
     },
 };
 
-const ACTIVITY_TYPES: [&str; 7] = [
+use super::error::RegistryError;
+
+pub(super) const ACTIVITY_TYPES: [&str; 7] = [
     "a2a_send",
     "a2a_receive",
     "task_update",
@@ -43,26 +45,18 @@ pub(super) async fn log(
     let id = validate::workspace_id(&request.workspace_id)?;
     state.auth.workspace(metadata, &id).await?;
     if request.activity_type.is_empty() {
-        return Err(ApiError::bad_request("invalid request body"));
+        return Err(RegistryError::InvalidBody.into());
     }
     if !ACTIVITY_TYPES.contains(&request.activity_type.as_str()) {
-        return Err(ApiError::bad_request(format!(
-            "invalid activity_type, must be one of: {}",
-            ACTIVITY_TYPES.join(", ")
-        )));
+        return Err(RegistryError::InvalidActivityType.into());
     }
     if !request.source_id.is_empty()
         && validate::parse_uuid(&request.source_id).as_deref() != Some(id.as_str())
     {
-        return Err(ApiError::forbidden(
-            "source_id must match authenticated workspace",
-        ));
+        return Err(RegistryError::SourceMismatch.into());
     }
     let target_id = match non_empty(request.target_id) {
-        Some(target) => Some(
-            validate::parse_uuid(&target)
-                .ok_or_else(|| ApiError::bad_request("invalid target_id"))?,
-        ),
+        Some(target) => Some(validate::parse_uuid(&target).ok_or(RegistryError::InvalidTargetId)?),
         None => None,
     };
     store::live_workspace(&state.db, &id).await?;
@@ -117,16 +111,15 @@ pub(crate) async fn list(
         "" => {}
         "canvas" => query = query.filter(activity_log::Column::SourceId.is_null()),
         "agent" => query = query.filter(activity_log::Column::SourceId.is_not_null()),
-        _ => return Err(ApiError::bad_request("source must be 'canvas' or 'agent'")),
+        _ => return Err(RegistryError::InvalidSource.into()),
     }
     if !request.peer_id.is_empty() {
-        let peer = validate::parse_uuid(&request.peer_id)
-            .ok_or_else(|| ApiError::bad_request("invalid peer_id"))?;
+        let peer = validate::parse_uuid(&request.peer_id).ok_or(RegistryError::InvalidPeerId)?;
         query = query.filter(activity_log::Column::SourceId.eq(peer));
     }
     if !request.before_ts.is_empty() {
         let before = chrono::DateTime::parse_from_rfc3339(&request.before_ts)
-            .map_err(|_| ApiError::bad_request("invalid before_ts"))?
+            .map_err(|_| RegistryError::InvalidBeforeTs)?
             .with_timezone(&chrono::Utc);
         query = query.filter(activity_log::Column::CreatedAt.lt(before));
     }
@@ -148,7 +141,7 @@ pub(crate) async fn list(
         );
     }
     if cursor_read {
-        let gone = || ApiError::new(ErrorCode::Gone, "since_id cursor no longer available");
+        let gone = || RegistryError::CursorGone;
         let cursor_id = validate::parse_uuid(&request.since_id).ok_or_else(gone)?;
         let cursor = activity_log::Entity::find_by_id(cursor_id.clone())
             .one(&state.db)
@@ -170,7 +163,7 @@ pub(crate) async fn list(
         "" => cursor_read,
         "asc" => true,
         "desc" => false,
-        _ => return Err(ApiError::bad_request("order must be 'asc' or 'desc'")),
+        _ => return Err(RegistryError::InvalidOrder.into()),
     };
     let order = if ascending {
         sea_orm::Order::Asc
@@ -305,16 +298,14 @@ pub(super) async fn notify(
     let id = validate::workspace_id(&request.workspace_id)?;
     state.auth.workspace(metadata, &id).await?;
     if request.message.is_empty() {
-        return Err(ApiError::bad_request("message is required"));
+        return Err(RegistryError::MessageRequired.into());
     }
     if let Some(i) = request
         .attachments
         .iter()
         .position(|a| a.uri.is_empty() || a.name.is_empty())
     {
-        return Err(ApiError::bad_request(format!(
-            "attachment[{i}]: uri and name are required"
-        )));
+        return Err(RegistryError::AttachmentIncomplete { index: i }.into());
     }
     let row = store::live_workspace(&state.db, &id).await?;
     let attachments: Vec<Value> = request

@@ -2,7 +2,6 @@
 //! (loopback rewritten for containers), and who may see whom under the hierarchy rules.
 
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
-use serde_json::json;
 use tonic::metadata::MetadataMap;
 use tracing::debug;
 
@@ -10,20 +9,20 @@ use crate::{
     auth,
     domain::{
         WorkspaceStatus,
-        validate::{self, WORKSPACE_NOT_FOUND},
+        validate::{self},
     },
     error::{ApiError, ApiResult},
     pb,
     store::{DbContext, entities::workspace},
 };
 
-use super::{RegistryService, invalid_body};
+use super::{RegistryService, error::RegistryError, invalid_body};
 
 impl RegistryService {
     /// The caller named by `x-workspace-id`, authenticated (DiscoveryAuth).
     pub(super) async fn discovery_caller(&self, metadata: &MetadataMap) -> ApiResult<String> {
-        let raw = crate::auth::claimed_workspace(metadata)
-            .ok_or_else(|| ApiError::bad_request("X-Workspace-ID header is required"))?;
+        let raw =
+            crate::auth::claimed_workspace(metadata).ok_or(RegistryError::CallerHeaderRequired)?;
         let caller = validate::workspace_id(raw)?;
         self.authenticate_agent(metadata, &caller).await?;
         Ok(caller)
@@ -37,15 +36,13 @@ impl RegistryService {
         let caller = self.discovery_caller(metadata).await?;
         let target = validate::workspace_id(&request.target_id)?;
         if !self.state.hierarchy.can_communicate(&caller, &target).await {
-            return Err(ApiError::forbidden(
-                "not authorized to discover this workspace",
-            ));
+            return Err(RegistryError::DiscoveryDenied.into());
         }
         let row = workspace::Entity::find_by_id(target.clone())
             .one(&self.state.db)
             .await
             .context("lookup failed")?
-            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+            .ok_or(RegistryError::WorkspaceNotFound)?;
         let caller_in_container = self.workspace_state(&caller).await?.runtime != "external";
         let url = self.reachable_url(&row, caller_in_container).await?;
         Ok(pb::DiscoverResponse {
@@ -63,12 +60,11 @@ impl RegistryService {
         target: &workspace::Model,
         caller_in_container: bool,
     ) -> ApiResult<String> {
-        let unavailable = || {
-            ApiError::new(
-                crate::error::ErrorCode::Unavailable,
-                "workspace not available",
-            )
-            .with_fields(json!({"status": target.status}))
+        let unavailable = || -> ApiError {
+            RegistryError::NotAvailable {
+                status: target.status,
+            }
+            .into()
         };
         if target.status == WorkspaceStatus::Removed {
             return Err(unavailable());
@@ -90,7 +86,7 @@ impl RegistryService {
                 .map(|_| if rewrite { rewrite_loopback_host(&stored) } else { stored })
                 .map_err(|reason| {
                     debug!(workspace_id = %target.id, %reason, "discovered url failed the safety check");
-                    ApiError::new(crate::error::ErrorCode::Unavailable, "workspace URL failed safety check")
+                    ApiError::from(RegistryError::UnsafeUrl)
                 });
         }
         if target.status.is_live() && target.runtime != "external" {
@@ -112,7 +108,7 @@ impl RegistryService {
             .await
             .context("lookup failed")?
             .filter(|row| row.status != WorkspaceStatus::Removed)
-            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+            .ok_or(RegistryError::WorkspaceNotFound)?;
         let caller_in_container = me.runtime != "external";
         let live = || {
             workspace::Entity::find().filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))

@@ -144,8 +144,7 @@ impl RegistryService {
         if request.workspace_id.is_empty() {
             return Err(invalid_body());
         }
-        let id = validate::parse_uuid(&request.workspace_id)
-            .ok_or_else(|| ApiError::bad_request(validate::INVALID_WORKSPACE_ID))?;
+        let id = validate::workspace_id(&request.workspace_id)?;
         self.authenticate_agent(metadata, &id).await?;
         let status = self.beat(&id, &request).await?;
         Ok(pb::HeartbeatResponse {

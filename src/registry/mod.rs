@@ -6,6 +6,7 @@
 
 pub(crate) mod activity;
 mod discovery;
+mod error;
 mod heartbeat;
 mod register;
 mod stream;
@@ -15,6 +16,8 @@ mod write_behind;
 
 pub use write_behind::flush_write_behind;
 
+use self::error::RegistryError;
+
 use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
@@ -23,15 +26,13 @@ use tonic::{Request, Status, Streaming, metadata::MetadataMap};
 
 use crate::{
     auth,
-    domain::{WorkspaceStatus, validate::WORKSPACE_NOT_FOUND},
+    domain::WorkspaceStatus,
     error::{ApiError, ApiResult, RpcResult, reply},
     hot::CachedWorkspace,
     pb,
     state::Platform,
     store::{self, entities::workspace},
 };
-
-const WORKSPACE_REMOVED: &str = "workspace removed";
 
 /// Which credential let an agent in; a stream closes when its token is revoked.
 #[derive(Debug, Clone)]
@@ -60,7 +61,7 @@ async fn workspace_state(state: &Platform, id: &str) -> ApiResult<CachedWorkspac
         }
         Err(err) => return Err(store::failure(err, "query failed")),
     }
-    .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+    .ok_or(RegistryError::WorkspaceNotFound)?;
     let cached = CachedWorkspace {
         status: row.status,
         runtime: row.runtime,
@@ -83,7 +84,7 @@ pub struct RegistryService {
 }
 
 fn invalid_body() -> ApiError {
-    ApiError::bad_request("invalid request body")
+    RegistryError::InvalidBody.into()
 }
 
 impl RegistryService {
@@ -125,10 +126,7 @@ impl RegistryService {
     async fn live_workspace_state(&self, id: &str) -> ApiResult<CachedWorkspace> {
         let state = self.workspace_state(id).await?;
         if state.status == WorkspaceStatus::Removed {
-            return Err(ApiError::new(
-                crate::error::ErrorCode::Gone,
-                WORKSPACE_REMOVED,
-            ));
+            return Err(ApiError::from(RegistryError::WorkspaceRemoved));
         }
         Ok(state)
     }

@@ -13,7 +13,7 @@ use crate::{
     auth,
     domain::{
         EventType, WorkspaceStatus,
-        validate::{self, WORKSPACE_NOT_FOUND},
+        validate::{self},
     },
     error::{ApiError, ApiResult},
     liveness::BeatSnapshot,
@@ -24,7 +24,7 @@ use crate::{
     },
 };
 
-use super::{RegistryService, WORKSPACE_REMOVED, invalid_body};
+use super::{RegistryService, error::RegistryError, invalid_body};
 
 impl RegistryService {
     pub(super) async fn register(
@@ -41,18 +41,15 @@ impl RegistryService {
             .url_policy
             .check_registration(&request.url, self.state.resolver.as_ref())
             .await
-            .map_err(ApiError::bad_request)?;
+            .map_err(RegistryError::InvalidUrl)?;
         let db = &self.state.db;
         let row = workspace::Entity::find_by_id(id.clone())
             .one(db)
             .await
             .context("registration failed")?
-            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+            .ok_or(RegistryError::WorkspaceNotFound)?;
         if row.status == WorkspaceStatus::Removed {
-            return Err(ApiError::new(
-                crate::error::ErrorCode::Gone,
-                WORKSPACE_REMOVED,
-            ));
+            return Err(ApiError::from(RegistryError::WorkspaceRemoved));
         }
 
         // docs/decisions.md D1/D2: a bearer must be this workspace's token or the admin token;
@@ -108,7 +105,7 @@ impl RegistryService {
             .await
             .context("registration failed")?
             .filter(|row| row.status != WorkspaceStatus::Removed)
-            .ok_or_else(|| ApiError::new(crate::error::ErrorCode::Gone, WORKSPACE_REMOVED))?;
+            .ok_or_else(|| ApiError::from(RegistryError::WorkspaceRemoved))?;
         let status = match locked.status {
             WorkspaceStatus::Paused | WorkspaceStatus::Hibernated => locked.status,
             _ => WorkspaceStatus::Online,
@@ -207,10 +204,7 @@ impl RegistryService {
             .await
             .context("failed to update card")?;
         if changed.rows_affected == 0 {
-            return Err(ApiError::new(
-                crate::error::ErrorCode::Gone,
-                WORKSPACE_REMOVED,
-            ));
+            return Err(ApiError::from(RegistryError::WorkspaceRemoved));
         }
         let event = self
             .state

@@ -13,14 +13,14 @@ use tracing::{debug, warn};
 
 use crate::{
     domain::{EventType, WorkspaceStatus, validate},
-    error::{ApiError, ApiResult},
+    error::ApiResult,
     events::Envelope,
     hot::{OutboundFrame, StreamHandle},
     pb::{self, control::Kind},
     state::Platform,
 };
 
-use super::{RegistryService, heartbeat::mark_offline};
+use super::{RegistryService, error::RegistryError, heartbeat::mark_offline};
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
 
@@ -32,8 +32,8 @@ pub(super) async fn open(
     request: Request<Streaming<pb::AgentFrame>>,
 ) -> ApiResult<FrameStream> {
     let (metadata, _, inbound) = request.into_parts();
-    let raw = crate::auth::claimed_workspace(&metadata)
-        .ok_or_else(|| ApiError::bad_request("X-Workspace-ID header is required"))?;
+    let raw =
+        crate::auth::claimed_workspace(&metadata).ok_or(RegistryError::CallerHeaderRequired)?;
     let id = validate::workspace_id(raw)?;
     let credential = service.authenticate_agent(&metadata, &id).await?;
     let current = service.live_workspace_state(&id).await?;
@@ -191,8 +191,8 @@ fn push_controls(state: &Platform, id: &str, envelope: &Envelope) {
             .is_ok();
         if delivered && close {
             let reason = match kind {
-                Kind::TokenRevoked => ApiError::unauthenticated("workspace token revoked"),
-                _ => ApiError::not_found("workspace removed"),
+                Kind::TokenRevoked => RegistryError::StreamTokenRevoked,
+                _ => RegistryError::StreamWorkspaceRemoved,
             };
             delivered = handle.frames.try_send(Box::new(Err(reason.into()))).is_ok();
         }

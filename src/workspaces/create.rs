@@ -16,7 +16,7 @@ use crate::{
     },
 };
 
-use super::{WorkspacesService, is_external};
+use super::{WorkspacesService, error::WorkspaceError, is_external};
 
 impl WorkspacesService {
     /// A parent must exist, not be removed, and not be `child` or one of its descendants.
@@ -25,7 +25,7 @@ impl WorkspacesService {
         parent_id: &str,
         child: Option<&str>,
     ) -> ApiResult<String> {
-        let invalid = || ApiError::bad_request("invalid parent_id");
+        let invalid = || ApiError::from(WorkspaceError::InvalidParent);
         let parent_id = validate::parse_uuid(parent_id).ok_or_else(invalid)?;
         if child == Some(parent_id.as_str()) {
             return Err(invalid());
@@ -60,7 +60,7 @@ impl WorkspacesService {
     ) -> ApiResult<pb::CreateWorkspaceResponse> {
         self.state.auth.admin(metadata).await?;
         if request.name.is_empty() {
-            return Err(ApiError::bad_request("invalid workspace payload"));
+            return Err(WorkspaceError::InvalidPayload.into());
         }
         let fields = [
             ("name", &request.name),
@@ -72,13 +72,13 @@ impl WorkspacesService {
             .iter()
             .any(|(field, value)| validate::text_field(field, value).is_err())
         {
-            return Err(ApiError::bad_request("invalid workspace fields"));
+            return Err(WorkspaceError::InvalidFields.into());
         }
         if !request.template.is_empty() && !validate::template(&request.template) {
-            return Err(ApiError::bad_request("invalid template"));
+            return Err(WorkspaceError::InvalidTemplate.into());
         }
         if !request.workspace_dir.is_empty() && !validate::workspace_dir(&request.workspace_dir) {
-            return Err(ApiError::bad_request("invalid workspace directory"));
+            return Err(WorkspaceError::InvalidDirectory.into());
         }
         let access = if request.workspace_access.is_empty() {
             "none"
@@ -88,10 +88,10 @@ impl WorkspacesService {
         if !validate::WORKSPACE_ACCESS_VALUES.contains(&access)
             || (access != "none" && request.workspace_dir.is_empty())
         {
-            return Err(ApiError::bad_request("invalid workspace access"));
+            return Err(WorkspaceError::InvalidAccess.into());
         }
         if !(0..=4).contains(&request.tier) {
-            return Err(ApiError::bad_request("invalid tier"));
+            return Err(WorkspaceError::InvalidTier.into());
         }
         let parent_id = match request.parent_id.as_deref() {
             Some(parent) if !parent.is_empty() => Some(self.check_parent(parent, None).await?),
@@ -113,7 +113,7 @@ impl WorkspacesService {
                 .check_registration(url, self.state.resolver.as_ref())
                 .await;
             if !matches!(checked, Ok(crate::url_safety::AgentUrl::Http(_))) {
-                return Err(ApiError::bad_request("invalid url"));
+                return Err(WorkspaceError::InvalidUrl.into());
             }
         }
         // Sorted, so the first failure reported is the same on every call.
@@ -123,7 +123,7 @@ impl WorkspacesService {
             .iter()
             .find(|(key, value)| !secrets::valid_key(key) || !secrets::valid_value(value))
         {
-            return Err(ApiError::bad_request(format!("invalid secret key: {key}")));
+            return Err(WorkspaceError::InvalidSecretKey(key.to_string()).into());
         }
 
         let id = uuid::Uuid::new_v4().to_string();

@@ -8,9 +8,9 @@ use tonic::metadata::MetadataMap;
 use crate::{
     domain::{
         EventType, WorkspaceStatus,
-        validate::{self, WORKSPACE_NOT_FOUND},
+        validate::{self},
     },
-    error::{ApiError, ApiResult},
+    error::ApiResult,
     pb,
     store::{
         self, DbContext,
@@ -18,7 +18,7 @@ use crate::{
     },
 };
 
-use super::WorkspacesService;
+use super::{WorkspacesService, error::WorkspaceError};
 
 impl WorkspacesService {
     pub(super) async fn delete(
@@ -29,10 +29,7 @@ impl WorkspacesService {
         let id = validate::workspace_id(&request.id)?;
         self.state.auth.admin(metadata).await?;
         let db = &self.state.db;
-        let root = self
-            .find(db, &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+        let root = self.find(db, &id).await?.ok_or(WorkspaceError::NotFound)?;
         let descendants = self.descendants(db, &id).await?;
         if root.status == WorkspaceStatus::Removed && !request.purge {
             return Ok(pb::DeleteWorkspaceResponse {
@@ -52,14 +49,7 @@ impl WorkspacesService {
                 .iter()
                 .map(|child| json!({"id": child.id, "name": child.name}))
                 .collect();
-            let message =
-                "This workspace has sub-workspaces. Delete with ?confirm=true to cascade delete.";
-            return Err(ApiError::conflict(message).with_body(json!({
-                "status": "confirmation_required",
-                "message": message,
-                "children": children,
-                "children_count": children.len(),
-            })));
+            return Err(WorkspaceError::ConfirmationRequired { children }.into());
         }
         let live_descendants: Vec<_> = descendants
             .iter()

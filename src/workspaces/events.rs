@@ -7,13 +7,13 @@ use tonic::metadata::MetadataMap;
 
 use crate::{
     domain::validate,
-    error::{ApiError, ApiResult, ErrorCode},
+    error::{ApiError, ApiResult},
     events::Envelope,
     pb,
     store::{DbContext, entities::structure_event},
 };
 
-use super::WorkspacesService;
+use super::{WorkspacesService, error::WorkspaceError};
 
 const EVENTS_PAGE: u64 = 100;
 
@@ -84,10 +84,7 @@ impl WorkspacesService {
                         Err(RecvError::Closed) => return None,
                         Err(RecvError::Lagged(missed)) => {
                             tracing::warn!(missed, "event watcher too slow; disconnecting");
-                            let behind = ApiError::new(
-                                ErrorCode::TooManyRequests,
-                                "event watcher fell behind; reconnect and rehydrate",
-                            );
+                            let behind = ApiError::from(WorkspaceError::WatcherBehind);
                             return Some((
                                 Err(behind.into()),
                                 (receiver, hierarchy, agent, shutdown, true, guard),

@@ -8,14 +8,14 @@ use tonic::metadata::MetadataMap;
 use crate::{
     domain::{
         EventType, WorkspaceStatus,
-        validate::{self, WORKSPACE_NOT_FOUND},
+        validate::{self},
     },
     error::{ApiError, ApiResult},
     pb,
     store::{self, DbContext, entities::workspace},
 };
 
-use super::{WorkspacesService, is_external};
+use super::{WorkspacesService, error::WorkspaceError, is_external};
 
 impl WorkspacesService {
     pub(super) async fn pause(
@@ -35,7 +35,7 @@ impl WorkspacesService {
                     WorkspaceStatus::Removed | WorkspaceStatus::Paused
                 )
             })
-            .ok_or_else(|| ApiError::not_found("workspace not found or already paused"))?;
+            .ok_or(WorkspaceError::NotPausable)?;
         let mut rows = vec![target];
         rows.extend(self.descendants(db, &id).await?);
 
@@ -95,7 +95,7 @@ impl WorkspacesService {
             .find(db, &id)
             .await?
             .filter(|row| row.status == WorkspaceStatus::Paused)
-            .ok_or_else(|| ApiError::not_found("workspace not found or not paused"))?;
+            .ok_or(WorkspaceError::NotPaused)?;
         if let Some(parent) = self.paused_ancestor(&target).await? {
             return Err(paused_parent(&parent.name));
         }
@@ -155,9 +155,7 @@ impl WorkspacesService {
             return Err(paused_parent(&parent.name));
         }
         if is_external(&row.runtime) {
-            return Err(ApiError::conflict(
-                "external workspaces are restarted by their operator, not the platform",
-            ));
+            return Err(WorkspaceError::ExternalRestart.into());
         }
         let txn = db.begin().await.context("failed to restart workspace")?;
         let changed = workspace::Entity::update_many()
@@ -173,7 +171,7 @@ impl WorkspacesService {
             .await
             .context("failed to restart workspace")?;
         if changed.rows_affected == 0 {
-            return Err(ApiError::not_found(WORKSPACE_NOT_FOUND));
+            return Err(WorkspaceError::NotFound.into());
         }
         let payload = json!({"name": row.name, "tier": row.tier, "runtime": row.runtime});
         let event = self
@@ -199,7 +197,8 @@ fn resumed_status(runtime: &str) -> WorkspaceStatus {
 }
 
 fn paused_parent(name: &str) -> ApiError {
-    ApiError::conflict(format!(
-        "parent workspace \"{name}\" is paused — resume it first"
-    ))
+    WorkspaceError::ParentPaused {
+        name: name.to_owned(),
+    }
+    .into()
 }

@@ -24,6 +24,7 @@ use crate::{
 
 mod create;
 mod delete;
+mod error;
 mod events;
 mod lifecycle;
 mod read;

@@ -4,16 +4,15 @@
 use std::collections::HashMap;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-use serde_json::json;
 use tonic::metadata::MetadataMap;
 
 use crate::{
     auth,
     domain::{
         WorkspaceStatus,
-        validate::{self, WORKSPACE_NOT_FOUND},
+        validate::{self},
     },
-    error::{ApiError, ApiResult},
+    error::ApiResult,
     pb,
     store::{
         DbContext,
@@ -21,7 +20,7 @@ use crate::{
     },
 };
 
-use super::{WorkspaceView, WorkspacesService};
+use super::{WorkspaceView, WorkspacesService, error::WorkspaceError};
 
 impl WorkspacesService {
     pub(super) async fn list(
@@ -66,7 +65,7 @@ impl WorkspacesService {
         let row = self
             .find(&self.state.db, &id)
             .await?
-            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+            .ok_or(WorkspaceError::NotFound)?;
         let layout = canvas_layout::Entity::find_by_id(id.clone())
             .one(&self.state.db)
             .await
@@ -111,13 +110,10 @@ impl WorkspacesService {
         // that it was deleted (the SDK exits only on 404).
         let row = self.find(&self.state.db, &id).await?;
         let Some(row) = row else {
-            return Err(ApiError::not_found(WORKSPACE_NOT_FOUND)
-                .with_body(json!({"workspace_id": id, "deleted": true})));
+            return Err(WorkspaceError::Deleted { id, removed: false }.into());
         };
         if row.status == WorkspaceStatus::Removed {
-            return Err(ApiError::not_found(WORKSPACE_NOT_FOUND).with_body(
-                json!({"workspace_id": id, "status": WorkspaceStatus::Removed, "deleted": true}),
-            ));
+            return Err(WorkspaceError::Deleted { id, removed: true }.into());
         }
         self.state.auth.workspace(metadata, &id).await?;
         Ok(pb::WorkspaceState {

@@ -12,17 +12,17 @@ use crate::{
     auth::{self, MintedToken, Principal},
     domain::{
         EventType, WorkspaceStatus,
-        validate::{self, WORKSPACE_NOT_FOUND},
+        validate::{self},
     },
-    error::{ApiError, ApiResult, ErrorCode},
+    error::{ApiError, ApiResult},
     pb,
     store::{
         self, DbContext,
-        entities::{org_token, workspace_token},
+        entities::{org_token, workspace, workspace_token},
     },
 };
 
-use super::WorkspacesService;
+use super::{WorkspacesService, error::WorkspaceError};
 
 const MAX_LIVE_TOKENS: u64 = 50;
 const ORG_TOKENS_PAGE: u64 = 500;
@@ -75,10 +75,7 @@ impl WorkspacesService {
             .await
             .context("failed to create token")?;
         if live >= MAX_LIVE_TOKENS {
-            return Err(ApiError::new(
-                ErrorCode::TooManyRequests,
-                "maximum 50 active tokens per workspace",
-            ));
+            return Err(WorkspaceError::TooManyTokens.into());
         }
         let auth_token = auth::issue_workspace_token(&self.state.db, &id)
             .await
@@ -96,7 +93,7 @@ impl WorkspacesService {
     ) -> ApiResult<pb::RevokeTokenResponse> {
         let id = validate::workspace_id(&request.workspace_id)?;
         self.state.auth.workspace(metadata, &id).await?;
-        let not_found = || ApiError::not_found("token not found or already revoked");
+        let not_found = || ApiError::from(WorkspaceError::TokenNotFound);
         let token_id = validate::parse_uuid(&request.token_id).ok_or_else(not_found)?;
         let revoked = workspace_token::Entity::update_many()
             .col_expr(
@@ -130,7 +127,7 @@ impl WorkspacesService {
         metadata: &MetadataMap,
         raw_id: &str,
     ) -> ApiResult<pb::CreateTokenResponse> {
-        let hidden = || ApiError::not_found("not found");
+        let hidden = || ApiError::from(WorkspaceError::Hidden);
         let auth = &self.state.auth;
         if !self.state.settings.test_tokens_enabled {
             return Err(hidden());
@@ -146,11 +143,12 @@ impl WorkspacesService {
         }
         let id = validate::workspace_id(raw_id)?;
         let db = &self.state.db;
-        self.find(db, &id)
+        workspace::Entity::find_by_id(id.clone())
+            .one(db)
             .await
-            .map_err(|_| ApiError::internal("lookup failed"))?
+            .context("lookup failed")?
             .filter(|row| row.status != WorkspaceStatus::Removed)
-            .ok_or_else(|| ApiError::not_found(WORKSPACE_NOT_FOUND))?;
+            .ok_or(WorkspaceError::NotFound)?;
         let auth_token = auth::issue_workspace_token(db, &id)
             .await
             .context("token issue failed")?;
@@ -195,7 +193,7 @@ impl WorkspacesService {
     ) -> ApiResult<pb::CreateOrgTokenResponse> {
         let principal = self.state.auth.admin(metadata).await?;
         if name.chars().count() > 100 {
-            return Err(ApiError::bad_request("name too long (max 100 chars)"));
+            return Err(WorkspaceError::OrgKeyNameTooLong.into());
         }
         let (created_by, org_id) = match &principal {
             Principal::Org(key) => (format!("org-token:{}", key.prefix), key.org_id.clone()),
@@ -231,7 +229,7 @@ impl WorkspacesService {
         raw_id: &str,
     ) -> ApiResult<pb::RevokeOrgTokenResponse> {
         self.state.auth.admin(metadata).await?;
-        let not_found = || ApiError::not_found("token not found or already revoked");
+        let not_found = || ApiError::from(WorkspaceError::TokenNotFound);
         let id = validate::parse_uuid(raw_id).ok_or_else(not_found)?;
         let revoked = org_token::Entity::update_many()
             .col_expr(org_token::Column::RevokedAt, Expr::value(store::now()))

@@ -10,9 +10,9 @@ use tonic::metadata::MetadataMap;
 use crate::{
     domain::{
         EventType, WorkspaceStatus,
-        validate::{self, WORKSPACE_NOT_FOUND},
+        validate::{self},
     },
-    error::{ApiError, ApiResult},
+    error::ApiResult,
     pb,
     store::{
         self, DbContext,
@@ -20,7 +20,7 @@ use crate::{
     },
 };
 
-use super::WorkspacesService;
+use super::{WorkspacesService, error::WorkspaceError};
 
 impl WorkspacesService {
     pub(super) async fn update(
@@ -38,14 +38,12 @@ impl WorkspacesService {
                 ("workspace_dir", request.workspace_dir.is_some()),
             ];
             if let Some((field, _)) = sensitive.iter().find(|(_, present)| *present) {
-                return Err(ApiError::forbidden(format!(
-                    "admin credential required to change {field}"
-                )));
+                return Err(WorkspaceError::OperatorField(field).into());
             }
         }
         if let Some(name) = &request.name {
             if name.is_empty() {
-                return Err(ApiError::bad_request("invalid name"));
+                return Err(WorkspaceError::InvalidField("name").into());
             }
             validate::patch_text_field("name", name)?;
         }
@@ -54,14 +52,14 @@ impl WorkspacesService {
         }
         if let Some(runtime) = &request.runtime {
             if runtime.is_empty() {
-                return Err(ApiError::bad_request("invalid runtime"));
+                return Err(WorkspaceError::InvalidField("runtime").into());
             }
             validate::patch_text_field("runtime", runtime)?;
         }
         if let Some(tier) = request.tier
             && !(1..=4).contains(&tier)
         {
-            return Err(ApiError::bad_request("invalid tier"));
+            return Err(WorkspaceError::InvalidTier.into());
         }
         if let Some(dir) = request
             .workspace_dir
@@ -69,11 +67,11 @@ impl WorkspacesService {
             .and_then(|dir| dir.value.as_ref())
             && !validate::workspace_dir(dir)
         {
-            return Err(ApiError::bad_request("invalid workspace directory"));
+            return Err(WorkspaceError::InvalidDirectory.into());
         }
         for (field, value) in [("x", request.x), ("y", request.y)] {
             if value.is_some_and(|v| !v.is_finite()) {
-                return Err(ApiError::bad_request(format!("invalid {field}")));
+                return Err(WorkspaceError::InvalidField(field).into());
             }
         }
         store::live_workspace(&self.state.db, &id).await?;
@@ -141,7 +139,7 @@ impl WorkspacesService {
             .await
             .context("failed to update workspace")?;
         if changed.rows_affected == 0 {
-            return Err(ApiError::not_found(WORKSPACE_NOT_FOUND));
+            return Err(WorkspaceError::NotFound.into());
         }
         let position = request.x.zip(request.y);
         if position.is_some() || request.collapsed.is_some() {
