@@ -26,6 +26,31 @@ use crate::{
 };
 
 const BUNDLE_NOT_FOUND: &str = "bundle not found";
+
+/// Every way a bundle call is refused, each naming its code and documented words once
+/// (docs/workspaces.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BundleError {
+    NotFound,
+    Invalid,
+    InvalidPayload,
+    InvalidFields,
+    InvalidTier,
+    InvalidSkillPath,
+}
+
+impl From<BundleError> for ApiError {
+    fn from(err: BundleError) -> Self {
+        match err {
+            BundleError::NotFound => ApiError::not_found(BUNDLE_NOT_FOUND),
+            BundleError::Invalid => ApiError::bad_request("invalid bundle"),
+            BundleError::InvalidPayload => ApiError::bad_request("invalid workspace payload"),
+            BundleError::InvalidFields => ApiError::bad_request("invalid workspace fields"),
+            BundleError::InvalidTier => ApiError::bad_request("invalid tier"),
+            BundleError::InvalidSkillPath => ApiError::bad_request("invalid skill path"),
+        }
+    }
+}
 const SYSTEM_PROMPT: &str = "system-prompt.md";
 const CONFIG: &str = "config.yaml";
 /// Deeper trees are refused on import and cut on export (parents are checked acyclic, so
@@ -138,7 +163,7 @@ fn skill_description(skill_md: &str) -> String {
 impl BundlesService {
     async fn export(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<Value> {
         self.state.auth.admin(metadata).await?;
-        let not_found = || ApiError::not_found(BUNDLE_NOT_FOUND);
+        let not_found = || ApiError::from(BundleError::NotFound);
         let id = validate::parse_uuid(raw_id).ok_or_else(not_found)?;
         let root = workspace::Entity::find_by_id(id)
             .one(&self.state.db)
@@ -230,7 +255,7 @@ impl BundlesService {
     async fn import(&self, metadata: &MetadataMap, text: &str) -> ApiResult<Value> {
         self.state.auth.admin(metadata).await?;
         let bundle: Bundle =
-            serde_json::from_str(text).map_err(|_| ApiError::bad_request("invalid bundle"))?;
+            serde_json::from_str(text).map_err(|_| ApiError::from(BundleError::Invalid))?;
         check(&bundle, 0)?;
         let txn = self
             .state
@@ -335,18 +360,18 @@ impl BundlesService {
 /// The create-time rules for every workspace of the tree, before anything is written.
 fn check(bundle: &Bundle, depth: usize) -> ApiResult<()> {
     if depth > MAX_DEPTH {
-        return Err(ApiError::bad_request("invalid bundle"));
+        return Err(BundleError::Invalid.into());
     }
     if bundle.name.is_empty() {
-        return Err(ApiError::bad_request("invalid workspace payload"));
+        return Err(BundleError::InvalidPayload.into());
     }
     if validate::text_field("name", &bundle.name).is_err()
         || validate::text_field("role", &bundle.description).is_err()
     {
-        return Err(ApiError::bad_request("invalid workspace fields"));
+        return Err(BundleError::InvalidFields.into());
     }
     if !(0..=4).contains(&bundle.tier) {
-        return Err(ApiError::bad_request("invalid tier"));
+        return Err(BundleError::InvalidTier.into());
     }
     let unsafe_skill = bundle.skills.iter().any(|skill| {
         !safe_relative(&skill.id)
@@ -354,7 +379,7 @@ fn check(bundle: &Bundle, depth: usize) -> ApiResult<()> {
             || skill.files.keys().any(|path| !safe_relative(path))
     });
     if unsafe_skill {
-        return Err(ApiError::bad_request("invalid skill path"));
+        return Err(BundleError::InvalidSkillPath.into());
     }
     bundle
         .sub_workspaces

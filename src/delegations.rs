@@ -31,7 +31,37 @@ const WORKER_BUDGET_SECONDS: u32 = 30 * 60;
 /// A target that was unreachable gets one more try after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(8);
 const LIST_LIMIT: u64 = 50;
-const INVALID_TARGET: &str = "target_id must be a valid UUID";
+
+/// Every way a delegation call is refused, each naming its code and documented words once
+/// (docs/a2a.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DelegationError {
+    InvalidRequest,
+    InvalidBody,
+    InvalidTarget,
+    SelfDelegation,
+    InvalidStatus,
+    NotFound,
+}
+
+impl From<DelegationError> for ApiError {
+    fn from(err: DelegationError) -> Self {
+        match err {
+            DelegationError::InvalidRequest => ApiError::bad_request("invalid delegation request"),
+            DelegationError::InvalidBody => ApiError::bad_request("invalid request body"),
+            DelegationError::InvalidTarget => {
+                ApiError::bad_request("target_id must be a valid UUID")
+            }
+            DelegationError::SelfDelegation => {
+                ApiError::bad_request("self-delegation not permitted")
+            }
+            DelegationError::InvalidStatus => {
+                ApiError::bad_request("status must be 'completed' or 'failed'")
+            }
+            DelegationError::NotFound => ApiError::not_found("delegation not found"),
+        }
+    }
+}
 
 /// The first `n` characters (not bytes, so UTF-8 is never split).
 fn preview(text: &str, n: usize) -> String {
@@ -94,12 +124,12 @@ impl DelegationsService {
     ) -> ApiResult<pb::DelegateReply> {
         let source = self.authorize(metadata, &request.workspace_id).await?;
         if request.target_id.is_empty() || request.task.is_empty() {
-            return Err(ApiError::bad_request("invalid delegation request"));
+            return Err(DelegationError::InvalidRequest.into());
         }
-        let target = validate::parse_uuid(&request.target_id)
-            .ok_or(ApiError::bad_request(INVALID_TARGET))?;
+        let target =
+            validate::parse_uuid(&request.target_id).ok_or(DelegationError::InvalidTarget)?;
         if target == source {
-            return Err(ApiError::bad_request("self-delegation not permitted"));
+            return Err(DelegationError::SelfDelegation.into());
         }
         let key = request.idempotency_key.filter(|key| !key.is_empty());
         let db = &self.state.db;
@@ -200,10 +230,10 @@ impl DelegationsService {
             || request.task.is_empty()
             || request.delegation_id.is_empty()
         {
-            return Err(ApiError::bad_request("invalid request body"));
+            return Err(DelegationError::InvalidBody.into());
         }
-        let target = validate::parse_uuid(&request.target_id)
-            .ok_or(ApiError::bad_request(INVALID_TARGET))?;
+        let target =
+            validate::parse_uuid(&request.target_id).ok_or(DelegationError::InvalidTarget)?;
         let row = activity_log::ActiveModel {
             request_body: Set(Some(
                 json!({"task": request.task, "delegation_id": request.delegation_id}).to_string(),
@@ -244,9 +274,7 @@ impl DelegationsService {
         let source = self.authorize(metadata, &request.workspace_id).await?;
         // `queued` is what the Python runtime reports while a peer is busy: it only moves the row.
         if !matches!(request.status.as_str(), "completed" | "failed" | "queued") {
-            return Err(ApiError::bad_request(
-                "status must be 'completed' or 'failed'",
-            ));
+            return Err(DelegationError::InvalidStatus.into());
         }
         let db = &self.state.db;
         let delegation = rows_of(&source)
@@ -255,7 +283,7 @@ impl DelegationsService {
             .one(db)
             .await
             .context("query failed")?
-            .ok_or_else(|| ApiError::not_found("delegation not found"))?;
+            .ok_or(DelegationError::NotFound)?;
         let target = delegation.target_id.clone().unwrap_or_default();
         let delegation_id = request.delegation_id;
         let outcome = Ending::from_update(&request.status, request.error, request.response_preview);

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::{
     crypto::{Keyring, Scope, Sealed},
     domain::{EventType, WorkspaceStatus, validate},
-    error::{ApiError, ApiResult, RpcResult, reply},
+    error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     events::Envelope,
     pb,
     state::Platform,
@@ -33,6 +33,44 @@ pub const MODEL_KEY: &str = "MODEL_PROVIDER";
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 const MAX_KEY_BYTES: usize = 256;
 const ROTATION_PAGE: u64 = 200;
+
+/// Every way a secrets call is refused, each naming its code and documented words once
+/// (docs/workspaces.md §4).
+#[derive(Debug, Clone, PartialEq)]
+enum SecretsError {
+    InvalidBody,
+    InvalidKey,
+    InvalidValue,
+    NotFound,
+    /// Some rows did not open: the pull refuses rather than hand out a partial set.
+    Undecryptable {
+        failed_keys: Vec<String>,
+    },
+    ModelUndecryptable,
+}
+
+impl From<SecretsError> for ApiError {
+    fn from(err: SecretsError) -> Self {
+        let (code, message) = match &err {
+            SecretsError::InvalidBody => (ErrorCode::BadRequest, "invalid request body"),
+            SecretsError::InvalidKey => (ErrorCode::BadRequest, "invalid secret key"),
+            SecretsError::InvalidValue => (ErrorCode::BadRequest, "invalid secret value"),
+            SecretsError::NotFound => (ErrorCode::NotFound, "secret not found"),
+            SecretsError::Undecryptable { .. } => (
+                ErrorCode::Internal,
+                "one or more secrets failed to decrypt; refusing to return partial bundle",
+            ),
+            SecretsError::ModelUndecryptable => (ErrorCode::Internal, "failed to decrypt"),
+        };
+        let error = ApiError::new(code, message);
+        match err {
+            SecretsError::Undecryptable { failed_keys } => {
+                error.with_fields(json!({"failed_keys": failed_keys}))
+            }
+            _ => error,
+        }
+    }
+}
 
 /// A usable environment variable name: `^[A-Za-z_][A-Za-z0-9_]{0,255}$` (docs/workspaces.md §4.6).
 pub fn valid_key(key: &str) -> bool {
@@ -288,10 +326,10 @@ impl SecretsService {
         }
         if !failed.is_empty() {
             warn!(workspace_id = %id, failed = failed.len(), "secrets failed to decrypt; refusing the bundle");
-            return Err(ApiError::internal(
-                "one or more secrets failed to decrypt; refusing to return partial bundle",
-            )
-            .with_fields(json!({"failed_keys": failed})));
+            return Err(SecretsError::Undecryptable {
+                failed_keys: failed,
+            }
+            .into());
         }
         Ok(pb::SecretValues { values })
     }
@@ -327,7 +365,7 @@ impl SecretsService {
             .remove(Scope::Workspace(&id), &request.key, &WORKSPACE_WRITE)
             .await?
         {
-            return Err(ApiError::not_found("secret not found"));
+            return Err(SecretsError::NotFound.into());
         }
         Ok(pb::DeleteSecretResponse {
             key: request.key.clone(),
@@ -373,7 +411,7 @@ impl SecretsService {
             .remove(Scope::Global, &request.key, &GLOBAL_WRITE)
             .await?
         {
-            return Err(ApiError::not_found("secret not found"));
+            return Err(SecretsError::NotFound.into());
         }
         Ok(pb::DeleteSecretResponse {
             key: request.key.clone(),
@@ -400,7 +438,7 @@ impl SecretsService {
             .open(row.scope(), &row.key, &row.sealed)
             .map_err(|_| {
                 warn!(workspace_id = %id, "model secret failed to decrypt");
-                ApiError::internal("failed to decrypt")
+                SecretsError::ModelUndecryptable
             })?;
         Ok(pb::ModelResponse {
             model: String::from_utf8_lossy(&plaintext).into_owned(),
@@ -423,7 +461,7 @@ impl SecretsService {
             });
         }
         if !valid_value(&request.model) {
-            return Err(ApiError::bad_request("invalid secret value"));
+            return Err(SecretsError::InvalidValue.into());
         }
         self.upsert(
             Scope::Workspace(&id),
@@ -604,13 +642,13 @@ impl SecretsService {
 /// The body rules of docs/workspaces.md §4.3 and §4.6, in the documented order.
 fn check_body(key: &str, value: &str) -> ApiResult<()> {
     if key.is_empty() || value.is_empty() {
-        return Err(ApiError::bad_request("invalid request body"));
+        return Err(SecretsError::InvalidBody.into());
     }
     if !valid_key(key) {
-        return Err(ApiError::bad_request("invalid secret key"));
+        return Err(SecretsError::InvalidKey.into());
     }
     if !valid_value(value) {
-        return Err(ApiError::bad_request("invalid secret value"));
+        return Err(SecretsError::InvalidValue.into());
     }
     Ok(())
 }

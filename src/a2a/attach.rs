@@ -22,15 +22,11 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use super::{
-    A2aState, Caller,
+    A2aState, Caller, InboundError,
     envelope::Envelope,
     upstream::{Answer, BodyFailure, DispatchError, Limits, MAX_RESPONSE_BYTES},
 };
-use crate::{
-    domain::validate,
-    error::{ApiError, ErrorCode},
-    pb,
-};
+use crate::{domain::validate, pb};
 
 const PING_EVERY: Duration = Duration::from_secs(30);
 const PONG_WITHIN: Duration = Duration::from_secs(90);
@@ -199,8 +195,7 @@ impl Attachment {
     }
 
     fn supersede(&self) {
-        let superseded = ApiError::new(ErrorCode::Superseded, "superseded");
-        let _ = self.frames.try_send(Err(superseded.into()));
+        let _ = self.frames.try_send(Err(InboundError::Superseded.into()));
     }
 }
 
@@ -465,16 +460,16 @@ impl pb::agent_inbound_server::AgentInbound for AgentInboundService {
             Some(pb::AttachFrame {
                 frame: Some(pb::attach_frame::Frame::Hello(hello)),
             }) => hello,
-            _ => return Err(ApiError::unauthenticated("the first frame must be hello").into()),
+            _ => return Err(InboundError::HelloRequired.into()),
         };
-        let invalid_token = || ApiError::unauthenticated("invalid workspace auth token");
-        let id = validate::parse_uuid(&hello.workspace_id).ok_or_else(invalid_token)?;
+        let id =
+            validate::parse_uuid(&hello.workspace_id).ok_or(InboundError::InvalidAgentToken)?;
         let owner = match crate::auth::bearer(&metadata) {
             Some(bearer) => self.state.auth.workspace_token(bearer).await?,
             None => None,
         };
         if owner.is_none_or(|owner| owner.workspace_id != id) {
-            return Err(invalid_token().into());
+            return Err(InboundError::InvalidAgentToken.into());
         }
         let (frames, outbound) = mpsc::channel(OUTBOUND);
         let serial = self
@@ -517,8 +512,7 @@ async fn serve(
             () = attachment.frames.closed() => break,
             _ = ping.tick() => {
                 if last_pong.elapsed() > PONG_WITHIN {
-                    let silent = ApiError::new(ErrorCode::GatewayTimeout, "no pong in 90 s");
-                    let _ = attachment.frames.try_send(Err(silent.into()));
+                    let _ = attachment.frames.try_send(Err(InboundError::NoPong.into()));
                     break;
                 }
                 if let Some(replicas) = &state.replicas

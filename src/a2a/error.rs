@@ -106,6 +106,59 @@ impl From<ApiError> for ProxyError {
     }
 }
 
+/// Every way the agent-facing streams (`Attach`, and the relay between replicas) end or refuse,
+/// each naming its code and words once (docs/a2a.md §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundError {
+    /// The first frame of `Attach` was not `Hello`.
+    HelloRequired,
+    /// The bearer is not the hello's workspace's own live token.
+    InvalidAgentToken,
+    /// A newer `Attach` of the same workspace took this one's place.
+    Superseded,
+    /// The agent did not answer a ping in time.
+    NoPong,
+    /// A relay from a replica without the shared replica credential.
+    ReplicaCredentialRequired,
+    /// The relay asked for an agent this replica does not hold (any more).
+    NotAttachedHere,
+    /// The agent went away while the relay was being set up.
+    AttachmentLost,
+    /// The admin queue cleanup's age.
+    InvalidMaxAge,
+}
+
+impl From<InboundError> for ApiError {
+    fn from(err: InboundError) -> Self {
+        let (code, message) = match err {
+            InboundError::HelloRequired => {
+                (ErrorCode::Unauthenticated, "the first frame must be hello")
+            }
+            InboundError::InvalidAgentToken => {
+                (ErrorCode::Unauthenticated, "invalid workspace auth token")
+            }
+            InboundError::Superseded => (ErrorCode::Superseded, "superseded"),
+            InboundError::NoPong => (ErrorCode::GatewayTimeout, "no pong in 90 s"),
+            InboundError::ReplicaCredentialRequired => {
+                (ErrorCode::Unauthenticated, "replica credential required")
+            }
+            InboundError::NotAttachedHere => (ErrorCode::NotFound, "agent not attached here"),
+            InboundError::AttachmentLost => (ErrorCode::Unavailable, "agent not attached here"),
+            InboundError::InvalidMaxAge => (
+                ErrorCode::BadRequest,
+                "max_age_minutes must be a positive integer",
+            ),
+        };
+        ApiError::new(code, message)
+    }
+}
+
+impl From<InboundError> for tonic::Status {
+    fn from(err: InboundError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
 impl From<crate::auth::AuthError> for ProxyError {
     fn from(err: crate::auth::AuthError) -> Self {
         Self::Platform(err.into())

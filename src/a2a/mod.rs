@@ -24,7 +24,7 @@ use bytes::Bytes;
 pub(crate) use self::pipeline::proxy_once;
 pub use self::{
     caller::authenticate,
-    error::ProxyError,
+    error::{InboundError, ProxyError},
     pipeline::proxy,
     service::A2AService,
     streaming::{StreamItem, proxy_stream},

@@ -21,10 +21,10 @@ use tonic::{
 };
 use tracing::{debug, warn};
 
-use super::{A2aState, attach::ReplyPart, upstream::DispatchError};
+use super::{A2aState, InboundError, attach::ReplyPart, upstream::DispatchError};
 use crate::{
     crypto::Keyring,
-    error::{ApiError, ErrorCode},
+    error::ApiError,
     pb::{self, replicas_client::ReplicasClient},
 };
 
@@ -282,10 +282,7 @@ impl ReplicasService {
         if self.state.keyring.accepts_replica(&presented) {
             Ok(())
         } else {
-            Err(ApiError::new(
-                ErrorCode::Unauthenticated,
-                "replica credential required",
-            ))
+            Err(InboundError::ReplicaCredentialRequired.into())
         }
     }
 }
@@ -306,7 +303,7 @@ impl pb::replicas_server::Replicas for ReplicasService {
             .state
             .attachments
             .get(&request.workspace_id)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "agent not attached here"))?;
+            .ok_or(InboundError::NotAttachedHere)?;
         let (sender, receiver) = mpsc::channel(PARTS);
         match attachment.begin(request).await {
             Ok((flight, mut replies)) => {
@@ -350,9 +347,7 @@ impl pb::replicas_server::Replicas for ReplicasService {
                 let _ = sender.try_send(Ok(pb::RelayedPart { part: Some(busy) }));
             }
             Err(_) => {
-                return Err(
-                    ApiError::new(ErrorCode::Unavailable, "agent not attached here").into(),
-                );
+                return Err(InboundError::AttachmentLost.into());
             }
         }
         Ok(Response::new(Box::pin(

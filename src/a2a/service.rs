@@ -8,13 +8,13 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::validate,
-    error::ApiError,
     pb,
     store::{DbContext, entities::token_usage},
 };
 
 use super::{
-    A2aState, Outcome, ProxyCall, ProxyError, StreamItem, authenticate, proxy, proxy_stream, queue,
+    A2aState, InboundError, Outcome, ProxyCall, ProxyError, StreamItem, authenticate, proxy,
+    proxy_stream, queue,
 };
 
 pub struct A2AService {
@@ -141,7 +141,7 @@ impl pb::a2a_server::A2a for A2AService {
         self.state.auth.admin(&metadata).await?;
         let max_age_minutes = request.max_age_minutes.unwrap_or(60);
         if max_age_minutes < 1 {
-            return Err(ApiError::bad_request("max_age_minutes must be a positive integer").into());
+            return Err(InboundError::InvalidMaxAge.into());
         }
         let workspace_id = match request.workspace_id.as_deref().filter(|id| !id.is_empty()) {
             Some(raw) => Some(validate::workspace_id(raw)?),

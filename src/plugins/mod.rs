@@ -4,24 +4,25 @@
 //! outside a plugin's own tree.
 
 pub mod archive;
+mod error;
 pub mod source;
 
 use std::pin::Pin;
 
 use futures::Stream;
 use sea_orm::{ActiveValue::Set, EntityTrait, sea_query::OnConflict};
-use serde_json::json;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::warn;
 
 use self::{
     archive::PackError,
-    source::{INVALID_PLUGIN_NAME, SCHEMES, Source},
+    source::{SCHEMES, Source},
 };
 
+pub use self::error::{FetchFailure, PluginError};
 use crate::{
     domain::validate,
-    error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
+    error::{ApiResult, RpcResult, reply},
     pb,
     state::Platform,
     store::{self, DbContext, entities::workspace_plugin},
@@ -134,9 +135,10 @@ impl PluginsService {
         if allowlist.is_empty() || allowlist.iter().any(|allowed| allowed == name) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!(
-                "plugin \"{name}\" is not in the org plugin allowlist"
-            )))
+            Err(PluginError::NotAllowed {
+                name: name.to_owned(),
+            }
+            .into())
         }
     }
 
@@ -154,7 +156,7 @@ impl PluginsService {
         }
         let name = request.name.as_str();
         if !source::valid_requested_name(name) {
-            return Err(ApiError::bad_request(INVALID_PLUGIN_NAME));
+            return Err(PluginError::InvalidName.into());
         }
         let raw = if request.source.is_empty() {
             format!("local://{name}")
@@ -168,10 +170,11 @@ impl PluginsService {
             .await?;
         let resolved = source.plugin_name();
         if resolved != name {
-            return Err(ApiError::bad_request(format!(
-                "source resolved to plugin \"{resolved}\" but URL requested \"{name}\""
-            ))
-            .with_fields(json!({"resolved_name": resolved, "requested_name": name})));
+            return Err(PluginError::NameMismatch {
+                resolved: resolved.to_owned(),
+                requested: name.to_owned(),
+            }
+            .into());
         }
         self.check_allowed(name)?;
         let max_bytes = settings.max_dir_bytes;
@@ -181,20 +184,18 @@ impl PluginsService {
             packed
         })
         .await
-        .map_err(|_| ApiError::internal("plugin download failed"))?;
+        .map_err(|_| PluginError::DownloadFailed)?;
         let archive = match packed {
             Ok(archive) => archive,
             Err(PackError::TooLarge) => {
-                return Err(ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    "staged plugin exceeds size limit",
-                )
-                .with_fields(json!({"source": raw})));
+                return Err(PluginError::TooLarge { source: raw }.into());
             }
             Err(PackError::Io(err)) => {
                 warn!(plugin = name, error = %err, "plugin packing failed");
-                return Err(ApiError::internal("failed to pack plugin")
-                    .with_fields(json!({"plugin": name})));
+                return Err(PluginError::PackFailed {
+                    name: name.to_owned(),
+                }
+                .into());
             }
         };
         let header = pb::PluginArchiveHeader {
@@ -216,16 +217,13 @@ impl PluginsService {
         self.state.auth.workspace(metadata, &id).await?;
         let row = store::live_workspace(&self.state.db, &id).await?;
         if request.source.is_empty() {
-            return Err(ApiError::bad_request("invalid plugin source"));
+            return Err(PluginError::InvalidSource.into());
         }
         let source = Source::parse(&request.source, true)?;
         let name = source.plugin_name().to_owned();
         self.check_allowed(&name)?;
         if row.runtime != "external" {
-            return Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "workspace container not running",
-            ));
+            return Err(PluginError::ContainerNotRunning.into());
         }
         let canonical = source.canonical();
         workspace_plugin::Entity::insert(workspace_plugin::ActiveModel {

@@ -7,15 +7,12 @@ use std::{
     time::Duration,
 };
 
-use serde_json::json;
 use tracing::warn;
 
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use super::error::{FetchFailure, PluginError};
 
 /// Every scheme a source may use, sorted.
 pub const SCHEMES: [&str; 2] = ["github", "local"];
-
-pub const INVALID_PLUGIN_NAME: &str = "invalid plugin name";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -58,15 +55,15 @@ fn github_part(part: &str) -> bool {
 
 impl Source {
     /// Parses a source as given (already URL-decoded). A value without a scheme is `local`.
-    pub fn parse(raw: &str, allow_unpinned: bool) -> ApiResult<Self> {
+    pub fn parse(raw: &str, allow_unpinned: bool) -> Result<Self, PluginError> {
         let (scheme, spec) = raw.split_once("://").unwrap_or(("local", raw));
         match scheme {
             "local" => {
                 if spec.is_empty() {
-                    return Err(ApiError::bad_request("invalid plugin source"));
+                    return Err(PluginError::InvalidSource);
                 }
                 if !valid_local_name(spec) {
-                    return Err(ApiError::bad_request(INVALID_PLUGIN_NAME));
+                    return Err(PluginError::InvalidName);
                 }
                 Ok(Self::Local {
                     name: spec.to_owned(),
@@ -78,7 +75,7 @@ impl Source {
                     None => (spec, None),
                 };
                 let Some((owner, repo)) = path.split_once('/') else {
-                    return Err(ApiError::bad_request("invalid plugin source"));
+                    return Err(PluginError::InvalidSource);
                 };
                 let repo = repo.strip_suffix(".git").unwrap_or(repo);
                 let reference_ok = reference.is_none_or(|r| {
@@ -88,14 +85,12 @@ impl Source {
                             .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
                 });
                 if !github_part(owner) || !github_part(repo) || !reference_ok {
-                    return Err(ApiError::bad_request("invalid plugin source"));
+                    return Err(PluginError::InvalidSource);
                 }
                 if reference.is_none() && !allow_unpinned {
-                    return Err(ApiError::new(
-                        ErrorCode::Unprocessable,
-                        "unpinned github source: append a tag or commit SHA (e.g. \"github://owner/repo#v1.2.0\"). Set PLUGIN_ALLOW_UNPINNED=true to override",
-                    )
-                    .with_fields(json!({"source": raw})));
+                    return Err(PluginError::Unpinned {
+                        source: raw.to_owned(),
+                    });
                 }
                 Ok(Self::Github {
                     owner: owner.to_owned(),
@@ -103,8 +98,7 @@ impl Source {
                     reference: reference.map(str::to_owned),
                 })
             }
-            _ => Err(ApiError::bad_request("failed to resolve plugin source")
-                .with_fields(json!({"available_schemes": SCHEMES}))),
+            _ => Err(PluginError::UnknownScheme),
         }
     }
 
@@ -138,13 +132,16 @@ impl Source {
     }
 
     /// Fetches the tree; `raw` is echoed in errors as the caller wrote it.
-    pub async fn fetch(&self, plugins_dir: &Path, timeout: Duration, raw: &str) -> ApiResult<Tree> {
-        let failed = |code: ErrorCode| {
-            ApiError::new(
-                code,
-                format!("failed to fetch plugin from {}", self.scheme()),
-            )
-            .with_fields(json!({"source": raw}))
+    pub async fn fetch(
+        &self,
+        plugins_dir: &Path,
+        timeout: Duration,
+        raw: &str,
+    ) -> Result<Tree, PluginError> {
+        let failed = |failure: FetchFailure| PluginError::Fetch {
+            failure,
+            scheme: self.scheme(),
+            source: raw.to_owned(),
         };
         match self {
             Self::Local { name } => {
@@ -161,7 +158,7 @@ impl Source {
                         scratch: false,
                     })
                 } else {
-                    Err(failed(ErrorCode::NotFound))
+                    Err(failed(FetchFailure::Missing))
                 }
             }
             Self::Github {
@@ -186,10 +183,10 @@ impl Source {
                     .stdin(std::process::Stdio::null())
                     .kill_on_drop(true);
                 let output = match tokio::time::timeout(timeout, git.output()).await {
-                    Err(_) => return Err(failed(ErrorCode::GatewayTimeout)),
+                    Err(_) => return Err(failed(FetchFailure::TimedOut)),
                     Ok(Err(err)) => {
                         warn!(error = %err, "cannot run git for a plugin fetch");
-                        return Err(failed(ErrorCode::BadGateway));
+                        return Err(failed(FetchFailure::Upstream));
                     }
                     Ok(Ok(output)) => output,
                 };
@@ -199,9 +196,9 @@ impl Source {
                         stderr.contains("not found") || stderr.contains("could not find");
                     warn!(status = %output.status, "plugin clone failed");
                     return Err(failed(if not_found {
-                        ErrorCode::NotFound
+                        FetchFailure::Missing
                     } else {
-                        ErrorCode::BadGateway
+                        FetchFailure::Upstream
                     }));
                 }
                 let _ = tokio::fs::remove_dir_all(tree.path.join(".git")).await;
@@ -245,13 +242,16 @@ mod tests {
                 .canonical(),
             "github://acme/tools#v1.2.0"
         );
-        let unpinned = Source::parse("github://acme/tools", false).unwrap_err();
-        assert_eq!(unpinned.code, ErrorCode::Unprocessable);
-        assert!(Source::parse("github://acme/tools", true).is_ok());
-        let unknown = Source::parse("s3://bucket/x", false).unwrap_err();
         assert_eq!(
-            unknown.body.unwrap(),
-            json!({"error": "failed to resolve plugin source", "available_schemes": ["github", "local"]})
+            Source::parse("github://acme/tools", false),
+            Err(PluginError::Unpinned {
+                source: "github://acme/tools".to_owned()
+            })
+        );
+        assert!(Source::parse("github://acme/tools", true).is_ok());
+        assert_eq!(
+            Source::parse("s3://bucket/x", false),
+            Err(PluginError::UnknownScheme)
         );
         for bad in [
             "local://",
@@ -260,15 +260,15 @@ mod tests {
             "github://a/b#--upload-pack=x",
         ] {
             assert_eq!(
-                Source::parse(bad, true).unwrap_err().message,
-                "invalid plugin source",
+                Source::parse(bad, true),
+                Err(PluginError::InvalidSource),
                 "{bad}"
             );
         }
         for bad in ["local://../etc", "local://Demo", "local://a/b"] {
             assert_eq!(
-                Source::parse(bad, true).unwrap_err().message,
-                INVALID_PLUGIN_NAME,
+                Source::parse(bad, true),
+                Err(PluginError::InvalidName),
                 "{bad}"
             );
         }

@@ -210,5 +210,5 @@ pub async fn live_workspace(
         .await
         .context("query failed")?
         .filter(|row| row.status != WorkspaceStatus::Removed)
-        .ok_or_else(|| ApiError::not_found("workspace not found"))
+        .ok_or_else(|| ApiError::not_found(crate::domain::validate::WORKSPACE_NOT_FOUND))
 }
