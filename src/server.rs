@@ -294,51 +294,42 @@ async fn grpc_router(
     a2a: &A2aState,
     on_beat: registry::BeatHook,
 ) -> Result<Router, StartupError> {
-    let mut services = GrpcServices::new();
-    services
+    GrpcServices::new()
         .add(pb::workspaces_server::WorkspacesServer::new(
             WorkspacesService::new(platform.clone()),
         ))
-        .await
         .add(pb::registry_server::RegistryServer::new(
             RegistryService::new(platform.clone(), on_beat),
         ))
-        .await
         .add(pb::secrets_server::SecretsServer::new(SecretsService::new(
             platform.clone(),
         )))
-        .await
         .add(pb::plugins_server::PluginsServer::new(PluginsService::new(
             platform.clone(),
         )))
-        .await
         .add(pb::bundles_server::BundlesServer::new(BundlesService::new(
             platform.clone(),
         )))
-        .await
         .add(pb::delegations_server::DelegationsServer::new(
             DelegationsService::new(a2a.clone()),
         ))
-        .await
         .add(
             pb::a2a_server::A2aServer::new(A2AService::new(a2a.clone()))
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(pb::MAX_MESSAGE_BYTES),
         )
-        .await
         .add(
             pb::agent_inbound_server::AgentInboundServer::new(AgentInboundService::new(
                 a2a.clone(),
             ))
             .max_decoding_message_size(pb::MAX_MESSAGE_BYTES),
         )
-        .await
         .add(
             pb::replicas_server::ReplicasServer::new(ReplicasService::new(a2a.clone()))
                 .max_encoding_message_size(pb::MAX_MESSAGE_BYTES),
         )
-        .await;
-    services.finish()
+        .finish()
+        .await
 }
 
 /// Registers each service with the router and with gRPC health at once, so the two lists
@@ -361,8 +352,8 @@ impl GrpcServices {
         }
     }
 
-    /// Routes `service` and reports it serving.
-    async fn add<S>(&mut self, service: S) -> &mut Self
+    /// Routes `service`; it reports serving once the router is finished.
+    fn add<S>(mut self, service: S) -> Self
     where
         S: tower::Service<
                 http::Request<tonic::body::Body>,
@@ -375,17 +366,19 @@ impl GrpcServices {
             + 'static,
         S::Future: Send + 'static,
     {
-        self.health
-            .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
-            .await;
         self.names.push(S::NAME);
         self.routes.add_service(service);
         self
     }
 
-    /// Adds health and reflection, and mounts every service under its own prefix only, so
-    /// unknown REST paths reach the gateway's JSON 404.
-    fn finish(mut self) -> Result<Router, StartupError> {
+    /// Reports every service serving, adds reflection, and mounts each service under its own
+    /// prefix only, so unknown REST paths reach the gateway's JSON 404.
+    async fn finish(mut self) -> Result<Router, StartupError> {
+        for name in &self.names {
+            self.health
+                .set_service_status(*name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
