@@ -16,7 +16,7 @@ use tracing::warn;
 
 use crate::{
     a2a::{self, A2aState, Caller, Outcome, ProxyCall, ProxyError},
-    domain::{EventType, validate},
+    domain::{DelegationStatus, EventType, validate},
     error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     pb,
     state::Platform,
@@ -77,7 +77,7 @@ struct Row<'a> {
     source: &'a str,
     target: &'a str,
     method: &'static str,
-    status: &'a str,
+    status: DelegationStatus,
     summary: String,
 }
 
@@ -95,7 +95,7 @@ impl Row<'_> {
             response_body: Set(None),
             tool_trace: Set(None),
             duration_ms: Set(None),
-            status: Set(self.status.to_owned()),
+            status: Set(self.status.as_str().to_owned()),
             error_detail: Set(None),
             idempotency_key: Set(None),
             created_at: Set(store::now()),
@@ -139,7 +139,7 @@ impl DelegationsService {
                 .context("query failed")?
             {
                 // A failed attempt may be retried under the same key.
-                Some(row) if row.status == "failed" => {
+                Some(row) if row.status == DelegationStatus::Failed.as_str() => {
                     activity_log::Entity::delete_by_id(row.id)
                         .exec(db)
                         .await
@@ -159,7 +159,7 @@ impl DelegationsService {
                 source: &source,
                 target: &target,
                 method: REQUEST,
-                status: "pending",
+                status: DelegationStatus::Pending,
                 summary: format!("Delegating to {target}"),
             }
             .model(delegation_id.clone())
@@ -242,7 +242,7 @@ impl DelegationsService {
                 source: &source,
                 target: &target,
                 method: REQUEST,
-                status: "dispatched",
+                status: DelegationStatus::Dispatched,
                 summary: format!("Delegating to {target}"),
             }
             .model(request.delegation_id.clone())
@@ -273,9 +273,9 @@ impl DelegationsService {
     ) -> ApiResult<pb::UpdateDelegationReply> {
         let source = self.authorize(metadata, &request.workspace_id).await?;
         // `queued` is what the Python runtime reports while a peer is busy: it only moves the row.
-        if !matches!(request.status.as_str(), "completed" | "failed" | "queued") {
+        let Some(reported) = DelegationStatus::reported(&request.status) else {
             return Err(DelegationError::InvalidStatus.into());
-        }
+        };
         let db = &self.state.db;
         let delegation = rows_of(&source)
             .filter(activity_log::Column::Id.eq(request.delegation_id.as_str()))
@@ -286,7 +286,7 @@ impl DelegationsService {
             .ok_or(DelegationError::NotFound)?;
         let target = delegation.target_id.clone().unwrap_or_default();
         let delegation_id = request.delegation_id;
-        let outcome = Ending::from_update(&request.status, request.error, request.response_preview);
+        let outcome = Ending::from_update(reported, request.error, request.response_preview);
         finish(&self.state, &source, &target, &delegation_id, outcome)
             .await
             .context("query failed")?;
@@ -364,10 +364,14 @@ enum Ending {
 }
 
 impl Ending {
-    fn from_update(status: &str, error: Option<String>, response_preview: Option<String>) -> Self {
+    fn from_update(
+        status: DelegationStatus,
+        error: Option<String>,
+        response_preview: Option<String>,
+    ) -> Self {
         match status {
-            "completed" => Self::Completed(response_preview.unwrap_or_default()),
-            "failed" => Self::ReportedFailure(error.unwrap_or_default()),
+            DelegationStatus::Completed => Self::Completed(response_preview.unwrap_or_default()),
+            DelegationStatus::Failed => Self::ReportedFailure(error.unwrap_or_default()),
             _ => Self::ReportedQueued,
         }
     }
@@ -383,12 +387,14 @@ async fn finish(
 ) -> Result<(), DbErr> {
     let db = &state.db;
     let (status, error) = match &outcome {
-        Ending::Completed(_) => ("completed", None),
-        Ending::Failed(error) | Ending::ReportedFailure(error) => ("failed", Some(error.clone())),
-        Ending::Queued | Ending::ReportedQueued => ("queued", None),
+        Ending::Completed(_) => (DelegationStatus::Completed, None),
+        Ending::Failed(error) | Ending::ReportedFailure(error) => {
+            (DelegationStatus::Failed, Some(error.clone()))
+        }
+        Ending::Queued | Ending::ReportedQueued => (DelegationStatus::Queued, None),
     };
     let mut update = activity_log::Entity::update_many()
-        .col_expr(activity_log::Column::Status, Expr::value(status))
+        .col_expr(activity_log::Column::Status, Expr::value(status.as_str()))
         .filter(activity_log::Column::Id.eq(delegation_id))
         .filter(activity_log::Column::WorkspaceId.eq(source));
     if let Some(error) = &error {
@@ -413,7 +419,7 @@ async fn finish(
                 response_body: Set(Some(
                     json!({"text": text, "delegation_id": delegation_id}).to_string(),
                 )),
-                ..result("completed", completed_summary(&text))
+                ..result(DelegationStatus::Completed, completed_summary(&text))
                     .model(uuid::Uuid::new_v4().to_string())
             };
             activity_log::Entity::insert(row).exec(db).await?;
@@ -428,7 +434,7 @@ async fn finish(
                     response_body: Set(Some(json!({"delegation_id": delegation_id}).to_string())),
                     error_detail: Set(Some(error.clone())),
                     ..result(
-                        "failed",
+                        DelegationStatus::Failed,
                         format!("Delegation failed: {}", preview(&error, 200)),
                     )
                     .model(uuid::Uuid::new_v4().to_string())
@@ -445,14 +451,14 @@ async fn finish(
                     json!({"delegation_id": delegation_id, "queued": true}).to_string(),
                 )),
                 ..result(
-                    "queued",
+                    DelegationStatus::Queued,
                     "Delegation queued — target at capacity".to_owned(),
                 )
                 .model(uuid::Uuid::new_v4().to_string())
             };
             activity_log::Entity::insert(row).exec(db).await?;
             let mut payload = ids;
-            payload["status"] = json!("queued");
+            payload["status"] = json!(DelegationStatus::Queued.as_str());
             (EventType::DelegationStatus, payload)
         }
         Ending::ReportedQueued => return Ok(()),
@@ -473,7 +479,10 @@ impl Worker {
     async fn run(self, task: &str) {
         let db = &self.state.db;
         let dispatched = activity_log::Entity::update_many()
-            .col_expr(activity_log::Column::Status, Expr::value("dispatched"))
+            .col_expr(
+                activity_log::Column::Status,
+                Expr::value(DelegationStatus::Dispatched.as_str()),
+            )
             .filter(activity_log::Column::Id.eq(self.delegation_id.as_str()))
             .exec(db)
             .await;
@@ -486,7 +495,7 @@ impl Worker {
                 db,
                 EventType::DelegationStatus,
                 Some(&self.source),
-                json!({"delegation_id": self.delegation_id, "target_id": self.target, "status": "dispatched"}),
+                json!({"delegation_id": self.delegation_id, "target_id": self.target, "status": DelegationStatus::Dispatched.as_str()}),
             )
             .await;
         let body = json!({"method": "message/send", "params": {"message": {
@@ -625,7 +634,7 @@ async fn complete_from_queue(
     let queued = rows_of(source)
         .filter(activity_log::Column::Method.eq(RESULT))
         .filter(activity_log::Column::TargetId.eq(target))
-        .filter(activity_log::Column::Status.eq("queued"))
+        .filter(activity_log::Column::Status.eq(DelegationStatus::Queued.as_str()))
         .all(db)
         .await?
         .into_iter()
@@ -640,7 +649,10 @@ async fn complete_from_queue(
     };
     let text = answer_text(answer);
     activity_log::Entity::update_many()
-        .col_expr(activity_log::Column::Status, Expr::value("completed"))
+        .col_expr(
+            activity_log::Column::Status,
+            Expr::value(DelegationStatus::Completed.as_str()),
+        )
         .col_expr(
             activity_log::Column::Summary,
             Expr::value(completed_summary(&text)),
@@ -653,7 +665,10 @@ async fn complete_from_queue(
         .exec(db)
         .await?;
     activity_log::Entity::update_many()
-        .col_expr(activity_log::Column::Status, Expr::value("completed"))
+        .col_expr(
+            activity_log::Column::Status,
+            Expr::value(DelegationStatus::Completed.as_str()),
+        )
         .filter(activity_log::Column::Id.eq(delegation_id))
         .filter(activity_log::Column::WorkspaceId.eq(source))
         .exec(db)

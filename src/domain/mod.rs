@@ -6,4 +6,4 @@ pub mod status;
 pub mod validate;
 
 pub use event::EventType;
-pub use status::{QueueStatus, WorkspaceStatus};
+pub use status::{DelegationStatus, QueueStatus, WorkspaceStatus};

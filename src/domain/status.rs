@@ -78,6 +78,40 @@ pub enum QueueStatus {
     Dropped,
 }
 
+/// Where a delegation stands, on its request and outcome rows (activity rows, whose status
+/// column is free text for agents' own reports, so this one is written with `as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DelegationStatus {
+    Pending,
+    Dispatched,
+    /// The target was busy; the busy queue completes it later.
+    Queued,
+    Completed,
+    Failed,
+}
+
+impl DelegationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Dispatched => "dispatched",
+            Self::Queued => "queued",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// What an agent may report about a delegation it sent itself.
+    pub fn reported(raw: &str) -> Option<Self> {
+        match raw {
+            "completed" => Some(Self::Completed),
+            "failed" => Some(Self::Failed),
+            "queued" => Some(Self::Queued),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for WorkspaceStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -103,6 +137,14 @@ mod tests {
                 Ok(status)
             );
         }
+        for status in [
+            DelegationStatus::Completed,
+            DelegationStatus::Failed,
+            DelegationStatus::Queued,
+        ] {
+            assert_eq!(DelegationStatus::reported(status.as_str()), Some(status));
+        }
+        assert_eq!(DelegationStatus::reported("pending"), None);
         for status in QueueStatus::iter() {
             assert_eq!(QueueStatus::try_from_value(&status.to_value()), Ok(status));
         }
