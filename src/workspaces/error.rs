@@ -136,12 +136,6 @@ impl From<WorkspaceError> for ApiError {
     }
 }
 
-impl From<WorkspaceError> for tonic::Status {
-    fn from(err: WorkspaceError) -> Self {
-        ApiError::from(err).into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
