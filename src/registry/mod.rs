@@ -14,10 +14,6 @@ mod sweeps;
 pub mod transitions;
 mod write_behind;
 
-pub use write_behind::flush_write_behind;
-
-use self::error::RegistryError;
-
 use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
@@ -33,6 +29,9 @@ use crate::{
     state::Platform,
     store::{self, entities::workspace},
 };
+
+use self::error::RegistryError;
+pub use self::write_behind::flush_write_behind;
 
 /// Which credential let an agent in; a stream closes when its token is revoked.
 #[derive(Debug, Clone)]
