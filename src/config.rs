@@ -345,12 +345,15 @@ impl Environment {
 /// Every setting of `T` at its documented default, as if given no flags and no environment
 /// (for embedding and tests, which then set fields directly).
 fn defaults<T: Args + clap::FromArgMatches>() -> T {
-    let command =
-        T::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None::<&str>));
-    let matches = command
+    let matches = without_env::<T>()
         .try_get_matches_from(["defaults"])
         .expect("every setting has a default");
     T::from_arg_matches(&matches).expect("defaults parse")
+}
+
+/// The arguments of `T` with no environment variable behind any of them.
+fn without_env<T: Args>() -> clap::Command {
+    T::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None::<&str>))
 }
 
 impl Default for Config {
@@ -422,10 +425,16 @@ mod tests {
 
     #[test]
     fn defaults_ignore_the_environment() {
-        // SAFETY: no other test of this binary reads or writes RATE_LIMIT.
-        unsafe { std::env::set_var("RATE_LIMIT", "7") };
+        // Checked on the command rather than by setting a variable: `set_var` races with any
+        // other test thread that reads the environment.
+        let flags = Config::augment_args(clap::Command::new("serve"));
+        assert!(flags.get_arguments().any(|arg| arg.get_env().is_some()));
+        assert!(
+            without_env::<Config>()
+                .get_arguments()
+                .all(|arg| arg.get_env().is_none())
+        );
         let config = Config::default();
-        unsafe { std::env::remove_var("RATE_LIMIT") };
         assert_eq!(config.edge.rate_limit, 600);
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(

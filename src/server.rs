@@ -251,7 +251,7 @@ impl Application {
         // Proxy records still queued, and the last beats' informational columns, which the
         // flusher may not have written yet.
         self.a2a.records.flush().await;
-        if let Err(err) = registry::flush_write_behind(self.a2a.platform()).await {
+        if let Err(err) = registry::flush_write_behind(&self.a2a).await {
             warn!(error = %err, "final heartbeat flush failed");
         }
         result

@@ -74,10 +74,6 @@ impl A2aState {
             platform,
         }
     }
-
-    pub fn platform(&self) -> &Platform {
-        &self.platform
-    }
 }
 
 /// The proxy reads the platform's handles as its own.
