@@ -237,6 +237,9 @@ pub struct Config {
     #[command(flatten)]
     pub plugins: PluginArgs,
 
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+
     /// Seconds of silence from an agent before a proxied A2A call is given up; a value that is
     /// not a positive integer means the default.
     #[arg(long, env = "A2A_IDLE_TIMEOUT_SECONDS", default_value = "300")]
@@ -273,11 +276,31 @@ pub struct PluginArgs {
     pub plugin_allowlist: String,
 }
 
+/// Limits and retention of what the workspace runtime stores (docs/runtime.md).
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// How long an approval waits for a decision before it is denied as `auto-expired`.
+    #[arg(long, env = "APPROVAL_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub approval_ttl: std::time::Duration,
+
+    /// Checkpoints kept per workspace (the newest).
+    #[arg(long, env = "MOLECULE_CHECKPOINT_RETENTION", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_retention: u64,
+
+    /// Bytes of chat uploads a workspace may hold.
+    #[arg(long, env = "MOLECULE_UPLOAD_QUOTA_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub upload_quota_bytes: u64,
+
+    /// How long a chat upload is kept (`30d`, `12h`).
+    #[arg(long, env = "MOLECULE_UPLOAD_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub upload_ttl: std::time::Duration,
+}
+
 /// A Go-style duration with one unit: `500ms`, `30s`, `5m`, `1h`.
 fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     let split = raw
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{raw:?} has no unit (ms, s, m, h)"))?;
+        .ok_or_else(|| format!("{raw:?} has no unit (ms, s, m, h, d)"))?;
     let (amount, unit) = raw.split_at(split);
     let amount: u64 = amount
         .parse()
@@ -287,7 +310,8 @@ fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err(format!("{raw:?} has an unknown unit (ms, s, m, h)")),
+        "d" => 86_400_000,
+        _ => return Err(format!("{raw:?} has an unknown unit (ms, s, m, h, d)")),
     };
     Ok(std::time::Duration::from_millis(amount * millis))
 }
@@ -369,6 +393,12 @@ impl Default for EdgeArgs {
 }
 
 impl Default for ListenerArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl Default for RuntimeArgs {
     fn default() -> Self {
         defaults()
     }

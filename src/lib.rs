@@ -19,6 +19,7 @@ pub mod liveness;
 pub mod nul_guard;
 pub mod plugins;
 pub mod registry;
+pub mod runtime;
 pub mod secrets;
 pub mod server;
 pub mod state;

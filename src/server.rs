@@ -45,8 +45,9 @@ use crate::{
     nul_guard, pb,
     plugins::PluginsService,
     registry::{self, RegistryService},
+    runtime::CheckpointsService,
     secrets::SecretsService,
-    state::{Platform, PluginSettings, Settings},
+    state::{Platform, PluginSettings, RuntimeSettings, Settings},
     store::{self, Db},
     sweeper,
     url_safety::{Resolver, SystemResolver},
@@ -150,6 +151,12 @@ impl Application {
                 test_tokens_enabled: config.test_tokens_enabled(),
                 provision_timeout: std::time::Duration::from_secs(config.provision_timeout_seconds),
                 a2a_idle_timeout: config.a2a_idle_timeout(),
+                runtime: RuntimeSettings {
+                    approval_ttl: config.runtime.approval_ttl,
+                    checkpoint_retention: config.runtime.checkpoint_retention,
+                    upload_quota_bytes: config.runtime.upload_quota_bytes,
+                    upload_ttl: config.runtime.upload_ttl,
+                },
                 plugins: PluginSettings {
                     dir: config.plugins.plugins_dir.clone(),
                     fetch_timeout: config.plugins.plugin_install_fetch_timeout,
@@ -310,6 +317,9 @@ async fn grpc_router(
         .add(pb::bundles_server::BundlesServer::new(BundlesService::new(
             platform.clone(),
         )))
+        .add(pb::checkpoints_server::CheckpointsServer::new(
+            CheckpointsService::new(platform.clone()),
+        ))
         .add(pb::delegations_server::DelegationsServer::new(
             DelegationsService::new(a2a.clone()),
         ))

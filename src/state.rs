@@ -28,6 +28,16 @@ pub struct Settings {
     /// Silence from an agent after which a proxied call is given up (its heartbeat may
     /// override it).
     pub a2a_idle_timeout: Duration,
+    pub runtime: RuntimeSettings,
+}
+
+/// Limits and retention of what the workspace runtime stores (docs/runtime.md).
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub approval_ttl: Duration,
+    pub checkpoint_retention: u64,
+    pub upload_quota_bytes: u64,
+    pub upload_ttl: Duration,
 }
 
 /// Where plugins come from and the limits on fetching them.

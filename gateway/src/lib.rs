@@ -5,6 +5,7 @@
 
 mod a2a;
 mod bundles;
+mod checkpoints;
 pub mod client_ip;
 mod delegations;
 pub mod edge;
@@ -69,6 +70,7 @@ type PluginsClient = pb::plugins_client::PluginsClient<Transport>;
 type BundlesClient = pb::bundles_client::BundlesClient<Transport>;
 type A2aClient = pb::a2a_client::A2aClient<Transport>;
 type DelegationsClient = pb::delegations_client::DelegationsClient<Transport>;
+type CheckpointsClient = pb::checkpoints_client::CheckpointsClient<Transport>;
 
 /// The gateway's state: typed clients over one transport, behind one `Arc` so that handing it
 /// to a handler costs a reference count, not a copy of every client.
@@ -83,6 +85,7 @@ pub struct Clients {
     bundles: BundlesClient,
     a2a: A2aClient,
     delegations: DelegationsClient,
+    checkpoints: CheckpointsClient,
     /// Ends WebSocket sessions on shutdown.
     shutdown: CancellationToken,
     edge: Arc<Edge>,
@@ -105,6 +108,7 @@ impl Gateway {
             plugins: PluginsClient::new(transport.clone()),
             bundles: BundlesClient::new(transport.clone()),
             delegations: DelegationsClient::new(transport.clone()),
+            checkpoints: CheckpointsClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.
             a2a: A2aClient::new(transport)
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)

@@ -9,8 +9,8 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    Gateway, a2a, bundles, delegations, edge, events, plugins, registry, secrets, tokens,
-    workspaces,
+    Gateway, a2a, bundles, checkpoints, delegations, edge, events, plugins, registry, secrets,
+    tokens, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -27,6 +27,11 @@ use crate::{
         (name = "bundles", description = "Workspace trees exported and imported as documents"),
         (name = "a2a", description = "The agent-to-agent proxy"),
         (name = "delegations", description = "Tasks handed to peers, and their outcomes"),
+        (name = "memories", description = "What workspaces remember, searched by full text"),
+        (name = "approvals", description = "Actions a workspace may take only once a human agrees"),
+        (name = "instructions", description = "Platform rules prepended to every runtime's prompt"),
+        (name = "checkpoints", description = "The last step each workspace workflow completed"),
+        (name = "shared-context", description = "Files a workspace publishes for its descendants"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -99,6 +104,12 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(delegations::list))
         .routes(routes!(delegations::record))
         .routes(routes!(delegations::update))
+        .routes(routes!(checkpoints::save))
+        .routes(routes!(checkpoints::latest))
+        .routes(routes!(
+            checkpoints::list_workflow,
+            checkpoints::delete_workflow
+        ))
         .split_for_parts();
     let document = Arc::new(document);
     router

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261120_000001_initial;
 mod m20261121_000001_token_usage;
+mod m20261201_000001_runtime;
 
 /// Every migration, in order.
 #[derive(Debug)]
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261120_000001_initial::Migration),
             Box::new(m20261121_000001_token_usage::Migration),
+            Box::new(m20261201_000001_runtime::Migration),
         ]
     }
 }

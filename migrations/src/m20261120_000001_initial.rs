@@ -31,15 +31,15 @@ pub(crate) fn id(col: impl IntoIden) -> ColumnDef {
         .to_owned()
 }
 
-fn text(col: impl IntoIden) -> ColumnDef {
+pub(crate) fn text(col: impl IntoIden) -> ColumnDef {
     ColumnDef::new(col).string().null().to_owned()
 }
 
-fn text_not_null(col: impl IntoIden) -> ColumnDef {
+pub(crate) fn text_not_null(col: impl IntoIden) -> ColumnDef {
     ColumnDef::new(col).string().not_null().to_owned()
 }
 
-fn timestamp(col: impl IntoIden) -> ColumnDef {
+pub(crate) fn timestamp(col: impl IntoIden) -> ColumnDef {
     ColumnDef::new(col)
         .timestamp_with_time_zone()
         .null()
@@ -53,7 +53,7 @@ pub(crate) fn timestamp_not_null(col: impl IntoIden) -> ColumnDef {
         .to_owned()
 }
 
-fn int_default(col: impl IntoIden, value: i32) -> ColumnDef {
+pub(crate) fn int_default(col: impl IntoIden, value: i32) -> ColumnDef {
     ColumnDef::new(col)
         .integer()
         .not_null()

@@ -30,6 +30,13 @@ pub enum EventType {
     DelegationFailed,
     SecretsChanged,
     GlobalSecretsChanged,
+    ApprovalRequested,
+    ApprovalEscalated,
+    ApprovalApproved,
+    ApprovalDenied,
+    /// The WebSocket-only frame the runtime waits for (docs/runtime.md M3); never recorded.
+    ApprovalDecided,
+    InstructionsUpdated,
 }
 
 impl EventType {
@@ -57,6 +64,12 @@ impl EventType {
             Self::DelegationFailed => "DELEGATION_FAILED",
             Self::SecretsChanged => "SECRETS_CHANGED",
             Self::GlobalSecretsChanged => "GLOBAL_SECRETS_CHANGED",
+            Self::ApprovalRequested => "APPROVAL_REQUESTED",
+            Self::ApprovalEscalated => "APPROVAL_ESCALATED",
+            Self::ApprovalApproved => "APPROVAL_APPROVED",
+            Self::ApprovalDenied => "APPROVAL_DENIED",
+            Self::ApprovalDecided => "APPROVAL_DECIDED",
+            Self::InstructionsUpdated => "INSTRUCTIONS_UPDATED",
         }
     }
 
@@ -70,6 +83,9 @@ impl EventType {
                 | Self::ActivityLogged
                 | Self::AgentMessage
                 | Self::A2aResponse
+                | Self::ApprovalRequested
+                | Self::ApprovalEscalated
+                | Self::ApprovalDecided
         )
     }
 
@@ -82,6 +98,7 @@ impl EventType {
             Self::DelegationSent => &["task_preview"],
             Self::DelegationComplete => &["response_preview"],
             Self::DelegationFailed => &["error"],
+            Self::ApprovalRequested | Self::ApprovalEscalated => &["action", "reason"],
             _ => &[],
         }
     }

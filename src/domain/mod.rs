@@ -2,8 +2,10 @@
 //! statuses, event names. Pure values and functions: no datastore, no network, no state.
 
 pub mod event;
+pub mod runtime;
 pub mod status;
 pub mod validate;
 
 pub use event::EventType;
+pub use runtime::{ApprovalStatus, InstructionScope, MemoryScope};
 pub use status::{DelegationStatus, QueueStatus, WorkspaceStatus};

@@ -110,8 +110,17 @@ fn control(kind: Kind, envelope: &Envelope) -> pb::ServerFrame {
             kind: kind as i32,
             event: envelope.event.to_string(),
             at: Some(pb::timestamp(envelope.timestamp)),
+            approval: (kind == Kind::ApprovalDecided).then(|| pb::ApprovalDecision {
+                approval_id: text(&envelope.payload["approval_id"]),
+                status: text(&envelope.payload["decision"]),
+                decided_by: text(&envelope.payload["decided_by"]),
+            }),
         })),
     }
+}
+
+fn text(value: &serde_json::Value) -> String {
+    value.as_str().unwrap_or_default().to_owned()
 }
 
 /// Invalidates caches and pushes control frames, for events from every replica.
@@ -134,6 +143,20 @@ pub(super) async fn dispatch_events(state: Platform) {
             if envelope.event == EventType::GlobalSecretsChanged {
                 let affected = envelope.payload["workspace_ids"].as_array();
                 for id in affected.into_iter().flatten().filter_map(|id| id.as_str()) {
+                    push_controls(&state, id, &envelope);
+                }
+            }
+            // A global instruction changed: it applies to every workspace.
+            if envelope.event == EventType::InstructionsUpdated {
+                let open: Vec<String> = state
+                    .hot
+                    .streams
+                    .lock()
+                    .expect("streams poisoned")
+                    .keys()
+                    .cloned()
+                    .collect();
+                for id in &open {
                     push_controls(&state, id, &envelope);
                 }
             }
@@ -183,6 +206,10 @@ fn push_controls(state: &Platform, id: &str, envelope: &Envelope) {
             EventType::WorkspaceUpdated | EventType::AgentCardUpdated => {
                 (Kind::ConfigChanged, false)
             }
+            EventType::ApprovalApproved | EventType::ApprovalDenied => {
+                (Kind::ApprovalDecided, false)
+            }
+            EventType::InstructionsUpdated => (Kind::InstructionsUpdated, false),
             _ => return true,
         };
         let mut delivered = handle

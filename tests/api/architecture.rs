@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "features",
         &[
             "secrets",
+            "runtime",
             "plugins",
             "bundles",
             "sweeper",

@@ -7,7 +7,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use molecule::{
     config::{
-        Config, EdgeArgs, Environment, GatewayArgs, ListenerArgs, PluginArgs, Secret, StorageArgs,
+        Config, EdgeArgs, Environment, GatewayArgs, ListenerArgs, PluginArgs, RuntimeArgs, Secret,
+        StorageArgs,
     },
     pb::workspaces_client::WorkspacesClient,
     server::{Application, GatewayServer},
@@ -93,6 +94,8 @@ pub(crate) struct Options {
     pub(crate) plugin_max_dir_bytes: Option<u64>,
     /// Listener settings, for the server and a standalone gateway alike.
     pub(crate) listener: ListenerArgs,
+    /// Limits and retention of the runtime's stores.
+    pub(crate) runtime: RuntimeArgs,
 }
 
 impl Default for Options {
@@ -112,6 +115,7 @@ impl Default for Options {
             plugin_allowlist: "",
             plugin_max_dir_bytes: None,
             listener: ListenerArgs::default(),
+            runtime: RuntimeArgs::default(),
         }
     }
 }
@@ -259,6 +263,7 @@ fn server_config(
         enable_test_tokens: options.enable_test_tokens.to_owned(),
         edge,
         listener: options.listener.clone(),
+        runtime: options.runtime.clone(),
         ..defaults
     }
 }

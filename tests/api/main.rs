@@ -6,6 +6,7 @@ mod activity;
 mod architecture;
 mod auth;
 mod bundles;
+mod checkpoints;
 mod cli;
 mod delegations;
 mod discovery;
