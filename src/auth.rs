@@ -95,6 +95,17 @@ impl Principal {
         !matches!(self, Self::Workspace(_))
     }
 
+    /// The principal as an audit trail names it: `admin`, `org:<key prefix>`,
+    /// `workspace:<id>`, `dev`.
+    pub fn audit_name(&self) -> String {
+        match self {
+            Self::Admin => "admin".to_owned(),
+            Self::Org(key) => format!("org:{}", key.prefix),
+            Self::Workspace(id) => format!("workspace:{id}"),
+            Self::Dev => "dev".to_owned(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Admin => "admin",

@@ -484,7 +484,11 @@ mod tests {
             Ok(std::time::Duration::from_millis(250))
         );
         assert!(parse_duration("5").is_err());
-        assert!(parse_duration("5d").is_err());
+        assert_eq!(
+            parse_duration("30d"),
+            Ok(std::time::Duration::from_secs(30 * 86_400))
+        );
+        assert!(parse_duration("5w").is_err());
         assert!(parse_duration("m").is_err());
     }
 

@@ -45,7 +45,10 @@ use crate::{
     nul_guard, pb,
     plugins::PluginsService,
     registry::{self, RegistryService},
-    runtime::CheckpointsService,
+    runtime::{
+        ApprovalsService, CheckpointsService, InstructionsService, MemoriesService,
+        SharedContextService,
+    },
     secrets::SecretsService,
     state::{Platform, PluginSettings, RuntimeSettings, Settings},
     store::{self, Db},
@@ -222,6 +225,7 @@ impl Application {
             .layer(middleware::from_fn(track_metrics));
 
         tokio::spawn(sweeper::run_provision_timeout_sweep(platform.clone()));
+        tokio::spawn(sweeper::run_runtime_sweep(platform.clone()));
         registry::spawn_background(&platform);
         tokio::spawn(a2a::queue::sweep(a2a.clone()));
         Ok(Self {
@@ -317,6 +321,18 @@ async fn grpc_router(
         .add(pb::bundles_server::BundlesServer::new(BundlesService::new(
             platform.clone(),
         )))
+        .add(pb::memories_server::MemoriesServer::new(
+            MemoriesService::new(platform.clone()),
+        ))
+        .add(pb::approvals_server::ApprovalsServer::new(
+            ApprovalsService::new(platform.clone()),
+        ))
+        .add(pb::instructions_server::InstructionsServer::new(
+            InstructionsService::new(platform.clone()),
+        ))
+        .add(pb::shared_context_server::SharedContextServer::new(
+            SharedContextService::new(platform.clone()),
+        ))
         .add(pb::checkpoints_server::CheckpointsServer::new(
             CheckpointsService::new(platform.clone()),
         ))

@@ -1,5 +1,6 @@
 //! Background sweeps that change state on a clock: the provision-timeout sweep (registry
-//! docs/registry.md §5.4). Each transition is a conditional update, so with several replicas
+//! docs/registry.md §5.4) and the runtime's expiries (docs/runtime.md §3: approvals nobody
+//! decided in time). Each transition is a conditional update, so with several replicas
 //! sweeping at once exactly one of them records the event.
 
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::{
     domain::{EventType, WorkspaceStatus},
+    runtime::approvals,
     state::Platform,
     store::{self, entities::workspace},
 };
@@ -21,6 +23,35 @@ pub const PROVISION_TIMEOUT_ERROR: &str = "provisioning timed out — container 
 pub async fn run_provision_timeout_sweep(state: Platform) {
     let timeout = state.settings.provision_timeout;
     let interval = (timeout / 2).clamp(Duration::from_millis(200), Duration::from_secs(30));
+    on_a_clock(
+        state,
+        interval,
+        "provision-timeout sweep",
+        move |state| async move { sweep_provisioning(&state, timeout).await },
+    )
+    .await;
+}
+
+/// Runs until shutdown: approvals pending past their TTL are denied as `auto-expired`.
+pub async fn run_runtime_sweep(state: Platform) {
+    let interval = (state.settings.runtime.approval_ttl / 10)
+        .clamp(Duration::from_millis(200), Duration::from_secs(10));
+    on_a_clock(
+        state,
+        interval,
+        "approval expiry sweep",
+        |state| async move { approvals::expire_pending(&state).await },
+    )
+    .await;
+}
+
+/// Runs `pass` every `interval` until shutdown; a failure is logged (an outage quietly) and
+/// the next tick tries again.
+async fn on_a_clock<F, Fut>(state: Platform, interval: Duration, name: &'static str, mut pass: F)
+where
+    F: FnMut(Platform) -> Fut,
+    Fut: Future<Output = Result<(), sea_orm::DbErr>>,
+{
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -28,10 +59,10 @@ pub async fn run_provision_timeout_sweep(state: Platform) {
             () = state.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if let Err(err) = sweep_provisioning(&state, timeout).await
+        if let Err(err) = pass(state.clone()).await
             && !crate::store::is_unavailable(&err)
         {
-            warn!(error = %err, "provision-timeout sweep failed");
+            warn!(error = %err, sweep = name, "sweep failed");
         }
     }
 }

@@ -13,7 +13,7 @@ use axum::{
 };
 use http::StatusCode;
 use serde::Serialize;
-use serde_json::value::RawValue;
+use serde_json::{Map, Value, value::RawValue};
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
@@ -93,14 +93,33 @@ struct WireEnvelope<'a> {
     workspace_id: &'a str,
     timestamp: String,
     payload: Option<Box<RawValue>>,
+    /// Payload fields a client reads at the top level (the runtime's approval wait).
+    #[serde(flatten)]
+    hoisted: Map<String, Value>,
 }
 
+/// The frame whose payload fields the workspace runtime reads at the top level
+/// (docs/runtime.md M3), and those fields.
+const APPROVAL_DECIDED: &str = "APPROVAL_DECIDED";
+const APPROVAL_DECIDED_FIELDS: [&str; 3] = ["approval_id", "status", "decided_by"];
+
 fn wire_json(event: &pb::Event) -> String {
+    let mut hoisted = Map::new();
+    if event.event == APPROVAL_DECIDED
+        && let Ok(Value::Object(mut payload)) = serde_json::from_str(&event.payload_json)
+    {
+        for field in APPROVAL_DECIDED_FIELDS {
+            if let Some(value) = payload.remove(field) {
+                hoisted.insert(field.to_owned(), value);
+            }
+        }
+    }
     let envelope = WireEnvelope {
         event: &event.event,
         workspace_id: event.workspace_id.as_deref().unwrap_or(""),
         timestamp: timestamp_opt(event.timestamp.as_ref()).unwrap_or_default(),
         payload: raw(Some(&event.payload_json)),
+        hoisted,
     };
     serde_json::to_string(&envelope).unwrap_or_default()
 }

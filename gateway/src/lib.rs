@@ -4,6 +4,7 @@
 //! behind gRPC, so REST and gRPC callers always get the same answer.
 
 mod a2a;
+mod approvals;
 mod bundles;
 mod checkpoints;
 pub mod client_ip;
@@ -12,12 +13,15 @@ pub mod edge;
 mod error;
 mod events;
 mod forward;
+mod instructions;
 mod json;
+mod memories;
 mod openapi;
 mod plugins;
 pub mod preauth;
 mod registry;
 mod secrets;
+mod shared_context;
 mod tokens;
 mod workspaces;
 
@@ -71,6 +75,10 @@ type BundlesClient = pb::bundles_client::BundlesClient<Transport>;
 type A2aClient = pb::a2a_client::A2aClient<Transport>;
 type DelegationsClient = pb::delegations_client::DelegationsClient<Transport>;
 type CheckpointsClient = pb::checkpoints_client::CheckpointsClient<Transport>;
+type MemoriesClient = pb::memories_client::MemoriesClient<Transport>;
+type ApprovalsClient = pb::approvals_client::ApprovalsClient<Transport>;
+type InstructionsClient = pb::instructions_client::InstructionsClient<Transport>;
+type SharedContextClient = pb::shared_context_client::SharedContextClient<Transport>;
 
 /// The gateway's state: typed clients over one transport, behind one `Arc` so that handing it
 /// to a handler costs a reference count, not a copy of every client.
@@ -86,6 +94,10 @@ pub struct Clients {
     a2a: A2aClient,
     delegations: DelegationsClient,
     checkpoints: CheckpointsClient,
+    memories: MemoriesClient,
+    approvals: ApprovalsClient,
+    instructions: InstructionsClient,
+    shared_context: SharedContextClient,
     /// Ends WebSocket sessions on shutdown.
     shutdown: CancellationToken,
     edge: Arc<Edge>,
@@ -109,6 +121,10 @@ impl Gateway {
             bundles: BundlesClient::new(transport.clone()),
             delegations: DelegationsClient::new(transport.clone()),
             checkpoints: CheckpointsClient::new(transport.clone()),
+            memories: MemoriesClient::new(transport.clone()),
+            approvals: ApprovalsClient::new(transport.clone()),
+            instructions: InstructionsClient::new(transport.clone()),
+            shared_context: SharedContextClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.
             a2a: A2aClient::new(transport)
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)

@@ -9,8 +9,8 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    Gateway, a2a, bundles, checkpoints, delegations, edge, events, plugins, registry, secrets,
-    tokens, workspaces,
+    Gateway, a2a, approvals, bundles, checkpoints, delegations, edge, events, instructions,
+    memories, plugins, registry, secrets, shared_context, tokens, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -104,6 +104,16 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(delegations::list))
         .routes(routes!(delegations::record))
         .routes(routes!(delegations::update))
+        .routes(routes!(memories::search, memories::commit))
+        .routes(routes!(memories::delete))
+        .routes(routes!(approvals::list, approvals::create))
+        .routes(routes!(approvals::get))
+        .routes(routes!(approvals::decide))
+        .routes(routes!(approvals::pending))
+        .routes(routes!(instructions::resolve))
+        .routes(routes!(instructions::list, instructions::create))
+        .routes(routes!(instructions::update, instructions::delete))
+        .routes(routes!(shared_context::get, shared_context::publish))
         .routes(routes!(checkpoints::save))
         .routes(routes!(checkpoints::latest))
         .routes(routes!(

@@ -153,6 +153,17 @@ pub(crate) struct CreateWorkspaceBody {
     max_concurrent_tasks: Option<i32>,
     canvas: Option<CanvasBody>,
     secrets: Option<std::collections::HashMap<String, String>>,
+    /// Seeded into the workspace's memories (docs/runtime.md §1).
+    initial_memories: Option<Vec<InitialMemoryBody>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct InitialMemoryBody {
+    #[serde(default)]
+    content: String,
+    /// LOCAL, TEAM or GLOBAL, any case; empty means LOCAL.
+    #[serde(default)]
+    scope: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -284,6 +295,15 @@ pub(crate) async fn create_workspace(
         canvas: body.canvas.map(|c| pb::CanvasPosition { x: c.x, y: c.y }),
         platform_url: forwarded.platform_url(),
         secrets: body.secrets.unwrap_or_default(),
+        initial_memories: body
+            .initial_memories
+            .unwrap_or_default()
+            .into_iter()
+            .map(|memory| pb::InitialMemory {
+                content: memory.content,
+                scope: memory.scope,
+            })
+            .collect(),
     };
     let result = gateway
         .workspaces

@@ -2,6 +2,14 @@
 //! (docs/runtime.md): memories, approvals, instructions, checkpoints and shared context. Each
 //! submodule is one gRPC service with its own error catalogue; none of them talks to agents.
 
+pub mod approvals;
 pub mod checkpoints;
+pub mod instructions;
+pub mod memories;
+pub mod shared_context;
 
+pub use approvals::ApprovalsService;
 pub use checkpoints::CheckpointsService;
+pub use instructions::InstructionsService;
+pub use memories::MemoriesService;
+pub use shared_context::SharedContextService;

@@ -9,7 +9,9 @@ use tonic::metadata::MetadataMap;
 use crate::{
     domain::{EventType, WorkspaceStatus, validate},
     error::{ApiError, ApiResult},
-    pb, secrets,
+    pb,
+    runtime::memories,
+    secrets,
     store::{
         self, DbContext,
         entities::{canvas_layout, workspace},
@@ -151,7 +153,7 @@ impl WorkspacesService {
             status: Set(status),
             runtime: Set(runtime.clone()),
             url: Set(url.clone()),
-            parent_id: Set(parent_id),
+            parent_id: Set(parent_id.clone()),
             workspace_dir: Set(Some(request.workspace_dir.clone()).filter(|dir| !dir.is_empty())),
             workspace_access: Set(access.to_owned()),
             max_concurrent_tasks: Set(request.max_concurrent_tasks.max(1)),
@@ -173,6 +175,9 @@ impl WorkspacesService {
         secrets::insert_initial(&txn, &self.state.keyring, &id, &secrets)
             .await
             .map_err(|(key, err)| store::failure(err, format!("failed to save secret: {key}")))?;
+        memories::insert_initial(&txn, &id, parent_id.is_none(), &request.initial_memories)
+            .await
+            .context("failed to create workspace")?;
 
         let events = &self.state.events;
         let mut recorded = vec![

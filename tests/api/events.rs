@@ -13,9 +13,12 @@ use tokio_tungstenite::{
 
 use crate::helpers::{Backend, Options, TestApp, spawn_app, spawn_on};
 
-type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(app: &TestApp, headers: &[(&str, &str)]) -> Result<Socket, tungstenite::Error> {
+pub(crate) async fn connect(
+    app: &TestApp,
+    headers: &[(&str, &str)],
+) -> Result<Socket, tungstenite::Error> {
     let mut request = app.ws_url().into_client_request().unwrap();
     for (name, value) in headers {
         let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
@@ -25,7 +28,7 @@ async fn connect(app: &TestApp, headers: &[(&str, &str)]) -> Result<Socket, tung
 }
 
 /// The next event frame, parsed.
-async fn next_event(socket: &mut Socket) -> Value {
+pub(crate) async fn next_event(socket: &mut Socket) -> Value {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await

@@ -3,6 +3,7 @@
 
 mod a2a;
 mod activity;
+mod approvals;
 mod architecture;
 mod auth;
 mod bundles;
@@ -15,13 +16,16 @@ mod events;
 mod grpc;
 mod heartbeat_stream;
 mod helpers;
+mod instructions;
 mod interop;
 mod lifecycle;
 mod limits;
+mod memories;
 mod outage;
 mod plugins;
 mod registry;
 mod secrets;
+mod shared_context;
 mod tokens;
 mod validation;
 mod workspaces;
