@@ -46,8 +46,8 @@ use crate::{
     plugins::PluginsService,
     registry::{self, RegistryService},
     runtime::{
-        ApprovalsService, CheckpointsService, InstructionsService, MemoriesService,
-        SharedContextService,
+        ApprovalsService, ChatFilesService, CheckpointsService, InstructionsService,
+        MemoriesService, SharedContextService,
     },
     secrets::SecretsService,
     state::{Platform, PluginSettings, RuntimeSettings, Settings},
@@ -332,6 +332,9 @@ async fn grpc_router(
         ))
         .add(pb::shared_context_server::SharedContextServer::new(
             SharedContextService::new(platform.clone()),
+        ))
+        .add(pb::chat_files_server::ChatFilesServer::new(
+            ChatFilesService::new(platform.clone()),
         ))
         .add(pb::checkpoints_server::CheckpointsServer::new(
             CheckpointsService::new(platform.clone()),

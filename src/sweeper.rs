@@ -1,6 +1,6 @@
 //! Background sweeps that change state on a clock: the provision-timeout sweep (registry
-//! docs/registry.md §5.4) and the runtime's expiries (docs/runtime.md §3: approvals nobody
-//! decided in time). Each transition is a conditional update, so with several replicas
+//! docs/registry.md §5.4) and the runtime's expiries (docs/runtime.md: approvals nobody decided
+//! in time, chat uploads past their TTL). Each transition is a conditional update, so with several replicas
 //! sweeping at once exactly one of them records the event.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::{
     domain::{EventType, WorkspaceStatus},
-    runtime::approvals,
+    runtime::{approvals, chat_files},
     state::Platform,
     store::{self, entities::workspace},
 };
@@ -32,15 +32,19 @@ pub async fn run_provision_timeout_sweep(state: Platform) {
     .await;
 }
 
-/// Runs until shutdown: approvals pending past their TTL are denied as `auto-expired`.
+/// Runs until shutdown: approvals pending past their TTL are denied as `auto-expired`, chat
+/// uploads past theirs are deleted.
 pub async fn run_runtime_sweep(state: Platform) {
     let interval = (state.settings.runtime.approval_ttl / 10)
         .clamp(Duration::from_millis(200), Duration::from_secs(10));
     on_a_clock(
         state,
         interval,
-        "approval expiry sweep",
-        |state| async move { approvals::expire_pending(&state).await },
+        "runtime expiry sweep",
+        |state| async move {
+            approvals::expire_pending(&state).await?;
+            chat_files::expire(&state).await
+        },
     )
     .await;
 }

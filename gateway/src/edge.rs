@@ -34,6 +34,22 @@ use crate::{
 
 /// Default cap on request bodies.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+/// A chat upload's body: 50 MiB of files and room for the multipart framing
+/// (docs/runtime.md §2).
+pub const UPLOAD_BODY_LIMIT: usize = 51 * 1024 * 1024;
+
+/// The largest body a route reads: chat uploads take files, everything else JSON.
+fn body_limit(path: &str) -> usize {
+    let upload = path
+        .strip_prefix("/workspaces/")
+        .and_then(|rest| rest.strip_suffix("/chat/uploads"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+    if upload {
+        UPLOAD_BODY_LIMIT
+    } else {
+        BODY_LIMIT
+    }
+}
 /// Default cap on plugin-install bodies.
 pub const PLUGIN_INSTALL_BODY_MAX_BYTES: usize = 64 * 1024;
 /// Buckets untouched this long are dropped.
@@ -317,7 +333,7 @@ fn refusal(edge: &Edge, request: &mut Request) -> Option<Response> {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());
     declared
-        .is_some_and(|length| length > BODY_LIMIT)
+        .is_some_and(|length| length > body_limit(request.uri().path()))
         .then(payload_too_large)
 }
 

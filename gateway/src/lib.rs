@@ -6,6 +6,7 @@
 mod a2a;
 mod approvals;
 mod bundles;
+mod chat_files;
 mod checkpoints;
 pub mod client_ip;
 mod delegations;
@@ -77,6 +78,7 @@ type DelegationsClient = pb::delegations_client::DelegationsClient<Transport>;
 type CheckpointsClient = pb::checkpoints_client::CheckpointsClient<Transport>;
 type MemoriesClient = pb::memories_client::MemoriesClient<Transport>;
 type ApprovalsClient = pb::approvals_client::ApprovalsClient<Transport>;
+type ChatFilesClient = pb::chat_files_client::ChatFilesClient<Transport>;
 type InstructionsClient = pb::instructions_client::InstructionsClient<Transport>;
 type SharedContextClient = pb::shared_context_client::SharedContextClient<Transport>;
 
@@ -96,6 +98,7 @@ pub struct Clients {
     checkpoints: CheckpointsClient,
     memories: MemoriesClient,
     approvals: ApprovalsClient,
+    chat_files: ChatFilesClient,
     instructions: InstructionsClient,
     shared_context: SharedContextClient,
     /// Ends WebSocket sessions on shutdown.
@@ -123,6 +126,7 @@ impl Gateway {
             checkpoints: CheckpointsClient::new(transport.clone()),
             memories: MemoriesClient::new(transport.clone()),
             approvals: ApprovalsClient::new(transport.clone()),
+            chat_files: ChatFilesClient::new(transport.clone()),
             instructions: InstructionsClient::new(transport.clone()),
             shared_context: SharedContextClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.

@@ -9,8 +9,8 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    Gateway, a2a, approvals, bundles, checkpoints, delegations, edge, events, instructions,
-    memories, plugins, registry, secrets, shared_context, tokens, workspaces,
+    Gateway, a2a, approvals, bundles, chat_files, checkpoints, delegations, edge, events,
+    instructions, memories, plugins, registry, secrets, shared_context, tokens, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -30,6 +30,7 @@ use crate::{
         (name = "memories", description = "What workspaces remember, searched by full text"),
         (name = "approvals", description = "Actions a workspace may take only once a human agrees"),
         (name = "instructions", description = "Platform rules prepended to every runtime's prompt"),
+        (name = "chat-files", description = "Files attached to chat messages, stored by the platform"),
         (name = "checkpoints", description = "The last step each workspace workflow completed"),
         (name = "shared-context", description = "Files a workspace publishes for its descendants"),
         (name = "meta", description = "Health and this document"),
@@ -114,6 +115,8 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(instructions::list, instructions::create))
         .routes(routes!(instructions::update, instructions::delete))
         .routes(routes!(shared_context::get, shared_context::publish))
+        .routes(routes!(chat_files::upload))
+        .routes(routes!(chat_files::download))
         .routes(routes!(checkpoints::save))
         .routes(routes!(checkpoints::latest))
         .routes(routes!(

@@ -7,6 +7,7 @@ mod approvals;
 mod architecture;
 mod auth;
 mod bundles;
+mod chat_files;
 mod checkpoints;
 mod cli;
 mod delegations;
