@@ -326,10 +326,19 @@ impl Authenticator {
     /// WorkspaceAuth on a raw id that must name a live (not removed) workspace: 400 for a
     /// malformed id, then the auth answer, then 404. Returns the canonical id.
     pub async fn live_workspace(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<String> {
+        Ok(self.live_workspace_row(metadata, raw_id).await?.id)
+    }
+
+    /// [`Self::live_workspace`], returning the workspace's row (for rules that depend on its
+    /// parent).
+    pub async fn live_workspace_row(
+        &self,
+        metadata: &MetadataMap,
+        raw_id: &str,
+    ) -> ApiResult<workspace::Model> {
         let id = crate::domain::validate::workspace_id(raw_id)?;
         self.workspace(metadata, &id).await?;
-        store::live_workspace(&self.db, &id).await?;
-        Ok(id)
+        store::live_workspace(&self.db, &id).await
     }
 
     /// WorkspaceAuth plus the own-token rule of docs/workspaces.md §3.4 (`/secrets/values`, plugin

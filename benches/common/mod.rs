@@ -33,8 +33,14 @@ impl Services {
     pub(crate) async fn start(&self, port: u16) -> (Database, Server, String) {
         let database = Database::create(&self.postgres, "molecule_bench").await;
         let admin_token = molecule::auth::MintedToken::generate().plaintext;
-        let server =
-            Server::start(&self.server, port, &database.url, &self.redis, &admin_token).await;
+        let server = Server::start(
+            &self.server,
+            port,
+            &database.url,
+            Some(&self.redis),
+            &admin_token,
+        )
+        .await;
         (database, server, admin_token)
     }
 }
@@ -102,24 +108,34 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts the release binary on Postgres + Redis and waits for `/health`.
+    /// A data directory of its own, for a server's key files (and an embedded database).
+    pub(crate) fn data_dir() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("molecule-bench-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Starts the release binary on `database_url` (Postgres, or a SQLite file for the embedded
+    /// default) and Redis when given (in-process liveness and events otherwise), and waits for
+    /// `/health`.
     pub(crate) async fn start(
         binary: &str,
         port: u16,
         database_url: &str,
-        redis_url: &str,
+        redis_url: Option<&str>,
         admin_token: &str,
     ) -> Self {
-        let data_dir =
-            std::env::temp_dir().join(format!("molecule-bench-{}", uuid::Uuid::new_v4().simple()));
-        let mut child = Command::new(binary)
+        let data_dir = Self::data_dir();
+        let mut command = Command::new(binary);
+        command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("DATABASE_URL", database_url)
-            .env("REDIS_URL", redis_url)
             .env(
                 "MOLECULE_REDIS_NAMESPACE",
                 format!("bench-{}:", uuid::Uuid::new_v4().simple()),
-            )
+            );
+        if let Some(redis_url) = redis_url {
+            command.env("REDIS_URL", redis_url);
+        }
+        let mut child = command
             .env("ADMIN_TOKEN", admin_token)
             .env("MOLECULE_DATA_DIR", &data_dir)
             .env("RATE_LIMIT", "1000000000")

@@ -1,4 +1,4 @@
-//! Checkpoint routes (docs/runtime.md §6): save a workflow step, read the latest, list and delete
+//! Checkpoint routes (docs/runtime.md §5): save a workflow step, read the latest, list and delete
 //! one workflow's steps. The payload travels as JSON text and comes back as it was sent.
 
 use axum::{

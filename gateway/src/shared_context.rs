@@ -1,4 +1,4 @@
-//! Shared-context routes (docs/runtime.md §7): a child's runtime reads its parent's published
+//! Shared-context routes (docs/runtime.md §6): a child's runtime reads its parent's published
 //! files; a workspace publishes its own. Nothing published answers `200 []`.
 
 use axum::{

@@ -17,7 +17,10 @@ pub(crate) struct Migration;
 
 /// The full-text index of `agent_memories`, per backend (docs/runtime.md §1). Postgres: a stored
 /// generated `tsvector` with a GIN index. SQLite: an FTS5 table kept by triggers, keyed by the
-/// memory id rather than the rowid (a text primary key's rowid may change on `VACUUM`).
+/// memory id rather than the table's rowid (a text primary key's rowid may change on `VACUUM`;
+/// the FTS5 row's own rowid is kept in `search_rowid` so a delete finds it at once), with the
+/// author (`w` and the id's hex, one token) and the scope beside the content, so a search can
+/// name the rows its reader may see inside the FTS5 query and only those are ranked.
 const POSTGRES_MEMORY_SEARCH: &[&str] = &[
     "ALTER TABLE agent_memories ADD COLUMN content_tsv tsvector \
      GENERATED ALWAYS AS (to_tsvector('english', content)) STORED",
@@ -25,11 +28,13 @@ const POSTGRES_MEMORY_SEARCH: &[&str] = &[
 ];
 const SQLITE_MEMORY_SEARCH: &[&str] = &[
     "CREATE VIRTUAL TABLE agent_memories_fts USING fts5(\
-     memory_id UNINDEXED, content, tokenize = 'porter unicode61')",
+     memory_id UNINDEXED, author, scope, content, tokenize = 'porter unicode61')",
     "CREATE TRIGGER agent_memories_fts_insert AFTER INSERT ON agent_memories BEGIN \
-     INSERT INTO agent_memories_fts (memory_id, content) VALUES (new.id, new.content); END",
+     INSERT INTO agent_memories_fts (memory_id, author, scope, content) \
+     VALUES (new.id, 'w' || replace(new.workspace_id, '-', ''), new.scope, new.content); \
+     UPDATE agent_memories SET search_rowid = last_insert_rowid() WHERE id = new.id; END",
     "CREATE TRIGGER agent_memories_fts_delete AFTER DELETE ON agent_memories BEGIN \
-     DELETE FROM agent_memories_fts WHERE memory_id = old.id; END",
+     DELETE FROM agent_memories_fts WHERE rowid = old.search_rowid; END",
 ];
 
 #[allow(elided_lifetimes_in_paths)]
@@ -54,6 +59,11 @@ impl MigrationTrait for Migration {
                     )
                     .col(text_not_null(AgentMemories::Namespace))
                     .col(timestamp_not_null(AgentMemories::CreatedAt))
+                    .col(
+                        ColumnDef::new(AgentMemories::SearchRowid)
+                            .big_integer()
+                            .null(),
+                    )
                     .foreign_key(&mut workspace_fk(
                         AgentMemories::Table,
                         AgentMemories::WorkspaceId,
@@ -240,6 +250,8 @@ enum AgentMemories {
     Scope,
     Namespace,
     CreatedAt,
+    /// SQLite: the row's rowid in `agent_memories_fts`. Unused on Postgres.
+    SearchRowid,
 }
 
 #[derive(DeriveIden)]

@@ -117,7 +117,11 @@ impl ApprovalsService {
         metadata: &MetadataMap,
         request: &pb::CreateApprovalRequest,
     ) -> ApiResult<pb::CreateApprovalResponse> {
-        let requester = self.requester(metadata, &request.workspace_id).await?;
+        let requester = self
+            .state
+            .auth
+            .live_workspace_row(metadata, &request.workspace_id)
+            .await?;
         let context_is_object = request.context_json.as_deref().is_none_or(|text| {
             matches!(
                 serde_json::from_str(text),
@@ -179,13 +183,6 @@ impl ApprovalsService {
             approval_id: id,
             status: ApprovalStatus::Pending.as_str().to_owned(),
         })
-    }
-
-    /// WorkspaceAuth on a live workspace, returning its row.
-    async fn requester(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<workspace::Model> {
-        let id = validate::workspace_id(raw_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
-        store::live_workspace(&self.state.db, &id).await
     }
 
     async fn list(

@@ -1,4 +1,4 @@
-//! The Checkpoints gRPC service (docs/runtime.md §6): one row per (workflow, step), upserted
+//! The Checkpoints gRPC service (docs/runtime.md §5): one row per (workflow, step), upserted
 //! with a stable id, the newest `retention` kept per workspace. It stores a payload and never
 //! interprets it.
 

@@ -1,4 +1,4 @@
-//! The SharedContext gRPC service (docs/runtime.md §7, M6): the files a workspace publishes for
+//! The SharedContext gRPC service (docs/runtime.md §6, M6): the files a workspace publishes for
 //! its descendants, which each child's runtime reads at start-up. Owns who may read and publish
 //! and the limits on what is published; it never reads an agent's file system.
 

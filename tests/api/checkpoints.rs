@@ -1,4 +1,4 @@
-//! Checkpoints (docs/runtime.md §6): the runtime's save and latest calls, the stable id of an
+//! Checkpoints (docs/runtime.md §5): the runtime's save and latest calls, the stable id of an
 //! upsert, the per-workflow list and delete, the payload cap and the retention.
 
 use molecule::{

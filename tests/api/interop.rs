@@ -145,3 +145,66 @@ async fn a_python_agent_installs_a_plugin_byte_for_byte() {
     .collect();
     assert_eq!(lines, expected);
 }
+
+#[tokio::test]
+async fn the_runtimes_own_tool_calls_succeed_as_it_checks_them() {
+    let app = spawn_app().await;
+    let (parent, parent_token) = app.registered_agent("lead", None).await;
+    let (id, token) = app.registered_agent("worker", Some(&parent)).await;
+    let rule = json!({"scope": "global", "title": "Be brief", "content": "One paragraph."});
+    let created = app
+        .admin(reqwest::Method::POST, "/instructions", Some(rule))
+        .await;
+    assert_eq!(created.status, reqwest::StatusCode::CREATED);
+    let context = json!([{"path": "GOALS.md", "content": "Ship 1.2."}]);
+    let published = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/workspaces/{parent}/shared-context"),
+            Some(&parent_token),
+            Some(context.clone()),
+        )
+        .await;
+    assert_eq!(published.status, reqwest::StatusCode::OK);
+
+    let stdout = run_python(
+        "runtime_tools.py",
+        vec![
+            app.rest.clone(),
+            id.clone(),
+            token,
+            parent.clone(),
+            parent_token,
+        ],
+    )
+    .await;
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        seen["team_search"],
+        json!(["the deployment pipeline uses blue-green releases"]),
+        "TEAM reads the team's rows, stemmed"
+    );
+    assert_eq!(seen["recalled"], json!(["[REDACTED:API_KEY] rotated"]));
+    let uploaded = seen["uploaded"].as_array().unwrap();
+    assert_eq!(uploaded[0]["name"], "build_output.txt");
+    assert_eq!(uploaded[0]["mimeType"], "text/plain");
+    assert_eq!(uploaded[1]["mimeType"], "image/png");
+    let decider = format!("workspace:{parent}");
+    assert_eq!(
+        seen["approval_ws"],
+        json!({"approved": true, "decided_by": decider})
+    );
+    assert_eq!(
+        seen["approval_poll"],
+        json!({"status": "approved", "decided_by": decider})
+    );
+    assert_eq!(
+        seen["instructions"],
+        "\n## Platform-Wide Rules\n\n### Be brief\nOne paragraph.\n\n"
+    );
+    assert_eq!(seen["parent_context"], context);
+    assert_eq!(
+        seen["latest_checkpoint"],
+        json!({"workflow_id": "t-1", "step_name": "llm_call"})
+    );
+}

@@ -481,4 +481,24 @@ async fn only_the_author_deletes_and_purge_takes_the_rest() {
         .await
         .unwrap();
     assert_eq!(left, 0);
+
+    // SQLite's full-text index follows every delete (the triggers), purges included.
+    use sea_orm::ConnectionTrait;
+    if app.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        let count = |table: &'static str| {
+            let db = app.db.clone();
+            async move {
+                let statement = sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Sqlite,
+                    format!("SELECT count(*) AS n FROM {table}"),
+                );
+                let row = db.query_one_raw(statement).await.unwrap().unwrap();
+                row.try_get::<i64>("", "n").unwrap()
+            }
+        };
+        assert_eq!(
+            count("agent_memories_fts").await,
+            count("agent_memories").await
+        );
+    }
 }

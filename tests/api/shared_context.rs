@@ -1,4 +1,4 @@
-//! Shared context (docs/runtime.md §7, M6): `200 []` when nothing is published, a parent's
+//! Shared context (docs/runtime.md §6, M6): `200 []` when nothing is published, a parent's
 //! published files readable by its descendants with their own tokens, and refusals that change
 //! nothing.
 

@@ -2,19 +2,25 @@
 //! memories. Owns who may write and read each scope, redaction before storage, and the delimiter
 //! on every row another workspace wrote. It never changes a stored memory.
 
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    QuerySelect,
+};
 use tonic::{Request, metadata::MetadataMap};
 
 use crate::{
-    domain::{MemoryScope, validate},
+    domain::{MemoryScope, WorkspaceStatus, validate},
     error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     pb,
     state::Platform,
-    store::{self, DbContext, entities::memory},
+    store::{
+        self, DbContext,
+        entities::{memory, workspace},
+    },
 };
 
 mod redact;
-mod search;
+pub mod search;
 
 /// The namespace of a memory committed without one.
 const DEFAULT_NAMESPACE: &str = "general";
@@ -154,6 +160,31 @@ pub async fn insert_initial(
     Ok(())
 }
 
+/// The live workspaces whose TEAM memories `id` reads (docs/runtime.md M1): itself, its own
+/// children and, under a parent, the parent and its other children.
+pub async fn team(
+    db: &impl ConnectionTrait,
+    id: &str,
+    parent: Option<&str>,
+) -> Result<Vec<String>, DbErr> {
+    let mut circle = Condition::any()
+        .add(workspace::Column::Id.eq(id))
+        .add(workspace::Column::ParentId.eq(id));
+    if let Some(parent) = parent {
+        circle = circle
+            .add(workspace::Column::Id.eq(parent))
+            .add(workspace::Column::ParentId.eq(parent));
+    }
+    workspace::Entity::find()
+        .select_only()
+        .column(workspace::Column::Id)
+        .filter(circle)
+        .filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))
+        .into_tuple()
+        .all(db)
+        .await
+}
+
 /// At most `max` bytes of `text`, cut on a character boundary.
 fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -172,7 +203,11 @@ impl MemoriesService {
         metadata: &MetadataMap,
         request: &pb::CommitMemoryRequest,
     ) -> ApiResult<pb::CommitMemoryResponse> {
-        let writer = self.reader_row(metadata, &request.workspace_id).await?;
+        let writer = self
+            .state
+            .auth
+            .live_workspace_row(metadata, &request.workspace_id)
+            .await?;
         if request.content.is_empty() || request.scope.is_empty() {
             return Err(MemoryError::InvalidBody.into());
         }
@@ -201,24 +236,16 @@ impl MemoriesService {
         })
     }
 
-    /// WorkspaceAuth on a live workspace, returning its row (the parent decides what it reads
-    /// and writes).
-    async fn reader_row(
-        &self,
-        metadata: &MetadataMap,
-        raw_id: &str,
-    ) -> ApiResult<crate::store::entities::workspace::Model> {
-        let id = validate::workspace_id(raw_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
-        store::live_workspace(&self.state.db, &id).await
-    }
-
     async fn search(
         &self,
         metadata: &MetadataMap,
         request: &pb::SearchMemoriesRequest,
     ) -> ApiResult<Vec<pb::Memory>> {
-        let reader = self.reader_row(metadata, &request.workspace_id).await?;
+        let reader = self
+            .state
+            .auth
+            .live_workspace_row(metadata, &request.workspace_id)
+            .await?;
         let limit = u64::try_from(request.limit)
             .ok()
             .filter(|limit| (1..=MAX_RESULTS).contains(limit))
@@ -229,11 +256,17 @@ impl MemoriesService {
             namespace: Some(request.namespace.as_str()).filter(|ns| !ns.is_empty()),
             limit,
         };
+        let db = &self.state.db;
+        let team = match query.scope {
+            Some(MemoryScope::Team) => team(db, &reader.id, reader.parent_id.as_deref())
+                .await
+                .context("search failed")?,
+            _ => Vec::new(),
+        };
         let who = search::Reader {
             id: &reader.id,
-            parent: reader.parent_id.as_deref(),
+            team: &team,
         };
-        let db = &self.state.db;
         let Some(statement) = search::statement(db.get_database_backend(), &who, &query) else {
             return Ok(Vec::new());
         };
