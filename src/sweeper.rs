@@ -1,7 +1,7 @@
 //! Background sweeps that change state on a clock: the provision-timeout sweep (registry
 //! docs/registry.md §5.4) and the runtime's expiries (docs/runtime.md: approvals nobody decided
-//! in time, chat uploads past their TTL). Each transition is a conditional update, so with several replicas
-//! sweeping at once exactly one of them records the event.
+//! in time, chat uploads past their TTL). Each transition is a conditional update, so with
+//! several replicas sweeping at once exactly one of them records the event.
 
 use std::time::Duration;
 
