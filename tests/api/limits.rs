@@ -135,11 +135,25 @@ async fn unauthenticated_bytes_are_bounded_in_total_across_connections() {
     .await;
     let mut one = h2_connection(&app).await;
     let mut two = h2_connection(&app).await;
-    let (first, _first_body) = declare_message(&mut one, None, 10 << 20).await;
-    let (second, _second_body) = declare_message(&mut two, None, 10 << 20).await;
-    assert_refused_at_once(second).await;
-    drop(first);
-    drop(_first_body);
+    let (mut first, first_body) = declare_message(&mut one, None, 10 << 20).await;
+    let (mut second, second_body) = declare_message(&mut two, None, 10 << 20).await;
+    // The two declarations race to the server: whichever it charges second is refused at once,
+    // while the other is held.
+    let (refused, held, held_body) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::select! {
+            answer = &mut first => (answer, second, second_body),
+            answer = &mut second => (answer, first, first_body),
+        }
+    })
+    .await
+    .expect("one of the two refused promptly");
+    assert_eq!(
+        grpc_status(refused.unwrap().unwrap()).await.as_deref(),
+        Some(RESOURCE_EXHAUSTED)
+    );
+    assert!(!held.is_finished(), "the call within the budget is held");
+    drop(held);
+    drop(held_body);
     // The first call's charge is returned when it ends: the budget serves new calls again.
     crate::helpers::eventually(5, || async {
         let mut three = h2_connection(&app).await;
