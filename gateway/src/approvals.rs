@@ -5,7 +5,7 @@
 use axum::{
     body::Body,
     extract::{Path, State},
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -213,29 +213,23 @@ pub(crate) async fn decide(
     responses((status = 200, body = [PendingApproval]), (status = 401, body = ErrorBody)))]
 pub(crate) async fn pending(State(gateway): State<Gateway>, forwarded: Forwarded) -> Response {
     let request = pb::ListPendingApprovalsRequest {};
-    match gateway
+    let result = gateway
         .approvals
         .clone()
         .list_pending(forwarded.request(request))
-        .await
-    {
-        Ok(list) => {
-            let rows: Vec<PendingApproval> = list
-                .into_inner()
-                .approvals
-                .into_iter()
-                .map(|row| PendingApproval {
-                    created_at: row.created_at.as_ref().map(timestamp).unwrap_or_default(),
-                    id: row.id,
-                    workspace_id: row.workspace_id,
-                    workspace_name: row.workspace_name,
-                    action: row.action,
-                    reason: row.reason,
-                    status: row.status,
-                })
-                .collect();
-            (StatusCode::OK, axum::Json(rows)).into_response()
-        }
-        Err(status) => crate::error::RestError::from(status).into_response(),
-    }
+        .await;
+    render(StatusCode::OK, result, |list| {
+        list.approvals
+            .into_iter()
+            .map(|row| PendingApproval {
+                created_at: row.created_at.as_ref().map(timestamp).unwrap_or_default(),
+                id: row.id,
+                workspace_id: row.workspace_id,
+                workspace_name: row.workspace_name,
+                action: row.action,
+                reason: row.reason,
+                status: row.status,
+            })
+            .collect::<Vec<_>>()
+    })
 }
