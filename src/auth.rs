@@ -24,7 +24,7 @@ use crate::{
     error::{ApiError, ApiResult},
     store::{
         self, Db, DbContext,
-        entities::{org_token, workspace, workspace_token},
+        entities::{console_session, org_token, workspace, workspace_token},
     },
 };
 
@@ -77,6 +77,9 @@ impl From<AuthError> for tonic::Status {
     }
 }
 
+/// What every console session token starts with, so a bearer is looked up in one table only.
+pub const SESSION_PREFIX: &str = "mcs_";
+
 /// `last_used_at` is written at most this often per token.
 const LAST_USED_THROTTLE: Duration = Duration::from_secs(60);
 
@@ -114,6 +117,13 @@ impl Principal {
             Self::Dev => "dev",
         }
     }
+}
+
+/// A live console session and the operator it acts for.
+#[derive(Debug, Clone)]
+pub struct ConsoleSession {
+    pub row: console_session::Model,
+    pub principal: Principal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,6 +296,11 @@ impl Authenticator {
         if self.is_admin_token(bearer) {
             return Ok(Principal::Admin);
         }
+        if bearer.starts_with(SESSION_PREFIX) {
+            return self
+                .session_principal(bearer, AuthError::InvalidAdminToken)
+                .await;
+        }
         if let Some(key) = self.org_key(bearer).await? {
             return Ok(Principal::Org(key));
         }
@@ -308,6 +323,11 @@ impl Authenticator {
         };
         if self.is_admin_token(bearer) {
             return Ok(Principal::Admin);
+        }
+        if bearer.starts_with(SESSION_PREFIX) {
+            return self
+                .session_principal(bearer, AuthError::InvalidWorkspaceToken)
+                .await;
         }
         // A workspace's own token is the common case (every agent call): the cache answers it.
         if let Some(owner) = self.workspace_token(bearer).await? {
@@ -390,14 +410,66 @@ impl Authenticator {
         if self.is_admin_token(bearer) {
             return Ok(Some(Principal::Admin));
         }
+        if bearer.starts_with(SESSION_PREFIX) {
+            return Ok(self.session(bearer).await?.map(|session| session.principal));
+        }
         if let Some(owner) = self.workspace_token(bearer).await? {
             return Ok(Some(Principal::Workspace(owner.workspace_id)));
         }
         Ok(self.org_key(bearer).await?.map(Principal::Org))
     }
 
+    /// The operator a session bearer acts for, or `refusal` when it names no live session.
+    async fn session_principal(
+        &self,
+        bearer: &str,
+        refusal: AuthError,
+    ) -> Result<Principal, AuthError> {
+        match self.session(bearer).await? {
+            Some(session) => Ok(session.principal),
+            None => Err(refusal),
+        }
+    }
+
+    /// The live console session `bearer` names, with the operator it acts for: unexpired, not
+    /// signed out, and opened by a credential that is still good (an org key not revoked; a
+    /// `dev` session only while dev mode is on).
+    pub async fn session(&self, bearer: &str) -> ApiResult<Option<ConsoleSession>> {
+        let row = console_session::Entity::find()
+            .filter(console_session::Column::TokenHash.eq(hash_token(bearer)))
+            .filter(console_session::Column::RevokedAt.is_null())
+            .filter(console_session::Column::ExpiresAt.gt(store::now()))
+            .one(&self.db)
+            .await
+            .context("auth check failed")?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let principal = match (row.principal_kind.as_str(), &row.org_token_id) {
+            ("admin", _) if self.has_admin_token() => Principal::Admin,
+            ("dev", _) if self.dev_mode => Principal::Dev,
+            ("org", Some(key_id)) => {
+                let key = org_token::Entity::find_by_id(key_id.clone())
+                    .filter(org_token::Column::RevokedAt.is_null())
+                    .one(&self.db)
+                    .await
+                    .context("auth check failed")?;
+                match key {
+                    Some(key) => Principal::Org(OrgKey {
+                        id: key.id,
+                        prefix: key.prefix,
+                        org_id: key.org_id,
+                    }),
+                    None => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(ConsoleSession { row, principal }))
+    }
+
     /// A live org key with this plaintext.
-    async fn org_key(&self, bearer: &str) -> ApiResult<Option<OrgKey>> {
+    pub async fn org_key(&self, bearer: &str) -> ApiResult<Option<OrgKey>> {
         let row = org_token::Entity::find()
             .filter(org_token::Column::TokenHash.eq(hash_token(bearer)))
             .filter(org_token::Column::RevokedAt.is_null())

@@ -245,6 +245,10 @@ pub struct Config {
     #[arg(long, env = "A2A_IDLE_TIMEOUT_SECONDS", default_value = "300")]
     pub a2a_idle_timeout_seconds: String,
 
+    /// How long an operator console sign-in lasts (`12h`, `30m`); sign-out ends it sooner.
+    #[arg(long, env = "MOLECULE_SESSION_TTL", default_value = "12h", value_parser = parse_duration)]
+    pub session_ttl: std::time::Duration,
+
     /// The URL other replicas reach this one's gRPC port at (`http://10.0.0.5:8080`), to relay
     /// calls for agents attached here. Only used with Redis. Default: the listen address, or
     /// this host's name and the listen port when listening on every interface.

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod bundles;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod delegations;
 pub mod domain;

@@ -35,6 +35,7 @@ use crate::{
     bootstrap,
     bundles::BundlesService,
     config::{Config, Environment, GatewayArgs},
+    console::ConsoleService,
     crypto::Keyring,
     delegations::{self, DelegationsService},
     events::{EventBus, EventLog, InProcessBus, RedisBus},
@@ -154,6 +155,7 @@ impl Application {
                 test_tokens_enabled: config.test_tokens_enabled(),
                 provision_timeout: std::time::Duration::from_secs(config.provision_timeout_seconds),
                 a2a_idle_timeout: config.a2a_idle_timeout(),
+                session_ttl: config.session_ttl,
                 runtime: RuntimeSettings {
                     approval_ttl: config.runtime.approval_ttl,
                     checkpoint_retention: config.runtime.checkpoint_retention,
@@ -319,6 +321,9 @@ async fn grpc_router(
             platform.clone(),
         )))
         .add(pb::bundles_server::BundlesServer::new(BundlesService::new(
+            platform.clone(),
+        )))
+        .add(pb::console_server::ConsoleServer::new(ConsoleService::new(
             platform.clone(),
         )))
         .add(pb::memories_server::MemoriesServer::new(

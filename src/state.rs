@@ -29,6 +29,8 @@ pub struct Settings {
     /// override it).
     pub a2a_idle_timeout: Duration,
     pub runtime: RuntimeSettings,
+    /// How long a console sign-in lasts.
+    pub session_ttl: Duration,
 }
 
 /// Limits and retention of what the workspace runtime stores (docs/runtime.md).

@@ -1,6 +1,6 @@
 //! Background sweeps that change state on a clock: the provision-timeout sweep (registry
 //! docs/registry.md §5.4) and the runtime's expiries (docs/runtime.md: approvals nobody decided
-//! in time, chat uploads past their TTL). Each transition is a conditional update, so with
+//! in time, chat uploads past their TTL) and console sessions that ended. Each transition is a conditional update, so with
 //! several replicas sweeping at once exactly one of them records the event.
 
 use std::time::Duration;
@@ -11,6 +11,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::{
+    console,
     domain::{EventType, WorkspaceStatus},
     runtime::{approvals, chat_files},
     state::Platform,
@@ -43,6 +44,7 @@ pub async fn run_runtime_sweep(state: Platform) {
         "runtime expiry sweep",
         |state| async move {
             approvals::expire_pending(&state).await?;
+            console::expire_sessions(&state).await?;
             chat_files::expire(&state).await
         },
     )

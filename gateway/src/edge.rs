@@ -309,6 +309,9 @@ fn refusal(edge: &Edge, request: &mut Request) -> Option<Response> {
             RestError::new(StatusCode::URI_TOO_LONG, "request URI too long").into_response(),
         );
     }
+    if let Some(refused) = crate::console::admit_session_cookie(request) {
+        return Some(refused);
+    }
     if edge.refuses_browser(request.headers()) {
         return Some(RestError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response());
     }

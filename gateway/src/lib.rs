@@ -9,6 +9,7 @@ mod bundles;
 mod chat_files;
 mod checkpoints;
 pub mod client_ip;
+mod console;
 mod delegations;
 pub mod edge;
 mod error;
@@ -81,6 +82,7 @@ type ApprovalsClient = pb::approvals_client::ApprovalsClient<Transport>;
 type ChatFilesClient = pb::chat_files_client::ChatFilesClient<Transport>;
 type InstructionsClient = pb::instructions_client::InstructionsClient<Transport>;
 type SharedContextClient = pb::shared_context_client::SharedContextClient<Transport>;
+type ConsoleClient = pb::console_client::ConsoleClient<Transport>;
 
 /// The gateway's state: typed clients over one transport, behind one `Arc` so that handing it
 /// to a handler costs a reference count, not a copy of every client.
@@ -101,6 +103,7 @@ pub struct Clients {
     chat_files: ChatFilesClient,
     instructions: InstructionsClient,
     shared_context: SharedContextClient,
+    console: ConsoleClient,
     /// Ends WebSocket sessions on shutdown.
     shutdown: CancellationToken,
     edge: Arc<Edge>,
@@ -129,6 +132,7 @@ impl Gateway {
             chat_files: ChatFilesClient::new(transport.clone()),
             instructions: InstructionsClient::new(transport.clone()),
             shared_context: SharedContextClient::new(transport.clone()),
+            console: ConsoleClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.
             a2a: A2aClient::new(transport)
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)

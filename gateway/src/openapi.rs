@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    Gateway, a2a, approvals, bundles, chat_files, checkpoints, delegations, edge, events,
+    Gateway, a2a, approvals, bundles, chat_files, checkpoints, console, delegations, edge, events,
     instructions, memories, plugins, registry, secrets, shared_context, tokens, workspaces,
 };
 
@@ -33,6 +33,7 @@ use crate::{
         (name = "chat-files", description = "Files attached to chat messages, stored by the platform"),
         (name = "checkpoints", description = "The last step each workspace workflow completed"),
         (name = "shared-context", description = "Files a workspace publishes for its descendants"),
+        (name = "console", description = "Operator console sessions and the saved canvas viewport"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -123,6 +124,12 @@ pub(crate) fn router() -> Router<Gateway> {
             checkpoints::list_workflow,
             checkpoints::delete_workflow
         ))
+        .routes(routes!(
+            console::sign_in,
+            console::current_session,
+            console::sign_out
+        ))
+        .routes(routes!(console::get_viewport, console::save_viewport))
         .split_for_parts();
     let document = Arc::new(document);
     router
@@ -130,6 +137,8 @@ pub(crate) fn router() -> Router<Gateway> {
             "/openapi.json",
             get(move || async move { Json(document.as_ref().clone()) }),
         )
+        .route("/", get(console::index))
+        .route("/console/{asset}", get(console::asset))
         .route_layer(axum::middleware::from_fn(edge::tag_route))
         .fallback(edge::not_found)
 }

@@ -47,12 +47,15 @@ pub(crate) struct WorkspaceItem {
     #[serde(serialize_with = "go_float")]
     y: f64,
     collapsed: bool,
+    /// The last recorded beat (an addition to the reference's shape, for the console).
+    last_heartbeat_at: Option<String>,
 }
 
 impl From<pb::Workspace> for WorkspaceItem {
     fn from(w: pb::Workspace) -> Self {
         Self {
             agent_card: raw(w.agent_card_json.as_deref()),
+            last_heartbeat_at: timestamp_opt(w.last_heartbeat_at.as_ref()),
             id: w.id,
             name: w.name,
             role: w.role,
@@ -101,6 +104,7 @@ pub(crate) struct WorkspaceDetail {
     y: f64,
     collapsed: bool,
     last_outbound_at: Option<String>,
+    last_heartbeat_at: Option<String>,
 }
 
 impl From<pb::Workspace> for WorkspaceDetail {
@@ -108,6 +112,7 @@ impl From<pb::Workspace> for WorkspaceDetail {
         Self {
             agent_card: raw(w.agent_card_json.as_deref()),
             last_outbound_at: timestamp_opt(w.last_outbound_at.as_ref()),
+            last_heartbeat_at: timestamp_opt(w.last_heartbeat_at.as_ref()),
             id: w.id,
             name: w.name,
             role: w.role,

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261120_000001_initial;
 mod m20261121_000001_token_usage;
 mod m20261201_000001_runtime;
+mod m20261202_000001_console;
 
 /// Every migration, in order.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261120_000001_initial::Migration),
             Box::new(m20261121_000001_token_usage::Migration),
             Box::new(m20261201_000001_runtime::Migration),
+            Box::new(m20261202_000001_console::Migration),
         ]
     }
 }

@@ -516,7 +516,7 @@ enum WorkspaceAuthTokens {
 }
 
 #[derive(DeriveIden)]
-enum OrgApiTokens {
+pub(crate) enum OrgApiTokens {
     Table,
     Id,
     TokenHash,

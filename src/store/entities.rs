@@ -496,3 +496,46 @@ pub mod chat_upload {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod console_session {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "console_sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub token_hash: Vec<u8>,
+        pub principal_kind: String,
+        pub org_token_id: Option<String>,
+        pub user_agent: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+        pub revoked_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod console_viewport {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "console_viewports")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub principal: String,
+        pub x: f64,
+        pub y: f64,
+        pub zoom: f64,
+        pub saved_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

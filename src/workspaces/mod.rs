@@ -245,6 +245,7 @@ impl From<WorkspaceView> for pb::Workspace {
             row.last_error_rate = beat.error_rate;
             row.last_sample_error = Some(beat.sample_error).filter(|e| !e.is_empty());
             row.monthly_spend = beat.monthly_spend.unwrap_or(row.monthly_spend);
+            row.last_heartbeat_at = Some(beat.at);
         }
         Self {
             id: row.id,
@@ -269,6 +270,7 @@ impl From<WorkspaceView> for pb::Workspace {
             y,
             collapsed,
             last_outbound_at: row.last_outbound_at.map(pb::timestamp),
+            last_heartbeat_at: row.last_heartbeat_at.map(pb::timestamp),
         }
     }
 }

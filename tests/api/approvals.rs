@@ -409,5 +409,5 @@ async fn an_undecided_request_expires_as_denied() {
         json!({"decision": "approved"}),
     )
     .await;
-    assert_eq!(late.status, StatusCode::NOT_FOUND);
+    assert_eq!(late.status, StatusCode::NOT_FOUND, "{}", late.text);
 }

@@ -30,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "secrets",
             "runtime",
+            "console",
             "plugins",
             "bundles",
             "sweeper",

@@ -96,6 +96,8 @@ pub(crate) struct Options {
     pub(crate) listener: ListenerArgs,
     /// Limits and retention of the runtime's stores.
     pub(crate) runtime: RuntimeArgs,
+    /// How long a console sign-in lasts; unset means the default.
+    pub(crate) session_ttl: Option<Duration>,
 }
 
 impl Default for Options {
@@ -116,6 +118,7 @@ impl Default for Options {
             plugin_max_dir_bytes: None,
             listener: ListenerArgs::default(),
             runtime: RuntimeArgs::default(),
+            session_ttl: None,
         }
     }
 }
@@ -264,6 +267,7 @@ fn server_config(
         edge,
         listener: options.listener.clone(),
         runtime: options.runtime.clone(),
+        session_ttl: options.session_ttl.unwrap_or(defaults.session_ttl),
         ..defaults
     }
 }

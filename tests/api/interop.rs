@@ -42,7 +42,7 @@ fn python() -> PathBuf {
 
 /// Runs `tests/interop/<script>` with `args` in the interop virtualenv; its stdout, once it
 /// has succeeded.
-async fn run_python(script: &str, args: Vec<String>) -> String {
+pub(crate) async fn run_python(script: &str, args: Vec<String>) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/interop")
         .join(script);

@@ -10,6 +10,7 @@ mod bundles;
 mod chat_files;
 mod checkpoints;
 mod cli;
+mod console;
 mod delegations;
 mod discovery;
 mod edge;
