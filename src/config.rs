@@ -59,6 +59,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[command(flatten)]
+    Server(ServerCommand),
+    #[command(flatten)]
+    Operator(OperatorCommand),
+}
+
+/// What runs the control plane itself.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
     /// Run the control plane: REST, gRPC, gRPC-Web and /ws on one port (migrates first).
     Serve(Box<Config>),
     /// Run the database migrations and exit.
@@ -68,6 +77,147 @@ pub enum Command {
     /// Manage secrets at rest.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+}
+
+/// What an operator runs against a control plane (the CLI).
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Workspaces: list (and watch), inspect, create, pause, resume, remove.
+    Ws(ClientCommand<WsCommand>),
+    /// The event log, or `-f` to follow it live.
+    Events(EventsArgs),
+    /// Workspace tokens: mint (shown once), list, revoke.
+    Token(ClientCommand<TokenCommand>),
+    /// Talk to an agent through the platform's A2A proxy.
+    A2a(ClientCommand<A2aCommand>),
+    /// Print a shell completion script: `molecule completions bash > /etc/bash_completion.d/molecule`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// An operator command run against a server: where it is, who is calling, how to print.
+#[derive(Debug, Args)]
+pub struct ClientCommand<T: Subcommand> {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: T,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The control plane (its gRPC and REST port): `http://host:8080` or `host:8080`.
+    #[arg(
+        long,
+        env = "MOLECULE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+
+    /// An operator credential (admin token or org key). Default: the admin token the server
+    /// generated in the local data dir.
+    #[arg(long, env = "MOLECULE_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<Secret>,
+
+    /// Where a local server keeps its generated admin token.
+    #[arg(
+        long,
+        env = "MOLECULE_DATA_DIR",
+        default_value = "./molecule-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// How results are printed.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WsCommand {
+    /// List every workspace; `--watch` keeps the list current.
+    Ls {
+        /// Redraw in place on a terminal; print one line per change when piped.
+        #[arg(long, short = 'w')]
+        watch: bool,
+    },
+    /// Show one workspace.
+    Get { id: String },
+    /// Create a workspace; `--external` for an agent that runs elsewhere.
+    Create {
+        name: String,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        parent: Option<String>,
+        #[arg(long)]
+        external: bool,
+        /// The agent's A2A URL (external workspaces).
+        #[arg(long)]
+        agent_url: Option<String>,
+        #[arg(long)]
+        runtime: Option<String>,
+    },
+    /// Pause a workspace and its descendants.
+    Pause { id: String },
+    /// Resume a paused workspace and its descendants.
+    Resume { id: String },
+    /// Remove a workspace.
+    Rm {
+        id: String,
+        /// Also remove its sub-workspaces (required when it has any).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Delete every row instead of marking it removed.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Follow: print events as they happen.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only this workspace's events.
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Only events of this type (`WORKSPACE_ONLINE`); repeat for several.
+    #[arg(long = "type", short = 't')]
+    pub event_types: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token for a workspace; it is printed once.
+    Create { workspace: String },
+    /// List a workspace's live tokens (prefixes only).
+    Ls { workspace: String },
+    /// Revoke one token.
+    Revoke { workspace: String, token_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum A2aCommand {
+    /// Send a text message (`message/send`) and print the agent's answer.
+    Send {
+        workspace: String,
+        text: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 300)]
+        timeout: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

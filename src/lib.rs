@@ -5,6 +5,7 @@ pub mod a2a;
 pub mod auth;
 pub mod bootstrap;
 pub mod bundles;
+pub mod cli;
 pub mod config;
 pub mod console;
 pub mod crypto;

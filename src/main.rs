@@ -1,9 +1,10 @@
-//! The `molecule` binary: `serve`, `migrate`, `gateway` and `secrets rotate-key`.
+//! The `molecule` binary: the server (`serve`, `migrate`, `gateway`, `secrets rotate-key`) and
+//! the operator CLI (`ws`, `events`, `token`, `a2a`, `completions`).
 
 use clap::Parser;
 use molecule::{
-    bootstrap,
-    config::{Cli, Command, SecretsCommand},
+    bootstrap, cli,
+    config::{Cli, Command, SecretsCommand, ServerCommand},
     crypto::Keyring,
     secrets,
     server::{self, Application, GatewayServer},
@@ -22,7 +23,10 @@ async fn main() {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let command = match Cli::parse().command {
+        Command::Operator(command) => exit_with(cli::run(command).await),
+        Command::Server(command) => command,
+    };
     // Registered before start-up, so a SIGTERM that arrives early still stops the process cleanly.
     let signal = match shutdown_signal() {
         Ok(signal) => signal,
@@ -31,32 +35,43 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(err) = run(cli.command, signal).await {
+    if let Err(err) = run(command, signal).await {
         eprintln!("error: {err}");
         std::process::exit(1);
     }
 }
 
+/// Ends an operator command: its error as one line, and the exit status.
+fn exit_with(result: Result<(), cli::CliError>) -> ! {
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(1);
+        }
+    }
+}
+
 async fn run(
-    command: Command,
+    command: ServerCommand,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), server::StartupError> {
     match command {
-        Command::Serve(config) => {
+        ServerCommand::Serve(config) => {
             let app = Application::build(*config).await?;
             tracing::info!(listen = %app.local_addr(), "molecule listening");
             app.run_until_stopped(signal).await?;
         }
-        Command::Migrate(storage) => {
+        ServerCommand::Migrate(storage) => {
             store::open(&storage).await?;
             tracing::info!("migrations applied");
         }
-        Command::Gateway(args) => {
+        ServerCommand::Gateway(args) => {
             let gateway = GatewayServer::build(args).await?;
             tracing::info!(listen = %gateway.local_addr(), "molecule gateway listening");
             gateway.run_until_stopped(signal).await?;
         }
-        Command::Secrets(SecretsCommand::RotateKey(config)) => {
+        ServerCommand::Secrets(SecretsCommand::RotateKey(config)) => {
             let keys = bootstrap::resolve_keys(&config)?;
             let keyring = Keyring::new(&keys.current, keys.previous.as_ref());
             let db = store::open(&config.storage).await?;

@@ -41,6 +41,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("wiring", &["server"]),
+    ("operator tools", &["cli"]),
 ];
 
 /// The top-level modules a source text names through `crate::`.

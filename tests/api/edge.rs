@@ -234,6 +234,11 @@ async fn openapi_describes_every_rest_route() {
         ("/workspaces/{id}/checkpoints/{workflow_id}", "delete"),
         ("/workspaces/{id}/shared-context", "get"),
         ("/workspaces/{id}/shared-context", "put"),
+        ("/console/session", "post"),
+        ("/console/session", "get"),
+        ("/console/session", "delete"),
+        ("/canvas/viewport", "get"),
+        ("/canvas/viewport", "put"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

@@ -112,7 +112,7 @@ async fn create_non_external_stays_provisioning_with_defaults() {
         "parent_id": null, "agent_card": null, "active_tasks": 0, "max_concurrent_tasks": 1,
         "last_error_rate": 0, "last_sample_error": "", "uptime_seconds": 0, "current_task": "",
         "runtime": "langgraph", "workspace_dir": null, "monthly_spend": 0, "budget_limit": 500,
-        "x": 120.5, "y": 40, "collapsed": false
+        "x": 120.5, "y": 40, "collapsed": false, "last_heartbeat_at": null
     }]);
     assert_eq!(listed.body, expected);
     // Key order is part of the byte-compatible contract.
@@ -236,7 +236,8 @@ async fn get_shows_the_single_view_and_hides_what_it_must() {
             "id": id, "name": "solo", "role": "analyst", "tier": 2, "status": "provisioning", "url": "",
             "parent_id": null, "agent_card": null, "active_tasks": 0, "max_concurrent_tasks": 1,
             "last_error_rate": 0, "uptime_seconds": 0, "runtime": "langgraph",
-            "x": 0, "y": 0, "collapsed": false, "last_outbound_at": null
+            "x": 0, "y": 0, "collapsed": false, "last_outbound_at": null,
+            "last_heartbeat_at": null
         })
     );
     for hidden in [

@@ -1,0 +1,133 @@
+//! The operator CLI (`molecule ws|events|token|a2a`): typed gRPC calls to a running control
+//! plane, printed as a table or as JSON. It owns argument handling and presentation only; every
+//! rule is the server's, so the CLI gets exactly the answers REST and gRPC clients get. It never
+//! prints a credential except a token minted on request, once.
+
+mod a2a;
+mod events;
+mod render;
+mod tokens;
+mod ws;
+
+use std::fmt;
+
+use tonic::{
+    metadata::{MetadataValue, errors::InvalidMetadataValue},
+    transport::{Channel, Endpoint},
+};
+
+use crate::config::{Cli, ClientArgs, OperatorCommand, Output};
+
+/// Why a CLI command failed, as one line for the operator.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl CliError {
+    fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<tonic::Status> for CliError {
+    fn from(status: tonic::Status) -> Self {
+        Self(format!("{} ({:?})", status.message(), status.code()))
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(err: std::io::Error) -> Self {
+        Self(format!("cannot write the output: {err}"))
+    }
+}
+
+/// Runs one operator command to its end.
+pub async fn run(command: OperatorCommand) -> Result<(), CliError> {
+    match command {
+        OperatorCommand::Ws(ws) => ws::run(&Session::open(&ws.client).await?, ws.command).await,
+        OperatorCommand::Events(args) => {
+            events::run(&Session::open(&args.client).await?, &args).await
+        }
+        OperatorCommand::Token(token) => {
+            tokens::run(&Session::open(&token.client).await?, token.command).await
+        }
+        OperatorCommand::A2a(a2a) => {
+            a2a::run(&Session::open(&a2a.client).await?, a2a.command).await
+        }
+        OperatorCommand::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "molecule", &mut script);
+            Ok(std::io::stdout().lock().write_all(&script)?)
+        }
+    }
+}
+
+/// A connection to the control plane and the credential every call carries.
+pub(crate) struct Session {
+    channel: Channel,
+    /// `scheme://host:port` of the server, as the operator named it.
+    pub(crate) url: String,
+    bearer: MetadataValue<tonic::metadata::Ascii>,
+    pub(crate) output: Output,
+}
+
+impl Session {
+    async fn open(args: &ClientArgs) -> Result<Self, CliError> {
+        let token = match &args.token {
+            Some(token) => token.expose().to_owned(),
+            None => {
+                let path = args.data_dir.join("admin-token");
+                std::fs::read_to_string(&path)
+                    .map(|token| token.trim().to_owned())
+                    .map_err(|_| {
+                        CliError::new(format!(
+                            "no credential: pass --token or MOLECULE_TOKEN (no admin token at {})",
+                            path.display()
+                        ))
+                    })?
+            }
+        };
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_: InvalidMetadataValue| CliError::new("the token is not printable ASCII"))?;
+        let url = if args.url.contains("://") {
+            args.url.clone()
+        } else {
+            format!("http://{}", args.url)
+        };
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|_| CliError::new(format!("{url} is not a URL")))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|err| CliError::new(format!("cannot reach {url}: {err}")))?;
+        Ok(Self {
+            channel,
+            url: url.trim_end_matches('/').to_owned(),
+            bearer,
+            output: args.output,
+        })
+    }
+
+    /// `message` as a request carrying the session's credential.
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", self.bearer.clone());
+        request
+    }
+
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+}

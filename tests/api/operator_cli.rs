@@ -1,0 +1,264 @@
+//! The operator CLI (`molecule ws|events|token|a2a|completions`) against the real server:
+//! each subcommand, with `--output json` parsed.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{
+    a2a::fake_agent,
+    cli::molecule,
+    helpers::{TestApp, spawn_app},
+};
+
+/// `molecule <args> --url <server> --token <admin>`, run to its end.
+async fn run(app: &TestApp, args: &[&str]) -> Output {
+    let mut command = molecule();
+    command
+        .args(args)
+        .args(["--url", &format!("http://{}", app.addr)])
+        .args(["--token", &app.admin_token]);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The JSON a successful `-o json` command printed.
+async fn json_of(app: &TestApp, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.extend(["-o", "json"]);
+    let output = run(app, &args).await;
+    let stdout = crate::helpers::succeeded(&output);
+    serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("not JSON: {stdout}"))
+}
+
+/// A long-running command whose stdout lines arrive on a channel, started once its first line
+/// on stderr (`following events …`) or stdout (a list) shows it is listening.
+fn follow(app: &TestApp, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = molecule()
+        .args(args)
+        .args(["--url", &format!("http://{}", app.addr)])
+        .args(["--token", &app.admin_token])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, receiver) = mpsc::channel();
+    let (ready, listening) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let started = ready.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = started.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = ready.send(String::new());
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    listening
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the command starts listening within 10s");
+    (child, receiver)
+}
+
+/// The first line (within 10 s) that parses as JSON and satisfies `matches`.
+fn next_json(lines: &mpsc::Receiver<String>, matches: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("a matching line within 10s");
+        if let Ok(value) = serde_json::from_str::<Value>(&line)
+            && matches(&value)
+        {
+            return value;
+        }
+    }
+}
+
+#[tokio::test]
+async fn ws_commands_create_list_pause_resume_and_remove() {
+    let app = spawn_app().await;
+    let created = json_of(&app, &["ws", "create", "cli-agent", "--external"]).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["status"], "awaiting_agent");
+    assert_eq!(
+        created["connection"]["registry_endpoint"],
+        format!("http://{}/registry/register", app.addr)
+    );
+
+    let listed = json_of(&app, &["ws", "ls"]).await;
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(
+        (row["name"].clone(), row["remote"].clone()),
+        (json!("cli-agent"), json!(true))
+    );
+    let table = run(&app, &["ws", "ls"]).await;
+    let table = crate::helpers::succeeded(&table);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains(&id) && table.contains("remote"), "{table}");
+
+    let paused = json_of(&app, &["ws", "pause", &id]).await;
+    assert_eq!(paused, json!({"status": "paused", "paused_count": 1}));
+    let got = json_of(&app, &["ws", "get", &id]).await;
+    assert_eq!(got["status"], "paused");
+    let resumed = json_of(&app, &["ws", "resume", &id]).await;
+    assert_eq!(resumed["resumed_count"], 1);
+
+    let child = json_of(&app, &["ws", "create", "child", "--parent", &id]).await;
+    let refused = run(&app, &["ws", "rm", &id]).await;
+    assert!(!refused.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "error: this workspace has sub-workspaces: pass --yes to remove them too"
+    );
+    let removed = json_of(&app, &["ws", "rm", &id, "--yes"]).await;
+    assert_eq!(removed, json!({"status": "removed", "cascade_deleted": 1}));
+    let gone = app
+        .admin_get(&format!("/workspaces/{}", child["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(gone.body["status"], "removed");
+}
+
+#[tokio::test]
+async fn token_commands_mint_list_and_revoke() {
+    let app = spawn_app().await;
+    let id = app
+        .create_workspace(json!({"name": "tokened", "external": true}))
+        .await;
+    let minted = json_of(&app, &["token", "create", &id]).await;
+    let token = minted["auth_token"].as_str().unwrap().to_owned();
+    assert_eq!(minted["workspace_id"], id.as_str());
+    let listed = json_of(&app, &["token", "ls", &id]).await;
+    let tokens = listed.as_array().unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0]["prefix"], &token[..8]);
+    let token_id = tokens[0]["id"].as_str().unwrap().to_owned();
+    let revoked = json_of(&app, &["token", "revoke", &id, &token_id]).await;
+    assert_eq!(revoked, json!({"status": "revoked", "id": token_id}));
+    assert_eq!(json_of(&app, &["token", "ls", &id]).await, json!([]));
+    let refused = app.heartbeat(&id, &token, json!({})).await;
+    assert_eq!(refused.status, reqwest::StatusCode::UNAUTHORIZED);
+}
+
+// Multi-threaded: the test blocks on the children's output while the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_and_watch_print_changes_as_they_happen() {
+    let app = spawn_app().await;
+    let id = app
+        .create_workspace(json!({"name": "watched", "external": true}))
+        .await;
+    let (mut events, event_lines) = follow(
+        &app,
+        &["events", "-f", "-o", "json", "--type", "WORKSPACE_PAUSED"],
+    );
+    let (mut watch, watch_lines) = follow(&app, &["ws", "ls", "--watch", "-o", "json"]);
+    // The watch prints the whole list first (piped: a JSON array), then one line per change.
+    let first = watch_lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the list");
+    assert_eq!(first, "[");
+    let paused = app
+        .admin(Method::POST, &format!("/workspaces/{id}/pause"), None)
+        .await;
+    assert_eq!(paused.status, reqwest::StatusCode::OK);
+    let event = next_json(&event_lines, |value| value["event"] == "WORKSPACE_PAUSED");
+    assert_eq!(event["workspace_id"], id.as_str());
+    let change = next_json(&watch_lines, |value| value.get("workspace").is_some());
+    assert_eq!(change["workspace"]["id"], id.as_str());
+    assert_eq!(change["workspace"]["status"], "paused");
+    events.kill().unwrap();
+    watch.kill().unwrap();
+}
+
+#[tokio::test]
+async fn a2a_send_prints_the_agents_answer() {
+    let app = spawn_app().await;
+    let (agent, _) = fake_agent().await;
+    let id = app
+        .create_workspace(json!({"name": "answering", "external": true}))
+        .await;
+    let registered = app.register(&id, &format!("{agent}/answer"), None).await;
+    assert_eq!(
+        registered.status,
+        reqwest::StatusCode::OK,
+        "{}",
+        registered.text
+    );
+    let output = run(&app, &["a2a", "send", &id, "ship it"]).await;
+    assert_eq!(crate::helpers::succeeded(&output).trim(), "done: ship it");
+    let answer = json_of(&app, &["a2a", "send", &id, "again"]).await;
+    assert_eq!(answer["result"]["parts"][0]["text"], "done: again");
+}
+
+#[tokio::test]
+async fn credentials_default_to_the_local_admin_token_and_bad_ones_fail_in_one_line() {
+    let app = spawn_app().await;
+    let data_dir = std::env::temp_dir().join(format!("molecule-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::write(
+        data_dir.join("admin-token"),
+        format!("{}\n", app.admin_token),
+    )
+    .unwrap();
+    let mut command = molecule();
+    command
+        .args(["ws", "ls", "-o", "json", "--url"])
+        .arg(app.addr.to_string())
+        .env("MOLECULE_DATA_DIR", &data_dir)
+        .env_remove("MOLECULE_TOKEN");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&crate::helpers::succeeded(&output)).unwrap(),
+        json!([])
+    );
+
+    let mut command = molecule();
+    command
+        .args(["ws", "ls", "--url", &format!("http://{}", app.addr)])
+        .env("MOLECULE_TOKEN", "wrong");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "error: invalid admin auth token (Unauthenticated)"
+    );
+}
+
+#[tokio::test]
+async fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let mut command = molecule();
+        command.args(["completions", shell]);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        let script = crate::helpers::succeeded(&output);
+        assert!(
+            script.contains("molecule") && script.contains("watch"),
+            "{shell}"
+        );
+    }
+}
