@@ -62,7 +62,10 @@ export class Panel {
   }
 
   async show(id) {
-    if (this.id !== id) this.chat = [];
+    if (this.id !== id) {
+      this.chat = [];
+      this.route = null;
+    }
     this.id = id;
     const w = this.workspace(id);
     if (!w) {
@@ -85,7 +88,8 @@ export class Panel {
   }
 
   async loadDetails(id) {
-    const [activity, usage, secrets, tokens] = await Promise.all([
+    const [route, activity, usage, secrets, tokens] = await Promise.all([
+      attempt(get(`/workspaces/${id}/route`), () => null),
       attempt(get(`/workspaces/${id}/activity?limit=15`), () => []),
       attempt(get(`/workspaces/${id}/usage`), () => null),
       attempt(get(`/workspaces/${id}/secrets`), () => []),
@@ -93,6 +97,8 @@ export class Panel {
     ]);
     const w = this.workspace(id);
     if (this.id !== id || !w) return;
+    this.route = route;
+    this.refreshHead();
     this.details.replaceChildren(
       this.card(w),
       this.activity(activity || []),
@@ -126,7 +132,7 @@ export class Panel {
       ["id", w.id],
       ["role", w.role || "—"],
       ["runtime", `${w.runtime || "—"} · tier ${w.tier}`],
-      ["reached by", `${reachOf(w)}${w.url && !w.url.startsWith("remote://") ? ` · ${w.url}` : ""}`],
+      ["reached by", this.reach(w)],
       ["current task", w.current_task || "—"],
       ["tasks", `${w.active_tasks || 0} active of ${w.max_concurrent_tasks || 1}`],
       ["uptime", w.uptime_seconds ? `${w.uptime_seconds}s` : "—"],
@@ -145,6 +151,14 @@ export class Panel {
     actions.append(pause, remove);
     head.append(title, list, actions);
     return head;
+  }
+
+  /** The server's answer when known (it sees open A2A streams), else what the row says. */
+  reach(w) {
+    const words = { attached: "attached stream", url: "URL", mailbox: "poll mailbox", none: "no route yet" };
+    const route = this.route ? words[this.route.route] || this.route.route : reachOf(w);
+    const url = w.url && !w.url.startsWith("remote://") ? ` · ${w.url}` : "";
+    return `${route}${url}`;
   }
 
   async lifecycle(w, verb) {

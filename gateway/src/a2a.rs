@@ -261,3 +261,26 @@ pub(crate) async fn token_usage(
         })
     })
 }
+
+#[utoipa::path(get, path = "/workspaces/{id}/route", tag = "a2a",
+    description = "How a call to the workspace would travel now: `attached` (its A2A stream is open), `url`, `mailbox` (poll) or `none`.",
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 200, body = Object, example = json!({"route": "attached", "url": ""})),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn route(
+    State(gateway): State<Gateway>,
+    forwarded: Forwarded,
+    Path(workspace_id): Path<String>,
+) -> Response {
+    let request = pb::RouteRequest { workspace_id };
+    let result = gateway
+        .a2a
+        .clone()
+        .get_route(forwarded.request(request))
+        .await;
+    crate::workspaces::render(
+        StatusCode::OK,
+        result,
+        |reply| json!({"route": reply.route, "url": reply.url}),
+    )
+}

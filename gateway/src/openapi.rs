@@ -102,6 +102,7 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(a2a::proxy))
         .routes(routes!(a2a::drop_stale))
         .routes(routes!(a2a::token_usage))
+        .routes(routes!(a2a::route))
         .routes(routes!(delegations::delegate))
         .routes(routes!(delegations::list))
         .routes(routes!(delegations::record))

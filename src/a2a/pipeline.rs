@@ -116,15 +116,10 @@ pub(super) async fn prepare(
     {
         return Err(ProxyError::BudgetExceeded);
     }
-    let route = match target.url.as_deref().filter(|url| !url.is_empty()) {
-        Some(url) if url.starts_with("remote://") => Route::Mailbox,
-        Some(url) => Route::Http(url.to_owned()),
-        None if target.runtime == "external" => Route::Mailbox,
-        None => {
-            return Err(ProxyError::NoUrl {
-                status: target.status,
-            });
-        }
+    let Some(route) = Route::of(&target) else {
+        return Err(ProxyError::NoUrl {
+            status: target.status,
+        });
     };
     // Route (1): an attached stream goes first (docs/a2a.md §1.5).
     let destination = match (attach::Attached::find(state, &target.id).await, route) {
@@ -274,6 +269,40 @@ pub(super) enum Destination {
 pub(super) enum Route {
     Http(String),
     Mailbox,
+}
+
+impl Route {
+    /// Where the target's row says a call goes, before attached streams are considered; `None`
+    /// when it has no way to be reached yet.
+    pub(super) fn of(target: &CachedRoute) -> Option<Self> {
+        match target.url.as_deref().filter(|url| !url.is_empty()) {
+            Some(url) if url.starts_with("remote://") => Some(Self::Mailbox),
+            Some(url) => Some(Self::Http(url.to_owned())),
+            None if target.runtime == "external" => Some(Self::Mailbox),
+            None => None,
+        }
+    }
+}
+
+/// How a call to `id` would travel now: `(route, url)` as `GetRoute` reports it.
+pub(super) async fn describe_route(
+    state: &A2aState,
+    id: &str,
+) -> ApiResult<(&'static str, String)> {
+    let target = target_route(state, id).await?;
+    let url = target
+        .as_ref()
+        .and_then(|target| target.url.clone())
+        .filter(|url| !url.starts_with("remote://"))
+        .unwrap_or_default();
+    if attach::Attached::find(state, id).await.is_some() {
+        return Ok(("attached", url));
+    }
+    Ok(match target.as_deref().and_then(Route::of) {
+        Some(Route::Http(_)) => ("url", url),
+        Some(Route::Mailbox) => ("mailbox", url),
+        None => ("none", url),
+    })
 }
 
 /// The routing facts of a target, cached between events that change them.

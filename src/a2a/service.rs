@@ -13,8 +13,8 @@ use crate::{
 };
 
 use super::{
-    A2aState, InboundError, Outcome, ProxyCall, ProxyError, StreamItem, authenticate, proxy,
-    proxy_stream, queue,
+    A2aState, InboundError, Outcome, ProxyCall, ProxyError, StreamItem, authenticate, pipeline,
+    proxy, proxy_stream, queue,
 };
 
 pub struct A2AService {
@@ -151,6 +151,23 @@ impl pb::a2a_server::A2a for A2AService {
             .await
             .context("failed to drop stale items")?;
         Ok(Response::new(pb::DropStaleResponse { dropped }))
+    }
+
+    async fn get_route(
+        &self,
+        request: Request<pb::RouteRequest>,
+    ) -> Result<Response<pb::RouteReply>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        let id = self
+            .state
+            .auth
+            .live_workspace(&metadata, &request.workspace_id)
+            .await?;
+        let (route, url) = pipeline::describe_route(&self.state, &id).await?;
+        Ok(Response::new(pb::RouteReply {
+            route: route.to_owned(),
+            url,
+        }))
     }
 
     async fn get_token_usage(

@@ -935,8 +935,26 @@ async fn an_attached_agent_behind_nat_receives_calls_and_streamed_calls() {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+    let route = |token: String| {
+        let app = &app;
+        let path = format!("/workspaces/{id}/route");
+        async move { app.get(&path, Some(&token)).await }
+    };
+    let before = route(app.admin_token.clone()).await;
+    assert_eq!(before.body["route"], "mailbox", "{}", before.text);
 
     let _agent = attached_agent(&app, &id, &token, false).await.unwrap();
+    // The operator's console and the agent itself see where calls now go; a stranger does not.
+    for caller in [app.admin_token.clone(), token.clone()] {
+        assert_eq!(
+            route(caller).await.body,
+            json!({"route": "attached", "url": ""})
+        );
+    }
+    assert_eq!(
+        route(other_token.clone()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let reply = send(&app, &id, None, Some(&app.admin_token), hello(), &[]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(

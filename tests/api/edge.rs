@@ -239,6 +239,7 @@ async fn openapi_describes_every_rest_route() {
         ("/console/session", "delete"),
         ("/canvas/viewport", "get"),
         ("/canvas/viewport", "put"),
+        ("/workspaces/{id}/route", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
