@@ -267,6 +267,11 @@ pub struct EdgeArgs {
     /// Largest `POST /workspaces/:id/plugins` body, in bytes.
     #[arg(long, env = "PLUGIN_INSTALL_BODY_MAX_BYTES", default_value_t = gateway::edge::PLUGIN_INSTALL_BODY_MAX_BYTES)]
     pub plugin_install_body_max_bytes: usize,
+
+    /// How often an open `/ws` checks that its credential still stands (a session signed out
+    /// or expired, a token revoked); the socket is closed when it does not.
+    #[arg(long, env = "MOLECULE_WS_RECHECK", default_value = "30s", value_parser = parse_duration)]
+    pub ws_recheck: std::time::Duration,
 }
 
 impl EdgeArgs {
@@ -280,6 +285,7 @@ impl EdgeArgs {
             self.trusted_proxies.clone(),
         );
         config.plugin_install_body_max_bytes = self.plugin_install_body_max_bytes;
+        config.ws_recheck = self.ws_recheck;
         gateway::Edge::new(config)
     }
 }

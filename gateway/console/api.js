@@ -156,9 +156,15 @@ export function connectEvents({ onEvent, onState, onResync }) {
       }
     };
     socket.onclose = () => {
+      if (stopped) return;
       onState("connecting");
-      if (!stopped) setTimeout(open, delay);
+      const retry = () => setTimeout(open, delay);
       delay = Math.min(delay * 2, 10000);
+      // A socket the server closed because the session ended must not retry forever.
+      call("GET", "/console/session").then(retry, (error) => {
+        if (error.status === 401) listeners.forEach((listener) => listener());
+        else retry();
+      });
     };
   };
   open();

@@ -109,6 +109,8 @@ pub struct EdgeConfig {
     pub trusted_proxies: TrustedProxies,
     /// The cap on `POST /workspaces/:id/plugins` bodies (docs/workspaces.md §7.7).
     pub plugin_install_body_max_bytes: usize,
+    /// How often an open `/ws` re-checks its credential.
+    pub ws_recheck: Duration,
 }
 
 /// The edge's configuration and the limiters it shares between REST and gRPC.
@@ -164,6 +166,7 @@ impl EdgeConfig {
         Self {
             trusted_proxies,
             plugin_install_body_max_bytes: PLUGIN_INSTALL_BODY_MAX_BYTES,
+            ws_recheck: Duration::from_secs(30),
             rate_limit,
             rate_limiting: !dev_mode,
             dev_mode,

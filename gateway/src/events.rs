@@ -151,19 +151,34 @@ pub(crate) async fn websocket(
         Err(status) => return RestError::from(status).into_response(),
     };
     match upgrade {
-        Ok(upgrade) => {
-            upgrade.on_upgrade(move |socket| relay(socket, events, gateway.shutdown.clone()))
-        }
+        Ok(upgrade) => upgrade.on_upgrade(move |socket| relay(socket, events, gateway, forwarded)),
         Err(_) => {
             RestError::new(StatusCode::BAD_REQUEST, "websocket upgrade required").into_response()
         }
     }
 }
 
+/// Whether the credential a socket was opened with has lapsed (signed out, expired, revoked).
+/// A platform failure is not a lapse: an outage must not close every socket at once.
+async fn credential_lapsed(gateway: &Gateway, forwarded: &Forwarded) -> bool {
+    let request = forwarded.request(pb::WhoAmIRequest {
+        workspace_id: None,
+        any_credential: true,
+    });
+    match gateway.workspaces.clone().who_am_i(request).await {
+        Ok(_) => false,
+        Err(status) => matches!(
+            status.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ),
+    }
+}
+
 async fn relay(
     mut socket: WebSocket,
     mut events: tonic::Streaming<pb::Event>,
-    shutdown: CancellationToken,
+    gateway: Gateway,
+    forwarded: Forwarded,
 ) {
     let close = |code, reason: &'static str| {
         Message::Close(Some(CloseFrame {
@@ -171,11 +186,20 @@ async fn relay(
             reason: reason.into(),
         }))
     };
+    let shutdown: CancellationToken = gateway.shutdown.clone();
+    let period = gateway.edge.config.ws_recheck;
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
                 let _ = socket.send(close(close_code::AWAY, "server shutting down")).await;
                 return;
+            }
+            _ = recheck.tick() => {
+                if credential_lapsed(&gateway, &forwarded).await {
+                    let _ = socket.send(close(close_code::POLICY, "credential no longer valid")).await;
+                    return;
+                }
             }
             next = events.message() => {
                 let frame = match next {

@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite;
 
 use crate::{
     events::connect,
@@ -216,6 +218,47 @@ async fn sessions_expire_and_die_with_their_org_key() {
     // A session cannot open another session.
     let (chained, _) = sign_in(&app, cookie.split('=').nth(1).unwrap()).await;
     assert_eq!(chained.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_open_socket_closes_when_its_session_ends() {
+    let app = spawn_app_with(Options {
+        ws_recheck: Some(Duration::from_millis(200)),
+        ..Options::default()
+    })
+    .await;
+    let (_, cookie) = sign_in(&app, &app.admin_token.clone()).await;
+    let cookie = cookie.unwrap();
+    let origin = own_origin(&app);
+    let mut socket = connect(&app, &[("cookie", &cookie), ("origin", &origin)])
+        .await
+        .unwrap();
+    let out = with_cookie(
+        &app,
+        Method::DELETE,
+        "/console/session",
+        &cookie,
+        Some(&origin),
+        None,
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(tungstenite::Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed within 5s");
+    let frame = closed.expect("a close frame with a reason");
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (1008, "credential no longer valid")
+    );
 }
 
 #[tokio::test]

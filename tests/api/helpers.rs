@@ -98,6 +98,8 @@ pub(crate) struct Options {
     pub(crate) runtime: RuntimeArgs,
     /// How long a console sign-in lasts; unset means the default.
     pub(crate) session_ttl: Option<Duration>,
+    /// How often an open `/ws` re-checks its credential; unset means the default.
+    pub(crate) ws_recheck: Option<Duration>,
 }
 
 impl Default for Options {
@@ -119,6 +121,7 @@ impl Default for Options {
             listener: ListenerArgs::default(),
             runtime: RuntimeArgs::default(),
             session_ttl: None,
+            ws_recheck: None,
         }
     }
 }
@@ -273,10 +276,12 @@ fn server_config(
 }
 
 fn edge_config(options: &Options) -> EdgeArgs {
+    let defaults = EdgeArgs::default();
     let mut edge = EdgeArgs {
         rate_limit: options.rate_limit,
         org_id: options.org_id.map(str::to_owned),
-        ..EdgeArgs::default()
+        ws_recheck: options.ws_recheck.unwrap_or(defaults.ws_recheck),
+        ..defaults
     };
     if let Some(origins) = options.cors_origins {
         edge.cors_origins = origins.to_owned();
