@@ -25,6 +25,16 @@ from playwright.sync_api import sync_playwright
 CHROMIUM = "/usr/bin/chromium"
 
 
+def wait_until(page, expression, timeout=5.0):
+    """Polls `expression` in the page. (Playwright's wait_for_function evaluates a string, which
+    the console's CSP rightly forbids; the times that matter are taken in the page itself.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(expression)
+        time.sleep(0.005)
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -67,7 +77,7 @@ def badge_latency(page, admin, base, token, agents):
     ids = [admin.post("/workspaces", json={"name": f"agent-{i:03}", "external": True}).json()["id"]
            for i in range(agents)]
     clock = EventClock(base, token)
-    page.wait_for_function(f"() => document.querySelectorAll('.tree-row').length >= {agents}")
+    wait_until(page, f"() => document.querySelectorAll('.tree-row').length >= {agents}")
     page.evaluate(OBSERVER)
     started = {}
     with httpx.Client(base_url=base, timeout=10) as agent:
@@ -76,7 +86,7 @@ def badge_latency(page, admin, base, token, agents):
             reply = agent.post("/registry/register", json={
                 "id": workspace_id, "url": "remote://no-inbound", "agent_card": {"name": workspace_id}})
             reply.raise_for_status()
-            page.wait_for_function(f"() => '{workspace_id}' in window.__online", timeout=5000)
+            wait_until(page, f"() => '{workspace_id}' in window.__online")
     seen = page.evaluate("() => window.__online")
     time.sleep(0.2)
     badge = [seen[i] - started[i] for i in ids]
@@ -106,7 +116,10 @@ def time_to_interactive(browser, storage, admin, base, workspaces, shots):
             await asyncio.gather(*(create(body) for body in children))
 
     started = time.monotonic()
-    asyncio.run(create_all())
+    # Its own thread: Playwright's sync API already runs an event loop on this one.
+    creator = threading.Thread(target=lambda: asyncio.run(create_all()))
+    creator.start()
+    creator.join()
     created_in = time.monotonic() - started
     total = len(admin.get("/workspaces").json())
 
@@ -115,7 +128,7 @@ def time_to_interactive(browser, storage, admin, base, workspaces, shots):
         context = browser.new_context(viewport={"width": 1440, "height": 900}, storage_state=storage)
         page = context.new_page()
         page.goto(f"{base}/")
-        page.wait_for_function("() => window.molecule && window.molecule.ready", timeout=60000)
+        wait_until(page, "() => Boolean(window.molecule && window.molecule.ready)", timeout=60)
         page.wait_for_selector("#link[data-state='live']")
         ready = page.evaluate("() => window.molecule.readyAt")
         fetch = page.evaluate("""() => {

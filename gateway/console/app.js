@@ -18,7 +18,7 @@ const EVENT_STATUS = {
   WORKSPACE_PROVISION_FAILED: "failed",
 };
 /** Events after which the workspace's whole row is fetched again. */
-const REFETCH = new Set(["WORKSPACE_UPDATED", "AGENT_CARD_UPDATED", "TASK_UPDATED", ...Object.keys(EVENT_STATUS)]);
+const REFETCH = new Set(["WORKSPACE_UPDATED", "AGENT_CARD_UPDATED", ...Object.keys(EVENT_STATUS)]);
 const FEED_LIMIT = 200;
 
 let tree;
@@ -123,10 +123,17 @@ function apply(events) {
   for (const event of events) {
     const id = event.workspace_id;
     feed(event);
+    const payload = event.payload || {};
     if (event.event === "WORKSPACE_HEARTBEAT") {
-      const payload = event.payload || {};
-      const known = tree.patch(id, { last_heartbeat_at: event.timestamp, active_tasks: payload.active_tasks ?? 0 });
+      const known = tree.patch(id, {
+        last_heartbeat_at: event.timestamp,
+        active_tasks: payload.active_tasks ?? 0,
+        uptime_seconds: payload.uptime_seconds ?? 0,
+      });
       if (!known) refetch.add(id);
+    } else if (event.event === "TASK_UPDATED") {
+      // The single-workspace view has no current task: the event's payload is the source.
+      tree.patch(id, { current_task: payload.current_task || "", active_tasks: payload.active_tasks ?? 0 });
     } else if (event.event === "WORKSPACE_REMOVED") {
       tree.remove(id);
     } else if (id && (EVENT_STATUS[event.event] || REFETCH.has(event.event))) {

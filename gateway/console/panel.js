@@ -42,6 +42,9 @@ const wrap = (node) => {
   return cell;
 };
 
+/** "12s ago", or "never". */
+const since = (iso) => (iso ? `${ago(iso)} ago` : "never");
+
 async function attempt(promise, fallback) {
   try {
     return await promise;
@@ -118,7 +121,7 @@ export class Panel {
   tick() {
     const w = this.id && this.workspace(this.id);
     const beat = this.root.querySelector("[data-beat]");
-    if (w && beat) beat.textContent = `${ago(w.last_heartbeat_at)} ago`;
+    if (w && beat) beat.textContent = since(w.last_heartbeat_at);
   }
 
   head(w) {
@@ -126,7 +129,7 @@ export class Panel {
     const title = el("div", "panel-title");
     title.append(el("h1", "", w.name), statusBadge(w.status));
     if (isRemote(w)) title.append(remoteBadge());
-    const beat = el("span", "", `${ago(w.last_heartbeat_at)} ago`);
+    const beat = el("span", "", since(w.last_heartbeat_at));
     beat.dataset.beat = "1";
     const list = facts([
       ["id", w.id],
@@ -242,7 +245,7 @@ export class Panel {
       if (event.key === "Enter" && (event.metaKey || event.ctrlKey)) submit();
     };
     const actions = el("div", "row-actions");
-    actions.append(send, el("span", "muted small", streaming ? "streams" : "Ctrl+Enter sends"));
+    actions.append(send, el("span", "muted small", streaming ? "streams its answer · Ctrl+Enter sends" : "Ctrl+Enter sends"));
     box.append(log, input, actions);
     return section("Message the agent", box);
   }
@@ -278,7 +281,7 @@ export class Panel {
           const status = el("span", row.status === "error" ? "bad" : "ok", row.status || "—");
           const direction = row.activity_type === "a2a_receive" ? "in" : row.activity_type === "a2a_send" ? "out" : "";
           return [
-            `${ago(row.created_at)} ago`,
+            since(row.created_at),
             `${row.activity_type}${direction ? ` (${direction})` : ""}${row.method ? ` · ${row.method}` : ""}`,
             row.source_id ? row.source_id.slice(0, 8) : row.target_id ? row.target_id.slice(0, 8) : "operator",
             status,
@@ -325,7 +328,7 @@ export class Panel {
               this.toast(`revoke failed: ${error.message}`, true);
             }
           };
-          return [`${token.prefix}…`, `${ago(token.created_at)} ago`, token.last_used_at ? `${ago(token.last_used_at)} ago` : "never", revoke];
+          return [`${token.prefix}…`, since(token.created_at), since(token.last_used_at), revoke];
         }),
       ),
     );

@@ -32,6 +32,9 @@ export function remoteBadge() {
 
 export const isRemote = (w) => w.runtime === "external";
 
+/** "beat 12s ago", or "no beat yet". */
+export const lastBeat = (w) => (w.last_heartbeat_at ? `beat ${ago(w.last_heartbeat_at)} ago` : "no beat yet");
+
 /** How a call reaches the agent: its URL, or its poll mailbox. */
 export function reachOf(w) {
   const url = w.url || "";
@@ -40,9 +43,8 @@ export function reachOf(w) {
   return "no route yet";
 }
 
-/** "12s", "4m", "3h" since `iso`, or "never". */
+/** "12s", "4m", "3h" since `iso`. */
 export function ago(iso, now = Date.now()) {
-  if (!iso) return "never";
   const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
   if (seconds < 120) return `${seconds}s`;
   if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
@@ -175,7 +177,7 @@ export class WorkspaceTree {
       w.active_tasks, depth, kids ? kids.length : 0, this.collapsed.has(w.id)].join("\u0000");
     const tick = element.querySelector(".beat");
     if (element.dataset.key === key && tick) {
-      tick.textContent = `beat ${ago(w.last_heartbeat_at)} ago`;
+      tick.textContent = lastBeat(w);
       return;
     }
     element.dataset.key = key;
@@ -203,7 +205,7 @@ export class WorkspaceTree {
     meta.className = "tree-meta";
     const beat = document.createElement("span");
     beat.className = "beat";
-    beat.textContent = `beat ${ago(w.last_heartbeat_at)} ago`;
+    beat.textContent = lastBeat(w);
     const tasks = document.createElement("span");
     tasks.textContent = `${w.active_tasks || 0} active`;
     meta.append(tasks, beat);

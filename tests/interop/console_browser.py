@@ -28,11 +28,27 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 class FakeAgent(BaseHTTPRequestHandler):
-    """An A2A agent that answers `message/send` with `echo: <text>`."""
+    """An A2A agent: `message/send` answers `echo: <text>` whole; `message/stream` streams it as
+    two artifact chunks and a final status, the way streaming agents do."""
 
     def do_POST(self):
         request = json.loads(self.rfile.read(int(self.headers["content-length"])))
         text = " ".join(p.get("text", "") for p in request["params"]["message"]["parts"])
+        if request["method"] == "message/stream":
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.end_headers()
+            chunks = [
+                {"kind": "artifact-update", "append": False, "artifact": {"parts": [{"kind": "text", "text": "echo: "}]}},
+                {"kind": "artifact-update", "append": True, "artifact": {"parts": [{"kind": "text", "text": text}]}},
+                {"kind": "status-update", "final": True, "status": {"state": "completed"}},
+            ]
+            for chunk in chunks:
+                event = {"jsonrpc": "2.0", "id": request["id"], "result": chunk}
+                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(0.05)
+            return
         reply = {
             "jsonrpc": "2.0",
             "id": request["id"],
@@ -109,7 +125,8 @@ def main() -> None:
         started = time.monotonic()
         registered = httpx.post(f"{base}/registry/register", timeout=10, json={
             "id": agent_id, "url": agent_url,
-            "agent_card": {"name": "remote-agent", "skills": [{"id": "echo", "name": "Echo"}]}})
+            "agent_card": {"name": "remote-agent", "capabilities": {"streaming": True},
+                           "skills": [{"id": "echo", "name": "Echo"}]}})
         assert registered.status_code == 200, registered.text
         agent_token = registered.json()["auth_token"]
         httpx.post(f"{base}/registry/heartbeat", timeout=10, headers={"authorization": f"Bearer {agent_token}"},
@@ -118,12 +135,13 @@ def main() -> None:
         page.wait_for_selector(f"{row(agent_id)} .badge.remote", timeout=1000)
         print(f"ONLINE_REMOTE within_1s={time.monotonic() - started < 1.0}", flush=True)
 
-        # The operator messages it and reads the answer.
+        # The operator messages it and reads the answer, streamed (its card says it streams).
         page.click(row(agent_id))
         page.wait_for_selector("#chat-input")
+        page.wait_for_selector("text=streams its answer")
         page.fill("#chat-input", "hello from the console")
         page.click("#chat-send")
-        answer = page.wait_for_selector(".bubble.agent:has-text('echo:')", timeout=5000)
+        answer = page.wait_for_selector(".bubble.agent:has-text('echo: hello')", timeout=5000)
         print(f"ANSWER {answer.text_content()}", flush=True)
         page.screenshot(path=str(shots / "console-online.png"))
 
@@ -154,6 +172,7 @@ def main() -> None:
         assert control.WhichOneof("frame") == "control", control
         print(f"CONTROL {registry_pb2.Control.Kind.Name(control.control.kind)}", flush=True)
         page.wait_for_selector(f"{row(streamer)} .badge[data-status='paused']", timeout=1000)
+        page.wait_for_selector(f"{row(streamer)} .tree-sub:has-text('indexing')", timeout=1000)
         page.screenshot(path=str(shots / "console-paused.png"))
         outbound.put(None)
         channel.close()
