@@ -419,6 +419,14 @@ impl Authenticator {
         Ok(self.org_key(bearer).await?.map(Principal::Org))
     }
 
+    /// Which admin token this server holds, as an admin session records it: a prefix of its
+    /// hash, enough to tell tokens apart and useless for recovering one.
+    pub fn admin_fingerprint(&self) -> Option<Vec<u8>> {
+        self.admin_token_hash
+            .as_ref()
+            .map(|hash| hash[..16].to_vec())
+    }
+
     /// The operator a session bearer acts for, or `refusal` when it names no live session.
     async fn session_principal(
         &self,
@@ -446,7 +454,12 @@ impl Authenticator {
             return Ok(None);
         };
         let principal = match (row.principal_kind.as_str(), &row.org_token_id) {
-            ("admin", _) if self.has_admin_token() => Principal::Admin,
+            ("admin", _)
+                if row.admin_fingerprint.is_some()
+                    && row.admin_fingerprint == self.admin_fingerprint() =>
+            {
+                Principal::Admin
+            }
             ("dev", _) if self.dev_mode => Principal::Dev,
             ("org", Some(key_id)) => {
                 let key = org_token::Entity::find_by_id(key_id.clone())

@@ -133,6 +133,9 @@ impl ConsoleService {
             id: uuid::Uuid::new_v4().to_string(),
             token_hash: auth::hash_token(&token),
             principal_kind: principal.kind().to_owned(),
+            admin_fingerprint: matches!(principal, Principal::Admin)
+                .then(|| self.state.auth.admin_fingerprint())
+                .flatten(),
             org_token_id,
             user_agent: Some(
                 request

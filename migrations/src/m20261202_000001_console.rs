@@ -32,6 +32,13 @@ impl MigrationTrait for Migration {
                     // `admin`, `dev`, or `org` with the key in `org_token_id`.
                     .col(text_not_null(ConsoleSessions::PrincipalKind))
                     .col(text(ConsoleSessions::OrgTokenId))
+                    // For `admin`: which admin token opened it (a prefix of its SHA-256), so
+                    // rotating ADMIN_TOKEN ends the sessions the old one opened.
+                    .col(
+                        ColumnDef::new(ConsoleSessions::AdminFingerprint)
+                            .binary()
+                            .null(),
+                    )
                     .col(text(ConsoleSessions::UserAgent))
                     .col(timestamp_not_null(ConsoleSessions::CreatedAt))
                     .col(timestamp_not_null(ConsoleSessions::ExpiresAt))
@@ -87,6 +94,7 @@ enum ConsoleSessions {
     TokenHash,
     PrincipalKind,
     OrgTokenId,
+    AdminFingerprint,
     UserAgent,
     CreatedAt,
     ExpiresAt,

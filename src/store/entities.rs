@@ -508,6 +508,7 @@ pub mod console_session {
         pub token_hash: Vec<u8>,
         pub principal_kind: String,
         pub org_token_id: Option<String>,
+        pub admin_fingerprint: Option<Vec<u8>>,
         pub user_agent: Option<String>,
         pub created_at: DateTimeUtc,
         pub expires_at: DateTimeUtc,

@@ -392,3 +392,72 @@ async fn the_console_works_in_a_real_browser() {
         ]
     );
 }
+
+/// `molecule serve` on a free port of `dir` with `admin_token`; returns it and its base URL.
+fn boot(dir: &std::path::Path, admin_token: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = crate::cli::molecule()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("MOLECULE_DATA_DIR", dir)
+        .env("ADMIN_TOKEN", admin_token)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines().map_while(Result::ok) {
+        // Colour codes, if any, sit between the field name and its value.
+        let plain: String = line
+            .split('\x1b')
+            .map(|part| part.split_once('m').map_or(part, |(_, rest)| rest))
+            .collect();
+        if let Some(at) = plain.find("listen=") {
+            let addr = plain[at + "listen=".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+            return (child, format!("http://{addr}"));
+        }
+    }
+    panic!("the server never said where it listens");
+}
+
+// The servers are child processes, so blocking on their output stalls nothing of theirs.
+#[tokio::test]
+async fn rotating_the_admin_token_ends_the_sessions_it_opened() {
+    let dir = std::env::temp_dir().join(format!("molecule-rotate-{}", uuid::Uuid::new_v4()));
+    let http = reqwest::Client::new();
+    let first_token = "first-admin-token-0123456789abcdef";
+    let (mut first, base) = boot(&dir, first_token);
+    let signed_in = http
+        .post(format!("{base}/console/session"))
+        .json(&json!({"token": first_token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::CREATED);
+    let cookie = signed_in.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let listed = |base: String| {
+        let request = http
+            .get(format!("{base}/workspaces"))
+            .header(header::COOKIE, &cookie);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(listed(base).await, StatusCode::OK);
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let (mut second, base) = boot(&dir, "second-admin-token-0123456789abcdef");
+    assert_eq!(listed(base).await, StatusCode::UNAUTHORIZED);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
