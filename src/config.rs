@@ -73,7 +73,7 @@ pub enum ServerCommand {
     /// Run the database migrations and exit.
     Migrate(StorageArgs),
     /// Run the REST + WebSocket gateway alone, in front of a remote control plane.
-    Gateway(GatewayArgs),
+    Gateway(Box<GatewayArgs>),
     /// Manage secrets at rest.
     #[command(subcommand)]
     Secrets(SecretsCommand),

@@ -67,7 +67,7 @@ async fn run(
             tracing::info!("migrations applied");
         }
         ServerCommand::Gateway(args) => {
-            let gateway = GatewayServer::build(args).await?;
+            let gateway = GatewayServer::build(*args).await?;
             tracing::info!(listen = %gateway.local_addr(), "molecule gateway listening");
             gateway.run_until_stopped(signal).await?;
         }

@@ -422,6 +422,8 @@ fn boot(dir: &std::path::Path, admin_token: &str) -> (std::process::Child, Strin
             return (child, format!("http://{addr}"));
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server never said where it listens");
 }
 
