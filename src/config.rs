@@ -119,7 +119,14 @@ pub struct ClientArgs {
 
     /// An operator credential (admin token or org key). Default: the admin token the server
     /// generated in the local data dir.
-    #[arg(long, env = "MOLECULE_TOKEN", global = true, hide_env_values = true)]
+    // Generated tokens are base64url and may begin with `-`.
+    #[arg(
+        long,
+        env = "MOLECULE_TOKEN",
+        global = true,
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     pub token: Option<Secret>,
 
     /// Where a local server keeps its generated admin token.

@@ -213,7 +213,7 @@ export class Panel {
     render();
     const input = el("textarea");
     input.id = "chat-input";
-    input.placeholder = `Message ${w.name} (A2A message/send)`;
+    input.placeholder = `Message ${w.name}`;
     input.setAttribute("aria-label", "Message");
     const send = el("button", "primary", "Send");
     send.id = "chat-send";

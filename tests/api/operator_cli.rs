@@ -23,7 +23,7 @@ async fn run(app: &TestApp, args: &[&str]) -> Output {
     command
         .args(args)
         .args(["--url", &format!("http://{}", app.addr)])
-        .args(["--token", &app.admin_token]);
+        .arg(format!("--token={}", app.admin_token));
     tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap()
@@ -44,7 +44,7 @@ fn follow(app: &TestApp, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     let mut child = molecule()
         .args(args)
         .args(["--url", &format!("http://{}", app.addr)])
-        .args(["--token", &app.admin_token])
+        .arg(format!("--token={}", app.admin_token))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

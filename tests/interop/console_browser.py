@@ -143,6 +143,8 @@ def main() -> None:
         page.click("#chat-send")
         answer = page.wait_for_selector(".bubble.agent:has-text('echo: hello')", timeout=5000)
         print(f"ANSWER {answer.text_content()}", flush=True)
+        # The call shows in the panel's recent activity without a reload.
+        page.wait_for_selector("#panel td:has-text('a2a_receive')", timeout=3000)
         page.screenshot(path=str(shots / "console-online.png"))
 
         # Silence past the TTL: OFFLINE, shown without a reload.
