@@ -3,7 +3,8 @@
 1. Badge latency: N agents (default 50) register one at a time (REST, the agent's first beat);
    for each, the time until its ONLINE badge is drawn in the page, beside the time until a plain
    WebSocket client of /ws receives the same WORKSPACE_ONLINE event (the baseline: what the
-   platform itself takes). p50/p99 of both, and their ratio.
+   platform itself takes). p50/p99 of both, and their ratio. Then they fall silent past the TTL
+   (`--ttl`, the server's LIVENESS_TTL_SECONDS) and each beats once: the same two times again.
 2. Time to interactive with W workspaces (default 10,000, as 100 trees): from navigation to the
    first drawn list with live updates connected, beside the browser's own fetch of
    `GET /workspaces` (the baseline); then the click-to-panel time and a scroll's frame time.
@@ -80,18 +81,41 @@ def badge_latency(page, admin, base, token, agents):
     wait_until(page, f"() => document.querySelectorAll('.tree-row').length >= {agents}")
     page.evaluate(OBSERVER)
     started = {}
+    tokens = {}
     with httpx.Client(base_url=base, timeout=10) as agent:
         for workspace_id in ids:
             started[workspace_id] = time.time() * 1000
             reply = agent.post("/registry/register", json={
                 "id": workspace_id, "url": "remote://no-inbound", "agent_card": {"name": workspace_id}})
             reply.raise_for_status()
+            tokens[workspace_id] = reply.json()["auth_token"]
             wait_until(page, f"() => '{workspace_id}' in window.__online")
     seen = page.evaluate("() => window.__online")
     time.sleep(0.2)
     badge = [seen[i] - started[i] for i in ids]
     event = [clock.online[i] - started[i] for i in ids]
-    return badge, event
+    return tokens, badge, event
+
+
+def beat_latency(page, base, token, tokens, ttl):
+    """After the agents fall silent and show OFFLINE, each beats once: the time until its
+    ONLINE badge is drawn again, beside the raw /ws client's WORKSPACE_ONLINE."""
+    ids = list(tokens)
+    wait_until(page, f"() => document.querySelectorAll('.badge[data-status=\"offline\"]').length >= {len(ids)}",
+               timeout=ttl * 3 + 10)
+    page.evaluate(OBSERVER)
+    clock = EventClock(base, token)
+    started = {}
+    with httpx.Client(base_url=base, timeout=10) as agent:
+        for workspace_id in ids:
+            started[workspace_id] = time.time() * 1000
+            reply = agent.post("/registry/heartbeat", headers={"authorization": f"Bearer {tokens[workspace_id]}"},
+                               json={"workspace_id": workspace_id, "active_tasks": 0, "uptime_seconds": 60})
+            reply.raise_for_status()
+            wait_until(page, f"() => '{workspace_id}' in window.__online")
+    seen = page.evaluate("() => window.__online")
+    time.sleep(0.2)
+    return [seen[i] - started[i] for i in ids], [clock.online[i] - started[i] for i in ids]
 
 
 def time_to_interactive(browser, storage, admin, base, workspaces, shots):
@@ -158,6 +182,13 @@ def time_to_interactive(browser, storage, admin, base, workspaces, shots):
     return total, created_in, runs
 
 
+def report(title, badge, event):
+    print(title)
+    print(f"  console  p50 {percentile(badge, 50):7.1f} ms   p99 {percentile(badge, 99):7.1f} ms   max {max(badge):7.1f} ms")
+    print(f"  /ws raw  p50 {percentile(event, 50):7.1f} ms   p99 {percentile(event, 99):7.1f} ms   (baseline)")
+    print(f"  ratio    p50 {percentile(badge, 50) / percentile(event, 50):5.2f}x   p99 {percentile(badge, 99) / percentile(event, 99):5.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("base")
@@ -165,6 +196,7 @@ def main():
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--workspaces", type=int, default=10000)
     parser.add_argument("--shots", default="")
+    parser.add_argument("--ttl", type=int, default=3, help="the server's LIVENESS_TTL_SECONDS")
     args = parser.parse_args()
     admin = httpx.Client(base_url=args.base, headers={"authorization": f"Bearer {args.token}"}, timeout=30)
 
@@ -179,11 +211,10 @@ def main():
         page.wait_for_selector("#link[data-state='live']")
         storage = context.storage_state()
 
-        badge, event = badge_latency(page, admin, args.base, args.token, args.agents)
-        print(f"badge latency over {len(badge)} agents (register -> ONLINE badge drawn):")
-        print(f"  console  p50 {percentile(badge, 50):7.1f} ms   p99 {percentile(badge, 99):7.1f} ms   max {max(badge):7.1f} ms")
-        print(f"  /ws raw  p50 {percentile(event, 50):7.1f} ms   p99 {percentile(event, 99):7.1f} ms   (baseline)")
-        print(f"  ratio    p50 {percentile(badge, 50) / percentile(event, 50):5.2f}x   p99 {percentile(badge, 99) / percentile(event, 99):5.2f}x")
+        tokens, badge, event = badge_latency(page, admin, args.base, args.token, args.agents)
+        report(f"badge latency over {len(badge)} agents (first beat: register -> ONLINE badge drawn):", badge, event)
+        badge, event = beat_latency(page, args.base, args.token, tokens, args.ttl)
+        report(f"badge latency over {len(badge)} agents (offline, then a heartbeat -> ONLINE badge drawn):", badge, event)
         context.close()
 
         total, created_in, runs = time_to_interactive(browser, storage, admin, args.base, args.workspaces, args.shots)

@@ -15,6 +15,7 @@ TOKEN="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 PORT=18480
 # The bench creates 10,000 workspaces from one address: the per-IP limiter would refuse most.
 MOLECULE_DATA_DIR="$DATA" ADMIN_TOKEN="$TOKEN" MOLECULE_LISTEN="127.0.0.1:$PORT" RUST_LOG=warn RATE_LIMIT=100000000 \
+  LIVENESS_TTL_SECONDS=3 \
   target/release/molecule serve &
 SERVER=$!
 trap 'kill $SERVER; rm -rf "$DATA"' EXIT
