@@ -277,22 +277,58 @@ function wireConnectDialog() {
       const created = await post("/workspaces", body);
       const minted = await post(`/workspaces/${created.id}/tokens`);
       const connection = created.connection || {};
-      const token = minted.auth_token || minted.token;
+      const token = minted.auth_token;
       const platform = connection.platform_url || location.origin;
       $("connect-token").textContent = token;
-      $("connect-curl").textContent =
-        `curl -X POST ${platform}/registry/register \\\n  -H 'Authorization: Bearer ${token}' \\\n` +
-        `  -H 'Content-Type: application/json' \\\n  -d '{"id":"${created.id}","url":"","agent_card":{"name":"${body.name}"}}'`;
-      $("connect-sdk").textContent =
-        `from molecule_agent import RemoteAgentClient\n\nclient = RemoteAgentClient(\n` +
-        `    workspace_id="${created.id}",\n    platform_url="${platform}",\n    auth_token="${token}",\n)\n` +
-        `client.register()\nclient.run_heartbeat_loop()`;
+      $("connect-curl").textContent = registerCall(platform, created.id, body.name, token);
+      $("connect-sdk").textContent = sdkSnippet(platform, created.id, token);
       $("connect-form").hidden = true;
       $("connect-result").hidden = false;
     } catch (error) {
       toast(`create failed: ${error.message}`, true);
     }
   });
+}
+
+/** The agent's first call: register with its own token (the URL is where it takes A2A calls). */
+function registerCall(platform, id, name, token) {
+  // Inside single quotes in the shell: a quote in the name closes, escapes and reopens them.
+  const card = JSON.stringify({ name, skills: [] }).replaceAll("'", "'\\''");
+  return `AGENT_URL=remote://no-inbound   # or the URL where the agent takes A2A calls\n` +
+    `curl -sS -X POST ${platform}/registry/register \\\n` +
+    `  -H 'Authorization: Bearer ${token}' \\\n` +
+    `  -H 'Content-Type: application/json' \\\n` +
+    `  -d '{"id":"${id}","url":"'"$AGENT_URL"'","agent_card":${card}}'`;
+}
+
+/**
+ * The Python SDK, given the token minted here: it goes where the SDK keeps its token, so the
+ * client beats and answers with it (the SDK registers without a bearer, which mints nothing).
+ */
+function sdkSnippet(platform, id, token) {
+  return [
+    '# pip install "git+https://github.com/Molecule-AI/molecule-sdk-python"',
+    "from pathlib import Path",
+    "",
+    "from molecule_agent import RemoteAgentClient",
+    "",
+    "# The token minted for this agent, where the SDK keeps it.",
+    `token_file = Path.home() / ".molecule" / "${id}" / ".auth_token"`,
+    "token_file.parent.mkdir(parents=True, exist_ok=True)",
+    `token_file.write_text("${token}")`,
+    "token_file.chmod(0o600)",
+    "",
+    "",
+    "def handle(message, client):",
+    "    # Called once per inbound message; a returned string is sent back as the reply.",
+    '    return f"received: {message.text}"',
+    "",
+    "",
+    `client = RemoteAgentClient(workspace_id="${id}", platform_url="${platform}")`,
+    "client.register()",
+    "client.run_agent_loop(handle)",
+    "",
+  ].join("\n");
 }
 
 /** The tree's scroll position is the console's viewport, saved for the operator. */

@@ -386,6 +386,7 @@ async fn the_console_works_in_a_real_browser() {
             "ANSWER echo: hello from the console",
             "OFFLINE",
             "CONTROL PAUSED",
+            "CONNECTED",
             "CROSS_ORIGIN_REFUSED",
             "SIGNED_OUT",
             "DONE"

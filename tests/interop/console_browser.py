@@ -10,7 +10,10 @@ usage: console_browser.py <rest-base-url> <grpc-base-url> <admin-token> <shots-d
 """
 
 import json
+import os
 import queue
+import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -193,6 +196,27 @@ def main() -> None:
         page.screenshot(path=str(shots / "console-paused.png"))
         outbound.put(None)
         channel.close()
+
+        # "Connect an agent": the token is shown once, and both snippets work as pasted.
+        page.click("#connect-open")
+        page.fill("#connect-name", "laptop-agent")
+        page.click("#connect-create")
+        page.wait_for_selector("#connect-result:not([hidden])")
+        shown_token = page.text_content("#connect-token")
+        sdk = page.text_content("#connect-sdk")
+        laptop = re.search(r'workspace_id="([0-9a-f-]+)"', sdk).group(1)
+        home = Path(tempfile.mkdtemp())
+        (home / "snippet.py").write_text(sdk)
+        ran = subprocess.run([sys.executable, str(Path(__file__).with_name("snippet_check.py")), str(home / "snippet.py")],
+                             env={**os.environ, "HOME": str(home)}, capture_output=True, text=True, check=True)
+        assert ran.stdout.splitlines() == ["INSTALL", f"CLIENT {laptop} {base}", "REGISTER", "REPLY received: hello"], ran
+        assert (home / ".molecule" / laptop / ".auth_token").read_text() == shown_token
+        curl = subprocess.run(["bash", "-c", page.text_content("#connect-curl")], capture_output=True, text=True, check=True)
+        assert json.loads(curl.stdout) == {"status": "registered"}, curl.stdout
+        page.click("#connect-done")
+        page.wait_for_selector(f"{row(laptop)} .badge[data-status='online']", timeout=5000)
+        assert not page.text_content("#connect-token")
+        print("CONNECTED", flush=True)
 
         # The session cookie from another origin, or with no origin, changes nothing.
         session = {"molecule_session": cookie["value"]}
