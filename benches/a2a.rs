@@ -117,7 +117,7 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-async fn start_nginx(binary: &str, port: u16, agent: &str) -> Nginx {
+async fn start_nginx(cpus: &common::Cpus, binary: &str, port: u16, agent: &str) -> Nginx {
     let dir =
         std::env::temp_dir().join(format!("molecule-nginx-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(dir.join("logs")).unwrap();
@@ -145,7 +145,8 @@ async fn start_nginx(binary: &str, port: u16, agent: &str) -> Nginx {
         dir = dir.display()
     );
     std::fs::write(dir.join("nginx.conf"), config).unwrap();
-    let child = Command::new(binary)
+    let child = cpus
+        .server_command(binary)
         .arg("-p")
         .arg(&dir)
         .arg("-c")
@@ -268,9 +269,9 @@ async fn main() {
             *port = free_port();
         }
     }
-    let agent = start_agent().await;
-    let nginx = start_nginx(&args.nginx, args.nginx_port, &agent).await;
     let (database, server, admin_token) = args.services.start(args.port).await;
+    let agent = start_agent().await;
+    let nginx = start_nginx(&args.services.cpus, &args.nginx, args.nginx_port, &agent).await;
     let http = reqwest::Client::new();
     // Caller and target are sibling children of one root: the hierarchy check runs.
     let (root, _) = server
@@ -370,6 +371,7 @@ async fn main() {
     let proxy_first = median(&mut proxy_first);
 
     println!();
+    println!("{}", args.services.describe());
     println!(
         "{} connections, {} s per phase, {} rounds; caller token and hierarchy checks on",
         args.connections, args.seconds, args.rounds
@@ -402,5 +404,7 @@ async fn main() {
     );
     drop(server);
     drop(nginx);
-    database.drop().await;
+    if let Some(database) = database {
+        database.drop().await;
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::{
     convert::Infallible,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -20,14 +20,15 @@ use tokio::{
     sync::mpsc,
 };
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod common;
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
     /// The `molecule` binary to attack.
     #[arg(long, default_value = "target/release/molecule")]
     server: String,
+    #[command(flatten)]
+    cpus: common::Cpus,
     /// h2 connections of the flood attacks.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -65,7 +66,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    async fn start(binary: &str) -> Self {
+    async fn start(cpus: &common::Cpus, binary: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -73,7 +74,8 @@ impl Server {
             .port();
         let data_dir =
             std::env::temp_dir().join(format!("molecule-abuse-{}", uuid::Uuid::new_v4().simple()));
-        let child = Command::new(binary)
+        let child = cpus
+            .server_command(binary)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("MOLECULE_DATA_DIR", &data_dir)
             .env("ADMIN_TOKEN", "a".repeat(43))
@@ -198,10 +200,11 @@ async fn flood(
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let server = Server::start(&args.server).await;
+    args.cpus.pin_client();
+    let server = Server::start(&args.cpus, &args.server).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = server.rss_mib();
-    println!("server: {}", args.server);
+    println!("server: {} ({})", args.server, args.cpus.describe());
     println!("idle RSS: {idle_rss:.1} MiB");
 
     // 1. gRPC: unauthenticated A2A/Send calls declaring large messages.

@@ -335,17 +335,11 @@ async fn run(args: &Args, backend: &str) {
             let url = database.url.clone();
             (Some(database), url)
         }
-        _ => {
-            let dir = Server::data_dir();
-            std::fs::create_dir_all(&dir).unwrap();
-            (
-                None,
-                format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()),
-            )
-        }
+        _ => (None, Server::embedded_database_url()),
     };
     let redis = (backend == "postgres").then_some(args.services.redis.as_str());
-    let server = Server::start(&args.services.server, args.port, &url, redis, &admin).await;
+    let cpus = &args.services.cpus;
+    let server = Server::start(cpus, &args.services.server, args.port, &url, redis, &admin).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .build()
@@ -404,7 +398,13 @@ async fn run(args: &Args, backend: &str) {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    args.services.cpus.pin_client();
+    println!("{}", args.services.cpus.describe());
     for backend in &args.backends {
+        // `--embedded` keeps to the embedded default whatever `--backends` says.
+        if args.services.embedded && backend != "sqlite" {
+            continue;
+        }
         run(&args, backend).await;
     }
 }

@@ -15,33 +15,107 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Which cores the server and the load generator run on (`taskset -c` lists such as `0-3`), so on
+/// a bigger machine the two can be measured without competing. Unset: wherever the OS puts them.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct Cpus {
+    /// Cores for the server (and the server-side baseline: nginx).
+    #[arg(long)]
+    pub(crate) server_cpus: Option<String>,
+    /// Cores for this load generator (and the client-side baseline: redis-benchmark).
+    #[arg(long)]
+    pub(crate) client_cpus: Option<String>,
+}
+
+impl Cpus {
+    /// Pins this process, every thread of it and those it starts later, to the client cores.
+    pub(crate) fn pin_client(&self) {
+        if let Some(list) = &self.client_cpus {
+            let status = Command::new("taskset")
+                .args(["-a", "-p", "-c", list, &std::process::id().to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .expect("taskset is installed (util-linux)");
+            assert!(status.success(), "taskset -c {list} refused");
+        }
+    }
+
+    /// `program` on the server cores.
+    pub(crate) fn server_command(&self, program: &str) -> Command {
+        pinned(self.server_cpus.as_deref(), program)
+    }
+
+    /// `program` on the client cores.
+    pub(crate) fn client_command(&self, program: &str) -> Command {
+        pinned(self.client_cpus.as_deref(), program)
+    }
+
+    /// The placement, as a report line shows it.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "server cpus {}, client cpus {}",
+            self.server_cpus.as_deref().unwrap_or("any"),
+            self.client_cpus.as_deref().unwrap_or("any")
+        )
+    }
+}
+
+fn pinned(cpus: Option<&str>, program: &str) -> Command {
+    match cpus {
+        Some(list) => {
+            // taskset execs the program: the child's pid is the program's own.
+            let mut command = Command::new("taskset");
+            command.args(["-c", list, program]);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
 /// What every load generator runs against.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Services {
     /// The `molecule` binary to start.
     #[arg(long, default_value = "target/release/molecule")]
     pub(crate) server: String,
+    /// The embedded default instead: SQLite in the server's data dir, in-process liveness and
+    /// events (no Postgres or Redis for the server).
+    #[arg(long)]
+    pub(crate) embedded: bool,
     /// A Postgres URL whose server can host a fresh benchmark database.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pub(crate) postgres: String,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub(crate) redis: String,
+    #[command(flatten)]
+    pub(crate) cpus: Cpus,
 }
 
 impl Services {
-    /// A fresh database, and the server on it and Redis at `port`, with its admin token.
-    pub(crate) async fn start(&self, port: u16) -> (Database, Server, String) {
-        let database = Database::create(&self.postgres, "molecule_bench").await;
+    /// The server at `port` on a fresh Postgres database and Redis, or on the embedded default;
+    /// with the database (to drop at the end; none when embedded) and the admin token.
+    pub(crate) async fn start(&self, port: u16) -> (Option<Database>, Server, String) {
+        self.cpus.pin_client();
         let admin_token = molecule::auth::MintedToken::generate().plaintext;
-        let server = Server::start(
-            &self.server,
-            port,
-            &database.url,
-            Some(&self.redis),
-            &admin_token,
-        )
-        .await;
+        let (database, url, redis) = if self.embedded {
+            (None, Server::embedded_database_url(), None)
+        } else {
+            let database = Database::create(&self.postgres, "molecule_bench").await;
+            let url = database.url.clone();
+            (Some(database), url, Some(self.redis.as_str()))
+        };
+        let server = Server::start(&self.cpus, &self.server, port, &url, redis, &admin_token).await;
         (database, server, admin_token)
+    }
+
+    /// Which backends the server runs on, for the report.
+    pub(crate) fn describe(&self) -> String {
+        let backends = if self.embedded {
+            "embedded (SQLite, in-process liveness and events)"
+        } else {
+            "Postgres + Redis"
+        };
+        format!("{backends}; {}", self.cpus.describe())
     }
 }
 
@@ -113,10 +187,18 @@ impl Server {
         std::env::temp_dir().join(format!("molecule-bench-{}", uuid::Uuid::new_v4().simple()))
     }
 
+    /// A SQLite file of its own, as the embedded default keeps it.
+    pub(crate) fn embedded_database_url() -> String {
+        let dir = Self::data_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        format!("sqlite://{}?mode=rwc", dir.join("bench.db").display())
+    }
+
     /// Starts the release binary on `database_url` (Postgres, or a SQLite file for the embedded
     /// default) and Redis when given (in-process liveness and events otherwise), and waits for
     /// `/health`.
     pub(crate) async fn start(
+        cpus: &Cpus,
         binary: &str,
         port: u16,
         database_url: &str,
@@ -124,7 +206,7 @@ impl Server {
         admin_token: &str,
     ) -> Self {
         let data_dir = Self::data_dir();
-        let mut command = Command::new(binary);
+        let mut command = cpus.server_command(binary);
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("DATABASE_URL", database_url)
