@@ -1,30 +1,27 @@
 //! The operator console's HTTP side (docs/console.md): the page and its assets, embedded in the
 //! binary and served under a strict Content-Security-Policy; sign-in and sign-out, which turn an
-//! operator credential into an `HttpOnly`, `SameSite=Strict` session cookie; the cookie's
-//! translation into a bearer, behind an `Origin` check for anything that changes state; and the
-//! saved canvas viewport. Whether a session is live is decided behind gRPC, never here.
+//! operator credential into an `HttpOnly`, `SameSite=Strict` session cookie; and the saved
+//! canvas viewport. Whether a session is live is decided behind gRPC, never here; the
+//! cookie's translation into a bearer is the edge's (`edge::admit_session_cookie`).
 
 use axum::{
     body::Body,
-    extract::{Path, Request, State},
+    extract::{Path, State},
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
     Gateway,
-    edge::{ORIGIN_NOT_ALLOWED, same_origin},
+    edge::{ORIGIN_NOT_ALLOWED, SESSION_COOKIE, same_origin},
     error::{ErrorBody, RestError},
     forward::Forwarded,
     json::{go_float, parse_body, timestamp_opt},
     pb,
     workspaces::render,
 };
-
-/// The cookie that carries a console session.
-pub(crate) const SESSION_COOKIE: &str = "molecule_session";
 
 /// The console's policy: its own scripts, styles and sockets, nothing inline, no framing.
 const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
@@ -84,41 +81,6 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Response {
         Some((_, content_type, body)) => asset_response(content_type, body),
         None => crate::edge::not_found().await,
     }
-}
-
-/// The session token in the request's cookie, if any.
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim())
-        .filter(|value| !value.is_empty())
-}
-
-/// Makes a session cookie the request's bearer (an explicit `Authorization` wins). A request
-/// that changes state, or opens a WebSocket, with the cookie must come from the console's own
-/// origin: otherwise a page elsewhere could ride the operator's session. Returns the refusal.
-pub(crate) fn admit_session_cookie(request: &mut Request) -> Option<Response> {
-    let headers = request.headers();
-    if headers.contains_key(header::AUTHORIZATION) {
-        return None;
-    }
-    let token = session_cookie(headers)?;
-    let safe = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
-    let upgrade = headers.contains_key(header::UPGRADE);
-    if (!safe || upgrade) && !same_origin(headers) {
-        return Some(RestError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response());
-    }
-    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
-    request.headers_mut().insert(header::AUTHORIZATION, bearer);
-    None
 }
 
 /// The cookie that holds `token` for `max_age` seconds; `Secure` when the caller came over TLS.

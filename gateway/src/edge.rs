@@ -224,6 +224,44 @@ impl Edge {
     }
 }
 
+/// The cookie that carries an operator console session (docs/console.md §1).
+pub const SESSION_COOKIE: &str = "molecule_session";
+
+/// The session token in the request's cookie, if any.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// Makes a session cookie the request's bearer (an explicit `Authorization` wins). A request
+/// that changes state, or opens a WebSocket, with the cookie must come from the console's own
+/// origin: otherwise a page elsewhere could ride the operator's session. Returns the refusal.
+fn admit_session_cookie(request: &mut Request) -> Option<Response> {
+    let headers = request.headers();
+    if headers.contains_key(header::AUTHORIZATION) {
+        return None;
+    }
+    let token = session_cookie(headers)?;
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let upgrade = headers.contains_key(header::UPGRADE);
+    if (!safe || upgrade) && !same_origin(headers) {
+        return Some(RestError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response());
+    }
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    request.headers_mut().insert(header::AUTHORIZATION, bearer);
+    None
+}
+
 /// The documented refusal of a foreign origin.
 pub const ORIGIN_NOT_ALLOWED: &str = "origin not allowed";
 
@@ -312,7 +350,7 @@ fn refusal(edge: &Edge, request: &mut Request) -> Option<Response> {
             RestError::new(StatusCode::URI_TOO_LONG, "request URI too long").into_response(),
         );
     }
-    if let Some(refused) = crate::console::admit_session_cookie(request) {
+    if let Some(refused) = admit_session_cookie(request) {
         return Some(refused);
     }
     if edge.refuses_browser(request.headers()) {

@@ -59,6 +59,19 @@ async fn with_cookie(
     app.raw(request).await
 }
 
+/// Signs out the session in `cookie`, as the console at `origin` does.
+async fn sign_out(app: &TestApp, cookie: &str, origin: &str) -> Reply {
+    with_cookie(
+        app,
+        Method::DELETE,
+        "/console/session",
+        cookie,
+        Some(origin),
+        None,
+    )
+    .await
+}
+
 /// The `Origin` a page served by `app` sends.
 fn own_origin(app: &TestApp) -> String {
     app.rest.clone()
@@ -140,15 +153,7 @@ async fn a_session_is_a_cookie_the_server_can_end() {
     assert_eq!(listed.status, StatusCode::OK);
 
     let origin = own_origin(&app);
-    let out = with_cookie(
-        &app,
-        Method::DELETE,
-        "/console/session",
-        &cookie,
-        Some(&origin),
-        None,
-    )
-    .await;
+    let out = sign_out(&app, &cookie, &origin).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
     assert!(
         out.headers[header::SET_COOKIE]
@@ -233,15 +238,7 @@ async fn an_open_socket_closes_when_its_session_ends() {
     let mut socket = connect(&app, &[("cookie", &cookie), ("origin", &origin)])
         .await
         .unwrap();
-    let out = with_cookie(
-        &app,
-        Method::DELETE,
-        "/console/session",
-        &cookie,
-        Some(&origin),
-        None,
-    )
-    .await;
+    let out = sign_out(&app, &cookie, &origin).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
