@@ -16,7 +16,7 @@ use std::{
 
 use axum::{Router, body::Body, routing::post};
 use clap::Parser;
-use common::{Latencies, Services, median};
+use common::{Latencies, Services, cpu_seconds_between, cpu_ticks, median};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -226,6 +226,19 @@ async fn throughput(target: &Target, connections: usize, seconds: u64) -> f64 {
     total as f64 / seconds as f64
 }
 
+/// A throughput phase against `target`, with the CPU time per call of the processes that
+/// `serving` picks (the proxy, or nginx's master and workers), in microseconds.
+async fn with_cpu(
+    serving: &impl Fn(u32, &str) -> bool,
+    args: &Args,
+    target: &Target,
+) -> (f64, f64) {
+    let before = cpu_ticks(serving);
+    let rps = throughput(target, args.connections, args.seconds).await;
+    let used = cpu_seconds_between(&before, &cpu_ticks(serving));
+    (rps, used * 1e6 / (rps * args.seconds as f64).max(1.0))
+}
+
 /// Sequential latencies of one connection.
 async fn latencies(target: &Target, count: usize) -> Latencies {
     let client = reqwest::Client::new();
@@ -328,16 +341,20 @@ async fn main() {
         latencies(target, 50).await;
     }
 
+    let server_pid = server.child.id();
+    let server_process = move |pid: u32, _: &str| pid == server_pid;
+    let nginx_processes = |_: u32, comm: &str| comm == "nginx";
     let mut ratios = Vec::new();
     let mut rounds = Vec::new();
     for round in 1..=args.rounds {
         println!("round {round}: throughput");
         let direct_rps = throughput(&direct, args.connections, args.seconds).await;
-        let nginx_rps = throughput(&via_nginx, args.connections, args.seconds).await;
-        let proxy_rps = throughput(&via_proxy, args.connections, args.seconds).await;
+        let (nginx_rps, nginx_cpu) = with_cpu(&nginx_processes, &args, &via_nginx).await;
+        let (proxy_rps, proxy_cpu) = with_cpu(&server_process, &args, &via_proxy).await;
         ratios.push(proxy_rps / nginx_rps);
         rounds.push(format!(
-            "round {round}: direct {direct_rps:.0} req/s, nginx {nginx_rps:.0} req/s, proxy {proxy_rps:.0} req/s = {:.2}x nginx",
+            "round {round}: direct {direct_rps:.0} req/s, nginx {nginx_rps:.0} req/s ({nginx_cpu:.1} µs CPU/call), \
+             proxy {proxy_rps:.0} req/s ({proxy_cpu:.1} µs CPU/call) = {:.2}x nginx",
             proxy_rps / nginx_rps
         ));
     }

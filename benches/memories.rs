@@ -339,7 +339,15 @@ async fn run(args: &Args, backend: &str) {
     };
     let redis = (backend == "postgres").then_some(args.services.redis.as_str());
     let cpus = &args.services.cpus;
-    let server = Server::start(cpus, &args.services.server, args.port, &url, redis, &admin).await;
+    let server = Server::start(
+        cpus,
+        &args.services.server,
+        args.port,
+        (&url, redis),
+        &admin,
+        &[],
+    )
+    .await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .build()

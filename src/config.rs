@@ -53,8 +53,33 @@ impl FromStr for Secret {
     about = "Molecule: the control plane for AI-agent workspaces"
 )]
 pub struct Cli {
+    /// Log lines as `text` (for people; coloured only on a terminal) or `json` (one object per
+    /// line, for a log collector).
+    #[arg(long, env = "MOLECULE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Whether stdout carries JSON log lines, set once at start: then anything meant for a person
+/// (the generated admin token's banner) goes to stderr, so a collector reads only JSON.
+static STDOUT_IS_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl LogFormat {
+    pub fn select(self) {
+        STDOUT_IS_JSON.store(self == Self::Json, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn stdout_is_json() -> bool {
+        STDOUT_IS_JSON.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,13 +95,29 @@ pub enum Command {
 pub enum ServerCommand {
     /// Run the control plane: REST, gRPC, gRPC-Web and /ws on one port (migrates first).
     Serve(Box<Config>),
-    /// Run the database migrations and exit.
-    Migrate(StorageArgs),
+    /// Run the database migrations and exit; `migrate status` lists them instead.
+    Migrate(MigrateArgs),
     /// Run the REST + WebSocket gateway alone, in front of a remote control plane.
     Gateway(Box<GatewayArgs>),
     /// Manage secrets at rest.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    pub action: Option<MigrateAction>,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// List every migration this binary carries and whether the database has applied it;
+    /// changes nothing.
+    Status(StorageArgs),
 }
 
 /// What an operator runs against a control plane (the CLI).
@@ -90,6 +131,9 @@ pub enum OperatorCommand {
     Token(ClientCommand<TokenCommand>),
     /// Talk to an agent through the platform's A2A proxy.
     A2a(ClientCommand<A2aCommand>),
+    /// Probe the server's readiness (`GET /readyz`): exit 0 when ready, 1 otherwise. For a
+    /// container's HEALTHCHECK.
+    Health(HealthArgs),
     /// Print a shell completion script: `molecule completions bash > /etc/bash_completion.d/molecule`.
     Completions {
         #[arg(value_enum)]
@@ -104,6 +148,17 @@ pub struct ClientCommand<T: Subcommand> {
     pub client: ClientArgs,
     #[command(subcommand)]
     pub command: T,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The server: `http://host:8080` or `host:8080`.
+    #[arg(long, env = "MOLECULE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -149,7 +149,7 @@ impl DelegationsService {
                 None => {}
             }
         }
-        let delegation_id = uuid::Uuid::new_v4().to_string();
+        let delegation_id = activity_log::new_id();
         let row = activity_log::ActiveModel {
             request_body: Set(Some(
                 json!({"task": request.task, "delegation_id": delegation_id}).to_string(),
@@ -420,7 +420,7 @@ async fn finish(
                     json!({"text": text, "delegation_id": delegation_id}).to_string(),
                 )),
                 ..result(DelegationStatus::Completed, completed_summary(&text))
-                    .model(uuid::Uuid::new_v4().to_string())
+                    .model(activity_log::new_id())
             };
             activity_log::Entity::insert(row).exec(db).await?;
             let mut payload = ids;
@@ -437,7 +437,7 @@ async fn finish(
                         DelegationStatus::Failed,
                         format!("Delegation failed: {}", preview(&error, 200)),
                     )
-                    .model(uuid::Uuid::new_v4().to_string())
+                    .model(activity_log::new_id())
                 };
                 activity_log::Entity::insert(row).exec(db).await?;
             }
@@ -454,7 +454,7 @@ async fn finish(
                     DelegationStatus::Queued,
                     "Delegation queued — target at capacity".to_owned(),
                 )
-                .model(uuid::Uuid::new_v4().to_string())
+                .model(activity_log::new_id())
             };
             activity_log::Entity::insert(row).exec(db).await?;
             let mut payload = ids;

@@ -49,6 +49,27 @@ impl ErrorCode {
         }
     }
 
+    /// The code as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PaymentRequired => "payment_required",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Gone => "gone",
+            Self::Conflict => "conflict",
+            Self::Superseded => "superseded",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Unprocessable => "unprocessable",
+            Self::TooManyRequests => "too_many_requests",
+            Self::Internal => "internal",
+            Self::BadGateway => "bad_gateway",
+            Self::Unavailable => "unavailable",
+            Self::GatewayTimeout => "gateway_timeout",
+        }
+    }
+
     pub fn http_status(self) -> u16 {
         match self {
             Self::BadRequest => 400,

@@ -197,6 +197,7 @@ async fn publisher(
             Err(err) => Err(err.to_string()),
         };
         if let Err(error) = result {
+            crate::telemetry::redis_error("events");
             warn!(%error, event = %envelope.event, "event relay publish failed");
         }
     }
@@ -235,7 +236,10 @@ impl Relay {
                     }
                     warn!("event relay subscription ended; reconnecting");
                 }
-                Err(err) => warn!(error = %err, "event relay subscribe failed; retrying"),
+                Err(err) => {
+                    crate::telemetry::redis_error("events");
+                    warn!(error = %err, "event relay subscribe failed; retrying");
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -329,8 +333,13 @@ impl EventLog {
 
     pub fn publish_all(&self, envelopes: impl IntoIterator<Item = Arc<Envelope>>) {
         for envelope in envelopes {
-            self.bus.publish(envelope);
+            self.publish(envelope);
         }
+    }
+
+    fn publish(&self, envelope: Arc<Envelope>) {
+        crate::telemetry::event_published(envelope.event.as_str());
+        self.bus.publish(envelope);
     }
 
     /// Persists and publishes a standalone event; a failed insert is logged, and the event is
@@ -343,7 +352,7 @@ impl EventLog {
         payload: Value,
     ) {
         match self.insert(db, event, workspace_id, payload.clone()).await {
-            Ok(envelope) => self.bus.publish(envelope),
+            Ok(envelope) => self.publish(envelope),
             Err(err) => {
                 warn!(error = %err, %event, "event insert failed; broadcasting only");
                 self.broadcast_only(event, workspace_id, payload);
@@ -357,8 +366,7 @@ impl EventLog {
         if self.watchers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
             return;
         }
-        self.bus
-            .publish(Arc::new(Envelope::new(event, workspace_id, payload)));
+        self.publish(Arc::new(Envelope::new(event, workspace_id, payload)));
     }
 }
 

@@ -20,6 +20,7 @@ pub mod listener;
 pub mod liveness;
 pub mod nul_guard;
 pub mod plugins;
+pub mod readiness;
 pub mod registry;
 pub mod runtime;
 pub mod secrets;
@@ -27,6 +28,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod sweeper;
+pub mod telemetry;
 pub mod url_safety;
 pub mod workspaces;
 

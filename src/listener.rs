@@ -627,7 +627,7 @@ impl RefusalLog {
 
     fn record(&mut self, refusal: Refusal, ip: IpAddr) {
         metrics::counter!(
-            "connections_refused_total",
+            crate::telemetry::CONNECTIONS_REFUSED,
             "reason" => match refusal { Refusal::Total => "total", Refusal::PerIp => "per_ip" }
         )
         .increment(1);

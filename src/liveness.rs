@@ -1,7 +1,8 @@
 //! Liveness (docs/decisions.md D5): who beat within the TTL, with the latest beat's snapshot for
 //! read overlays. Two backends behind one seam: an in-process TTL table (embedded default) and
-//! Redis (`SET {ns}ws:{id} <snapshot> EX ttl`, keyspace expiry events). Expirations are reported to
-//! whoever listens; deciding "offline" belongs to the registry, not here.
+//! Redis (`SET {ns}ws:{id} <snapshot> PX ttl`, plus each deadline in the sorted set
+//! `{ns}liveness:deadlines`, popped as it passes). Expirations are reported to whoever listens;
+//! deciding "offline" belongs to the registry, not here.
 
 use std::{
     collections::HashMap,
@@ -10,12 +11,9 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 /// The informational part of the latest heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,7 +70,7 @@ impl InProcessLiveness {
             started: Instant::now(),
         });
         let sweeper = Arc::downgrade(&liveness);
-        let tick = (ttl / 8).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick = expiry_tick(ttl);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(tick);
             loop {
@@ -159,10 +157,42 @@ impl Liveness for InProcessLiveness {
 pub struct RedisLiveness {
     ttl: Duration,
     prefix: String,
+    /// Every live id scored by its deadline (ms since the epoch): what Redis' own expiry cannot
+    /// give, since it finds an expired key only by sampling (1,000 expired among 100,000 live
+    /// keys can linger for minutes) or when it is read.
+    deadlines: String,
     /// One auto-reconnecting multiplexed connection: concurrent beats pipeline on it.
     connection: redis::aio::ConnectionManager,
     expired: broadcast::Sender<String>,
     healthy_since: Arc<Mutex<Instant>>,
+}
+
+/// Pops the ids whose deadline passed by Redis' own clock, as one atomic step (so each is
+/// reported by one replica only): an id whose key still lives (a beat raced the pop, or the
+/// beating replica's clock is behind) is put back at its key's real deadline instead.
+const POP_EXPIRED: &str = r"
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[2]))
+local gone = {}
+for _, id in ipairs(due) do
+  local left = redis.call('PTTL', ARGV[1] .. id)
+  if left > 0 then
+    redis.call('ZADD', KEYS[1], now_ms + left, id)
+  else
+    redis.call('ZREM', KEYS[1], id)
+    gone[#gone + 1] = id
+  end
+end
+return gone
+";
+
+/// Ids popped per script run; a full batch is followed by another at once.
+const POP_BATCH: usize = 1000;
+
+/// How often expirations are looked for: an agent is reported within one tick of its TTL.
+fn expiry_tick(ttl: Duration) -> Duration {
+    (ttl / 64).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
 impl RedisLiveness {
@@ -176,123 +206,67 @@ impl RedisLiveness {
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1);
-        let mut connection =
-            redis::aio::ConnectionManager::new_with_config(client.clone(), config).await?;
-        enable_expiry_events(&mut connection).await;
+        let mut connection = redis::aio::ConnectionManager::new_with_config(client, config).await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut connection)
+            .await?;
         let liveness = Arc::new(Self {
             ttl,
             prefix: format!("{namespace}ws:"),
+            deadlines: format!("{namespace}liveness:deadlines"),
             connection,
             expired: broadcast::channel(4096).0,
             healthy_since: Arc::new(Mutex::new(Instant::now())),
         });
-        let db = client.get_connection_info().redis_settings().db();
-        let listener = ExpiryListener {
-            client,
-            channel: format!("__keyevent@{db}__:expired"),
-            prefix: liveness.prefix.clone(),
-            expired: liveness.expired.clone(),
-            healthy_since: liveness.healthy_since.clone(),
-        };
-        let first = listener.subscribe().await?;
-        tokio::spawn(listener.run(first, shutdown));
+        let popper = Arc::downgrade(&liveness);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(expiry_tick(ttl));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                let Some(liveness) = popper.upgrade() else {
+                    return;
+                };
+                liveness.pop_expired().await;
+            }
+        });
         Ok(liveness)
     }
 
     fn key(&self, id: &str) -> String {
         format!("{}{id}", self.prefix)
     }
-}
 
-/// Turns on expired-key events (`E` + `x`) unless already on; managed Redis may refuse, and the
-/// sweep remains the backstop then.
-async fn enable_expiry_events(connection: &mut impl redis::aio::ConnectionLike) {
-    let current: Result<Vec<String>, _> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("notify-keyspace-events")
-        .query_async(connection)
-        .await;
-    let flags = current
-        .ok()
-        .and_then(|pair| pair.get(1).cloned())
-        .unwrap_or_default();
-    let has = |c: char| flags.contains(c) || (c == 'x' && flags.contains('A'));
-    if has('E') && has('x') {
-        return;
-    }
-    let wanted = format!(
-        "{flags}{}{}",
-        if has('E') { "" } else { "E" },
-        if has('x') { "" } else { "x" }
-    );
-    let set: Result<(), _> = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("notify-keyspace-events")
-        .arg(&wanted)
-        .query_async(connection)
-        .await;
-    match set {
-        Ok(()) => info!(flags = %wanted, "enabled redis keyspace expiry events"),
-        Err(err) => {
-            warn!(error = %err, "cannot enable keyspace expiry events; relying on the sweep")
-        }
-    }
-}
-
-struct ExpiryListener {
-    client: redis::Client,
-    channel: String,
-    prefix: String,
-    expired: broadcast::Sender<String>,
-    healthy_since: Arc<Mutex<Instant>>,
-}
-
-impl ExpiryListener {
-    async fn subscribe(&self) -> Result<redis::aio::PubSub, redis::RedisError> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(&self.channel).await?;
-        Ok(pubsub)
-    }
-
-    async fn run(self, first: redis::aio::PubSub, shutdown: CancellationToken) {
-        let mut pubsub = Some(first);
+    /// Reports every id whose deadline passed. A failure restarts the grace period, like a
+    /// failed beat: the registry's sweep waits a full TTL before judging missing keys.
+    async fn pop_expired(&self) {
         loop {
-            let connection = match pubsub.take() {
-                Some(connection) => Ok(connection),
-                None => self.subscribe().await,
-            };
-            match connection {
-                Ok(connection) => {
-                    *self.healthy_since.lock().expect("poisoned") = Instant::now();
-                    // A restarted Redis has lost the setting.
-                    if let Ok(mut setup) = self.client.get_multiplexed_async_connection().await {
-                        enable_expiry_events(&mut setup).await;
-                    }
-                    let mut messages = connection.into_on_message();
-                    loop {
-                        let message = tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            message = messages.next() => message,
-                        };
-                        let Some(message) = message else { break };
-                        let Ok(key) = message.get_payload::<String>() else {
-                            continue;
-                        };
-                        // Only `ws:{id}` itself, never longer keys under it.
-                        if let Some(id) = key
-                            .strip_prefix(&self.prefix)
-                            .filter(|id| !id.contains(':'))
-                        {
-                            let _ = self.expired.send(id.to_owned());
-                        }
-                    }
-                    warn!("liveness expiry subscription lost; reconnecting");
+            let mut connection = self.connection.clone();
+            let popped: Result<Vec<String>, _> = redis::cmd("EVAL")
+                .arg(POP_EXPIRED)
+                .arg(1)
+                .arg(&self.deadlines)
+                .arg(&self.prefix)
+                .arg(POP_BATCH)
+                .query_async(&mut connection)
+                .await;
+            let ids = match popped {
+                Ok(ids) => ids,
+                Err(err) => {
+                    tracing::debug!(error = %err, "liveness deadline pop failed");
+                    let _ = self.failed(err);
+                    return;
                 }
-                Err(err) => warn!(error = %err, "liveness expiry subscribe failed; retrying"),
+            };
+            let full = ids.len() == POP_BATCH;
+            for id in ids {
+                let _ = self.expired.send(id);
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            if !full {
+                return;
             }
         }
     }
@@ -305,6 +279,7 @@ fn unavailable(err: impl std::fmt::Display) -> LivenessError {
 impl RedisLiveness {
     /// Any failure restarts the grace period: keys may have been lost with the server.
     fn failed(&self, err: impl std::fmt::Display) -> LivenessError {
+        crate::telemetry::redis_error("liveness");
         *self.healthy_since.lock().expect("poisoned") = Instant::now();
         unavailable(err)
     }
@@ -314,17 +289,35 @@ impl RedisLiveness {
 impl Liveness for RedisLiveness {
     async fn beat(&self, id: &str, snapshot: &BeatSnapshot) -> Result<(), LivenessError> {
         let value = serde_json::to_string(snapshot).map_err(unavailable)?;
+        let ttl_ms = u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let deadline = Utc::now()
+            .timestamp_millis()
+            .saturating_add_unsigned(ttl_ms);
         let mut connection = self.connection.clone();
-        connection
-            .set_ex::<_, _, ()>(self.key(id), value, self.ttl.as_secs().max(1))
+        redis::pipe()
+            .set_options(
+                self.key(id),
+                value,
+                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms)),
+            )
+            .ignore()
+            .zadd(&self.deadlines, id, deadline)
+            .ignore()
+            .query_async::<()>(&mut connection)
             .await
             .map_err(|err| self.failed(err))
     }
 
     async fn forget(&self, id: &str) -> Result<(), LivenessError> {
         let mut connection = self.connection.clone();
-        connection
-            .del::<_, ()>(self.key(id))
+        redis::pipe()
+            .del(self.key(id))
+            .ignore()
+            .zrem(&self.deadlines, id)
+            .ignore()
+            .query_async::<()>(&mut connection)
             .await
             .map_err(unavailable)
     }

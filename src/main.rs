@@ -1,10 +1,12 @@
 //! The `molecule` binary: the server (`serve`, `migrate`, `gateway`, `secrets rotate-key`) and
 //! the operator CLI (`ws`, `events`, `token`, `a2a`, `completions`).
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use molecule::{
     bootstrap, cli,
-    config::{Cli, Command, SecretsCommand, ServerCommand},
+    config::{Cli, Command, LogFormat, MigrateAction, MigrateArgs, SecretsCommand, ServerCommand},
     crypto::Keyring,
     secrets,
     server::{self, Application, GatewayServer},
@@ -18,12 +20,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    let command = match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let command = match cli.command {
         Command::Operator(command) => exit_with(cli::run(command).await),
         Command::Server(command) => command,
     };
@@ -38,6 +37,18 @@ async fn main() {
     if let Err(err) = run(command, signal).await {
         eprintln!("error: {err}");
         std::process::exit(1);
+    }
+}
+
+/// Log lines go to stdout, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    format.select();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let lines = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => lines.json().flatten_event(true).init(),
+        // Colour codes only where a terminal renders them, never into a file or a collector.
+        LogFormat::Text => lines.with_ansi(std::io::stdout().is_terminal()).init(),
     }
 }
 
@@ -59,16 +70,50 @@ async fn run(
     match command {
         ServerCommand::Serve(config) => {
             let app = Application::build(*config).await?;
-            tracing::info!(listen = %app.local_addr(), "molecule listening");
+            let backends = app.backends();
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                mode = "serve",
+                environment = backends.environment,
+                listen = %app.local_addr(),
+                database = backends.database,
+                liveness_and_events = backends.coordination,
+                "molecule started"
+            );
             app.run_until_stopped(signal).await?;
         }
-        ServerCommand::Migrate(storage) => {
+        ServerCommand::Migrate(MigrateArgs {
+            action: None,
+            storage,
+        }) => {
             store::open(&storage).await?;
             tracing::info!("migrations applied");
         }
+        ServerCommand::Migrate(MigrateArgs {
+            action: Some(MigrateAction::Status(storage)),
+            ..
+        }) => {
+            let db = store::open_unmigrated(&storage).await?;
+            let migrations = store::migration_status(&db).await?;
+            let width = migrations
+                .iter()
+                .map(|(name, _)| name.len())
+                .max()
+                .unwrap_or(0);
+            for (name, applied) in &migrations {
+                let state = if *applied { "applied" } else { "pending" };
+                println!("{name:width$}  {state}");
+            }
+        }
         ServerCommand::Gateway(args) => {
             let gateway = GatewayServer::build(*args).await?;
-            tracing::info!(listen = %gateway.local_addr(), "molecule gateway listening");
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                mode = "gateway",
+                listen = %gateway.local_addr(),
+                upstream = %gateway.upstream(),
+                "molecule started"
+            );
             gateway.run_until_stopped(signal).await?;
         }
         ServerCommand::Secrets(SecretsCommand::RotateKey(config)) => {

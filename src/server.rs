@@ -3,7 +3,7 @@
 //! middleware, all on one listener. Also the standalone gateway. It owns start-up and shutdown
 //! order; no request logic lives here.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, sync::OnceLock, time::Instant};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{
     Router,
@@ -18,7 +18,6 @@ use gateway::{
     edge::RouteTemplate,
     preauth::{PreAuth, RemoteCheck},
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -45,6 +44,7 @@ use crate::{
     liveness::{InProcessLiveness, Liveness, RedisLiveness},
     nul_guard, pb,
     plugins::PluginsService,
+    readiness::Readiness,
     registry::{self, RegistryService},
     runtime::{
         ApprovalsService, ChatFilesService, CheckpointsService, InstructionsService,
@@ -53,7 +53,7 @@ use crate::{
     secrets::SecretsService,
     state::{Platform, PluginSettings, RuntimeSettings, Settings},
     store::{self, Db},
-    sweeper,
+    sweeper, telemetry,
     url_safety::{Resolver, SystemResolver},
     workspaces::WorkspacesService,
 };
@@ -67,6 +67,16 @@ pub struct Application {
     app: Router,
     /// The proxy's state, which holds the platform's too.
     a2a: A2aState,
+    backends: Backends,
+}
+
+/// What a server runs on, as its start-up line reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Backends {
+    pub environment: &'static str,
+    pub database: &'static str,
+    /// Where liveness and the cross-replica event fan-out live.
+    pub coordination: &'static str,
 }
 
 impl Application {
@@ -205,37 +215,58 @@ impl Application {
             preauth: preauth.clone(),
             strings: Arc::new(nul_guard::Index::from_descriptors(pb::FILE_DESCRIPTOR_SET)?),
         };
-        let grpc = grpc_router(&platform, &a2a, on_beat)
-            .await?
-            .layer(middleware::from_fn_with_state(grpc_edge, grpc_edge::guard));
+        let (grpc, health) = grpc_router(&platform, &a2a, on_beat).await?;
+        let grpc = grpc.layer(middleware::from_fn_with_state(grpc_edge, grpc_edge::guard));
+        let readiness = Readiness {
+            health: health.reporter,
+            services: health.services,
+            db: platform.db.clone(),
+            redis: redis.clone(),
+        };
+        tokio::spawn(readiness.run(platform.shutdown.clone()));
         let transport = in_process_transport(grpc.clone());
         let rest = gateway::router(Gateway::new(
             transport,
             edge.clone(),
             platform.shutdown.clone(),
         ));
-        let metrics = metrics_handle();
-        let app = rest
-            .merge(grpc.clone().layer(tonic_web::GrpcWebLayer::new()))
-            .route(
-                "/metrics",
-                get(move || std::future::ready(metrics.render())),
-            );
+        let app = with_metrics(rest.merge(grpc.clone().layer(tonic_web::GrpcWebLayer::new())));
         let app = gateway::edge::apply(app, edge, preauth);
-        let app = Router::new()
-            .fallback_service(by_protocol(grpc, app))
-            .layer(middleware::from_fn(track_metrics));
+        let app = Router::new().fallback_service(by_protocol(grpc, app));
 
         tokio::spawn(sweeper::run_provision_timeout_sweep(platform.clone()));
         tokio::spawn(sweeper::run_runtime_sweep(platform.clone()));
+        tokio::spawn(sweeper::run_status_gauge(platform.clone()));
         registry::spawn_background(&platform);
         tokio::spawn(a2a::queue::sweep(a2a.clone()));
+        let backends = Backends {
+            environment: if dev_mode {
+                "development"
+            } else {
+                "production"
+            },
+            database: match sea_orm::ConnectionTrait::get_database_backend(&a2a.db) {
+                sea_orm::DbBackend::Postgres => "postgres",
+                sea_orm::DbBackend::Sqlite => "sqlite",
+                _ => "other",
+            },
+            coordination: if redis.is_some() {
+                "redis"
+            } else {
+                "in-process"
+            },
+        };
         Ok(Self {
             listener,
             listener_settings,
             app,
             a2a,
+            backends,
         })
+    }
+
+    pub fn backends(&self) -> Backends {
+        self.backends
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -283,6 +314,8 @@ fn by_protocol(
     grpc: Router,
     app: Router,
 ) -> BoxCloneSyncService<Request, Response, std::convert::Infallible> {
+    // The request metrics are taken here rather than in a layer of their own: one boxed
+    // future and service clone fewer on every request.
     BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
         let native_grpc = request
             .headers()
@@ -296,7 +329,12 @@ fn by_protocol(
         } else {
             app.clone()
         };
-        target.oneshot(request)
+        let measured = Measured::start(&request);
+        async move {
+            let response = target.oneshot(request).await?;
+            measured.record(&response);
+            Ok(response)
+        }
     }))
 }
 
@@ -306,7 +344,7 @@ async fn grpc_router(
     platform: &Platform,
     a2a: &A2aState,
     on_beat: registry::BeatHook,
-) -> Result<Router, StartupError> {
+) -> Result<(Router, GrpcHealth), StartupError> {
     GrpcServices::new()
         .add(pb::workspaces_server::WorkspacesServer::new(
             WorkspacesService::new(platform.clone()),
@@ -406,8 +444,9 @@ impl GrpcServices {
     }
 
     /// Reports every service serving, adds reflection, and mounts each service under its own
-    /// prefix only, so unknown REST paths reach the gateway's JSON 404.
-    async fn finish(mut self) -> Result<Router, StartupError> {
+    /// prefix only, so unknown REST paths reach the gateway's JSON 404. Returns the health
+    /// reporter too, for readiness to follow.
+    async fn finish(mut self) -> Result<(Router, GrpcHealth), StartupError> {
         for name in &self.names {
             self.health
                 .set_service_status(*name, tonic_health::ServingStatus::Serving)
@@ -429,10 +468,21 @@ impl GrpcServices {
             .add_service(reflection_v1alpha);
         // (axum refuses a bare `Router` here, hence the boxing.)
         let routes = BoxCloneSyncService::new(self.routes.routes().prepare().into_axum_router());
-        Ok(self.names.into_iter().fold(Router::new(), |router, name| {
+        let router = self.names.iter().fold(Router::new(), |router, name| {
             router.route_service(&format!("/{name}/{{*method}}"), routes.clone())
-        }))
+        });
+        let health = GrpcHealth {
+            reporter: self.health,
+            services: self.names,
+        };
+        Ok((router, health))
     }
+}
+
+/// gRPC health's reporter and every service name it reports on.
+struct GrpcHealth {
+    reporter: tonic_health::server::HealthReporter,
+    services: Vec<&'static str>,
 }
 
 /// Binds the one listening address, or says which address could not be taken.
@@ -492,9 +542,15 @@ pub struct GatewayServer {
     settings: ListenerSettings,
     app: Router,
     shutdown: CancellationToken,
+    upstream: String,
 }
 
 impl GatewayServer {
+    /// The control plane it forwards to.
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
     pub async fn build(args: GatewayArgs) -> Result<Self, StartupError> {
         let channel =
             tonic::transport::Endpoint::from_shared(args.upstream.clone())?.connect_lazy();
@@ -508,15 +564,15 @@ impl GatewayServer {
             args.listener.body_read_timeout,
         );
         let rest = gateway::router(Gateway::new(transport, edge.clone(), shutdown.clone()));
-        let app =
-            gateway::edge::apply(rest, edge, preauth).layer(middleware::from_fn(track_metrics));
+        let app = gateway::edge::apply(with_metrics(rest), edge, preauth)
+            .layer(middleware::from_fn(track_metrics));
         let listener = bind(args.listen).await?;
-        info!(upstream = %args.upstream, "gateway ready");
         Ok(Self {
             listener,
             settings: ListenerSettings::resolve(&args.listener),
             app,
             shutdown,
+            upstream: args.upstream,
         })
     }
 
@@ -546,55 +602,91 @@ impl GatewayServer {
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in the process).
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                warn!("a metrics recorder was already installed");
-            }
-            handle
-        })
-        .clone()
+/// `router` serving the Prometheus exposition at `/metrics`.
+fn with_metrics(router: Router) -> Router {
+    telemetry::handle();
+    router.route("/metrics", get(|| std::future::ready(telemetry::render())))
 }
 
 /// Request counts and latencies, labelled by method and a bounded route label.
 async fn track_metrics(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let grpc_path = is_grpc_path(request.uri().path()).then(|| request.uri().path().to_owned());
+    let measured = Measured::start(&request);
     let response = next.run(request).await;
-    let route = route_label(&response, grpc_path);
-    let labels = [
-        ("method", method.as_str().to_owned()),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    measured.record(&response);
     response
+}
+
+/// One request's metrics, from its arrival to its answer.
+struct Measured {
+    started: Instant,
+    method: http::Method,
+    grpc_path: Option<String>,
+}
+
+impl Measured {
+    fn start(request: &Request) -> Self {
+        let path = request.uri().path();
+        Self {
+            started: Instant::now(),
+            method: request.method().clone(),
+            grpc_path: is_grpc_path(path).then(|| path.to_owned()),
+        }
+    }
+
+    fn record(self, response: &Response) {
+        let took = self.started.elapsed().as_secs_f64();
+        match self.grpc_path {
+            // A gRPC failure is an HTTP 200 whose status travels in `grpc-status`: in the head
+            // when the call fails before any message (trailers-only), which is how failures
+            // leave this server; a head without it is a call under way, counted as OK.
+            Some(path) => {
+                let method = if is_unimplemented(response) {
+                    "unmatched".to_owned()
+                } else {
+                    path
+                };
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from);
+                let code = format!("{code:?}");
+                metrics::counter!(telemetry::GRPC_HANDLED, "method" => method.clone(), "code" => code)
+                    .increment(1);
+                metrics::histogram!(telemetry::GRPC_DURATION, "method" => method).record(took);
+            }
+            None => {
+                let labels = [
+                    ("method", self.method.as_str().to_owned()),
+                    ("route", route_label(response)),
+                    ("status", response.status().as_u16().to_string()),
+                ];
+                metrics::counter!(telemetry::HTTP_REQUESTS, &labels).increment(1);
+                metrics::histogram!(telemetry::HTTP_DURATION, &labels).record(took);
+            }
+        }
+    }
 }
 
 fn is_grpc_path(path: &str) -> bool {
     path.starts_with("/molecule.") || path.starts_with("/grpc.")
 }
 
-/// A bounded label: the REST route template, a gRPC method that exists, or "unmatched".
-fn route_label(response: &Response, grpc_path: Option<String>) -> String {
-    if let Some(RouteTemplate(matched)) = response.extensions().get() {
-        return matched.as_str().to_owned();
+/// A bounded label: the REST route template, or "unmatched".
+fn route_label(response: &Response) -> String {
+    match response.extensions().get() {
+        Some(RouteTemplate(matched)) => matched.as_str().to_owned(),
+        None => "unmatched".to_owned(),
     }
-    let unimplemented = response
+}
+
+/// A gRPC path no service has: its label would be unbounded.
+fn is_unimplemented(response: &Response) -> bool {
+    response
         .headers()
         .get("grpc-status")
-        .is_some_and(|status| status == "12");
-    match grpc_path {
-        Some(path) if !unimplemented => path,
-        _ => "unmatched".to_owned(),
-    }
+        .is_some_and(|status| status == "12")
 }
 
 fn announce_admin_token(config: &Config, path: &std::path::Path) {
@@ -603,10 +695,16 @@ fn announce_admin_token(config: &Config, path: &std::path::Path) {
         ip if ip.is_unspecified() => format!("127.0.0.1:{}", config.listen.port()),
         _ => config.listen.to_string(),
     };
-    // The one place a credential is printed: generated on this boot, shown once, stored 0600.
-    println!(
+    // The one place a credential is printed: generated on this boot, shown once, stored 0600;
+    // never into a JSON log stream.
+    let banner = format!(
         "generated an admin token (saved to {}); it will not be shown again:\n\n  curl -H 'Authorization: Bearer {}' http://{host}/workspaces\n",
         path.display(),
         token.trim()
     );
+    if crate::config::LogFormat::stdout_is_json() {
+        eprintln!("{banner}");
+    } else {
+        println!("{banner}");
+    }
 }

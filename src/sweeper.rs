@@ -1,12 +1,13 @@
 //! Background sweeps that change state on a clock: the provision-timeout sweep (registry
 //! docs/registry.md §5.4) and the runtime's expiries (docs/runtime.md: approvals nobody decided
-//! in time, chat uploads past their TTL) and console sessions that ended. Each transition is a conditional update, so with
-//! several replicas sweeping at once exactly one of them records the event.
+//! in time, chat uploads past their TTL) and console sessions that ended, and the workspace
+//! status gauge. Each transition is a conditional update, so with several replicas sweeping at
+//! once exactly one of them records the event.
 
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{ColumnTrait, EntityTrait, Iterable, QueryFilter, QuerySelect, sea_query::Expr};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -46,6 +47,35 @@ pub async fn run_runtime_sweep(state: Platform) {
             approvals::expire_pending(&state).await?;
             console::expire_sessions(&state).await?;
             chat_files::expire(&state).await
+        },
+    )
+    .await;
+}
+
+/// Samples the workspaces by status for the `molecule_workspaces` gauge, every 15 s: one
+/// grouped count, so its cost does not grow with the heartbeat rate.
+pub async fn run_status_gauge(state: Platform) {
+    on_a_clock(
+        state,
+        Duration::from_secs(15),
+        "workspace status gauge",
+        |state| async move {
+            let counts: Vec<(WorkspaceStatus, i64)> = workspace::Entity::find()
+                .select_only()
+                .column(workspace::Column::Status)
+                .column_as(workspace::Column::Id.count(), "count")
+                .group_by(workspace::Column::Status)
+                .into_tuple()
+                .all(&state.db)
+                .await?;
+            for status in WorkspaceStatus::iter() {
+                let count = counts
+                    .iter()
+                    .find_map(|(counted, count)| (*counted == status).then_some(*count))
+                    .unwrap_or(0);
+                crate::telemetry::workspaces(status.as_str(), u64::try_from(count).unwrap_or(0));
+            }
+            Ok(())
         },
     )
     .await;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::{
+    collections::HashMap,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -72,6 +73,52 @@ fn pinned(cpus: Option<&str>, program: &str) -> Command {
     }
 }
 
+/// CPU ticks (user + system) of every process `matches` picks by pid and `comm`, by pid.
+pub(crate) fn cpu_ticks(matches: impl Fn(u32, &str) -> bool) -> HashMap<u32, u64> {
+    let mut ticks = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return ticks;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid … utime stime …": fields after the closing parenthesis.
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, comm)| comm);
+        if !matches(pid, comm) {
+            continue;
+        }
+        let fields: Vec<&str> = tail.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are the 14th and 15th fields; `tail` starts at the 3rd.
+        ticks.insert(pid, field(11) + field(12));
+    }
+    ticks
+}
+
+/// CPU seconds a group of processes used between two [`cpu_ticks`] readings; a process that
+/// appeared in between counts from zero.
+pub(crate) fn cpu_seconds_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> f64 {
+    // SAFETY: sysconf only reads a constant of the running system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks: u64 = after
+        .iter()
+        .map(|(pid, ticks)| ticks.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum();
+    ticks as f64 / hz
+}
+
 /// What every load generator runs against.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Services {
@@ -95,6 +142,15 @@ impl Services {
     /// The server at `port` on a fresh Postgres database and Redis, or on the embedded default;
     /// with the database (to drop at the end; none when embedded) and the admin token.
     pub(crate) async fn start(&self, port: u16) -> (Option<Database>, Server, String) {
+        self.start_with(port, &[]).await
+    }
+
+    /// [`Services::start`] with extra environment for the server, such as a shorter TTL.
+    pub(crate) async fn start_with(
+        &self,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> (Option<Database>, Server, String) {
         self.cpus.pin_client();
         let admin_token = molecule::auth::MintedToken::generate().plaintext;
         let (database, url, redis) = if self.embedded {
@@ -104,7 +160,15 @@ impl Services {
             let url = database.url.clone();
             (Some(database), url, Some(self.redis.as_str()))
         };
-        let server = Server::start(&self.cpus, &self.server, port, &url, redis, &admin_token).await;
+        let server = Server::start(
+            &self.cpus,
+            &self.server,
+            port,
+            (&url, redis),
+            &admin_token,
+            env,
+        )
+        .await;
         (database, server, admin_token)
     }
 
@@ -172,12 +236,23 @@ impl Database {
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) base: String,
+    /// The Redis it used and its key namespace there, emptied when the server is dropped (the
+    /// liveness deadlines of agents still beating at the end would otherwise stay).
+    redis: Option<(String, String)>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some((url, namespace)) = &self.redis {
+            let _ = Command::new("redis-cli")
+                .args(["-u", url, "--no-raw", "EVAL"])
+                .arg("for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end")
+                .args(["0", &format!("{namespace}*")])
+                .stdout(Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -201,19 +276,17 @@ impl Server {
         cpus: &Cpus,
         binary: &str,
         port: u16,
-        database_url: &str,
-        redis_url: Option<&str>,
+        (database_url, redis_url): (&str, Option<&str>),
         admin_token: &str,
+        env: &[(&str, &str)],
     ) -> Self {
         let data_dir = Self::data_dir();
+        let namespace = format!("bench-{}:", uuid::Uuid::new_v4().simple());
         let mut command = cpus.server_command(binary);
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("DATABASE_URL", database_url)
-            .env(
-                "MOLECULE_REDIS_NAMESPACE",
-                format!("bench-{}:", uuid::Uuid::new_v4().simple()),
-            );
+            .env("MOLECULE_REDIS_NAMESPACE", &namespace);
         if let Some(redis_url) = redis_url {
             command.env("REDIS_URL", redis_url);
         }
@@ -222,13 +295,15 @@ impl Server {
             .env("MOLECULE_DATA_DIR", &data_dir)
             .env("RATE_LIMIT", "1000000000")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("the molecule binary starts (run the bench through its script)");
         let base = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
             if reqwest::get(format!("{base}/health")).await.is_ok() {
-                return Self { child, base };
+                let redis = redis_url.map(|url| (url.to_owned(), namespace));
+                return Self { child, base, redis };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -70,8 +70,13 @@ const SECURITY_HEADERS: [(&str, &str); 6] = [
     ("content-security-policy", "default-src 'self'"),
 ];
 
-const TENANT_EXEMPT_PATHS: [&str; 4] = [
+/// What orchestrators and scrapers poll: never rate-limited, so a busy client cannot make a
+/// replica look dead.
+const PROBE_PATHS: [&str; 3] = ["/health", "/readyz", "/metrics"];
+
+const TENANT_EXEMPT_PATHS: [&str; 5] = [
     "/health",
+    "/readyz",
     "/metrics",
     "/registry/register",
     "/registry/heartbeat",
@@ -306,27 +311,40 @@ fn json_shaped(response: Response) -> Response {
     Response::from_parts(parts, fresh.into_body())
 }
 
-/// The REST guards, in order, as one middleware (each layer costs a boxed future and a
-/// service clone per request): the client address, the rate limiter, the request-target
-/// cap, dev mode's origin rule, the tenant guard, the declared-body cap and the pre-auth
-/// budget; then every error answer is given its JSON shape. gRPC-Web passes to the gRPC edge,
-/// which applies the same rules after its translation.
-async fn guard(
+/// The whole edge as one middleware, since each layer costs a boxed future and a service
+/// clone per request: CORS (a preflight is answered here), the REST guards (gRPC-Web passes to
+/// the gRPC edge, which applies the same rules after its translation), and on the way out the
+/// security headers and, for an allowed origin, the CORS headers.
+async fn edge_middleware(
     State((edge, preauth)): State<(Arc<Edge>, PreAuth)>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
-    if is_grpc(request.headers()) {
-        return next.run(request).await;
+    let cors_origin = cors_origin(&edge, request.headers());
+    let mut response = if cors_origin.is_some() && is_preflight(&request) {
+        preflight()
+    } else if is_grpc(request.headers()) {
+        next.run(request).await
+    } else {
+        guard(&edge, &preauth, request, next).await
+    };
+    if let Some(origin) = cors_origin {
+        add_cors_headers(&mut response, origin);
     }
+    add_security_headers(&mut response);
+    response
+}
+
+/// The REST guards, in order: the client address, the rate limiter, the request-target cap,
+/// dev mode's origin rule, the tenant guard, the declared-body cap and the pre-auth budget;
+/// then every error answer is given its JSON shape.
+async fn guard(edge: &Edge, preauth: &PreAuth, mut request: Request, next: Next) -> Response {
     edge.config.trusted_proxies.settle(&mut request);
-    let decision = edge
-        .config
-        .rate_limiting
-        .then(|| edge.requests.check(client_ip::of(request.extensions())));
+    let limited = edge.config.rate_limiting && !PROBE_PATHS.contains(&request.uri().path());
+    let decision = limited.then(|| edge.requests.check(client_ip::of(request.extensions())));
     let response = match decision {
         Some(decision) if !decision.allowed => too_many_requests(decision),
-        _ => match refusal(&edge, &mut request) {
+        _ => match refusal(edge, &mut request) {
             Some(refused) => refused,
             None => {
                 let (request, settle) = preauth.admit(request, Framing::Raw).await;
@@ -403,9 +421,10 @@ fn with_rate_headers(mut response: Response, decision: Option<Decision>) -> Resp
 /// Wraps `app` in the edge middleware.
 pub fn apply(app: Router, edge: Arc<Edge>, preauth: PreAuth) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    app.layer(middleware::from_fn_with_state((edge.clone(), preauth), guard))
-        .layer(middleware::from_fn_with_state(edge, cors))
-        .layer(middleware::from_fn(security_headers))
+    app.layer(middleware::from_fn_with_state(
+        (edge, preauth),
+        edge_middleware,
+    ))
     .layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -457,57 +476,52 @@ pub async fn not_found() -> Response {
     RestError::new(StatusCode::NOT_FOUND, "not found").into_response()
 }
 
-async fn security_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+fn add_security_headers(response: &mut Response) {
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         if !headers.contains_key(name) {
             headers.insert(name, HeaderValue::from_static(value));
         }
     }
+}
+
+/// An allowed origin gets the CORS headers; any other origin gets none but is still served, so
+/// non-browser clients that send `Origin` (the SDK) are never rejected.
+fn cors_origin(edge: &Edge, headers: &HeaderMap) -> Option<HeaderValue> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
+    (!same_origin(headers) && edge.config.origin_allowed(origin))
+        .then(|| HeaderValue::from_str(origin).ok())
+        .flatten()
+}
+
+fn is_preflight(request: &Request) -> bool {
+    request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+fn preflight() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(
+            "Origin, Content-Type, X-Workspace-ID, Authorization, X-Molecule-Org-Id, X-Grpc-Web, X-User-Agent, Grpc-Timeout",
+        ),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
     response
 }
 
-/// Allowed origins get the CORS headers; any other origin gets none but is still served, so
-/// non-browser clients that send `Origin` (the SDK) are never rejected.
-async fn cors(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
-    let config = &edge.config;
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    let allowed = origin
-        .filter(|origin| !same_origin(request.headers()) && config.origin_allowed(origin))
-        .and_then(|origin| HeaderValue::from_str(&origin).ok());
-    let Some(origin) = allowed else {
-        return next.run(request).await;
-    };
-    let preflight = request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut response = if preflight {
-        let mut response = StatusCode::NO_CONTENT.into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(
-                "Origin, Content-Type, X-Workspace-ID, Authorization, X-Molecule-Org-Id, X-Grpc-Web, X-User-Agent, Grpc-Timeout",
-            ),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
-        );
-        response
-    } else {
-        next.run(request).await
-    };
+fn add_cors_headers(response: &mut Response, origin: HeaderValue) {
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(
@@ -521,7 +535,6 @@ async fn cors(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
         ),
     );
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    response
 }
 
 /// One fixed window per client IP.

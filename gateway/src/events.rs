@@ -174,12 +174,32 @@ async fn credential_lapsed(gateway: &Gateway, forwarded: &Forwarded) -> bool {
     }
 }
 
+/// The gauge of open `/ws` subscribers (described with the server's metrics).
+pub const WEBSOCKET_CLIENTS: &str = "molecule_websocket_clients";
+
+/// Counts one open `/ws` subscriber while it lives.
+struct WebSocketClient;
+
+impl WebSocketClient {
+    fn open() -> Self {
+        metrics::gauge!(WEBSOCKET_CLIENTS).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for WebSocketClient {
+    fn drop(&mut self) {
+        metrics::gauge!(WEBSOCKET_CLIENTS).decrement(1.0);
+    }
+}
+
 async fn relay(
     mut socket: WebSocket,
     mut events: tonic::Streaming<pb::Event>,
     gateway: Gateway,
     forwarded: Forwarded,
 ) {
+    let _client = WebSocketClient::open();
     let close = |code, reason: &'static str| {
         Message::Close(Some(CloseFrame {
             code,

@@ -21,6 +21,7 @@ mod memories;
 mod openapi;
 mod plugins;
 pub mod preauth;
+pub mod readiness;
 mod registry;
 mod secrets;
 mod shared_context;
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tower::{BoxError, util::BoxCloneSyncService};
 
 pub use edge::{Edge, EdgeConfig, RateLimiter};
+pub use events::WEBSOCKET_CLIENTS;
 
 /// The wire contract, shared with the control plane and every client.
 pub use ::pb;
@@ -104,6 +106,8 @@ pub struct Clients {
     instructions: InstructionsClient,
     shared_context: SharedContextClient,
     console: ConsoleClient,
+    /// The raw transport, for the standard services (gRPC health) behind `/readyz`.
+    transport: Transport,
     /// Ends WebSocket sessions on shutdown.
     shutdown: CancellationToken,
     edge: Arc<Edge>,
@@ -134,9 +138,10 @@ impl Gateway {
             shared_context: SharedContextClient::new(transport.clone()),
             console: ConsoleClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.
-            a2a: A2aClient::new(transport)
+            a2a: A2aClient::new(transport.clone())
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(pb::MAX_MESSAGE_BYTES),
+            transport,
             shutdown,
             edge,
         }))

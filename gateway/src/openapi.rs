@@ -48,6 +48,7 @@ async fn health() -> Json<serde_json::Value> {
 pub(crate) fn router() -> Router<Gateway> {
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(crate::readiness::readyz))
         .routes(routes!(
             workspaces::list_workspaces,
             workspaces::create_workspace

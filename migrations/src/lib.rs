@@ -2,12 +2,13 @@
 //! It owns table layout only: no data rules live here beyond CHECK constraints and keys.
 
 use sea_orm_migration::async_trait::async_trait;
-pub use sea_orm_migration::prelude::*;
+pub use sea_orm_migration::{MigrationStatus, prelude::*};
 
 mod m20261120_000001_initial;
 mod m20261121_000001_token_usage;
 mod m20261201_000001_runtime;
 mod m20261202_000001_console;
+mod m20261203_000001_scale_indexes;
 
 /// Every migration, in order.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_token_usage::Migration),
             Box::new(m20261201_000001_runtime::Migration),
             Box::new(m20261202_000001_console::Migration),
+            Box::new(m20261203_000001_scale_indexes::Migration),
         ]
     }
 }

@@ -504,6 +504,7 @@ async fn serve(
     attachment: Arc<Attachment>,
     mut inbound: Streaming<pb::AttachFrame>,
 ) {
+    let _open = crate::telemetry::OpenStream::open("attach");
     let mut last_pong = Instant::now();
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     loop {

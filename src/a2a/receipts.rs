@@ -113,7 +113,7 @@ impl Receipt<'_> {
     /// The row, without an answer (callers add response, trace and error).
     fn row(&self) -> activity_log::ActiveModel {
         activity_log::ActiveModel {
-            id: Set(uuid::Uuid::new_v4().to_string()),
+            id: Set(activity_log::new_id()),
             workspace_id: Set(self.target.id.clone()),
             activity_type: Set("a2a_receive".to_owned()),
             source_id: Set(self.caller.source_id()),
@@ -161,7 +161,7 @@ pub(super) async fn deliver_to_mailbox(
         summary: format!("{} → {}", envelope.method, target.name),
         duration_ms: 0,
     };
-    let activity_id = uuid::Uuid::new_v4().to_string();
+    let activity_id = activity_log::new_id();
     let row = activity_log::ActiveModel {
         id: Set(activity_id.clone()),
         idempotency_key: Set(envelope.message_id.clone()),

@@ -10,11 +10,12 @@ use crate::{
     domain::validate,
     pb,
     store::{DbContext, entities::token_usage},
+    telemetry,
 };
 
 use super::{
-    A2aState, InboundError, Outcome, ProxyCall, ProxyError, StreamItem, authenticate, pipeline,
-    proxy, proxy_stream, queue,
+    A2aState, Caller, InboundError, Outcome, ProxyCall, ProxyError, StreamItem, authenticate,
+    pipeline, proxy, proxy_stream, queue,
 };
 
 pub struct A2AService {
@@ -97,6 +98,31 @@ fn stream_messages(item: StreamItem) -> Vec<Result<pb::ProxyStreamEvent, Status>
     }
 }
 
+/// The outcome of a proxied call as the A2A metric labels it.
+fn outcome_label(outcome: &Result<Outcome, ProxyError>) -> &'static str {
+    match outcome {
+        Ok(Outcome::Delivered { .. }) => "delivered",
+        Ok(Outcome::Mailbox { .. }) => "mailbox",
+        Ok(Outcome::Queued { .. }) => "queued",
+        Err(err) => err.code().label(),
+    }
+}
+
+/// A streamed call up to its first item. A failure before the agent answered is the call's
+/// status, not an item of the stream.
+async fn open_stream(
+    state: &A2aState,
+    caller: Caller,
+    call: ProxyCall,
+) -> Result<(StreamItem, tokio::sync::mpsc::Receiver<StreamItem>), ProxyError> {
+    let mut receiver = proxy_stream(state, caller, call).await?;
+    match receiver.recv().await {
+        Some(StreamItem::Failed(err)) => Err(err),
+        Some(item) => Ok((item, receiver)),
+        None => Err(ProxyError::Internal("failed to create proxy request")),
+    }
+}
+
 type EventStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ProxyStreamEvent, Status>> + Send>>;
 
@@ -108,7 +134,10 @@ impl pb::a2a_server::A2a for A2AService {
     ) -> Result<Response<pb::ProxyReply>, Status> {
         let (metadata, _, request) = request.into_parts();
         let caller = authenticate(&self.state, &metadata).await?;
-        let outcome = proxy(&self.state, caller, call_of(request)).await?;
+        let started = std::time::Instant::now();
+        let outcome = proxy(&self.state, caller, call_of(request)).await;
+        telemetry::a2a_call(outcome_label(&outcome), started.elapsed());
+        let outcome = outcome?;
         Ok(Response::new(pb::ProxyReply {
             outcome: Some(match outcome {
                 Outcome::Delivered {
@@ -208,13 +237,15 @@ impl pb::a2a_server::A2a for A2AService {
         use futures::StreamExt;
         let (metadata, _, request) = request.into_parts();
         let caller = authenticate(&self.state, &metadata).await?;
-        let mut receiver = proxy_stream(&self.state, caller, call_of(request)).await?;
-        // A failure before the agent answered is the call's status, not an item of the stream.
-        let first = match receiver.recv().await {
-            Some(StreamItem::Failed(err)) => return Err(err.into()),
-            Some(item) => item,
-            None => return Err(ProxyError::Internal("failed to create proxy request").into()),
+        let started = std::time::Instant::now();
+        let opened = open_stream(&self.state, caller, call_of(request)).await;
+        let label = match &opened {
+            Ok(_) => "streamed",
+            Err(err) => err.code().label(),
         };
+        // The time to the agent's answer (or the call's end, for a whole answer).
+        telemetry::a2a_call(label, started.elapsed());
+        let (first, receiver) = opened?;
         let rest = tokio_stream::wrappers::ReceiverStream::new(receiver)
             .flat_map(|item| futures::stream::iter(stream_messages(item)));
         let stream = futures::stream::iter(stream_messages(first)).chain(rest);

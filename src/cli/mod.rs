@@ -5,6 +5,7 @@
 
 mod a2a;
 mod events;
+mod health;
 mod render;
 mod tokens;
 mod ws;
@@ -61,6 +62,7 @@ pub async fn run(command: OperatorCommand) -> Result<(), CliError> {
         OperatorCommand::A2a(a2a) => {
             a2a::run(&Session::open(&a2a.client).await?, a2a.command).await
         }
+        OperatorCommand::Health(args) => health::run(&args).await,
         OperatorCommand::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;

@@ -65,7 +65,7 @@ pub(super) async fn log(
     let summary = non_empty(request.summary);
     let request_body = request.request_body_json.or(request.metadata_json);
     activity_log::Entity::insert(activity_log::ActiveModel {
-        id: Set(uuid::Uuid::new_v4().to_string()),
+        id: Set(activity_log::new_id()),
         workspace_id: Set(id.clone()),
         activity_type: Set(request.activity_type.clone()),
         source_id: Set(Some(id.clone())),
@@ -337,7 +337,7 @@ pub(super) async fn notify(
         .events
         .broadcast_only(EventType::AgentMessage, Some(&id), payload);
     let inserted = activity_log::Entity::insert(activity_log::ActiveModel {
-        id: Set(uuid::Uuid::new_v4().to_string()),
+        id: Set(activity_log::new_id()),
         workspace_id: Set(id.clone()),
         activity_type: Set("a2a_receive".to_owned()),
         source_id: Set(None),

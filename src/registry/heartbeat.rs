@@ -13,6 +13,7 @@ use crate::{
     pb,
     state::Platform,
     store::{self, DbContext, entities::workspace},
+    telemetry,
 };
 
 use super::{
@@ -145,11 +146,22 @@ impl RegistryService {
             return Err(invalid_body());
         }
         let id = validate::workspace_id(&request.workspace_id)?;
-        self.authenticate_agent(metadata, &id).await?;
-        let status = self.beat(&id, &request).await?;
+        let beaten = match self.authenticate_agent(metadata, &id).await {
+            Ok(_) => self.beat(&id, &request).await,
+            Err(err) => Err(err),
+        };
+        telemetry::heartbeat("unary", beat_result(&beaten));
         Ok(pb::HeartbeatResponse {
-            status: status.to_string(),
+            status: beaten?.to_string(),
         })
+    }
+}
+
+/// A beat's outcome as the heartbeat metric labels it.
+pub(super) fn beat_result<T>(beaten: &ApiResult<T>) -> &'static str {
+    match beaten {
+        Ok(_) => "ok",
+        Err(err) => err.code.label(),
     }
 }
 

@@ -18,9 +18,14 @@ use crate::{
     hot::{OutboundFrame, StreamHandle},
     pb::{self, control::Kind},
     state::Platform,
+    telemetry,
 };
 
-use super::{RegistryService, error::RegistryError, heartbeat::mark_offline};
+use super::{
+    RegistryService,
+    error::RegistryError,
+    heartbeat::{beat_result, mark_offline},
+};
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
 
@@ -58,6 +63,7 @@ async fn serve(
     mut inbound: Streaming<pb::AgentFrame>,
     frames: mpsc::Sender<OutboundFrame>,
 ) {
+    let _open = telemetry::OpenStream::open("heartbeat");
     let state = service.state.clone();
     loop {
         let frame = tokio::select! {
@@ -70,7 +76,9 @@ async fn serve(
                 frame: Some(pb::agent_frame::Frame::Beat(beat)),
             })) => {
                 let heartbeat = beat.heartbeat.unwrap_or_default();
-                let reply = match service.beat(&id, &heartbeat).await {
+                let beaten = service.beat(&id, &heartbeat).await;
+                telemetry::heartbeat("stream", beat_result(&beaten));
+                let reply = match beaten {
                     Ok(status) => Ok(pb::ServerFrame {
                         frame: Some(pb::server_frame::Frame::Ack(pb::Ack {
                             sequence: beat.sequence,
@@ -132,6 +140,7 @@ pub(super) async fn dispatch_events(state: Platform) {
             received = events.recv() => match received {
                 Ok(envelope) => envelope,
                 Err(RecvError::Lagged(missed)) => {
+                    telemetry::events_dropped("registry_dispatcher", missed);
                     warn!(missed, "registry event dispatcher lagged");
                     continue;
                 }

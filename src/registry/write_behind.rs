@@ -6,7 +6,7 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use tracing::warn;
 
-use crate::{liveness::BeatSnapshot, state::Platform, store};
+use crate::{liveness::BeatSnapshot, state::Platform, store, telemetry};
 
 /// How often the write-behind buffer is flushed (one statement per flush).
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
@@ -19,7 +19,17 @@ const FLUSH_BATCH: usize = 500;
 pub async fn flush_write_behind(state: &Platform) -> Result<usize, DbErr> {
     let _one_at_a_time = state.hot.flushing.lock().await;
     let rows: Vec<(String, BeatSnapshot)> = state.hot.take_pending().into_iter().collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
     let flushed = write_in_batches(&rows, |batch| write_beats(state, batch)).await;
+    let result = match &flushed.unwritten {
+        None if flushed.written == rows.len() => "ok",
+        None => "failed",
+        Some(_) => "unavailable",
+    };
+    telemetry::flush(result, flushed.written, started.elapsed());
     if let Some((from, err)) = flushed.unwritten {
         state.hot.requeue(rows[from..].iter().cloned());
         return Err(err);

@@ -165,6 +165,7 @@ impl Breaker {
             return Ok(Ticket::Probe);
         }
         state.refused += 1;
+        crate::telemetry::datastore_error();
         if state.last_report.elapsed() >= REPORT_EVERY {
             warn!(
                 refused = state.refused,
@@ -178,6 +179,9 @@ impl Breaker {
     }
 
     fn record(&self, error: Option<&DbErr>) {
+        if error.is_some_and(is_unavailable) {
+            crate::telemetry::datastore_error();
+        }
         let mut state = self.state.lock().expect("breaker poisoned");
         state.probing = false;
         match (error.filter(|err| is_unavailable(err)), state.down_since) {

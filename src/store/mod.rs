@@ -9,8 +9,8 @@ pub use db::{Db, is_unavailable};
 use std::{path::Path, time::Duration};
 
 use chrono::{DateTime, Utc};
-use migrations::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use migrations::{MigrationStatus, Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 use tracing::info;
 
 use crate::{
@@ -58,17 +58,19 @@ pub async fn connect(storage: &StorageArgs) -> Result<DatabaseConnection, DbErr>
 /// not be reached and where (never with a password). A Postgres server that refuses
 /// connections is reported at once, not after the pool's acquire timeout.
 pub async fn open(storage: &StorageArgs) -> Result<DatabaseConnection, String> {
+    let db = open_unmigrated(storage).await?;
+    migrate(&db)
+        .await
+        .map_err(|err| format!("cannot migrate {}: {err}", describe(storage)))?;
+    Ok(db)
+}
+
+/// The database as it is, migrated or not (`molecule migrate status` must not change it).
+pub async fn open_unmigrated(storage: &StorageArgs) -> Result<DatabaseConnection, String> {
     let Some(url) = &storage.database_url else {
-        let db = connect(storage).await.map_err(|err| {
-            format!(
-                "cannot open the SQLite database in {}: {err}",
-                storage.data_dir.display()
-            )
-        })?;
-        migrate(&db)
+        return connect(storage)
             .await
-            .map_err(|err| format!("cannot migrate the SQLite database: {err}"))?;
-        return Ok(db);
+            .map_err(|err| format!("cannot open {}: {err}", describe(storage)));
     };
     let shown = crate::config::redacted_url(url.expose());
     if let Ok(parsed) = url::Url::parse(url.expose())
@@ -92,13 +94,20 @@ pub async fn open(storage: &StorageArgs) -> Result<DatabaseConnection, String> {
             ));
         }
     }
-    let db = connect(storage)
+    connect(storage)
         .await
-        .map_err(|err| format!("cannot open the database (DATABASE_URL={shown}): {err}"))?;
-    migrate(&db)
-        .await
-        .map_err(|err| format!("cannot migrate the database (DATABASE_URL={shown}): {err}"))?;
-    Ok(db)
+        .map_err(|err| format!("cannot open {}: {err}", describe(storage)))
+}
+
+/// The database an error message names, its URL's password redacted.
+fn describe(storage: &StorageArgs) -> String {
+    match &storage.database_url {
+        Some(url) => format!(
+            "the database (DATABASE_URL={})",
+            crate::config::redacted_url(url.expose())
+        ),
+        None => format!("the SQLite database in {}", storage.data_dir.display()),
+    }
 }
 
 /// The file of a SQLite URL (`sqlite://path?…`), unless it is in memory.
@@ -156,6 +165,11 @@ pub async fn connect_url(url: &str) -> Result<DatabaseConnection, DbErr> {
             opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .foreign_keys(true)
+                // The one writer keeps its b-tree pages (32 MiB) and reads the file mapped:
+                // under the proxy's activity rows, checkpoints otherwise re-read pages through
+                // read(2) copies (bench/profile-a2a.sh).
+                .pragma("cache_size", "-32768")
+                .pragma("mmap_size", "268435456")
         });
     } else {
         options.max_connections(16).min_connections(1);
@@ -167,6 +181,41 @@ pub async fn connect_url(url: &str) -> Result<DatabaseConnection, DbErr> {
 
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
+}
+
+/// Every migration this binary carries, in order, and whether the database has applied it.
+/// Reads only: a database never migrated has every migration pending.
+pub async fn migration_status(db: &impl ConnectionTrait) -> Result<Vec<(String, bool)>, DbErr> {
+    let migrations = match Migrator::get_migration_with_status_read_only(db).await {
+        Ok(migrations) => migrations,
+        // Reached, but without a migrations table yet: nothing is applied.
+        Err(err) if !is_unavailable(&err) && !has_migrations_table(db).await? => {
+            return Ok(Migrator::migrations()
+                .iter()
+                .map(|migration| (migration.name().to_owned(), false))
+                .collect());
+        }
+        Err(err) => return Err(err),
+    };
+    Ok(migrations
+        .iter()
+        .map(|migration| {
+            let applied = migration.status() == MigrationStatus::Applied;
+            (migration.name().to_owned(), applied)
+        })
+        .collect())
+}
+
+async fn has_migrations_table(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
+    let probe = sea_orm::Statement::from_string(
+        db.get_database_backend(),
+        "SELECT 1 FROM seaql_migrations LIMIT 1",
+    );
+    match db.query_one_raw(probe).await {
+        Ok(_) => Ok(true),
+        Err(err) if is_unavailable(&err) => Err(err),
+        Err(_) => Ok(false),
+    }
 }
 
 /// The one clock for rows: UTC, truncated to microseconds so both backends store the same value.

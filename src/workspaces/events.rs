@@ -83,6 +83,7 @@ impl WorkspacesService {
                         Ok(envelope) => envelope,
                         Err(RecvError::Closed) => return None,
                         Err(RecvError::Lagged(missed)) => {
+                            crate::telemetry::events_dropped("watcher", missed);
                             tracing::warn!(missed, "event watcher too slow; disconnecting");
                             let behind = ApiError::from(WorkspaceError::WatcherBehind);
                             return Some((

@@ -8,7 +8,10 @@ use std::{collections::BTreeSet, path::Path};
 const LAYERS: &[(&str, &[&str])] = &[
     ("wire errors", &["error"]),
     ("domain", &["domain"]),
-    ("policies and settings", &["url_safety", "config", "crypto"]),
+    (
+        "policies and settings",
+        &["telemetry", "url_safety", "config", "crypto"],
+    ),
     ("store", &["store"]),
     (
         "infrastructure",
@@ -23,6 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "listener",
             "bootstrap",
             "state",
+            "readiness",
         ],
     ),
     (

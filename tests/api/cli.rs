@@ -17,6 +17,8 @@ pub(crate) fn molecule() -> Command {
         "SECRETS_ENCRYPTION_KEY",
         "SECRETS_ENCRYPTION_KEY_PREVIOUS",
         "MOLECULE_ENV",
+        "MOLECULE_LOG_FORMAT",
+        "MOLECULE_URL",
     ] {
         command.env_remove(variable);
     }
@@ -119,6 +121,7 @@ fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
         molecule()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("MOLECULE_DATA_DIR", &dir)
+            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -126,7 +129,13 @@ fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
     };
     let mut first = boot();
     let stdout = BufReader::new(first.stdout.take().unwrap());
-    let banner: Vec<String> = stdout.lines().take(3).map(Result::unwrap).collect();
+    // Log lines, then the three of the banner.
+    let banner: Vec<String> = stdout
+        .lines()
+        .map(Result::unwrap)
+        .skip_while(|line| !line.starts_with("generated an admin token"))
+        .take(3)
+        .collect();
     let token = std::fs::read_to_string(dir.join("admin-token"))
         .unwrap()
         .trim()
@@ -162,10 +171,14 @@ fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
 
     let key = std::fs::read_to_string(dir.join("secrets.key")).unwrap();
     let mut second = boot();
-    std::thread::sleep(Duration::from_millis(500));
-    stop_with_sigterm_keep(&mut second);
+    // SIGTERM once it serves: earlier, a loaded machine may not have run its handler setup yet.
+    let mut output = BufReader::new(second.stdout.take().unwrap());
     let mut printed = String::new();
-    std::io::Read::read_to_string(&mut second.stdout.take().unwrap(), &mut printed).unwrap();
+    while !printed.contains("molecule started") {
+        assert!(output.read_line(&mut printed).unwrap() > 0, "{printed}");
+    }
+    stop_with_sigterm_keep(&mut second);
+    std::io::Read::read_to_string(&mut output, &mut printed).unwrap();
     assert!(
         !printed.contains("generated an admin token"),
         "later boots reuse the token: {printed}"

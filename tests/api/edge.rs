@@ -93,12 +93,13 @@ async fn cors_decorates_allowed_origins_and_never_rejects_others() {
 
 #[tokio::test]
 async fn the_rate_limiter_counts_per_ip_and_answers_429() {
+    // Any route but the probes (/health, /readyz, /metrics), which are never limited.
     let app = spawn_app_with(Options {
         rate_limit: 3,
         ..Options::default()
     })
     .await;
-    let first = app.get("/health", None).await;
+    let first = app.get("/openapi.json", None).await;
     assert_eq!(first.headers["x-ratelimit-limit"], "3");
     assert_eq!(first.headers["x-ratelimit-remaining"], "2");
     let reset: u64 = first.headers["x-ratelimit-reset"]
@@ -107,9 +108,9 @@ async fn the_rate_limiter_counts_per_ip_and_answers_429() {
         .parse()
         .unwrap();
     assert!((1..=60).contains(&reset));
-    app.get("/health", None).await;
-    app.get("/health", None).await;
-    let limited = app.get("/health", None).await;
+    app.get("/openapi.json", None).await;
+    app.get("/openapi.json", None).await;
+    let limited = app.get("/openapi.json", None).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = limited.headers["retry-after"]
         .to_str()
@@ -131,7 +132,7 @@ async fn the_rate_limiter_counts_per_ip_and_answers_429() {
     })
     .await;
     for _ in 0..3 {
-        let reply = dev.get("/health", None).await;
+        let reply = dev.get("/openapi.json", None).await;
         assert_eq!(
             (
                 reply.status,

@@ -23,6 +23,7 @@ mod interop;
 mod lifecycle;
 mod limits;
 mod memories;
+mod operability;
 mod operator_cli;
 mod outage;
 mod plugins;

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::helpers::{Backend, Options, spawn_on};
 
 /// A private redis-server on a fixed port, so it can be killed and restarted.
-fn start_redis(port: u16) -> Child {
+pub(crate) fn start_redis(port: u16) -> Child {
     let mut child = Command::new("redis-server")
         .args([
             "--port",
@@ -38,7 +38,7 @@ fn start_redis(port: u16) -> Child {
     panic!("redis-server did not start on {port}");
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -162,7 +162,7 @@ impl Gate {
 
 /// A fresh Postgres database reached through a [`Gate`]: the configured test server, or the
 /// machine's own (the suite's documented dependency).
-async fn gated_postgres() -> (Backend, Gate) {
+pub(crate) async fn gated_postgres() -> (Backend, Gate) {
     let base = std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let mut backend = Backend::fresh().await;

@@ -1,0 +1,419 @@
+//! What a platform engineer runs the server by: readiness (`/readyz`, gRPC health, `molecule
+//! health`) following the datastore and Redis, probes outside the rate limiter, JSON log lines,
+//! and `molecule migrate status`.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::{
+    cli::molecule,
+    helpers::{Options, TestApp, eventually, spawn_app, spawn_app_with, spawn_on, succeeded},
+    outage::{free_port, gated_postgres, start_redis},
+};
+
+/// `/readyz` once it answers `status`, with its body.
+async fn readyz_once(app: &TestApp, status: StatusCode) -> Value {
+    eventually(20, || async {
+        let reply = app.get("/readyz", None).await;
+        (reply.status == status).then_some(reply.body)
+    })
+    .await
+}
+
+async fn grpc_health(app: &TestApp, service: &str) -> ServingStatus {
+    let reply = HealthClient::new(app.grpc_channel().await)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    reply.status()
+}
+
+#[tokio::test]
+async fn readiness_follows_redis_down_and_back() {
+    let port = free_port();
+    let mut redis = start_redis(port);
+    let mut backend = crate::helpers::Backend::fresh().await;
+    backend.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+    let app = spawn_on(backend, Options::default()).await;
+    assert_eq!(
+        readyz_once(&app, StatusCode::OK).await,
+        json!({"status": "ready"})
+    );
+    assert_eq!(grpc_health(&app, "").await, ServingStatus::Serving);
+
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let body = readyz_once(&app, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body, json!({"status": "unavailable", "failing": ["redis"]}));
+    assert_eq!(grpc_health(&app, "").await, ServingStatus::NotServing);
+    assert_eq!(
+        grpc_health(&app, "molecule.v1.Registry").await,
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        grpc_health(&app, "molecule.datastore").await,
+        ServingStatus::Serving
+    );
+    // Liveness is not readiness: the process still answers.
+    assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
+
+    let mut redis = start_redis(port);
+    readyz_once(&app, StatusCode::OK).await;
+    assert_eq!(grpc_health(&app, "").await, ServingStatus::Serving);
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database_down_and_back() {
+    let (backend, gate) = gated_postgres().await;
+    let app = spawn_on(backend, Options::default()).await;
+    readyz_once(&app, StatusCode::OK).await;
+
+    gate.cut();
+    let body = readyz_once(&app, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(
+        body,
+        json!({"status": "unavailable", "failing": ["database"]})
+    );
+    assert_eq!(grpc_health(&app, "").await, ServingStatus::NotServing);
+
+    gate.restore();
+    readyz_once(&app, StatusCode::OK).await;
+    assert_eq!(grpc_health(&app, "").await, ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn probes_are_never_rate_limited() {
+    let app = spawn_app_with(Options {
+        rate_limit: 5,
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..12 {
+        for probe in ["/health", "/readyz", "/metrics"] {
+            let reply = app.get(probe, None).await;
+            assert_eq!(reply.status, StatusCode::OK, "{probe}");
+        }
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(app.admin_get("/workspaces").await.status);
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "the limiter still counts other routes: {statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn molecule_health_exits_by_readiness() {
+    let app = spawn_app().await;
+    let url = app.rest.clone();
+    let ready = tokio::task::spawn_blocking(move || {
+        molecule().args(["health", "--url", &url]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let printed: Value = serde_json::from_str(&succeeded(&ready)).unwrap();
+    assert_eq!(printed, json!({"status": "ready"}));
+
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let down = tokio::task::spawn_blocking(move || {
+        molecule()
+            .args(["health", "--url", &closed, "--timeout-seconds", "2"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"));
+}
+
+/// Stdout lines of `molecule <args> serve` up to its start-up line, then the process is stopped.
+fn lines_until_started(args: &[&str]) -> Vec<String> {
+    let dir = std::env::temp_dir().join(format!("molecule-logs-{}", uuid::Uuid::new_v4().simple()));
+    let mut child = molecule()
+        .args(args)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("MOLECULE_DATA_DIR", &dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        let started = line.contains("molecule started");
+        lines.push(line);
+        if started {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+    lines
+}
+
+#[test]
+fn json_log_lines_parse_and_text_has_no_colour_off_a_terminal() {
+    let lines = lines_until_started(&["--log-format", "json"]);
+    let parsed: Vec<Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let started = parsed
+        .iter()
+        .find(|line| line["message"] == "molecule started")
+        .expect("a start-up line");
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(started["mode"], "serve");
+    assert_eq!(started["database"], "sqlite");
+    assert_eq!(started["liveness_and_events"], "in-process");
+    assert!(
+        started["listen"]
+            .as_str()
+            .is_some_and(|listen| listen.starts_with("127.0.0.1:"))
+    );
+    assert!(started["timestamp"].is_string());
+
+    let text = lines_until_started(&[]);
+    assert!(text.last().unwrap().contains("molecule started"));
+    assert!(
+        text.iter().all(|line| !line.contains('\x1b')),
+        "colour codes in a pipe: {text:?}"
+    );
+}
+
+#[test]
+fn version_is_printed() {
+    let output = molecule().arg("--version").output().unwrap();
+    assert_eq!(
+        succeeded(&output).trim(),
+        format!("molecule {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn migrate_status_lists_pending_then_applied_migrations() {
+    let dir = std::env::temp_dir().join(format!(
+        "molecule-migrate-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let status = || {
+        let output = molecule()
+            .args(["migrate", "status"])
+            .env("MOLECULE_DATA_DIR", &dir)
+            .output()
+            .unwrap();
+        succeeded(&output)
+            .lines()
+            .map(|line| {
+                let mut words = line.split_whitespace();
+                let name = words.next().unwrap().to_owned();
+                (name, words.next().unwrap().to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = status();
+    assert!(before.len() >= 5, "{before:?}");
+    assert!(before.iter().all(|(_, state)| state == "pending"));
+    assert_eq!(before[0].0, "m20261120_000001_initial");
+
+    let migrated = molecule()
+        .arg("migrate")
+        .env("MOLECULE_DATA_DIR", &dir)
+        .output()
+        .unwrap();
+    succeeded(&migrated);
+    let after = status();
+    assert_eq!(
+        after.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+        before.iter().map(|(name, _)| name).collect::<Vec<_>>()
+    );
+    assert!(after.iter().all(|(_, state)| state == "applied"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The exposition's samples (`name{labels}` → value) and its `# TYPE` and `# HELP` lines.
+struct Exposition {
+    samples: Vec<(String, f64)>,
+    types: std::collections::HashMap<String, String>,
+    helped: std::collections::HashSet<String>,
+}
+
+impl Exposition {
+    fn parse(text: &str) -> Self {
+        let mut exposition = Self {
+            samples: Vec::new(),
+            types: Default::default(),
+            helped: Default::default(),
+        };
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                exposition.types.insert(name.to_owned(), kind.to_owned());
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                exposition
+                    .helped
+                    .insert(rest.split(' ').next().unwrap().to_owned());
+            } else if !line.is_empty() && !line.starts_with('#') {
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let value = value.parse().unwrap_or_else(|_| panic!("a number: {line}"));
+                exposition.samples.push((series.to_owned(), value));
+            }
+        }
+        exposition
+    }
+
+    /// The sum of the samples of `name` whose labels include every one of `labels`.
+    fn sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(series, _)| {
+                let (family, rest) = series.split_once('{').unwrap_or((series, ""));
+                family == name && labels.iter().all(|label| rest.contains(label))
+            })
+            .map(|(_, value)| value)
+            .sum()
+    }
+}
+
+async fn scrape(app: &TestApp) -> Exposition {
+    let reply = app
+        .http
+        .get(format!("http://{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    Exposition::parse(&reply.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_are_described_and_move_after_a_workload() {
+    let app = spawn_app().await;
+    let before = scrape(&app).await;
+
+    let (agent_url, _) = crate::a2a::fake_agent().await;
+    let (root, _) = crate::a2a::agent_at(&app, "root", None, "remote://no-inbound").await;
+    let (caller, caller_token) =
+        crate::a2a::agent_at(&app, "caller", Some(&root), "remote://no-inbound").await;
+    let inbound = format!("{agent_url}/a2a/inbound");
+    let (target, _) = crate::a2a::agent_at(&app, "target", Some(&root), &inbound).await;
+    assert_eq!(
+        app.heartbeat(&caller, &caller_token, json!({}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.heartbeat(&caller, "not-the-token", json!({}))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let request = json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
+        "params": {"message": {"role": "user", "messageId": "m-1", "parts": [{"kind": "text", "text": "hi"}]}}});
+    let reply = crate::a2a::send(
+        &app,
+        &target,
+        Some(&caller),
+        Some(&caller_token),
+        request,
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let socket = crate::events::connect(
+        &app,
+        &[("authorization", &format!("Bearer {}", app.admin_token))],
+    )
+    .await
+    .unwrap();
+    // A gRPC call that fails must not count as a success.
+    let refused = tonic_health::pb::health_client::HealthClient::new(app.grpc_channel().await)
+        .check(HealthCheckRequest {
+            service: "no.such.Service".to_owned(),
+        })
+        .await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::NotFound);
+
+    let after = eventually(30, || async {
+        let after = scrape(&app).await;
+        let sampled = after.sum("molecule_workspaces", &[r#"status="online""#]) >= 3.0;
+        let flushed = after.sum("molecule_write_behind_flushes_total", &[r#"result="ok""#])
+            > before.sum("molecule_write_behind_flushes_total", &[r#"result="ok""#]);
+        (sampled && flushed).then_some(after)
+    })
+    .await;
+    let grew = |name: &str, labels: &[&str]| {
+        let (was, now) = (before.sum(name, labels), after.sum(name, labels));
+        assert!(now > was, "{name}{labels:?}: {was} -> {now}");
+    };
+    grew(
+        "molecule_heartbeats_total",
+        &[r#"transport="unary""#, r#"result="ok""#],
+    );
+    grew(
+        "molecule_heartbeats_total",
+        &[r#"result="unauthenticated""#],
+    );
+    grew("molecule_a2a_calls_total", &[r#"outcome="delivered""#]);
+    grew(
+        "molecule_a2a_call_duration_seconds_count",
+        &[r#"outcome="delivered""#],
+    );
+    grew(
+        "molecule_events_published_total",
+        &[r#"event="WORKSPACE_ONLINE""#],
+    );
+    grew(
+        "http_requests_total",
+        &[r#"route="/workspaces/{id}/a2a""#, r#"status="200""#],
+    );
+    grew(
+        "http_request_duration_seconds_bucket",
+        &[r#"route="/registry/heartbeat""#, r#"le="+Inf""#],
+    );
+    grew("grpc_server_handled_total", &[r#"code="NotFound""#]);
+    assert!(after.sum("molecule_websocket_clients", &[]) >= 1.0);
+    assert!(after.sum("process_resident_memory_bytes", &[]) > 0.0);
+    assert!(after.sum("process_open_fds", &[]) > 0.0);
+    assert!(after.sum("process_cpu_seconds_total", &[]) > 0.0);
+
+    for (name, kind) in [
+        ("http_request_duration_seconds", "histogram"),
+        ("grpc_server_handling_seconds", "histogram"),
+        ("molecule_a2a_call_duration_seconds", "histogram"),
+        ("molecule_write_behind_flush_seconds", "histogram"),
+        ("molecule_heartbeats_total", "counter"),
+        ("molecule_workspaces", "gauge"),
+        ("molecule_websocket_clients", "gauge"),
+    ] {
+        assert_eq!(
+            after.types.get(name).map(String::as_str),
+            Some(kind),
+            "{name}"
+        );
+        assert!(after.helped.contains(name), "{name} has no HELP");
+    }
+    drop(socket);
+}
