@@ -304,7 +304,8 @@ pub struct StorageArgs {
 /// The HTTP edge shared by `serve` and `gateway`.
 #[derive(Debug, Clone, Args)]
 pub struct EdgeArgs {
-    /// Requests per minute per client IP on REST routes (fixed window).
+    /// Requests per minute per caller (a recognised credential, else the client IP), REST and
+    /// gRPC together (GCRA).
     #[arg(long, env = "RATE_LIMIT", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit: u32,
 
@@ -321,8 +322,9 @@ pub struct EdgeArgs {
     #[arg(long, env = "MOLECULE_ORG_ID")]
     pub org_id: Option<String>,
 
-    /// Proxies whose `X-Forwarded-For` names the client (comma-separated addresses or CIDR
-    /// blocks): a load balancer, or the standalone gateway in front of the control plane.
+    /// Proxies whose `Forwarded` or `X-Forwarded-For` names the client (comma-separated
+    /// addresses or CIDR blocks): a load balancer, or the standalone gateway in front of the
+    /// control plane.
     #[arg(long, env = "MOLECULE_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: gateway::client_ip::TrustedProxies,
 

@@ -14,7 +14,7 @@ use axum::{
 };
 use gateway::{
     Edge,
-    edge::Decision,
+    edge::{Caller, Decision},
     preauth::{Framing, PreAuth},
 };
 use serde_json::json;
@@ -27,6 +27,9 @@ use crate::{
 /// Probes are never limited.
 const UNLIMITED_PREFIXES: [&str; 2] = ["/grpc.health.", "/grpc.reflection."];
 const CREATE_ORG_TOKEN: &str = "/molecule.v1.Workspaces/CreateOrgToken";
+/// A standalone gateway asks this before it counts a caller by credential: its own check, not
+/// the caller's request, so it is not counted when it comes from a trusted proxy.
+const WHO_AM_I: &str = "/molecule.v1.Workspaces/WhoAmI";
 
 /// What the gRPC edge applies.
 #[derive(Clone)]
@@ -40,7 +43,8 @@ pub async fn guard(State(grpc): State<GrpcEdge>, mut request: Request, next: Nex
     let Some(client) = grpc.edge.config.trusted_proxies.settle(&mut request) else {
         return next.run(grpc.strings.scan(request)).await;
     };
-    if let Some(refused) = refusal(&grpc.edge, &request, client) {
+    let caller = grpc.preauth.caller(request.headers(), client).await;
+    if let Some(refused) = refusal(&grpc.edge, &request, client, caller) {
         return refused;
     }
     let (request, settle) = grpc.preauth.admit(request, Framing::Grpc).await;
@@ -50,7 +54,12 @@ pub async fn guard(State(grpc): State<GrpcEdge>, mut request: Request, next: Nex
 }
 
 /// The answer to a gRPC call the edge refuses before any handler, if it does.
-fn refusal(edge: &Edge, request: &Request, client: std::net::IpAddr) -> Option<Response> {
+fn refusal(
+    edge: &Edge,
+    request: &Request,
+    client: std::net::IpAddr,
+    caller: Caller,
+) -> Option<Response> {
     if edge.refuses_browser(request.headers()) {
         return Some(refuse(ApiError::forbidden(
             gateway::edge::ORIGIN_NOT_ALLOWED,
@@ -61,17 +70,21 @@ fn refusal(edge: &Edge, request: &Request, client: std::net::IpAddr) -> Option<R
         // Like REST's empty 404: the tenant's existence does not leak.
         return Some(refuse(ApiError::not_found("")));
     }
-    let limited =
-        edge.config.rate_limiting && !UNLIMITED_PREFIXES.iter().any(|p| path.starts_with(p));
+    let proxy_check = path == WHO_AM_I
+        && gateway::client_ip::peer_ip(request.extensions())
+            .is_some_and(|peer| edge.config.trusted_proxies.contains(peer));
+    let limited = edge.config.rate_limiting
+        && !proxy_check
+        && !UNLIMITED_PREFIXES.iter().any(|p| path.starts_with(p));
     if limited {
-        let decision = edge.requests.check(client);
+        let decision = edge.requests.check(caller);
         if !decision.allowed {
             return Some(refuse(too_many_requests(decision)));
         }
     }
     // Like REST's, the mint limiter holds in every mode.
     if path == CREATE_ORG_TOKEN {
-        let decision = edge.org_key_mints.check(client);
+        let decision = edge.org_key_mints.check(Caller::Address(client));
         if !decision.allowed {
             return Some(refuse(too_many_requests(decision)));
         }

@@ -12,7 +12,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// The informational part of the latest heartbeat.
@@ -161,6 +161,9 @@ pub struct RedisLiveness {
     /// give, since it finds an expired key only by sampling (1,000 expired among 100,000 live
     /// keys can linger for minutes) or when it is read.
     deadlines: String,
+    /// Deadlines on their way into `deadlines`, written many per `ZADD`: one command per beat
+    /// on top of its `SET` would halve the beats a Redis can take.
+    scores: mpsc::Sender<(String, i64)>,
     /// One auto-reconnecting multiplexed connection: concurrent beats pipeline on it.
     connection: redis::aio::ConnectionManager,
     expired: broadcast::Sender<String>,
@@ -187,6 +190,31 @@ end
 return gone
 ";
 
+/// Deadlines waiting to be written; beyond it one is dropped, which only delays that agent's
+/// report: a stale score is corrected when popped, a missing one is the sweep's.
+const QUEUED_SCORES: usize = 65_536;
+
+/// Writes queued deadlines, as many per `ZADD` as are waiting (at most `POP_BATCH`): without
+/// waiting for more, so a lone beat's score is written at once.
+async fn write_scores(
+    mut connection: redis::aio::ConnectionManager,
+    key: String,
+    mut queued: mpsc::Receiver<(String, i64)>,
+) {
+    let mut batch = Vec::with_capacity(POP_BATCH);
+    while queued.recv_many(&mut batch, POP_BATCH).await > 0 {
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(&key);
+        for (id, deadline) in batch.drain(..) {
+            zadd.arg(deadline).arg(id);
+        }
+        if let Err(err) = zadd.query_async::<()>(&mut connection).await {
+            crate::telemetry::redis_error("liveness");
+            tracing::debug!(error = %err, "liveness deadlines not written");
+        }
+    }
+}
+
 /// Ids popped per script run; a full batch is followed by another at once.
 const POP_BATCH: usize = 1000;
 
@@ -210,10 +238,14 @@ impl RedisLiveness {
         redis::cmd("PING")
             .query_async::<()>(&mut connection)
             .await?;
+        let deadlines = format!("{namespace}liveness:deadlines");
+        let (scores, queued) = mpsc::channel(QUEUED_SCORES);
+        tokio::spawn(write_scores(connection.clone(), deadlines.clone(), queued));
         let liveness = Arc::new(Self {
             ttl,
             prefix: format!("{namespace}ws:"),
-            deadlines: format!("{namespace}liveness:deadlines"),
+            deadlines,
+            scores,
             connection,
             expired: broadcast::channel(4096).0,
             healthy_since: Arc::new(Mutex::new(Instant::now())),
@@ -296,18 +328,16 @@ impl Liveness for RedisLiveness {
             .timestamp_millis()
             .saturating_add_unsigned(ttl_ms);
         let mut connection = self.connection.clone();
-        redis::pipe()
-            .set_options(
-                self.key(id),
-                value,
-                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms)),
-            )
-            .ignore()
-            .zadd(&self.deadlines, id, deadline)
-            .ignore()
+        redis::cmd("SET")
+            .arg(self.key(id))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms)
             .query_async::<()>(&mut connection)
             .await
-            .map_err(|err| self.failed(err))
+            .map_err(|err| self.failed(err))?;
+        let _ = self.scores.try_send((id.to_owned(), deadline));
+        Ok(())
     }
 
     async fn forget(&self, id: &str) -> Result<(), LivenessError> {

@@ -56,7 +56,7 @@ pub const CATALOGUE: [(&str, &str); 18] = [
     ),
     (
         A2A_CALLS,
-        "A2A proxy calls, by outcome (delivered, queued, mailbox, or the error's code).",
+        "A2A proxy calls, by outcome (delivered, streamed, queued, mailbox, or the error's code).",
     ),
     (A2A_DURATION, "A2A proxy call latency, by outcome."),
     (WEBSOCKET_CLIENTS, "Open /ws event subscribers."),

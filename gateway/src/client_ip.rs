@@ -1,6 +1,7 @@
 //! Which address a request came from: the connection's peer, or — when the peer is a trusted
-//! proxy (`MOLECULE_TRUSTED_PROXIES`) — the nearest address in its `X-Forwarded-For` chain that
-//! is not itself a trusted proxy. Nothing else believes a forwarded header.
+//! proxy (`MOLECULE_TRUSTED_PROXIES`) — the nearest address in its `Forwarded` (RFC 7239) or
+//! `X-Forwarded-For` chain that is not itself a trusted proxy. Nothing else believes a
+//! forwarded header.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -100,13 +101,54 @@ impl TrustedProxies {
     /// and what is forwarded). `None` for a request that did not come off a socket.
     pub fn settle(&self, request: &mut http::Request<axum::body::Body>) -> Option<IpAddr> {
         let peer = peer_ip(request.extensions())?;
-        let forwarded_for = request
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|value| value.to_str().ok());
-        let client = self.client_ip(peer, forwarded_for);
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        // RFC 7239's `Forwarded` when the proxy sends it, else the de-facto `X-Forwarded-For`.
+        let chain = match header("forwarded") {
+            Some(forwarded) => Some(forwarded_for_hops(forwarded)),
+            None => header("x-forwarded-for").map(str::to_owned),
+        };
+        let client = self.client_ip(peer, chain.as_deref());
         request.extensions_mut().insert(ClientIp(client));
         Some(client)
+    }
+}
+
+/// The `for=` hops of a `Forwarded` header as an `X-Forwarded-For` list: quotes, brackets and
+/// ports removed. A hop without `for=`, or an obfuscated one (`unknown`, `_hidden`), stays in
+/// the list unparsable, so the chain is believed no further than it.
+fn forwarded_for_hops(header: &str) -> String {
+    header
+        .split(',')
+        .map(|element| {
+            element
+                .split(';')
+                .find_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| node_address(value.trim().trim_matches('"')))
+                })
+                .unwrap_or("unknown")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The address of a `Forwarded` node: `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]:4711`.
+fn node_address(node: &str) -> &str {
+    if let Some(bracketed) = node.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or(bracketed);
+    }
+    match node.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => node,
     }
 }
 
@@ -132,6 +174,32 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_headers_name_the_same_chain() {
+        assert_eq!(
+            forwarded_for_hops(
+                r#"for=192.0.2.60;proto=http;by=203.0.113.43, For="[2001:db8:cafe::17]:4711""#
+            ),
+            "192.0.2.60,2001:db8:cafe::17"
+        );
+        assert_eq!(
+            forwarded_for_hops("for=198.51.100.17:8080, for=_hidden, proto=https"),
+            "198.51.100.17,_hidden,unknown"
+        );
+        let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        let chain = forwarded_for_hops("for=203.0.113.9, for=10.1.1.1");
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.2"), Some(&chain)),
+            ip("203.0.113.9")
+        );
+        let spoofed = forwarded_for_hops("for=203.0.113.9, for=_hidden");
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.2"), Some(&spoofed)),
+            ip("10.0.0.2"),
+            "an opaque hop is believed no further"
+        );
     }
 
     #[test]

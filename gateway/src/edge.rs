@@ -5,7 +5,6 @@
 //! from the control plane's own gRPC edge (docs/decisions.md D19).
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -52,9 +51,6 @@ fn body_limit(path: &str) -> usize {
 }
 /// Default cap on plugin-install bodies.
 pub const PLUGIN_INSTALL_BODY_MAX_BYTES: usize = 64 * 1024;
-/// Buckets untouched this long are dropped.
-const IDLE_BUCKET: Duration = Duration::from_secs(600);
-
 const SECURITY_HEADERS: [(&str, &str); 6] = [
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
@@ -101,7 +97,7 @@ pub const TENANT_EXEMPT_GRPC_PREFIXES: [&str; 6] = [
 
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
-    /// Requests per minute per client IP.
+    /// Requests per minute per caller (credential, else client IP).
     pub rate_limit: u32,
     /// Off in dev mode (`X-RateLimit-Limit: unlimited`).
     pub rate_limiting: bool,
@@ -110,7 +106,7 @@ pub struct EdgeConfig {
     pub cors_origins: Vec<String>,
     /// The tenant guard's org id; `None` disables the guard.
     pub org_id: Option<String>,
-    /// Peers whose `X-Forwarded-For` names the client.
+    /// Peers whose `Forwarded` or `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
     /// The cap on `POST /workspaces/:id/plugins` bodies (docs/workspaces.md §7.7).
     pub plugin_install_body_max_bytes: usize,
@@ -121,7 +117,7 @@ pub struct EdgeConfig {
 /// The edge's configuration and the limiters it shares between REST and gRPC.
 pub struct Edge {
     pub config: EdgeConfig,
-    /// Requests per client IP per minute.
+    /// Requests per caller per minute.
     pub requests: RateLimiter,
     /// `POST /org/tokens` and `Workspaces/CreateOrgToken` (10 per hour per IP).
     pub org_key_mints: RateLimiter,
@@ -341,7 +337,15 @@ async fn edge_middleware(
 async fn guard(edge: &Edge, preauth: &PreAuth, mut request: Request, next: Next) -> Response {
     edge.config.trusted_proxies.settle(&mut request);
     let limited = edge.config.rate_limiting && !PROBE_PATHS.contains(&request.uri().path());
-    let decision = limited.then(|| edge.requests.check(client_ip::of(request.extensions())));
+    let decision = if limited {
+        let client = client_ip::of(request.extensions());
+        Some(
+            edge.requests
+                .check(preauth.caller(request.headers(), client).await),
+        )
+    } else {
+        None
+    };
     let response = match decision {
         Some(decision) if !decision.allowed => too_many_requests(decision),
         _ => match refusal(edge, &mut request) {
@@ -537,22 +541,41 @@ fn add_cors_headers(response: &mut Response, origin: HeaderValue) {
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
-/// One fixed window per client IP.
+/// Who a limiter counts: a credential the server recognises (by a keyed hash of it, never the
+/// token), so agents behind one load balancer each get their own allowance; otherwise the
+/// client address. An unrecognised bearer counts against its address, so inventing tokens buys
+/// no fresh allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Caller {
+    Credential(u64),
+    Address(IpAddr),
+}
+
+impl Caller {
+    pub fn credential(bearer: &str) -> Self {
+        use std::hash::BuildHasher;
+        static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+        Self::Credential(KEYS.get_or_init(Default::default).hash_one(bearer))
+    }
+}
+
+type Cells = governor::RateLimiter<
+    Caller,
+    governor::state::keyed::DefaultKeyedStateStore<Caller>,
+    governor::clock::DefaultClock,
+    governor::middleware::StateInformationMiddleware,
+>;
+
+/// `limit` requests per `window` for each caller, as a GCRA (governor's): a burst of `limit`,
+/// then one more every `window / limit`. Unlike a fixed window it never lets a caller spend
+/// twice the limit across a window's edge.
 pub struct RateLimiter {
     limit: u32,
-    window: Duration,
-    buckets: Mutex<Buckets>,
-}
-
-struct Buckets {
-    by_ip: HashMap<IpAddr, Bucket>,
-    last_eviction: Instant,
-}
-
-struct Bucket {
-    count: u32,
-    window_start: Instant,
-    last_seen: Instant,
+    /// Time to earn back one request.
+    period: Duration,
+    cells: Cells,
+    clock: governor::clock::DefaultClock,
+    last_eviction: Mutex<Instant>,
 }
 
 /// The outcome for one request.
@@ -567,45 +590,67 @@ pub struct Decision {
 
 impl RateLimiter {
     pub fn new(limit: u32, window: Duration) -> Self {
+        let burst = std::num::NonZeroU32::new(limit.max(1)).expect("at least 1");
+        let period = window / burst.get();
+        let quota = governor::Quota::with_period(period.max(Duration::from_nanos(1)))
+            .expect("a period above zero")
+            .allow_burst(burst);
+        let clock = governor::clock::DefaultClock::default();
         Self {
-            limit,
-            window,
-            buckets: Mutex::new(Buckets {
-                by_ip: HashMap::new(),
-                last_eviction: Instant::now(),
-            }),
+            limit: burst.get(),
+            period,
+            cells: governor::RateLimiter::<_, _, _, governor::middleware::NoOpMiddleware<_>>::new(
+                quota,
+                Default::default(),
+                clock.clone(),
+            )
+            .with_middleware::<governor::middleware::StateInformationMiddleware>(),
+            clock,
+            last_eviction: Mutex::new(Instant::now()),
         }
     }
 
-    pub fn check(&self, ip: IpAddr) -> Decision {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("rate limiter poisoned");
-        if now.duration_since(buckets.last_eviction) > Duration::from_secs(60) {
-            buckets
-                .by_ip
-                .retain(|_, bucket| now.duration_since(bucket.last_seen) < IDLE_BUCKET);
-            buckets.last_eviction = now;
-        }
-        let bucket = buckets.by_ip.entry(ip).or_insert(Bucket {
-            count: 0,
-            window_start: now,
-            last_seen: now,
-        });
-        if now.duration_since(bucket.window_start) >= self.window {
-            bucket.count = 0;
-            bucket.window_start = now;
-        }
-        bucket.last_seen = now;
-        bucket.count = bucket.count.saturating_add(1);
-        let elapsed = now.duration_since(bucket.window_start);
-        let reset = self.window.saturating_sub(elapsed);
-        Decision {
-            allowed: bucket.count <= self.limit,
-            limit: self.limit,
-            remaining: self.limit.saturating_sub(bucket.count),
-            reset_secs: reset.as_secs_f64().ceil().max(1.0) as u64,
+    pub fn check(&self, caller: Caller) -> Decision {
+        self.evict_idle();
+        match self.cells.check_key(&caller) {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                Decision {
+                    allowed: true,
+                    limit: self.limit,
+                    remaining,
+                    reset_secs: whole_seconds(self.period * (self.limit - remaining)),
+                }
+            }
+            Err(refused) => {
+                use governor::clock::Clock;
+                Decision {
+                    allowed: false,
+                    limit: self.limit,
+                    remaining: 0,
+                    reset_secs: whole_seconds(refused.wait_time_from(self.clock.now())),
+                }
+            }
         }
     }
+
+    /// Forgets callers whose allowance is full again, once a minute, so the table holds only
+    /// the recently active.
+    fn evict_idle(&self) {
+        let Ok(mut last) = self.last_eviction.try_lock() else {
+            return;
+        };
+        if last.elapsed() >= Duration::from_secs(60) {
+            self.cells.retain_recent();
+            self.cells.shrink_to_fit();
+            *last = Instant::now();
+        }
+    }
+}
+
+/// Whole seconds, at least 1, as the rate-limit headers carry them.
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// The documented 429: `Retry-After` plus `{"error":"rate limit exceeded","retry_after":N}`.
@@ -650,22 +695,31 @@ mod tests {
     }
 
     #[test]
-    fn fixed_window_counts_down_and_refills() {
-        let limiter = RateLimiter::new(2, Duration::from_millis(50));
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+    fn the_limiter_counts_down_per_caller_and_earns_requests_back() {
+        let limiter = RateLimiter::new(2, Duration::from_millis(100));
+        let ip = Caller::Address("10.0.0.1".parse().unwrap());
         let first = limiter.check(ip);
         assert!(first.allowed);
         assert_eq!(first.remaining, 1);
         assert!(limiter.check(ip).allowed);
         let third = limiter.check(ip);
         assert!(!third.allowed);
-        assert_eq!(third.remaining, 0);
+        assert_eq!((third.remaining, third.reset_secs), (0, 1));
         assert!(
-            limiter.check("10.0.0.2".parse().unwrap()).allowed,
-            "buckets are per IP"
+            limiter
+                .check(Caller::Address("10.0.0.2".parse().unwrap()))
+                .allowed,
+            "each address has its own allowance"
         );
+        assert!(
+            limiter.check(Caller::credential("a-token")).allowed,
+            "and so has each credential"
+        );
+        assert_eq!(Caller::credential("a-token"), Caller::credential("a-token"));
+        assert_ne!(Caller::credential("a-token"), Caller::credential("b-token"));
         std::thread::sleep(Duration::from_millis(60));
-        assert!(limiter.check(ip).allowed, "the window refills");
+        assert!(limiter.check(ip).allowed, "one request earned back");
+        assert!(!limiter.check(ip).allowed, "and only one");
     }
 
     #[test]

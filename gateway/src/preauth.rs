@@ -23,6 +23,8 @@ use http::{HeaderMap, header};
 use http_body::{Body as HttpBody, Frame};
 use tokio::time::Sleep;
 
+use crate::edge::Caller;
+
 /// The message of the status a body fails with when a budget is spent.
 pub const BUDGET_SPENT: &str = "server busy: too much unauthenticated data in flight";
 /// The message of the status a body fails with when it arrives too slowly.
@@ -193,6 +195,17 @@ impl PreAuth {
     /// Looks at a request's credential before its body is read; a request without a
     /// recognised one has its body charged. Hold the returned guard until the answer's head
     /// exists: dropping it returns the charge. REST bodies also get the body-read timeout.
+    /// Who the rate limiter counts for a request: its credential when the server recognises
+    /// it, else its client address.
+    pub async fn caller(&self, headers: &HeaderMap, client: std::net::IpAddr) -> Caller {
+        match bearer(headers) {
+            Some(bearer) if self.check.recognizes(bearer, client).await => {
+                Caller::credential(bearer)
+            }
+            _ => Caller::Address(client),
+        }
+    }
+
     pub async fn admit(&self, request: Request, framing: Framing) -> (Request, Option<Settle>) {
         let Some(ConnectionBudget(connection)) = request.extensions().get().cloned() else {
             return (request, None);

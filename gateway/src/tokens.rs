@@ -219,7 +219,10 @@ pub(crate) async fn create_org_token(
     forwarded: Forwarded,
     body: Body,
 ) -> Response {
-    let decision = gateway.edge.org_key_mints.check(forwarded.client_ip);
+    let decision = gateway
+        .edge
+        .org_key_mints
+        .check(crate::edge::Caller::Address(forwarded.client_ip));
     if !decision.allowed {
         return too_many_requests(decision);
     }

@@ -128,11 +128,10 @@ fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
             .unwrap()
     };
     let mut first = boot();
-    let stdout = BufReader::new(first.stdout.take().unwrap());
+    let lines = drain_stdout(&mut first);
     // Log lines, then the three of the banner.
-    let banner: Vec<String> = stdout
-        .lines()
-        .map(Result::unwrap)
+    let banner: Vec<String> = lines
+        .iter()
         .skip_while(|line| !line.starts_with("generated an admin token"))
         .take(3)
         .collect();
@@ -172,13 +171,14 @@ fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
     let key = std::fs::read_to_string(dir.join("secrets.key")).unwrap();
     let mut second = boot();
     // SIGTERM once it serves: earlier, a loaded machine may not have run its handler setup yet.
-    let mut output = BufReader::new(second.stdout.take().unwrap());
-    let mut printed = String::new();
-    while !printed.contains("molecule started") {
-        assert!(output.read_line(&mut printed).unwrap() > 0, "{printed}");
+    let lines = drain_stdout(&mut second);
+    let mut printed: Vec<String> = Vec::new();
+    while !printed.iter().any(|line| line.contains("molecule started")) {
+        printed.push(lines.recv().expect("the server says it started"));
     }
     stop_with_sigterm_keep(&mut second);
-    std::io::Read::read_to_string(&mut output, &mut printed).unwrap();
+    printed.extend(lines.iter());
+    let printed = printed.join("\n");
     assert!(
         !printed.contains("generated an admin token"),
         "later boots reuse the token: {printed}"
@@ -195,6 +195,19 @@ fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
     );
 }
 
+/// The child's stdout lines as they come, read to its end by a thread of their own: a server
+/// whose stdout pipe closed early would fail writing to it.
+fn drain_stdout(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    received
+}
+
 fn stop_with_sigterm_keep(child: &mut std::process::Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -204,7 +217,14 @@ fn stop_with_sigterm_keep(child: &mut std::process::Child) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "exit after SIGTERM: {status}");
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            assert!(
+                status.success(),
+                "exit after SIGTERM: {status}; stderr: {stderr}"
+            );
             return;
         }
         assert!(

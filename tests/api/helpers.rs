@@ -100,6 +100,8 @@ pub(crate) struct Options {
     pub(crate) session_ttl: Option<Duration>,
     /// How often an open `/ws` re-checks its credential; unset means the default.
     pub(crate) ws_recheck: Option<Duration>,
+    /// `MOLECULE_TRUSTED_PROXIES`; unset means none.
+    pub(crate) trusted_proxies: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -122,6 +124,7 @@ impl Default for Options {
             runtime: RuntimeArgs::default(),
             session_ttl: None,
             ws_recheck: None,
+            trusted_proxies: None,
         }
     }
 }
@@ -285,6 +288,9 @@ fn edge_config(options: &Options) -> EdgeArgs {
     };
     if let Some(origins) = options.cors_origins {
         edge.cors_origins = origins.to_owned();
+    }
+    if let Some(proxies) = options.trusted_proxies {
+        edge.trusted_proxies = proxies.parse().expect("a valid proxy list");
     }
     edge
 }

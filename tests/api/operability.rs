@@ -417,3 +417,85 @@ async fn metrics_are_described_and_move_after_a_workload() {
     }
     drop(socket);
 }
+
+#[tokio::test]
+async fn the_limiter_counts_clients_behind_a_trusted_proxy() {
+    let app = spawn_app_with(Options {
+        rate_limit: 3,
+        trusted_proxies: Some("127.0.0.1"),
+        ..Options::default()
+    })
+    .await;
+    let from = |header: &'static str, value: &'static str| {
+        let app = &app;
+        async move {
+            let request = app
+                .http
+                .get(format!("{}/openapi.json", app.rest))
+                .header(header, value);
+            app.raw(request).await.status
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(from("x-forwarded-for", "203.0.113.1").await, StatusCode::OK);
+    }
+    assert_eq!(
+        from("x-forwarded-for", "203.0.113.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another client behind the same proxy has an allowance of its own, named either way.
+    assert_eq!(from("x-forwarded-for", "203.0.113.2").await, StatusCode::OK);
+    for _ in 0..3 {
+        assert_eq!(
+            from("forwarded", "for=203.0.113.3;proto=https").await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        from("forwarded", r#"for="203.0.113.3:4711""#).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn the_limiter_counts_each_recognised_credential_by_itself() {
+    let app = spawn_app_with(Options {
+        rate_limit: 4,
+        ..Options::default()
+    })
+    .await;
+    // Two creates on the admin's allowance, two bearer-less registrations on the address's.
+    let (a, a_token) = app.registered_agent("a", None).await;
+    let (b, b_token) = app.registered_agent("b", None).await;
+    for _ in 0..4 {
+        assert_eq!(
+            app.heartbeat(&a, &a_token, json!({})).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        app.heartbeat(&a, &a_token, json!({})).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // From the same address, another agent is not held back by the first.
+    for _ in 0..4 {
+        assert_eq!(
+            app.heartbeat(&b, &b_token, json!({})).await.status,
+            StatusCode::OK
+        );
+    }
+    // An invented bearer buys no allowance: it counts against the address, which has two left.
+    let invented = |n: u32| {
+        let app = &app;
+        async move {
+            let request = app
+                .http
+                .get(format!("{}/openapi.json", app.rest))
+                .bearer_auth(format!("invented-{n}"));
+            app.raw(request).await.status
+        }
+    };
+    assert_eq!(invented(1).await, StatusCode::OK);
+    assert_eq!(invented(2).await, StatusCode::OK);
+    assert_eq!(invented(3).await, StatusCode::TOO_MANY_REQUESTS);
+}
