@@ -201,6 +201,7 @@ impl Gateway {
 }
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DropStaleQuery {
     /// Minutes a row may wait; default 60; a positive integer.
     max_age_minutes: Option<String>,

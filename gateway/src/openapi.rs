@@ -133,7 +133,7 @@ pub(crate) fn router() -> Router<Gateway> {
         ))
         .routes(routes!(console::get_viewport, console::save_viewport))
         .split_for_parts();
-    let document = Arc::new(document);
+    let document = Arc::new(finish(document));
     router
         .route(
             "/openapi.json",
@@ -143,4 +143,72 @@ pub(crate) fn router() -> Router<Gateway> {
         .route("/console/{asset}", get(console::asset))
         .route_layer(axum::middleware::from_fn(edge::tag_route))
         .fallback(edge::not_found)
+}
+
+/// What the annotations leave to the whole document: every response described (by its status's
+/// reason phrase where the route names none), operation ids unique (a repeated one is prefixed
+/// with its tag, then given its method), and the bearer scheme every credential uses.
+fn finish(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{
+        RefOr,
+        security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme},
+    };
+    let mut seen = std::collections::HashSet::new();
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            ("get", &mut item.get),
+            ("put", &mut item.put),
+            ("post", &mut item.post),
+            ("delete", &mut item.delete),
+            ("patch", &mut item.patch),
+            ("head", &mut item.head),
+            ("options", &mut item.options),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation.as_mut() else {
+                continue;
+            };
+            let tag = operation
+                .tags
+                .as_ref()
+                .and_then(|tags| tags.first())
+                .cloned()
+                .unwrap_or_default()
+                .replace('-', "_");
+            if let Some(id) = &mut operation.operation_id
+                && !seen.insert(id.clone())
+            {
+                let candidates = [format!("{tag}_{id}"), format!("{tag}_{id}_{method}")];
+                *id = candidates
+                    .into_iter()
+                    .chain((2..).map(|n| format!("{tag}_{id}_{method}_{n}")))
+                    .find(|candidate| seen.insert(candidate.clone()))
+                    .expect("an unused id");
+            }
+            for (status, response) in operation.responses.responses.iter_mut() {
+                if let RefOr::T(response) = response
+                    && response.description.is_empty()
+                {
+                    response.description = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|code| http::StatusCode::from_u16(code).ok())
+                        .and_then(|code| code.canonical_reason())
+                        .unwrap_or("response")
+                        .to_owned();
+                }
+            }
+        }
+    }
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    // Registration, probes and the console's sign-in take no bearer; everything else does.
+    document.security = Some(vec![
+        SecurityRequirement::default(),
+        SecurityRequirement::new("bearer", Vec::<String>::new()),
+    ]);
+    document
 }

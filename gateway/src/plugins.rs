@@ -29,12 +29,14 @@ pub(crate) struct PluginItem {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RuntimeFilter {
     /// Keep plugins that declare no runtimes or this one.
     runtime: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SourceQuery {
     /// `<scheme>://<spec>`; defaults to `local://<name>`.
     source: Option<String>,

@@ -207,6 +207,7 @@ pub(crate) struct PeerItem {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PeerQuery {
     /// Case-insensitive substring of name or role.
     q: Option<String>,
@@ -358,6 +359,7 @@ pub(crate) async fn log_activity(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ActivityQuery {
     /// Exact activity type.
     r#type: Option<String>,

@@ -36,6 +36,7 @@ pub(crate) struct TokenList {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct TokenPage {
     /// 1–200; other values mean 50.
     limit: Option<String>,

@@ -459,6 +459,7 @@ pub(crate) async fn patch_workspace(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DeleteQuery {
     /// `true` confirms a cascade over sub-workspaces.
     confirm: Option<String>,

@@ -499,3 +499,15 @@ async fn the_limiter_counts_each_recognised_credential_by_itself() {
     assert_eq!(invented(2).await, StatusCode::OK);
     assert_eq!(invented(3).await, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_valid() {
+    let app = spawn_app().await;
+    let errors = crate::interop::run_python("validate_openapi.py", vec![app.rest.clone()]).await;
+    assert_eq!(errors.trim(), "0");
+    let document = app.get("/openapi.json", None).await.body;
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"],
+        json!({"type": "http", "scheme": "bearer"})
+    );
+}
