@@ -1,8 +1,8 @@
-//! The operator console's HTTP side (docs/console.md): the page and its assets, embedded in the
-//! binary and served under a strict Content-Security-Policy; sign-in and sign-out, which turn an
-//! operator credential into an `HttpOnly`, `SameSite=Strict` session cookie; and the saved
-//! canvas viewport. Whether a session is live is decided behind gRPC, never here; the
-//! cookie's translation into a bearer is the edge's (`edge::admit_session_cookie`).
+//! The operator console's HTTP side (docs/console.md): the page and its assets (and the API
+//! reference at `/docs`), embedded in the binary and served under a strict Content-Security-Policy;
+//! sign-in and sign-out, which turn an operator credential into an `HttpOnly`, `SameSite=Strict`
+//! session cookie; and the saved canvas viewport. Whether a session is live is decided behind gRPC,
+//! never here; the cookie's translation into a bearer is the edge's (`edge::admit_session_cookie`).
 
 use axum::{
     body::Body,
@@ -55,8 +55,19 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("../console/app.css"),
     ),
+    (
+        "docs.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/docs.js"),
+    ),
+    (
+        "docs.css",
+        "text/css; charset=utf-8",
+        include_str!("../console/docs.css"),
+    ),
 ];
 const INDEX_HTML: &str = include_str!("../console/index.html");
+const DOCS_HTML: &str = include_str!("../console/docs.html");
 
 fn asset_response(content_type: &'static str, body: &'static str) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
@@ -73,6 +84,11 @@ fn asset_response(content_type: &'static str, body: &'static str) -> Response {
 /// `GET /`: the console page.
 pub(crate) async fn index() -> Response {
     asset_response("text/html; charset=utf-8", INDEX_HTML)
+}
+
+/// `GET /docs`: the API reference, rendered from `/openapi.json` by an embedded script.
+pub(crate) async fn docs() -> Response {
+    asset_response("text/html; charset=utf-8", DOCS_HTML)
 }
 
 /// `GET /console/{asset}`: one of the page's scripts or its stylesheet.

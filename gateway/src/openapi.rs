@@ -140,6 +140,7 @@ pub(crate) fn router() -> Router<Gateway> {
             get(move || async move { Json(document.as_ref().clone()) }),
         )
         .route("/", get(console::index))
+        .route("/docs", get(console::docs))
         .route("/console/{asset}", get(console::asset))
         .route_layer(axum::middleware::from_fn(edge::tag_route))
         .fallback(edge::not_found)

@@ -511,3 +511,39 @@ async fn the_openapi_document_is_valid() {
         json!({"type": "http", "scheme": "bearer"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_docs_render_offline_in_a_browser() {
+    let app = spawn_app().await;
+    let page = app.get("/docs", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains(r#"src="/console/docs.js""#));
+    let script = app.get("/console/docs.js", None).await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(
+        script.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let shots =
+        std::env::temp_dir().join(format!("molecule-docs-{}", uuid::Uuid::new_v4().simple()));
+    let rendered = crate::interop::run_python(
+        "docs_browser.py",
+        vec![app.rest.clone(), shots.display().to_string()],
+    )
+    .await;
+    let document = app.get("/openapi.json", None).await.body;
+    let operations: usize = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| {
+            ["get", "put", "post", "delete", "patch"]
+                .iter()
+                .filter(|method| item.get(**method).is_some())
+                .count()
+        })
+        .sum();
+    assert_eq!(rendered.trim(), operations.to_string());
+}
