@@ -96,20 +96,7 @@ impl Server {
 
     /// Resident memory in MiB.
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| {
-                value
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .map_or(0.0, |kib| kib / 1024.0)
+        common::rss_kib(self.child.id()) as f64 / 1024.0
     }
 
     /// `/health` from a fresh connection of another client (127.0.0.2, not the attacker's

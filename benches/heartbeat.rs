@@ -21,7 +21,7 @@ use tonic::{Request, transport::Channel};
 
 mod common;
 
-use common::{Latencies, Server, Services, median};
+use common::{Latencies, Server, Services, median, rss_kib};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -54,15 +54,6 @@ struct Args {
     // `cargo bench` passes `--bench`.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Row updates of `workspaces` so far, from Postgres' statistics; `None` on the embedded default,

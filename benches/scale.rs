@@ -26,7 +26,7 @@ use tonic::{Request, transport::Channel};
 
 mod common;
 
-use common::{Latencies, Server, Services, cpu_seconds_between, cpu_ticks};
+use common::{Latencies, Server, Services, cpu_seconds_between, cpu_ticks, rss_kib};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -152,27 +152,36 @@ impl Stream {
     }
 }
 
-/// One streaming agent: joins, then beats until the run ends, or (if `leaves`) until stopping
-/// is called, when its last beat's send time is reported and the stream drops without a goodbye.
-async fn streaming_agent(run: Arc<Run>, channel: Channel, name: String, leaves: bool) -> Vec<u32> {
+/// One agent's ramp-up step, holding a permit: create and register it, then `first_beat` with
+/// its id and token. Counted as joined either way; a failure is reported and yields `None`.
+async fn join<T, F, Fut>(run: &Run, name: &str, first_beat: F) -> Option<T>
+where
+    F: FnOnce(String, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let joined = {
         let _permit = run.joining.acquire().await.expect("semaphore open");
         let (id, token) = run
             .server
-            .register_agent(&run.http, &run.admin, &name, None, "remote://no-inbound")
+            .register_agent(&run.http, &run.admin, name, None, "remote://no-inbound")
             .await;
+        first_beat(id, token).await
+    };
+    run.joined.fetch_add(1, Ordering::Relaxed);
+    joined.map_err(|error| run.failed("join", error)).ok()
+}
+
+/// One streaming agent: joins, then beats until the run ends, or (if `leaves`) until stopping
+/// is called, when its last beat's send time is reported and the stream drops without a goodbye.
+async fn streaming_agent(run: Arc<Run>, channel: Channel, name: String, leaves: bool) -> Vec<u32> {
+    let joined = join(&run, &name, |id, token| async move {
         match Stream::open(channel, &id, &token).await {
             Ok(mut stream) => stream.beat().await.map(|_| (id, stream)),
             Err(status) => Err(format!("{status:?}")),
         }
-    };
-    run.joined.fetch_add(1, Ordering::Relaxed);
-    let (id, mut stream) = match joined {
-        Ok(joined) => joined,
-        Err(error) => {
-            run.failed("join", error);
-            return Vec::new();
-        }
+    });
+    let Some((id, mut stream)) = joined.await else {
+        return Vec::new();
     };
     let mut latencies = Vec::new();
     loop {
@@ -218,21 +227,12 @@ async fn rest_beat(run: &Run, id: &str, token: &str, n: u64) -> Result<Duration,
 }
 
 async fn rest_agent(run: Arc<Run>, name: String) -> Vec<u32> {
-    let joined = {
-        let _permit = run.joining.acquire().await.expect("semaphore open");
-        let (id, token) = run
-            .server
-            .register_agent(&run.http, &run.admin, &name, None, "remote://no-inbound")
-            .await;
-        rest_beat(&run, &id, &token, 0).await.map(|_| (id, token))
-    };
-    run.joined.fetch_add(1, Ordering::Relaxed);
-    let (id, token) = match joined {
-        Ok(joined) => joined,
-        Err(error) => {
-            run.failed("join", error);
-            return Vec::new();
-        }
+    let joined = join(&run, &name, |id, token| {
+        let run = run.clone();
+        async move { rest_beat(&run, &id, &token, 0).await.map(|_| (id, token)) }
+    });
+    let Some((id, token)) = joined.await else {
+        return Vec::new();
     };
     let mut latencies = Vec::new();
     for n in 1.. {
@@ -334,20 +334,7 @@ impl CpuWindow {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    rss_kib(pid) as f64 / 1024.0
 }
 
 async fn channels(base: &str, count: usize) -> Vec<Channel> {

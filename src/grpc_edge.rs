@@ -14,7 +14,8 @@ use axum::{
 };
 use gateway::{
     Edge,
-    edge::{Caller, Decision},
+    client_ip::Caller,
+    edge::Decision,
     preauth::{Framing, PreAuth},
 };
 use serde_json::json;
@@ -43,7 +44,7 @@ pub async fn guard(State(grpc): State<GrpcEdge>, mut request: Request, next: Nex
     let Some(client) = grpc.edge.config.trusted_proxies.settle(&mut request) else {
         return next.run(grpc.strings.scan(request)).await;
     };
-    let caller = grpc.preauth.caller(request.headers(), client).await;
+    let caller = grpc.preauth.caller(&mut request).await;
     if let Some(refused) = refusal(&grpc.edge, &request, client, caller) {
         return refused;
     }

@@ -119,6 +119,16 @@ pub(crate) fn cpu_seconds_between(before: &HashMap<u32, u64>, after: &HashMap<u3
     ticks as f64 / hz
 }
 
+/// A process's resident memory in KiB, from `/proc/<pid>/status` (0 once it is gone).
+pub(crate) fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// What every load generator runs against.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Services {

@@ -152,6 +152,24 @@ fn node_address(node: &str) -> &str {
     }
 }
 
+/// Who a limiter counts: a credential the server recognises (by a keyed hash of it, never the
+/// token), so agents behind one load balancer each get their own allowance; otherwise the
+/// client address. An unrecognised bearer counts against its address, so inventing tokens buys
+/// no fresh allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Caller {
+    Credential(u64),
+    Address(IpAddr),
+}
+
+impl Caller {
+    pub fn credential(bearer: &str) -> Self {
+        use std::hash::BuildHasher;
+        static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+        Self::Credential(KEYS.get_or_init(Default::default).hash_one(bearer))
+    }
+}
+
 /// The connection's peer, as the listener recorded it.
 pub fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
     extensions

@@ -5,7 +5,6 @@
 //! from the control plane's own gRPC edge (docs/decisions.md D19).
 
 use std::{
-    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -26,7 +25,7 @@ use tower_http::{
 };
 
 use crate::{
-    client_ip::{self, TrustedProxies},
+    client_ip::{Caller, TrustedProxies},
     error::RestError,
     preauth::{Framing, PreAuth, is_grpc},
 };
@@ -338,11 +337,7 @@ async fn guard(edge: &Edge, preauth: &PreAuth, mut request: Request, next: Next)
     edge.config.trusted_proxies.settle(&mut request);
     let limited = edge.config.rate_limiting && !PROBE_PATHS.contains(&request.uri().path());
     let decision = if limited {
-        let client = client_ip::of(request.extensions());
-        Some(
-            edge.requests
-                .check(preauth.caller(request.headers(), client).await),
-        )
+        Some(edge.requests.check(preauth.caller(&mut request).await))
     } else {
         None
     };
@@ -539,24 +534,6 @@ fn add_cors_headers(response: &mut Response, origin: HeaderValue) {
         ),
     );
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
-}
-
-/// Who a limiter counts: a credential the server recognises (by a keyed hash of it, never the
-/// token), so agents behind one load balancer each get their own allowance; otherwise the
-/// client address. An unrecognised bearer counts against its address, so inventing tokens buys
-/// no fresh allowance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Caller {
-    Credential(u64),
-    Address(IpAddr),
-}
-
-impl Caller {
-    pub fn credential(bearer: &str) -> Self {
-        use std::hash::BuildHasher;
-        static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
-        Self::Credential(KEYS.get_or_init(Default::default).hash_one(bearer))
-    }
 }
 
 type Cells = governor::RateLimiter<

@@ -23,7 +23,14 @@ use http::{HeaderMap, header};
 use http_body::{Body as HttpBody, Frame};
 use tokio::time::Sleep;
 
-use crate::edge::Caller;
+use crate::client_ip::Caller;
+
+/// A bearer the server was asked about during this request, and its answer.
+#[derive(Clone)]
+struct Recognised {
+    bearer: String,
+    known: bool,
+}
 
 /// The message of the status a body fails with when a budget is spent.
 pub const BUDGET_SPENT: &str = "server busy: too much unauthenticated data in flight";
@@ -192,21 +199,46 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 impl PreAuth {
+    /// Who the rate limiter counts for a request: its credential when the server recognises
+    /// it, else its client address.
+    pub async fn caller(&self, request: &mut Request) -> Caller {
+        if self.recognised(request).await
+            && let Some(bearer) = bearer(request.headers())
+        {
+            return Caller::credential(bearer);
+        }
+        Caller::Address(crate::client_ip::of(request.extensions()))
+    }
+
+    /// Whether the server knows the request's bearer: asked once per request and bearer (the
+    /// limiter and the budget both need it; a session cookie may still become the bearer in
+    /// between), the answer kept in the request's extensions.
+    async fn recognised(&self, request: &mut Request) -> bool {
+        let Some(bearer) = bearer(request.headers()) else {
+            return false;
+        };
+        if let Some(Recognised {
+            bearer: asked,
+            known,
+        }) = request.extensions().get()
+            && asked == bearer
+        {
+            return *known;
+        }
+        let client = crate::client_ip::of(request.extensions());
+        let known = self.check.recognizes(bearer, client).await;
+        let asked = Recognised {
+            bearer: bearer.to_owned(),
+            known,
+        };
+        request.extensions_mut().insert(asked);
+        known
+    }
+
     /// Looks at a request's credential before its body is read; a request without a
     /// recognised one has its body charged. Hold the returned guard until the answer's head
     /// exists: dropping it returns the charge. REST bodies also get the body-read timeout.
-    /// Who the rate limiter counts for a request: its credential when the server recognises
-    /// it, else its client address.
-    pub async fn caller(&self, headers: &HeaderMap, client: std::net::IpAddr) -> Caller {
-        match bearer(headers) {
-            Some(bearer) if self.check.recognizes(bearer, client).await => {
-                Caller::credential(bearer)
-            }
-            _ => Caller::Address(client),
-        }
-    }
-
-    pub async fn admit(&self, request: Request, framing: Framing) -> (Request, Option<Settle>) {
+    pub async fn admit(&self, mut request: Request, framing: Framing) -> (Request, Option<Settle>) {
         let Some(ConnectionBudget(connection)) = request.extensions().get().cloned() else {
             return (request, None);
         };
@@ -214,11 +246,7 @@ impl PreAuth {
         if request.body().is_end_stream() {
             return (request, None);
         }
-        let client = crate::client_ip::of(request.extensions());
-        let known = match bearer(request.headers()) {
-            Some(bearer) => self.check.recognizes(bearer, client).await,
-            None => false,
-        };
+        let known = self.recognised(&mut request).await;
         if known && framing == Framing::Grpc {
             return (request, None);
         }

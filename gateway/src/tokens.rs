@@ -223,7 +223,7 @@ pub(crate) async fn create_org_token(
     let decision = gateway
         .edge
         .org_key_mints
-        .check(crate::edge::Caller::Address(forwarded.client_ip));
+        .check(crate::client_ip::Caller::Address(forwarded.client_ip));
     if !decision.allowed {
         return too_many_requests(decision);
     }
