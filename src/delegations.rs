@@ -7,8 +7,9 @@
 use std::{sync::Arc, time::Duration};
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, OnConflict},
 };
 use serde_json::{Value, json};
 use tonic::{Request, metadata::MetadataMap};
@@ -42,6 +43,8 @@ enum DelegationError {
     SelfDelegation,
     InvalidStatus,
     NotFound,
+    /// The id names another workspace's activity row.
+    IdInUse,
 }
 
 impl From<DelegationError> for ApiError {
@@ -59,6 +62,7 @@ impl From<DelegationError> for ApiError {
                 ApiError::bad_request("status must be 'completed' or 'failed'")
             }
             DelegationError::NotFound => ApiError::not_found("delegation not found"),
+            DelegationError::IdInUse => ApiError::conflict("delegation_id already in use"),
         }
     }
 }
@@ -247,10 +251,33 @@ impl DelegationsService {
             }
             .model(request.delegation_id.clone())
         };
-        activity_log::Entity::insert(row)
-            .exec(&self.state.db)
+        // The agent picks the id: a retried record is the same delegation (recorded once, no
+        // second event); an id that names someone else's row is refused, not overwritten.
+        let inserted = activity_log::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(activity_log::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.state.db)
             .await
             .context("failed to record delegation")?;
+        if inserted == 0 {
+            let existing = activity_log::Entity::find_by_id(request.delegation_id.clone())
+                .one(&self.state.db)
+                .await
+                .context("failed to record delegation")?;
+            let same = existing.is_some_and(|row| {
+                row.workspace_id == source && row.method.as_deref() == Some(REQUEST)
+            });
+            if !same {
+                return Err(DelegationError::IdInUse.into());
+            }
+            return Ok(pb::RecordDelegationReply {
+                delegation_id: request.delegation_id,
+                status: "recorded".to_owned(),
+            });
+        }
         self.state
             .events
             .record(

@@ -28,7 +28,7 @@ const PASS_THROUGH: [&str; 4] = [
 ];
 
 #[utoipa::path(post, path = "/workspaces/{id}/a2a", tag = "a2a",
-    params(("id" = String, Path, description = "target workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "target workspace id")),
     request_body(content = Object, description = "a JSON-RPC 2.0 A2A request, or a bare {method, params}"),
     responses((status = 200, description = "the agent's answer, unchanged", body = Object),
         (status = 202, body = Object, example = json!({"queued": true, "delivery": "poll", "activity_id": "…", "message": "target agent polls for messages; reply will arrive asynchronously"})),
@@ -203,9 +203,13 @@ impl Gateway {
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct DropStaleQuery {
-    /// Minutes a row may wait; default 60; a positive integer.
+    /// Minutes a row may wait; default 60.
+    #[param(value_type = Option<i64>, minimum = 1)]
     max_age_minutes: Option<String>,
     /// Only this workspace's rows.
+    #[param(
+        pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     workspace_id: Option<String>,
 }
 
@@ -238,7 +242,7 @@ pub(crate) async fn drop_stale(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/usage", tag = "a2a",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = Object, example = json!({"workspace_id": "…", "input_tokens": 1200, "output_tokens": 340, "calls": 4, "updated_at": "2026-11-21T06:00:00Z"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn token_usage(
@@ -265,7 +269,7 @@ pub(crate) async fn token_usage(
 
 #[utoipa::path(get, path = "/workspaces/{id}/route", tag = "a2a",
     description = "How a call to the workspace would travel now: `attached` (its A2A stream is open), `url`, `mailbox` (poll) or `none`.",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = Object, example = json!({"route": "attached", "url": ""})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn route(

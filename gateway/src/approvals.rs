@@ -24,6 +24,7 @@ use crate::{
 /// `POST /workspaces/{id}/approvals`.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct CreateApprovalBody {
+    #[schema(min_length = 1)]
     action: String,
     reason: Option<String>,
     task_id: Option<String>,
@@ -34,7 +35,7 @@ pub(crate) struct CreateApprovalBody {
 /// `POST /workspaces/{id}/approvals/{approval_id}/decide`.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct DecideBody {
-    /// `approved` or `denied`.
+    #[schema(pattern = "^(approved|denied)$")]
     decision: String,
     /// A note only: the decider is named by the credential.
     decided_by: Option<String>,
@@ -83,7 +84,7 @@ pub(crate) struct PendingApproval {
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/approvals", tag = "approvals",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     request_body = CreateApprovalBody,
     responses((status = 201, body = Object, example = json!({"approval_id": "…", "status": "pending"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -123,7 +124,7 @@ pub(crate) async fn create(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/approvals", tag = "approvals",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = [ApprovalEntry]),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn list(
@@ -146,7 +147,7 @@ pub(crate) async fn list(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/approvals/{approval_id}", tag = "approvals",
-    params(("id" = String, Path, description = "workspace id"), ("approval_id" = String, Path, description = "approval id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), ("approval_id" = String, Path, format = Uuid, description = "approval id")),
     responses((status = 200, body = ApprovalEntry),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
@@ -168,7 +169,7 @@ pub(crate) async fn get(
 
 #[utoipa::path(post, path = "/workspaces/{id}/approvals/{approval_id}/decide", tag = "approvals",
     description = "Needs an operator credential or the token of an ancestor of the workspace; the workspace's own token gets 403.",
-    params(("id" = String, Path, description = "workspace id"), ("approval_id" = String, Path, description = "approval id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), ("approval_id" = String, Path, format = Uuid, description = "approval id")),
     request_body = DecideBody,
     responses((status = 200, body = Object, example = json!({"status": "approved", "approval_id": "…", "decided_by": "admin"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),

@@ -36,10 +36,22 @@ pub(crate) struct UploadedFile {
     size: i64,
 }
 
+/// The upload form, as documented (the handler streams the parts instead of collecting them).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct UploadForm {
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
+    files: Vec<Vec<u8>>,
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct DownloadParams {
     /// The path of an upload's `workspace:` URI.
+    #[param(
+        required = true,
+        pattern = r"^(?!.*\.\.)/(configs|workspace|home|plugins)(/(?!\.(/|$))[^/]+)*$"
+    )]
     path: Option<String>,
 }
 
@@ -104,8 +116,8 @@ fn failure(err: &multer::Error) -> Reason {
 
 #[utoipa::path(post, path = "/workspaces/{id}/chat/uploads", tag = "chat-files",
     description = "multipart/form-data with one or more `files` parts: at most 25 MB a file, 50 MB a request, within the workspace's quota.",
-    params(("id" = String, Path, description = "workspace id")),
-    request_body(content_type = "multipart/form-data", content = Object),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
+    request_body(content_type = "multipart/form-data", content = UploadForm),
     responses((status = 200, body = Object, example = json!({"files": [{"uri": "workspace:/workspace/.molecule/chat-uploads/0123…-report.pdf", "name": "report.pdf", "mimeType": "application/pdf", "size": 1024}]})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody)))]
@@ -180,7 +192,7 @@ fn content_disposition(name: &str) -> String {
 
 #[utoipa::path(get, path = "/workspaces/{id}/chat/download", tag = "chat-files",
     description = "Serves a stored upload by the path of its URI; any other path answers 404.",
-    params(("id" = String, Path, description = "workspace id"), DownloadParams),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), DownloadParams),
     responses((status = 200, description = "the file's bytes, as an attachment", content_type = "application/octet-stream"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn download(

@@ -23,12 +23,14 @@ use crate::{
 /// `POST /workspaces/{id}/checkpoints`.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct SaveCheckpointBody {
+    #[schema(min_length = 1)]
     workflow_id: String,
+    #[schema(min_length = 1)]
     step_name: String,
     #[serde(default)]
     step_index: i32,
     /// Any JSON value; stored as it is.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<serde_json::Value>)]
     payload: Option<Box<RawValue>>,
 }
 
@@ -41,7 +43,7 @@ pub(crate) struct CheckpointEntry {
     step_name: String,
     step_index: i32,
     completed_at: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<serde_json::Value>)]
     payload: Option<Box<RawValue>>,
 }
 
@@ -60,7 +62,7 @@ impl From<pb::Checkpoint> for CheckpointEntry {
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/checkpoints", tag = "checkpoints",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     request_body = SaveCheckpointBody,
     responses((status = 201, body = Object, example = json!({"id": "…", "workspace_id": "…", "workflow_id": "task-1", "step_name": "llm_call"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -98,7 +100,7 @@ pub(crate) async fn save(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/checkpoints/latest", tag = "checkpoints",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = CheckpointEntry),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn latest(
@@ -116,7 +118,7 @@ pub(crate) async fn latest(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/checkpoints/{workflow_id}", tag = "checkpoints",
-    params(("id" = String, Path, description = "workspace id"), ("workflow_id" = String, Path, description = "workflow id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), ("workflow_id" = String, Path, description = "workflow id")),
     responses((status = 200, body = [CheckpointEntry]),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn list_workflow(
@@ -142,7 +144,7 @@ pub(crate) async fn list_workflow(
 }
 
 #[utoipa::path(delete, path = "/workspaces/{id}/checkpoints/{workflow_id}", tag = "checkpoints",
-    params(("id" = String, Path, description = "workspace id"), ("workflow_id" = String, Path, description = "workflow id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), ("workflow_id" = String, Path, description = "workflow id")),
     responses((status = 200, body = Object, example = json!({"deleted": 2, "workflow_id": "task-1"})),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_workflow(

@@ -229,8 +229,8 @@ pub(crate) struct ViewportBody {
     x: f64,
     #[serde(serialize_with = "go_float")]
     y: f64,
-    /// In (0, 100].
     #[serde(serialize_with = "go_float")]
+    #[schema(exclusive_minimum = 0, maximum = 100)]
     zoom: f64,
 }
 

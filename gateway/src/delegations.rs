@@ -23,7 +23,10 @@ use crate::{
 /// `POST /workspaces/{id}/delegate`.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct DelegateBody {
+    /// Another workspace.
+    #[schema(format = Uuid)]
     target_id: String,
+    #[schema(min_length = 1)]
     task: String,
     idempotency_key: Option<String>,
 }
@@ -31,8 +34,11 @@ pub(crate) struct DelegateBody {
 /// `POST /workspaces/{id}/delegations/record`.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct RecordBody {
+    #[schema(format = Uuid)]
     target_id: String,
+    #[schema(min_length = 1)]
     task: String,
+    #[schema(min_length = 1)]
     delegation_id: String,
 }
 
@@ -40,13 +46,14 @@ pub(crate) struct RecordBody {
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct UpdateBody {
     #[serde(default)]
+    #[schema(required, pattern = "^(completed|failed|queued)$")]
     status: String,
     error: Option<String>,
     response_preview: Option<String>,
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/delegate", tag = "delegations",
-    params(("id" = String, Path, description = "source workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "source workspace id")),
     request_body = DelegateBody,
     responses((status = 202, body = Object, example = json!({"delegation_id": "…", "status": "delegated", "target_id": "…"})),
         (status = 200, description = "idempotent hit", body = Object, example = json!({"delegation_id": "…", "status": "completed", "target_id": "…", "idempotent_hit": true})),
@@ -96,8 +103,8 @@ pub(crate) async fn delegate(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/delegations", tag = "delegations",
-    params(("id" = String, Path, description = "source workspace id")),
-    responses((status = 200, description = "the newest 50 delegation rows, newest first", body = Object),
+    params(("id" = String, Path, format = Uuid, description = "source workspace id")),
+    responses((status = 200, description = "the newest 50 delegation rows, newest first", body = [Object]),
         (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub(crate) async fn list(
     State(gateway): State<Gateway>,
@@ -132,9 +139,10 @@ pub(crate) async fn list(
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/delegations/record", tag = "delegations",
-    params(("id" = String, Path, description = "source workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "source workspace id")),
     request_body = RecordBody,
     responses((status = 202, body = Object, example = json!({"delegation_id": "…", "status": "recorded"})),
+        (status = 409, body = ErrorBody, description = "the delegation_id names another workspace's row"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub(crate) async fn record(
     State(gateway): State<Gateway>,
@@ -165,7 +173,7 @@ pub(crate) async fn record(
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/delegations/{delegation_id}/update", tag = "delegations",
-    params(("id" = String, Path, description = "source workspace id"),
+    params(("id" = String, Path, format = Uuid, description = "source workspace id"),
         ("delegation_id" = String, Path, description = "the delegation")),
     request_body = UpdateBody,
     responses((status = 200, body = Object, example = json!({"status": "completed", "delegation_id": "…"})),

@@ -69,7 +69,7 @@ pub(crate) async fn list_events(State(gateway): State<Gateway>, forwarded: Forwa
 }
 
 #[utoipa::path(get, path = "/events/{workspace_id}", tag = "events",
-    params(("workspace_id" = String, Path, description = "workspace id")),
+    params(("workspace_id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = [EventRow]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn list_workspace_events(
     State(gateway): State<Gateway>,

@@ -23,13 +23,15 @@ use crate::{
 /// `POST /instructions`.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct CreateInstructionBody {
-    /// `global` or `workspace`.
+    #[schema(pattern = "^(global|workspace)$")]
     scope: String,
-    /// The workspace, for workspace scope.
+    /// The workspace id, required for workspace scope (ignored for global scope).
     scope_target: Option<String>,
     /// At most 200 bytes.
+    #[schema(min_length = 1, max_length = 200)]
     title: String,
     /// At most 8192 bytes.
+    #[schema(min_length = 1, max_length = 8192)]
     content: String,
     #[serde(default)]
     priority: i32,
@@ -38,7 +40,11 @@ pub(crate) struct CreateInstructionBody {
 /// `PUT /instructions/{id}`: only the fields sent change.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct UpdateInstructionBody {
+    /// At most 200 bytes.
+    #[schema(max_length = 200)]
     title: Option<String>,
+    /// At most 8192 bytes.
+    #[schema(max_length = 8192)]
     content: Option<String>,
     priority: Option<i32>,
     enabled: Option<bool>,
@@ -67,7 +73,7 @@ pub(crate) struct InstructionEntry {
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/instructions/resolve", tag = "instructions",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = Object, example = json!({"workspace_id": "…", "instructions": "\n## Platform-Wide Rules\n\n### Be brief\n…\n\n"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn resolve(
@@ -165,7 +171,7 @@ pub(crate) async fn create(
 }
 
 #[utoipa::path(put, path = "/instructions/{id}", tag = "instructions",
-    params(("id" = String, Path, description = "instruction id")),
+    params(("id" = String, Path, format = Uuid, description = "instruction id")),
     request_body = UpdateInstructionBody,
     responses((status = 200, body = Object, example = json!({"status": "updated"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -199,7 +205,7 @@ pub(crate) async fn update(
 }
 
 #[utoipa::path(delete, path = "/instructions/{id}", tag = "instructions",
-    params(("id" = String, Path, description = "instruction id")),
+    params(("id" = String, Path, format = Uuid, description = "instruction id")),
     responses((status = 200, body = Object, example = json!({"status": "deleted"})),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete(

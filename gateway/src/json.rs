@@ -77,7 +77,33 @@ pub(crate) async fn parse_body_capped<T: serde::de::DeserializeOwned>(
     limit: usize,
 ) -> Result<T, BodyError> {
     let bytes = read_body_capped(body, limit).await?;
-    serde_json::from_slice(&bytes).map_err(|_| BodyError::Invalid)
+    serde_json::from_slice(&bytes)
+        .or_else(|_| from_integral_floats(&bytes))
+        .map_err(|_| BodyError::Invalid)
+}
+
+/// JSON has one number type: `3.0` is the integer 3 to JSON Schema and to many clients (Python's
+/// `json.dumps` of a float), so a body refused only for that is read again with such numbers
+/// written as integers. Only a refused body pays for the second parse.
+fn from_integral_floats<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    fn rewrite(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Number(number) => {
+                if let Some(float) = number.as_f64().filter(|_| number.is_f64())
+                    && float.fract() == 0.0
+                    && float.abs() < 9.2e18
+                {
+                    *number = (float as i64).into();
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(rewrite),
+            serde_json::Value::Object(fields) => fields.values_mut().for_each(rewrite),
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
+    rewrite(&mut value);
+    serde_json::from_str(&value.to_string())
 }
 
 /// Stored JSON text, emitted verbatim (key order and big integers survive).
@@ -103,4 +129,29 @@ pub(crate) fn timestamp(at: &prost_types::Timestamp) -> String {
 
 pub(crate) fn timestamp_opt(at: Option<&prost_types::Timestamp>) -> Option<String> {
     at.map(timestamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Step {
+        index: i32,
+        #[serde(default)]
+        weight: f64,
+        payload: Option<Box<RawValue>>,
+    }
+
+    #[test]
+    fn integral_floats_read_as_integers_and_fractions_still_fail() {
+        let step: Step =
+            from_integral_floats(br#"{"index": 699.0, "weight": 2.0, "payload": {"a": [1.5]}}"#)
+                .unwrap();
+        assert_eq!(step.index, 699);
+        assert_eq!(step.weight, 2.0);
+        assert_eq!(step.payload.unwrap().get(), r#"{"a":[1.5]}"#);
+        assert!(from_integral_floats::<Step>(br#"{"index": 699.5}"#).is_err());
+        assert!(from_integral_floats::<Step>(br#"{"index": 1e300}"#).is_err());
+    }
 }

@@ -24,10 +24,14 @@ use crate::{
 /// ignored.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct CommitMemoryBody {
+    /// At most 100,000 bytes.
+    #[schema(min_length = 1, max_length = 100000)]
     content: String,
-    /// LOCAL, TEAM or GLOBAL.
+    /// GLOBAL only from a root workspace.
+    #[schema(pattern = "^(LOCAL|TEAM|GLOBAL)$")]
     scope: String,
     /// Defaults to `general`; at most 50 bytes.
+    #[schema(max_length = 50)]
     namespace: Option<String>,
 }
 
@@ -67,7 +71,7 @@ fn leading_int(text: &str) -> i32 {
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/memories", tag = "memories",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     request_body = CommitMemoryBody,
     responses((status = 201, body = Object, example = json!({"id": "…", "scope": "TEAM", "namespace": "general"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -105,7 +109,7 @@ pub(crate) async fn commit(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/memories", tag = "memories",
-    params(("id" = String, Path, description = "workspace id"), SearchParams),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), SearchParams),
     responses((status = 200, body = [MemoryEntry]),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn search(
@@ -143,7 +147,7 @@ pub(crate) async fn search(
 }
 
 #[utoipa::path(delete, path = "/workspaces/{id}/memories/{memory_id}", tag = "memories",
-    params(("id" = String, Path, description = "workspace id"), ("memory_id" = String, Path, description = "memory id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), ("memory_id" = String, Path, format = Uuid, description = "memory id")),
     responses((status = 200, body = Object, example = json!({"status": "deleted"})),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete(

@@ -15,7 +15,9 @@ use crate::{
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Molecule control plane", description = "REST surface of the Molecule control plane"),
+    info(title = "Molecule control plane", description = "REST surface of the Molecule control plane. \
+        Errors are `{\"error\": \"…\"}` with the status listed per operation. No string may contain \
+        U+0000 (400, naming the field). Empty query values mean the parameter is absent."),
     tags(
         (name = "workspaces", description = "The workspace resource and its lifecycle"),
         (name = "tokens", description = "Workspace tokens and org API keys"),
@@ -133,7 +135,9 @@ pub(crate) fn router() -> Router<Gateway> {
         ))
         .routes(routes!(console::get_viewport, console::save_viewport))
         .split_for_parts();
-    let document = Arc::new(finish(document));
+    let document = Arc::new(assert_uuid_formats(
+        serde_json::to_value(finish(document)).expect("the document serializes"),
+    ));
     router
         .route(
             "/openapi.json",
@@ -144,6 +148,75 @@ pub(crate) fn router() -> Router<Gateway> {
         .route("/console/{asset}", get(console::asset))
         .route_layer(axum::middleware::from_fn(edge::tag_route))
         .fallback(edge::not_found)
+}
+
+/// JSON Schema treats `format` as a note, not a rule: every `"format": "uuid"` string also gets
+/// the pattern the services enforce (`validate::parse_uuid`: canonical, any case), so a client's
+/// validator and a fuzzer agree with the server about what an id is.
+fn assert_uuid_formats(mut document: serde_json::Value) -> serde_json::Value {
+    const UUID_PATTERN: &str =
+        "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                if fields.get("format").and_then(|f| f.as_str()) == Some("uuid") {
+                    fields
+                        .entry("pattern")
+                        .or_insert_with(|| UUID_PATTERN.into());
+                }
+                fields.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut document);
+    document
+}
+
+/// A path that names a resource answers 404 when there is none, and 400 when a workspace id in
+/// it is not a UUID; routes declare their own answers, this adds those two where missing.
+fn document_path_failures(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::{
+        Content, Ref, RefOr, ResponseBuilder,
+        path::ParameterIn,
+        schema::{KnownFormat, Schema, SchemaFormat},
+    };
+    let path_parameters: Vec<_> = operation
+        .parameters
+        .iter()
+        .flatten()
+        .filter_map(|parameter| match parameter {
+            RefOr::T(parameter) => Some(parameter),
+            RefOr::Ref(_) => None,
+        })
+        .filter(|parameter| parameter.parameter_in == ParameterIn::Path)
+        .collect();
+    if path_parameters.is_empty() {
+        return;
+    }
+    let takes_uuid = path_parameters.iter().any(|parameter| {
+        matches!(&parameter.schema, Some(RefOr::T(Schema::Object(object)))
+            if object.format == Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+    });
+    let error = |reason: &str| {
+        ResponseBuilder::new()
+            .description(reason)
+            .content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            )
+            .build()
+    };
+    let responses = &mut operation.responses.responses;
+    if takes_uuid {
+        responses
+            .entry("400".to_owned())
+            .or_insert_with(|| error("Bad Request").into());
+    }
+    responses
+        .entry("404".to_owned())
+        .or_insert_with(|| error("Not Found").into());
 }
 
 /// What the annotations leave to the whole document: every response described (by its status's
@@ -186,6 +259,7 @@ fn finish(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
                     .find(|candidate| seen.insert(candidate.clone()))
                     .expect("an unused id");
             }
+            document_path_failures(operation);
             for (status, response) in operation.responses.responses.iter_mut() {
                 if let RefOr::T(response) = response
                     && response.description.is_empty()

@@ -39,12 +39,15 @@ pub(crate) struct RuntimeFilter {
 #[into_params(parameter_in = Query)]
 pub(crate) struct SourceQuery {
     /// `<scheme>://<spec>`; defaults to `local://<name>`.
+    #[param(pattern = "^(local|github)://.+$")]
     source: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct InstallBody {
+    /// `local://<name>` or `github://<owner>/<repo>#<tag or commit>`.
     #[serde(default)]
+    #[schema(required, pattern = "^(local|github)://.+$")]
     source: String,
 }
 
@@ -97,7 +100,7 @@ pub(crate) async fn list_sources(State(gateway): State<Gateway>, forwarded: Forw
 }
 
 #[utoipa::path(get, path = "/plugins/{name}/download", tag = "plugins",
-    params(("name" = String, Path, description = "plugin name"), SourceQuery),
+    params(("name" = String, Path, pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,127}$", description = "plugin name"), SourceQuery),
     responses((status = 200, description = "the plugin as a gzip-compressed tar", content_type = "application/gzip"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn download(
@@ -112,7 +115,7 @@ pub(crate) async fn download(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/plugins/{name}/download", tag = "plugins",
-    params(("id" = String, Path, description = "workspace id"), ("name" = String, Path, description = "plugin name"), SourceQuery),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), ("name" = String, Path, pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,127}$", description = "plugin name"), SourceQuery),
     responses((status = 200, description = "the plugin as a gzip-compressed tar", content_type = "application/gzip"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -197,7 +200,7 @@ impl Gateway {
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/plugins", tag = "plugins",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     request_body = InstallBody,
     responses((status = 200, body = Object, example = json!({"status": "installed", "plugin": "demo", "source": "local://demo"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),

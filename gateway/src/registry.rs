@@ -8,7 +8,7 @@ use axum::{
 };
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json, value::RawValue};
+use serde_json::{Value, json, value::RawValue};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
@@ -31,9 +31,17 @@ fn body_error(err: BodyError) -> Response {
 /// `POST /registry/register`. `workspace_id` is accepted as an alias of `id`.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct RegisterBody {
+    /// The workspace registering; one of `id` and `workspace_id` is required, and when both
+    /// are sent they must agree.
+    #[schema(format = Uuid)]
     id: Option<String>,
+    #[schema(format = Uuid)]
     workspace_id: Option<String>,
+    /// Where the agent serves A2A (`http(s)://`, checked against the URL policy), or
+    /// `remote://…` for an agent with no inbound endpoint.
+    #[schema(min_length = 1)]
     url: String,
+    /// A JSON object.
     #[schema(value_type = Object)]
     agent_card: Box<RawValue>,
 }
@@ -83,6 +91,7 @@ pub(crate) struct RuntimeMetadataBody {
 /// `POST /registry/heartbeat`: absent numbers are 0 and absent strings "".
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct HeartbeatBody {
+    #[schema(format = Uuid)]
     workspace_id: String,
     #[serde(default)]
     error_rate: f64,
@@ -138,7 +147,9 @@ pub(crate) async fn heartbeat(
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct UpdateCardBody {
+    #[schema(format = Uuid)]
     workspace_id: String,
+    /// A JSON object.
     #[schema(value_type = Object)]
     agent_card: Box<RawValue>,
 }
@@ -170,7 +181,8 @@ pub(crate) async fn update_card(
 }
 
 #[utoipa::path(get, path = "/registry/discover/{id}", tag = "registry",
-    params(("id" = String, Path, description = "target workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "target workspace id"),
+        ("X-Workspace-ID" = String, Header, format = Uuid, description = "the calling workspace")),
     responses((status = 200, body = Object, example = json!({"id": "…", "url": "https://agent.example.com", "name": "Echo"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -214,7 +226,7 @@ pub(crate) struct PeerQuery {
 }
 
 #[utoipa::path(get, path = "/registry/{id}/peers", tag = "registry",
-    params(("id" = String, Path, description = "the calling workspace"), PeerQuery),
+    params(("id" = String, Path, format = Uuid, description = "the calling workspace"), PeerQuery),
     responses((status = 200, body = [PeerItem]), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn peers(
     State(gateway): State<Gateway>,
@@ -252,7 +264,9 @@ pub(crate) async fn peers(
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct CheckAccessBody {
+    #[schema(format = Uuid)]
     caller_id: String,
+    #[schema(format = Uuid)]
     target_id: String,
 }
 
@@ -285,51 +299,57 @@ pub(crate) async fn check_access(
     )
 }
 
-/// Raw JSON text of an optional field (`null` counts as absent).
-fn raw_field(fields: &Map<String, Value>, key: &str) -> Option<String> {
-    fields
-        .get(key)
-        .filter(|value| !value.is_null())
-        .map(Value::to_string)
+/// `POST /workspaces/{id}/activity`; `null` and absent mean the same.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct LogActivityBody {
+    #[schema(
+        pattern = "^(a2a_send|a2a_receive|task_update|agent_log|skill_promotion|memory_write|error)$"
+    )]
+    activity_type: String,
+    method: Option<String>,
+    summary: Option<String>,
+    /// A workspace id.
+    #[schema(
+        pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
+    target_id: Option<String>,
+    /// The logging workspace itself, when sent.
+    source_id: Option<String>,
+    /// Defaults to `ok`.
+    status: Option<String>,
+    error_detail: Option<String>,
+    duration_ms: Option<i32>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    request_body: Option<Box<RawValue>>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    response_body: Option<Box<RawValue>>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    metadata: Option<Box<RawValue>>,
 }
 
-fn text_field(fields: &Map<String, Value>, key: &str) -> Result<String, ()> {
-    match fields.get(key) {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(text)) => Ok(text.clone()),
-        Some(_) => Err(()),
+impl LogActivityBody {
+    fn into_request(self, workspace_id: String) -> pb::LogActivityRequest {
+        let raw = |value: Option<Box<RawValue>>| value.map(|value| value.get().to_owned());
+        pb::LogActivityRequest {
+            workspace_id,
+            activity_type: self.activity_type,
+            method: self.method.unwrap_or_default(),
+            summary: self.summary.unwrap_or_default(),
+            target_id: self.target_id.unwrap_or_default(),
+            source_id: self.source_id.unwrap_or_default(),
+            status: self.status.unwrap_or_default(),
+            error_detail: self.error_detail.unwrap_or_default(),
+            duration_ms: self.duration_ms,
+            request_body_json: raw(self.request_body),
+            response_body_json: raw(self.response_body),
+            metadata_json: raw(self.metadata),
+        }
     }
 }
 
-fn log_request(id: String, fields: &Map<String, Value>) -> Result<pb::LogActivityRequest, ()> {
-    let duration_ms = match fields.get("duration_ms") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(
-            value
-                .as_i64()
-                .and_then(|ms| i32::try_from(ms).ok())
-                .ok_or(())?,
-        ),
-    };
-    Ok(pb::LogActivityRequest {
-        workspace_id: id,
-        activity_type: text_field(fields, "activity_type")?,
-        method: text_field(fields, "method")?,
-        summary: text_field(fields, "summary")?,
-        target_id: text_field(fields, "target_id")?,
-        source_id: text_field(fields, "source_id")?,
-        status: text_field(fields, "status")?,
-        error_detail: text_field(fields, "error_detail")?,
-        duration_ms,
-        request_body_json: raw_field(fields, "request_body"),
-        response_body_json: raw_field(fields, "response_body"),
-        metadata_json: raw_field(fields, "metadata"),
-    })
-}
-
 #[utoipa::path(post, path = "/workspaces/{id}/activity", tag = "activity",
-    params(("id" = String, Path, description = "workspace id")),
-    request_body(content = Object, description = "activity_type (required), method, summary, target_id, source_id, status, error_detail, duration_ms, request_body, response_body, metadata"),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
+    request_body = LogActivityBody,
     responses((status = 200, body = Object, example = json!({"status": "logged"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn log_activity(
@@ -338,12 +358,8 @@ pub(crate) async fn log_activity(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let request = match parse_body::<Map<String, Value>>(body).await {
-        Ok(fields) => log_request(id.clone(), &fields).map_err(|()| BodyError::Invalid),
-        Err(err) => Err(err),
-    };
-    let request = match request {
-        Ok(request) => request,
+    let request = match parse_body::<LogActivityBody>(body).await {
+        Ok(body) => body.into_request(id.clone()),
         Err(err) => {
             return gateway
                 .reject_body(&forwarded, Some(&id), err, "invalid request body")
@@ -358,25 +374,50 @@ pub(crate) async fn log_activity(
     render(StatusCode::OK, result, |_| json!({"status": "logged"}))
 }
 
+/// An RFC 3339 time, or empty for none (empty query values mean absent, as in the reference).
+fn date_time_or_empty() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(0)),
+        )
+        .into()
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ActivityQuery {
     /// Exact activity type.
     r#type: Option<String>,
     /// `canvas` or `agent`.
+    #[param(pattern = "^(canvas|agent)?$")]
     source: Option<String>,
     /// 1–500, default 100.
     limit: Option<String>,
     /// Rows after this activity id, oldest first (410 when the cursor is gone).
     since_id: Option<String>,
+    /// Only rows this workspace sent.
+    #[param(
+        pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     peer_id: Option<String>,
+    /// Only rows created before this RFC 3339 time.
+    #[param(schema_with = date_time_or_empty)]
     before_ts: Option<String>,
-    /// `asc` or `desc`.
+    /// `asc` or `desc`; the default is newest first, or oldest first after `since_id`.
+    #[param(pattern = "^(asc|desc)?$")]
     order: Option<String>,
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/activity", tag = "activity",
-    params(("id" = String, Path, description = "workspace id"), ActivityQuery),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), ActivityQuery),
     responses((status = 200, body = [Object]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 410, body = ErrorBody)))]
 pub(crate) async fn list_activity(
@@ -439,8 +480,10 @@ fn activity_row(row: pb::ActivityRow) -> Value {
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct AttachmentBody {
     #[serde(default)]
+    #[schema(required, min_length = 1)]
     uri: String,
     #[serde(default)]
+    #[schema(required, min_length = 1)]
     name: String,
     #[serde(rename = "mimeType")]
     mime_type: Option<String>,
@@ -450,13 +493,14 @@ pub(crate) struct AttachmentBody {
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct NotifyBody {
     #[serde(default)]
+    #[schema(required, min_length = 1)]
     message: String,
     #[serde(default)]
     attachments: Vec<AttachmentBody>,
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/notify", tag = "activity",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     request_body = NotifyBody,
     responses((status = 200, body = Object, example = json!({"status": "sent"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]

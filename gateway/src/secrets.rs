@@ -26,15 +26,21 @@ const INVALID_BODY: &str = "invalid request body";
 /// `POST|PUT …/secrets`: one secret per call.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct SecretBody {
+    /// An environment variable name.
     #[serde(default)]
+    #[schema(required, pattern = "^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
     key: String,
+    /// At most 64 KiB.
     #[serde(default)]
+    #[schema(required, min_length = 1, max_length = 65536)]
     value: String,
 }
 
 /// `PUT /workspaces/{id}/model`.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct ModelBody {
+    /// At most 64 KiB; empty clears the workspace's choice.
+    #[schema(max_length = 65536)]
     model: String,
 }
 
@@ -64,8 +70,8 @@ fn list_body(reply: pb::ListSecretsResponse, listing: Listing) -> Value {
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/secrets", tag = "secrets",
-    params(("id" = String, Path, description = "workspace id")),
-    responses((status = 200, body = Object, example = json!([{"key": "API_KEY", "has_value": true, "scope": "workspace", "created_at": "…", "updated_at": "…"}])),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
+    responses((status = 200, body = [Object], example = json!([{"key": "API_KEY", "has_value": true, "scope": "workspace", "created_at": "…", "updated_at": "…"}])),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn list_secrets(
     State(gateway): State<Gateway>,
@@ -84,7 +90,7 @@ pub(crate) async fn list_secrets(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/secrets/values", tag = "secrets",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = Object, example = json!({"OPENAI_API_KEY": "sk-…"})),
         (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub(crate) async fn secret_values(
@@ -109,7 +115,7 @@ pub(crate) async fn secret_values(
 }
 
 #[utoipa::path(method(post, put), path = "/workspaces/{id}/secrets", tag = "secrets",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     request_body = SecretBody,
     responses((status = 200, body = Object, example = json!({"status": "saved", "key": "API_KEY"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
@@ -145,7 +151,7 @@ pub(crate) async fn set_secret(
 }
 
 #[utoipa::path(delete, path = "/workspaces/{id}/secrets/{key}", tag = "secrets",
-    params(("id" = String, Path, description = "workspace id"), ("key" = String, Path, description = "secret key")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), ("key" = String, Path, pattern = "^[A-Za-z_][A-Za-z0-9_]{0,255}$", description = "secret key")),
     responses((status = 200, body = Object, example = json!({"status": "deleted", "key": "API_KEY"})),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_secret(
@@ -170,7 +176,7 @@ pub(crate) async fn delete_secret(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/model", tag = "secrets",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = Object, example = json!({"model": "", "source": "default"})),
         (status = 401, body = ErrorBody)))]
 pub(crate) async fn get_model(
@@ -192,7 +198,7 @@ pub(crate) async fn get_model(
 }
 
 #[utoipa::path(put, path = "/workspaces/{id}/model", tag = "secrets",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     request_body = ModelBody,
     responses((status = 200, body = Object, example = json!({"status": "saved", "model": "minimax/MiniMax-M2.7"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
@@ -281,7 +287,7 @@ impl Gateway {
 }
 
 #[utoipa::path(get, path = "/settings/secrets", tag = "secrets",
-    responses((status = 200, body = Object, example = json!([{"key": "GITHUB_TOKEN", "has_value": true, "created_at": "…", "updated_at": "…", "scope": "global"}])),
+    responses((status = 200, body = [Object], example = json!([{"key": "GITHUB_TOKEN", "has_value": true, "created_at": "…", "updated_at": "…", "scope": "global"}])),
         (status = 401, body = ErrorBody)))]
 pub(crate) async fn list_global_secrets(
     State(gateway): State<Gateway>,
@@ -303,7 +309,7 @@ pub(crate) async fn set_global_secret(
 }
 
 #[utoipa::path(delete, path = "/settings/secrets/{key}", tag = "secrets",
-    params(("key" = String, Path, description = "secret key")),
+    params(("key" = String, Path, pattern = "^[A-Za-z_][A-Za-z0-9_]{0,255}$", description = "secret key")),
     responses((status = 200, body = Object, example = json!({"status": "deleted", "key": "GITHUB_TOKEN", "scope": "global"})),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_global_secret(
@@ -315,7 +321,8 @@ pub(crate) async fn delete_global_secret(
 }
 
 #[utoipa::path(get, path = "/admin/secrets", tag = "secrets",
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = [Object], example = json!([{"key": "GITHUB_TOKEN", "has_value": true, "created_at": "…", "updated_at": "…", "scope": "global"}])),
+        (status = 401, body = ErrorBody)))]
 pub(crate) async fn legacy_list_global_secrets(
     State(gateway): State<Gateway>,
     forwarded: Forwarded,
@@ -336,7 +343,7 @@ pub(crate) async fn legacy_set_global_secret(
 }
 
 #[utoipa::path(delete, path = "/admin/secrets/{key}", tag = "secrets",
-    params(("key" = String, Path, description = "secret key")),
+    params(("key" = String, Path, pattern = "^[A-Za-z_][A-Za-z0-9_]{0,255}$", description = "secret key")),
     responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn legacy_delete_global_secret(
     State(gateway): State<Gateway>,

@@ -17,7 +17,8 @@ use crate::{
 /// One published file.
 #[derive(Deserialize, Serialize, ToSchema)]
 pub(crate) struct ContextEntry {
-    /// Relative, without `..`.
+    /// Relative, without `..` segments or backslashes; unique within the set.
+    #[schema(pattern = r"^(?!/)(?!\.$)(?!(.*/)?\.\.(/|$))[^\\]+$")]
     path: String,
     content: String,
 }
@@ -35,7 +36,7 @@ fn entries(reply: pb::SharedContextEntries) -> Vec<ContextEntry> {
 
 #[utoipa::path(get, path = "/workspaces/{id}/shared-context", tag = "shared-context",
     description = "Readable by the workspace itself and its descendants (each with its own token and X-Workspace-ID), and by operators.",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = [ContextEntry]),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
@@ -54,7 +55,7 @@ pub(crate) async fn get(
 
 #[utoipa::path(put, path = "/workspaces/{id}/shared-context", tag = "shared-context",
     description = "Replaces the published set: at most 256 KiB of paths and contents.",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     request_body = [ContextEntry],
     responses((status = 200, body = [ContextEntry]),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),

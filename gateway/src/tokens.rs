@@ -45,7 +45,7 @@ pub(crate) struct TokenPage {
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/tokens", tag = "tokens",
-    params(("id" = String, Path, description = "workspace id"), TokenPage),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), TokenPage),
     responses((status = 200, body = TokenList), (status = 401, body = ErrorBody)))]
 pub(crate) async fn list_tokens(
     State(gateway): State<Gateway>,
@@ -87,7 +87,7 @@ pub(crate) async fn list_tokens(
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/tokens", tag = "tokens",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 201, body = Object, example = json!({"auth_token": "…", "workspace_id": "…", "message": "Save this token now — it cannot be retrieved again."})),
         (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn create_token(
@@ -111,7 +111,7 @@ pub(crate) async fn create_token(
 }
 
 #[utoipa::path(delete, path = "/workspaces/{id}/tokens/{token_id}", tag = "tokens",
-    params(("id" = String, Path, description = "workspace id"), ("token_id" = String, Path, description = "token id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), ("token_id" = String, Path, format = Uuid, description = "token id")),
     responses((status = 200, body = Object, example = json!({"status": "revoked"})),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke_token(
@@ -132,7 +132,7 @@ pub(crate) async fn revoke_token(
 }
 
 #[utoipa::path(get, path = "/admin/workspaces/{id}/test-token", tag = "tokens",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = Object, example = json!({"auth_token": "…", "workspace_id": "…"})),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn test_token(
@@ -212,7 +212,7 @@ pub(crate) struct CreateOrgTokenBody {
 }
 
 #[utoipa::path(post, path = "/org/tokens", tag = "tokens",
-    request_body(content = CreateOrgTokenBody, description = "optional"),
+    request_body(content = Option<CreateOrgTokenBody>, description = "optional"),
     responses((status = 200, body = Object, example = json!({"id": "…", "prefix": "abcd1234", "name": "ci-bot", "auth_token": "…", "warning": "copy this token now; it will not be shown again"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn create_org_token(
@@ -227,10 +227,12 @@ pub(crate) async fn create_org_token(
     if !decision.allowed {
         return too_many_requests(decision);
     }
-    // The body is optional: empty means no name.
+    // The body is optional: empty or `null` means no name.
     let body = match read_body(body).await {
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(CreateOrgTokenBody::default()),
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| BodyError::Invalid),
+        Ok(bytes) => serde_json::from_slice::<Option<CreateOrgTokenBody>>(&bytes)
+            .map(Option::unwrap_or_default)
+            .map_err(|_| BodyError::Invalid),
         Err(err) => Err(err),
     };
     let body = match body {
@@ -261,7 +263,7 @@ pub(crate) async fn create_org_token(
 }
 
 #[utoipa::path(delete, path = "/org/tokens/{id}", tag = "tokens",
-    params(("id" = String, Path, description = "org token id")),
+    params(("id" = String, Path, format = Uuid, description = "org token id")),
     responses((status = 200, body = Object, example = json!({"revoked": "…"})),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke_org_token(

@@ -143,16 +143,36 @@ pub(crate) struct CanvasBody {
 /// `POST /workspaces`; every field but `name` is optional.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct CreateWorkspaceBody {
+    /// At most 255 bytes; no line breaks or markup characters.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\r\n{}\[\]|>*&!]*$")]
     name: String,
+    /// At most 1000 bytes; no line breaks or markup characters.
+    #[schema(max_length = 1000, pattern = r"^[^\r\n{}\[\]|>*&!]*$")]
     role: Option<String>,
+    /// At most 100 bytes, one line; `external` (or an empty runtime with `external: true`)
+    /// makes a workspace whose agent runs elsewhere.
+    #[schema(max_length = 100, pattern = r"^[^\r\n]*$")]
     runtime: Option<String>,
     external: Option<bool>,
+    /// An external agent's http(s) URL, checked against the URL policy.
     url: Option<String>,
+    /// 1–4; 0 means the default (3).
+    #[schema(minimum = 0, maximum = 4)]
     tier: Option<i32>,
+    /// An existing workspace; empty means none.
+    #[schema(
+        pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     parent_id: Option<String>,
+    /// A relative template name (no `..`).
     template: Option<String>,
+    /// At most 100 bytes, one line.
+    #[schema(max_length = 100, pattern = r"^[^\r\n]*$")]
     model: Option<String>,
+    /// An absolute host directory outside the system directories.
     workspace_dir: Option<String>,
+    /// `none` (the default), `read_only` or `read_write`; the last two need `workspace_dir`.
+    #[schema(pattern = "^(none|read_only|read_write)?$")]
     workspace_access: Option<String>,
     budget_limit: Option<i64>,
     max_concurrent_tasks: Option<i32>,
@@ -339,7 +359,7 @@ pub(crate) async fn list_workspaces(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}", tag = "workspaces",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = WorkspaceDetail), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_workspace(
@@ -417,7 +437,7 @@ fn patch_request(
 }
 
 #[utoipa::path(patch, path = "/workspaces/{id}", tag = "workspaces",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     request_body(content = Object, description = "any of name, role, tier, parent_id, runtime, workspace_dir, collapsed, x, y"),
     responses((status = 200, body = Object, example = json!({"status": "updated"})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -468,7 +488,7 @@ pub(crate) struct DeleteQuery {
 }
 
 #[utoipa::path(delete, path = "/workspaces/{id}", tag = "workspaces",
-    params(("id" = String, Path, description = "workspace id"), DeleteQuery),
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), DeleteQuery),
     responses((status = 200, body = Object, example = json!({"status": "removed", "cascade_deleted": 0})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = Object, description = "confirmation_required")))]
@@ -496,7 +516,7 @@ pub(crate) async fn delete_workspace(
 }
 
 #[utoipa::path(get, path = "/workspaces/{id}/state", tag = "workspaces",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = Object, example = json!({"workspace_id": "…", "status": "online", "paused": false, "deleted": false})),
         (status = 401, body = ErrorBody),
         (status = 404, body = Object, description = "deleted (no auth needed)", example = json!({"workspace_id": "…", "deleted": true}))))]
@@ -518,7 +538,7 @@ pub(crate) async fn workspace_state(
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/pause", tag = "workspaces",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = Object, example = json!({"status": "paused", "paused_count": 1})),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn pause_workspace(
@@ -539,7 +559,7 @@ pub(crate) async fn pause_workspace(
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/resume", tag = "workspaces",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = Object, example = json!({"status": "awaiting_agent", "resumed_count": 1})),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn resume_workspace(
@@ -560,7 +580,7 @@ pub(crate) async fn resume_workspace(
 }
 
 #[utoipa::path(post, path = "/workspaces/{id}/restart", tag = "workspaces",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
     responses((status = 200, body = Object, example = json!({"status": "provisioning"})),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn restart_workspace(

@@ -273,7 +273,12 @@ pub async fn drop_stale(
     workspace_id: Option<&str>,
 ) -> Result<u64, DbErr> {
     let now = store::now();
-    let cutoff = now - chrono::Duration::minutes(max_age_minutes);
+    // An age beyond chrono's range reaches back before any row: nothing is that stale.
+    let Some(cutoff) =
+        chrono::Duration::try_minutes(max_age_minutes).and_then(|age| now.checked_sub_signed(age))
+    else {
+        return Ok(0);
+    };
     let mut stale = a2a_queue::Entity::find()
         .filter(a2a_queue::Column::Status.eq(QueueStatus::Queued))
         .filter(a2a_queue::Column::EnqueuedAt.lt(cutoff));

@@ -1087,11 +1087,17 @@ async fn stale_queue_items_are_dropped_by_an_admin() {
             r#"{"error":"max_age_minutes must be a positive integer"}"#
         );
     }
-    // Younger than the default hour: kept.
-    let kept = app
-        .admin(Method::POST, "/admin/a2a-queue/drop-stale", None)
-        .await;
-    assert_eq!(kept.text, r#"{"dropped":0}"#);
+    // Younger than the default hour: kept; an age before any representable time drops nothing.
+    for query in ["", "?max_age_minutes=9223372036854775807"] {
+        let kept = app
+            .admin(
+                Method::POST,
+                &format!("/admin/a2a-queue/drop-stale{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(kept.text, r#"{"dropped":0}"#, "{query}");
+    }
     let two_hours_earlier = match app.db.get_database_backend() {
         sea_orm::DatabaseBackend::Postgres => {
             "UPDATE a2a_queue SET enqueued_at = enqueued_at - INTERVAL '2 hours'"

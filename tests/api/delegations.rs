@@ -282,20 +282,35 @@ async fn bad_delegation_requests_get_the_documented_answers_and_write_nothing() 
 async fn agents_record_and_update_delegations_they_sent_themselves() {
     let app = spawn_app().await;
     let (source, source_token) = app.registered_agent("self-sender", None).await;
-    let (target, _) = app.registered_agent("peer", None).await;
+    let (target, target_token) = app.registered_agent("peer", None).await;
     let delegation_id = uuid::Uuid::new_v4().to_string();
-    let recorded = app
-        .call(
-            Method::POST,
-            &format!("/workspaces/{source}/delegations/record"),
-            Some(&source_token),
-            Some(json!({"target_id": target, "task": "summarise", "delegation_id": delegation_id})),
-        )
-        .await;
-    assert_eq!(recorded.status, StatusCode::ACCEPTED);
+    let body = json!({"target_id": target, "task": "summarise", "delegation_id": delegation_id});
+    let record = format!("/workspaces/{source}/delegations/record");
+    // A retried record is the same delegation: one row, one event.
+    for _ in 0..2 {
+        let recorded = post(&app, &record, &source_token, body.clone()).await;
+        assert_eq!(recorded.status, StatusCode::ACCEPTED);
+        assert_eq!(
+            recorded.body,
+            json!({"delegation_id": delegation_id, "status": "recorded"})
+        );
+    }
+    let sent = app.event_types(&source).await;
+    assert_eq!(sent.iter().filter(|t| *t == "DELEGATION_SENT").count(), 1);
+    // The agent picks the id, so another workspace's use of it is refused, not merged.
+    let taken = post(
+        &app,
+        &format!("/workspaces/{target}/delegations/record"),
+        &target_token,
+        json!({"target_id": source, "task": "x", "delegation_id": delegation_id}),
+    )
+    .await;
     assert_eq!(
-        recorded.body,
-        json!({"delegation_id": delegation_id, "status": "recorded"})
+        (taken.status, taken.body),
+        (
+            StatusCode::CONFLICT,
+            json!({"error": "delegation_id already in use"})
+        )
     );
     let update = format!("/workspaces/{source}/delegations/{delegation_id}/update");
     // The runtime reports `queued` while the peer is busy: only the row moves.
