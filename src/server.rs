@@ -695,14 +695,30 @@ fn announce_admin_token(config: &Config, path: &std::path::Path) {
         ip if ip.is_unspecified() => format!("127.0.0.1:{}", config.listen.port()),
         _ => config.listen.to_string(),
     };
-    // The one place a credential is printed: generated on this boot, shown once, stored 0600;
-    // never into a JSON log stream.
-    let banner = format!(
-        "generated an admin token (saved to {}); it will not be shown again:\n\n  curl -H 'Authorization: Bearer {}' http://{host}/workspaces\n",
-        path.display(),
-        token.trim()
-    );
-    if crate::config::LogFormat::stdout_is_json() {
+    // The one place a credential is printed: generated on this boot, shown once, stored 0600,
+    // and only to a person at a terminal. A pipe or a container's output is a log, which keeps
+    // the path instead.
+    use std::io::IsTerminal;
+    let json_logs = crate::config::LogFormat::stdout_is_json();
+    let at_terminal = if json_logs {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let banner = if at_terminal {
+        format!(
+            "generated an admin token (saved to {}); it will not be shown again:\n\n  curl -H 'Authorization: Bearer {}' http://{host}/workspaces\n",
+            path.display(),
+            token.trim()
+        )
+    } else {
+        format!(
+            "generated an admin token, saved to {} (owner-only); read it there:\n\n  curl -H \"Authorization: Bearer $(cat {})\" http://{host}/workspaces\n",
+            path.display(),
+            path.display()
+        )
+    };
+    if json_logs {
         eprintln!("{banner}");
     } else {
         println!("{banner}");

@@ -144,10 +144,15 @@ fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
         banner[0].starts_with("generated an admin token"),
         "{banner:?}"
     );
+    // Output that is not a terminal is a log: it names the file, never the token.
     assert!(
-        banner[2].contains(&format!("curl -H 'Authorization: Bearer {token}'")),
+        banner[2].contains(&format!(
+            "curl -H \"Authorization: Bearer $(cat {})\"",
+            dir.join("admin-token").display()
+        )),
         "{banner:?}"
     );
+    assert!(!banner.join("\n").contains(&token), "{banner:?}");
     let mode = |file: &str| {
         std::fs::metadata(dir.join(file))
             .unwrap()
