@@ -94,7 +94,7 @@ impl Application {
         let listener = bind(config.listen).await?;
         let credentials = bootstrap::resolve(&config)?;
         if let Some(path) = &credentials.generated_admin_token {
-            announce_admin_token(&config, path);
+            announce_admin_token(listener.local_addr()?, path);
         }
 
         let shutdown = CancellationToken::new();
@@ -689,11 +689,12 @@ fn is_unimplemented(response: &Response) -> bool {
         .is_some_and(|status| status == "12")
 }
 
-fn announce_admin_token(config: &Config, path: &std::path::Path) {
+/// `listen` is the bound address, so `--listen …:0` shows the port the kernel chose.
+fn announce_admin_token(listen: SocketAddr, path: &std::path::Path) {
     let token = std::fs::read_to_string(path).unwrap_or_default();
-    let host = match config.listen.ip() {
-        ip if ip.is_unspecified() => format!("127.0.0.1:{}", config.listen.port()),
-        _ => config.listen.to_string(),
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() => format!("127.0.0.1:{}", listen.port()),
+        _ => listen.to_string(),
     };
     // The one place a credential is printed: generated on this boot, shown once, stored 0600,
     // and only to a person at a terminal. A pipe or a container's output is a log, which keeps

@@ -153,6 +153,10 @@ fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
         "{banner:?}"
     );
     assert!(!banner.join("\n").contains(&token), "{banner:?}");
+    assert!(
+        !banner[2].contains("127.0.0.1:0/"),
+        "the bound port: {banner:?}"
+    );
     let mode = |file: &str| {
         std::fs::metadata(dir.join(file))
             .unwrap()
