@@ -37,7 +37,8 @@ LABEL org.opencontainers.image.title="molecule" \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /var/lib/molecule --create-home molecule \
+    && useradd --uid 10001 --no-log-init --shell /usr/sbin/nologin \
+        --home-dir /var/lib/molecule --create-home molecule \
     && install -d -o molecule -g molecule -m 0700 /var/lib/molecule/data
 COPY --from=build /src/target/release/molecule /usr/local/bin/molecule
 USER molecule
