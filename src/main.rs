@@ -44,7 +44,11 @@ async fn main() {
 fn init_logging(format: LogFormat) {
     format.select();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let lines = tracing_subscriber::fmt().with_env_filter(filter);
+    // A log reader that went away (`molecule serve | head`, a restarted shipper) costs the
+    // lines, not the server, and not a complaint on stderr per event.
+    let lines = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .log_internal_errors(false);
     match format {
         LogFormat::Json => lines.json().flatten_event(true).init(),
         // Colour codes only where a terminal renders them, never into a file or a collector.

@@ -719,9 +719,11 @@ fn announce_admin_token(listen: SocketAddr, path: &std::path::Path) {
             path.display()
         )
     };
-    if json_logs {
-        eprintln!("{banner}");
+    // Like the log lines: a closed stdout loses the banner (the token stays in its file).
+    use std::io::Write;
+    let _ = if json_logs {
+        writeln!(std::io::stderr(), "{banner}")
     } else {
-        println!("{banner}");
-    }
+        writeln!(std::io::stdout(), "{banner}")
+    };
 }

@@ -204,8 +204,8 @@ fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
     );
 }
 
-/// The child's stdout lines as they come, read to its end by a thread of their own: a server
-/// whose stdout pipe closed early would fail writing to it.
+/// The child's stdout lines as they come, read to its end by a thread of their own, so none is
+/// lost to a pipe closed early.
 fn drain_stdout(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let (lines, received) = std::sync::mpsc::channel();
@@ -246,6 +246,50 @@ fn stop_with_sigterm_keep(child: &mut std::process::Child) {
 
 fn stop_with_sigterm(mut child: std::process::Child) {
     stop_with_sigterm_keep(&mut child);
+}
+
+#[test]
+fn a_closed_stdout_costs_the_logs_not_the_server() {
+    let dir = temp_dir().join("data");
+    let port = crate::outage::free_port();
+    let mut server = molecule()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("MOLECULE_DATA_DIR", &dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the first line (`molecule serve | head -0`): every log line and
+    // the first-boot banner meet a closed pipe.
+    drop(server.stdout.take());
+    let stderr = server.stderr.take().unwrap();
+    let health = || -> Option<String> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        std::io::Write::write_all(
+            &mut stream,
+            b"GET /health HTTP/1.1\r\nHost: molecule\r\nConnection: close\r\n\r\n",
+        )
+        .ok()?;
+        let mut reply = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut reply).ok()?;
+        Some(reply)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let reply = loop {
+        if let Some(reply) = health() {
+            break reply;
+        }
+        assert!(server.try_wait().unwrap().is_none(), "the server exited");
+        assert!(std::time::Instant::now() < deadline, "never served");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(dir.join("admin-token").exists());
+    stop_with_sigterm_keep(&mut server);
+    let mut complaints = String::new();
+    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut complaints).unwrap();
+    assert_eq!(complaints, "", "nothing on stderr for each lost line");
 }
 
 #[test]
