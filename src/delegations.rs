@@ -273,20 +273,17 @@ impl DelegationsService {
             if !same {
                 return Err(DelegationError::IdInUse.into());
             }
-            return Ok(pb::RecordDelegationReply {
-                delegation_id: request.delegation_id,
-                status: "recorded".to_owned(),
-            });
+        } else {
+            self.state
+                .events
+                .record(
+                    &self.state.db,
+                    EventType::DelegationSent,
+                    Some(&source),
+                    json!({"delegation_id": request.delegation_id, "target_id": target, "task_preview": preview(&request.task, 100)}),
+                )
+                .await;
         }
-        self.state
-            .events
-            .record(
-                &self.state.db,
-                EventType::DelegationSent,
-                Some(&source),
-                json!({"delegation_id": request.delegation_id, "target_id": target, "task_preview": preview(&request.task, 100)}),
-            )
-            .await;
         Ok(pb::RecordDelegationReply {
             delegation_id: request.delegation_id,
             status: "recorded".to_owned(),
