@@ -37,8 +37,17 @@ pub async fn run_provision_timeout_sweep(state: Platform) {
 /// Runs until shutdown: approvals pending past their TTL are denied as `auto-expired`, chat
 /// uploads past theirs are deleted.
 pub async fn run_runtime_sweep(state: Platform) {
-    let interval = (state.settings.runtime.approval_ttl / 10)
-        .clamp(Duration::from_millis(200), Duration::from_secs(10));
+    // A tenth of the shortest of the TTLs it enforces, so each expires within 10% of its time.
+    let settings = &state.settings;
+    let shortest = [
+        settings.runtime.approval_ttl,
+        settings.runtime.upload_ttl,
+        settings.session_ttl,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or_default();
+    let interval = (shortest / 10).clamp(Duration::from_millis(200), Duration::from_secs(10));
     on_a_clock(
         state,
         interval,
