@@ -26,6 +26,17 @@ pub(crate) fn molecule() -> Command {
     command
 }
 
+/// `molecule serve` on `listen`, its data in `dir`, logging at `info` into a piped stdout.
+pub(crate) fn serve(dir: &std::path::Path, listen: &str) -> Command {
+    let mut command = molecule();
+    command
+        .args(["serve", "--listen", listen])
+        .env("MOLECULE_DATA_DIR", dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped());
+    command
+}
+
 fn temp_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("molecule-cli-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -118,11 +129,7 @@ fn first_boot_generates_credentials_once_and_sigterm_stops_cleanly() {
     // A data dir that does not exist yet: the server creates it, owner-only.
     let dir = temp_dir().join("data");
     let boot = || {
-        molecule()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("MOLECULE_DATA_DIR", &dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
+        serve(&dir, "127.0.0.1:0")
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
@@ -252,11 +259,7 @@ fn stop_with_sigterm(mut child: std::process::Child) {
 fn a_closed_stdout_costs_the_logs_not_the_server() {
     let dir = temp_dir().join("data");
     let port = crate::outage::free_port();
-    let mut server = molecule()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("MOLECULE_DATA_DIR", &dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
+    let mut server = serve(&dir, &format!("127.0.0.1:{port}"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

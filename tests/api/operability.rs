@@ -14,7 +14,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    cli::molecule,
+    cli::{molecule, serve},
     helpers::{Options, TestApp, eventually, spawn_app, spawn_app_with, spawn_on, succeeded},
     outage::{free_port, gated_postgres, start_redis},
 };
@@ -145,12 +145,8 @@ async fn molecule_health_exits_by_readiness() {
 /// Stdout lines of `molecule <args> serve` up to its start-up line, then the process is stopped.
 fn lines_until_started(args: &[&str]) -> Vec<String> {
     let dir = std::env::temp_dir().join(format!("molecule-logs-{}", uuid::Uuid::new_v4().simple()));
-    let mut child = molecule()
+    let mut child = serve(&dir, "127.0.0.1:0")
         .args(args)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("MOLECULE_DATA_DIR", &dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
