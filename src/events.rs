@@ -45,20 +45,20 @@ impl Envelope {
         }
     }
 
-    /// The event as `watcher` may see it (docs/decisions.md D13): in full when it took part (it is
-    /// the subject, the source or the target) or when the event carries no conversation text;
-    /// otherwise without the fields that do.
-    pub fn seen_by(self: &Arc<Self>, watcher: &str) -> Arc<Self> {
-        let fields = self.event.conversation_fields();
-        if fields.is_empty() {
-            return self.clone();
-        }
-        let took_part = self.workspace_id.as_deref() == Some(watcher)
-            || ["source_id", "target_id", "caller_id"]
+    /// Whether the event names `watcher` as a party: its subject, or the source, target, caller
+    /// or requester in its payload.
+    pub fn names(&self, watcher: &str) -> bool {
+        self.workspace_id.as_deref() == Some(watcher)
+            || ["source_id", "target_id", "caller_id", "from_workspace_id"]
                 .iter()
-                .any(|key| self.payload[key].as_str() == Some(watcher));
-        let carries_text = fields.iter().any(|field| self.payload.get(field).is_some());
-        if took_part || !carries_text {
+                .any(|key| self.payload[key].as_str() == Some(watcher))
+    }
+
+    /// The event as a watcher sees it (docs/decisions.md D13): in full for a party or when it
+    /// carries nothing private; otherwise without the private fields.
+    pub fn seen_as(self: &Arc<Self>, party: bool) -> Arc<Self> {
+        let fields = self.event.private_fields();
+        if party || !fields.iter().any(|field| self.payload.get(field).is_some()) {
             return self.clone();
         }
         let mut redacted = Self::clone(self);
@@ -381,8 +381,10 @@ mod tests {
             Some("target"),
             serde_json::json!({"response_body": {"text": "secret plans"}, "method": "message/send"}),
         ));
-        assert_eq!(event.seen_by("target").payload, event.payload);
-        let bystander = event.seen_by("sibling");
+        assert!(event.names("target"));
+        assert_eq!(event.seen_as(true).payload, event.payload);
+        assert!(!event.names("sibling"));
+        let bystander = event.seen_as(false);
         assert_eq!(
             bystander.payload,
             serde_json::json!({"method": "message/send"})
@@ -396,15 +398,25 @@ mod tests {
             Some("source"),
             serde_json::json!({"target_id": "target", "task_preview": "do it"}),
         ));
-        assert_eq!(sent.seen_by("target").payload["task_preview"], "do it");
-        assert!(sent.seen_by("other").payload.get("task_preview").is_none());
+        assert!(sent.names("target") && !sent.names("other"));
+        assert!(sent.seen_as(false).payload.get("task_preview").is_none());
+        let escalated = Arc::new(Envelope::new(
+            EventType::ApprovalEscalated,
+            Some("parent"),
+            serde_json::json!({"approval_id": "a", "from_workspace_id": "child", "action": "x"}),
+        ));
+        assert!(escalated.names("child") && escalated.names("parent"));
+        assert_eq!(
+            escalated.seen_as(false).payload,
+            serde_json::json!({"from_workspace_id": "child"})
+        );
         let online = Arc::new(Envelope::new(
             EventType::WorkspaceOnline,
             Some("w"),
             serde_json::json!({"url": "u"}),
         ));
         assert!(
-            Arc::ptr_eq(&online.seen_by("other"), &online),
+            Arc::ptr_eq(&online.seen_as(false), &online),
             "nothing to hide: no copy"
         );
     }

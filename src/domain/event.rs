@@ -1,6 +1,7 @@
 //! Every event type the platform records or broadcasts, and what is known about each: whether
-//! it is live-only information, and which payload fields carry conversation text (visible
-//! only to the workspaces that took part, and to operators).
+//! it is live-only information, and which payload fields are private to the parties (what was
+//! said, and the handle that decides an approval: visible only to the workspaces that took part,
+//! and to operators).
 
 use serde::{Deserialize, Serialize};
 
@@ -89,8 +90,9 @@ impl EventType {
         )
     }
 
-    /// Payload fields that carry what agents and people said.
-    pub fn conversation_fields(self) -> &'static [&'static str] {
+    /// Payload fields only the parties see: what agents and people said, and an approval's id
+    /// (whoever holds it and a decider's credential could settle the request).
+    pub fn private_fields(self) -> &'static [&'static str] {
         match self {
             Self::A2aResponse => &["response_body", "request_body"],
             Self::ActivityLogged => &["summary", "tool_trace", "request_body", "response_body"],
@@ -98,9 +100,26 @@ impl EventType {
             Self::DelegationSent => &["task_preview"],
             Self::DelegationComplete => &["response_preview"],
             Self::DelegationFailed => &["error"],
-            Self::ApprovalRequested | Self::ApprovalEscalated => &["action", "reason"],
+            Self::ApprovalRequested | Self::ApprovalEscalated => {
+                &["approval_id", "action", "reason"]
+            }
+            Self::ApprovalApproved | Self::ApprovalDenied | Self::ApprovalDecided => {
+                &["approval_id"]
+            }
             _ => &[],
         }
+    }
+
+    /// Whether the subject's ancestors are parties: they may decide its approvals.
+    pub fn ancestors_take_part(self) -> bool {
+        matches!(
+            self,
+            Self::ApprovalRequested
+                | Self::ApprovalEscalated
+                | Self::ApprovalApproved
+                | Self::ApprovalDenied
+                | Self::ApprovalDecided
+        )
     }
 }
 

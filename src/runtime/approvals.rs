@@ -289,7 +289,9 @@ impl ApprovalsService {
             validate::parse_uuid(&request.approval_id).ok_or(ApprovalError::NotPending)?;
         let decided_by = decider.audit_name();
         let note = Some(request.note.clone()).filter(|note| !note.is_empty());
-        let decided = settle(&self.state, &approval_id, decision, &decided_by, note)
+        // Bound to the path's workspace: a credential that may decide for one workspace settles
+        // that workspace's requests and no other's.
+        let decided = settle(&self.state, &id, &approval_id, decision, &decided_by, note)
             .await
             .context("failed to update")?;
         if !decided {
@@ -330,10 +332,12 @@ fn expiry_cutoff(state: &Platform) -> chrono::DateTime<chrono::Utc> {
         - TimeDelta::from_std(state.settings.runtime.approval_ttl).unwrap_or(TimeDelta::MAX)
 }
 
-/// Decides a pending, unexpired request; false when it was not (any more) pending. A
-/// conditional update, so of two deciders (or a decider and the sweeper) exactly one wins.
+/// Decides `workspace_id`'s pending, unexpired request; false when it was not (any more)
+/// pending or belongs to another workspace. A conditional update, so of two deciders (or a
+/// decider and the sweeper) exactly one wins.
 async fn settle(
     state: &Platform,
+    workspace_id: &str,
     approval_id: &str,
     decision: ApprovalStatus,
     decided_by: &str,
@@ -345,6 +349,7 @@ async fn settle(
         .col_expr(approval::Column::DecisionNote, Expr::value(note))
         .col_expr(approval::Column::DecidedAt, Expr::value(store::now()))
         .filter(approval::Column::Id.eq(approval_id))
+        .filter(approval::Column::WorkspaceId.eq(workspace_id))
         .filter(approval::Column::Status.eq(ApprovalStatus::Pending));
     if decided_by != EXPIRED_BY {
         update = update.filter(approval::Column::CreatedAt.gte(expiry_cutoff(state)));
@@ -393,6 +398,7 @@ pub async fn expire_pending(state: &Platform) -> Result<(), sea_orm::DbErr> {
     for (approval_id, workspace_id) in expired {
         if settle(
             state,
+            &workspace_id,
             &approval_id,
             ApprovalStatus::Denied,
             EXPIRED_BY,

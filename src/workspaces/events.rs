@@ -101,7 +101,17 @@ impl WorkspacesService {
                     };
                     if visible {
                         let envelope = match &agent {
-                            Some(watcher) => envelope.seen_by(watcher),
+                            Some(watcher) => {
+                                let party = envelope.names(watcher)
+                                    || (envelope.event.ancestors_take_part()
+                                        && hierarchy
+                                            .is_ancestor_of(
+                                                watcher,
+                                                envelope.workspace_id.as_deref().unwrap_or(""),
+                                            )
+                                            .await);
+                                envelope.seen_as(party)
+                            }
                             None => envelope,
                         };
                         return Some((

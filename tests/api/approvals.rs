@@ -411,3 +411,106 @@ async fn an_undecided_request_expires_as_denied() {
     .await;
     assert_eq!(late.status, StatusCode::NOT_FOUND, "{}", late.text);
 }
+
+/// Audit N1: a decider's credential for one workspace settled any pending approval by id, so a
+/// requester with a child approved its own request through the child's path, and any root with a
+/// child approved another root's request. Now the path's workspace must own the approval.
+#[tokio::test]
+async fn a_decision_is_bound_to_the_approvals_own_workspace() {
+    let app = spawn_app().await;
+    let (requester, requester_token) = app.registered_agent("requester", None).await;
+    let (own_child, _) = app.registered_agent("own-child", Some(&requester)).await;
+    let (other_root, other_root_token) = app.registered_agent("other-root", None).await;
+    let (other_child, _) = app.registered_agent("other-child", Some(&other_root)).await;
+    let mut bystander = connect(
+        &app,
+        &[
+            ("x-workspace-id", other_root.as_str()),
+            ("authorization", &format!("Bearer {other_root_token}")),
+        ],
+    )
+    .await
+    .expect("a root may watch its peers");
+
+    let approval = request_approval(&app, &requester, &requester_token).await;
+    let requested = loop {
+        let event = next_event(&mut bystander).await;
+        if event["event"] == "APPROVAL_REQUESTED" {
+            break event;
+        }
+    };
+    assert_eq!(requested["workspace_id"], requester.as_str());
+    assert_eq!(
+        requested["payload"],
+        json!({"task_id": null}),
+        "a non-participant learns neither the request nor its id"
+    );
+
+    let not_here = json!({"error": "approval not found or already decided"});
+    for (path_workspace, token) in [
+        (&own_child, &requester_token),
+        (&other_child, &other_root_token),
+    ] {
+        let reply = decide(
+            &app,
+            path_workspace,
+            &approval,
+            Some(token),
+            json!({"decision": "approved"}),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, &reply.body),
+            (StatusCode::NOT_FOUND, &not_here),
+            "decided through {path_workspace}"
+        );
+    }
+    let mut approvals =
+        molecule::pb::approvals_client::ApprovalsClient::new(app.grpc_channel().await);
+    let status = approvals
+        .decide(crate::grpc::authed(
+            molecule::pb::DecideApprovalRequest {
+                workspace_id: other_child.clone(),
+                approval_id: approval.clone(),
+                decision: "approved".into(),
+                note: String::new(),
+            },
+            &other_root_token,
+        ))
+        .await
+        .expect_err("refused over gRPC too");
+    assert_eq!(
+        (crate::grpc::error_body(&status).0, status.message()),
+        (404, "approval not found or already decided")
+    );
+    assert_eq!(
+        listed(&app, &requester, &requester_token, &approval).await["status"],
+        "pending"
+    );
+    let on_children: Vec<String> = [
+        app.event_types(&own_child).await,
+        app.event_types(&other_child).await,
+    ]
+    .concat();
+    assert!(
+        !on_children
+            .iter()
+            .any(|event| event.starts_with("APPROVAL_")),
+        "no decision event landed elsewhere: {on_children:?}"
+    );
+    // An operator still decides, and the decision lands on the requester.
+    let decided = decide(
+        &app,
+        &requester,
+        &approval,
+        Some(&app.admin_token.clone()),
+        json!({"decision": "denied"}),
+    )
+    .await;
+    assert_eq!(decided.status, StatusCode::OK, "{}", decided.text);
+    assert!(
+        app.event_types(&requester)
+            .await
+            .contains(&"APPROVAL_DENIED".to_owned())
+    );
+}
