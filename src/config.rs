@@ -588,6 +588,15 @@ impl Environment {
     pub fn classify(raw: &str) -> Self {
         Self::parse(raw).unwrap_or(Self::Default)
     }
+
+    /// The mode's name in logs: `production`, `development` or `default`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Production => "production",
+            Self::Development => "development",
+            Self::Default => "default",
+        }
+    }
 }
 
 /// Every setting of `T` at its documented default, as if given no flags and no environment

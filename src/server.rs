@@ -240,11 +240,7 @@ impl Application {
         registry::spawn_background(&platform);
         tokio::spawn(a2a::queue::sweep(a2a.clone()));
         let backends = Backends {
-            environment: if dev_mode {
-                "development"
-            } else {
-                "production"
-            },
+            environment: Environment::classify(&config.environment).as_str(),
             database: match sea_orm::ConnectionTrait::get_database_backend(&a2a.db) {
                 sea_orm::DbBackend::Postgres => "postgres",
                 sea_orm::DbBackend::Sqlite => "sqlite",
@@ -616,11 +612,12 @@ async fn track_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// One request's metrics, from its arrival to its answer.
+/// One request's metrics, from its arrival to its answer. Every label is from a bounded set.
 struct Measured {
     started: Instant,
-    method: http::Method,
-    grpc_path: Option<String>,
+    method: &'static str,
+    /// A gRPC call's method label.
+    grpc_method: Option<&'static str>,
 }
 
 impl Measured {
@@ -628,23 +625,18 @@ impl Measured {
         let path = request.uri().path();
         Self {
             started: Instant::now(),
-            method: request.method().clone(),
-            grpc_path: is_grpc_path(path).then(|| path.to_owned()),
+            method: telemetry::http_method_label(request.method()),
+            grpc_method: is_grpc_path(path).then(|| telemetry::grpc_method_label(path)),
         }
     }
 
     fn record(self, response: &Response) {
         let took = self.started.elapsed().as_secs_f64();
-        match self.grpc_path {
+        match self.grpc_method {
             // A gRPC failure is an HTTP 200 whose status travels in `grpc-status`: in the head
             // when the call fails before any message (trailers-only), which is how failures
             // leave this server; a head without it is a call under way, counted as OK.
-            Some(path) => {
-                let method = if is_unimplemented(response) {
-                    "unmatched".to_owned()
-                } else {
-                    path
-                };
+            Some(method) => {
                 let code = response
                     .headers()
                     .get("grpc-status")
@@ -652,13 +644,13 @@ impl Measured {
                     .and_then(|value| value.parse::<i32>().ok())
                     .map_or(tonic::Code::Ok, tonic::Code::from);
                 let code = format!("{code:?}");
-                metrics::counter!(telemetry::GRPC_HANDLED, "method" => method.clone(), "code" => code)
+                metrics::counter!(telemetry::GRPC_HANDLED, "method" => method, "code" => code)
                     .increment(1);
                 metrics::histogram!(telemetry::GRPC_DURATION, "method" => method).record(took);
             }
             None => {
                 let labels = [
-                    ("method", self.method.as_str().to_owned()),
+                    ("method", self.method.to_owned()),
                     ("route", route_label(response)),
                     ("status", response.status().as_u16().to_string()),
                 ];
@@ -679,14 +671,6 @@ fn route_label(response: &Response) -> String {
         Some(RouteTemplate(matched)) => matched.as_str().to_owned(),
         None => "unmatched".to_owned(),
     }
-}
-
-/// A gRPC path no service has: its label would be unbounded.
-fn is_unimplemented(response: &Response) -> bool {
-    response
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|status| status == "12")
 }
 
 /// `listen` is the bound address, so `--listen …:0` shows the port the kernel chose.

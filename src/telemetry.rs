@@ -132,6 +132,61 @@ pub fn render() -> String {
     text
 }
 
+/// The label of an HTTP method: the standard ones by name, any other token `other`, so a
+/// client cannot grow the exposition with made-up methods.
+pub fn http_method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The label of a gRPC path: a method this server serves, else `other` (a path is
+/// unauthenticated input, and each distinct label is a series kept for the process's life).
+pub fn grpc_method_label(path: &str) -> &'static str {
+    static SERVED: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| {
+            let mut served = std::collections::HashSet::new();
+            for encoded in [
+                crate::pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ] {
+                let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(encoded)
+                else {
+                    continue;
+                };
+                for file in &set.file {
+                    for service in &file.service {
+                        for method in &service.method {
+                            served.insert(format!(
+                                "/{}.{}/{}",
+                                file.package(),
+                                service.name(),
+                                method.name()
+                            ));
+                        }
+                    }
+                }
+            }
+            for version in ["v1", "v1alpha"] {
+                served.insert(format!(
+                    "/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"
+                ));
+            }
+            served
+        });
+    SERVED.get(path).map_or("other", String::as_str)
+}
+
 pub fn heartbeat(transport: &'static str, result: &'static str) {
     counter!(HEARTBEATS, "transport" => transport, "result" => result).increment(1);
 }

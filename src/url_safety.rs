@@ -89,6 +89,184 @@ fn embedded_ipv4(ip: Ipv6Addr) -> Option<Embedded> {
     }
 }
 
+/// What a special-purpose range is to the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Reachable after all: a registry entry marked globally reachable inside a block that is not.
+    Global,
+    /// Allowed only where loopback agents are (dev mode, a one-machine setup).
+    Loopback,
+    /// Private networks: allowed in the relaxed ("SaaS") deploy mode and in dev mode.
+    Private,
+    Never,
+}
+
+/// One row of [`SPECIAL_PURPOSE`].
+struct SpecialRange {
+    net: ipnet::IpNet,
+    reach: Reach,
+    label: &'static str,
+}
+
+/// Every address block the IANA IPv4 and IPv6 Special-Purpose Address Registries mark
+/// "Globally Reachable: False" (with the entries marked True that sit inside such a block),
+/// multicast, and for IPv6 everything outside global unicast (2000::/3), which the IPv6
+/// Address Space registry keeps reserved. The most specific match decides. Labels that the
+/// contract's table names (docs/registry.md §1.1) are kept word for word.
+const SPECIAL_PURPOSE: &[(&str, Reach, &str)] = &[
+    ("0.0.0.0/8", Reach::Never, "unspecified address"),
+    ("10.0.0.0/8", Reach::Private, "RFC-1918 private address"),
+    (
+        "100.64.0.0/10",
+        Reach::Never,
+        "carrier-grade NAT address (RFC-6598)",
+    ),
+    ("127.0.0.0/8", Reach::Loopback, "loopback address"),
+    (
+        "169.254.0.0/16",
+        Reach::Never,
+        "link-local address (cloud metadata endpoint)",
+    ),
+    ("172.16.0.0/12", Reach::Private, "RFC-1918 private address"),
+    (
+        "192.0.0.0/24",
+        Reach::Never,
+        "IETF protocol assignments (RFC-6890)",
+    ),
+    (
+        "192.0.0.9/32",
+        Reach::Global,
+        "Port Control Protocol anycast (RFC-7723)",
+    ),
+    ("192.0.0.10/32", Reach::Global, "TURN anycast (RFC-8155)"),
+    (
+        "192.0.2.0/24",
+        Reach::Never,
+        "TEST-NET-1 documentation range (RFC-5737)",
+    ),
+    (
+        "192.88.99.0/24",
+        Reach::Never,
+        "deprecated 6to4 relay anycast (RFC-7526)",
+    ),
+    ("192.168.0.0/16", Reach::Private, "RFC-1918 private address"),
+    (
+        "198.18.0.0/15",
+        Reach::Never,
+        "benchmarking range (RFC-2544)",
+    ),
+    (
+        "198.51.100.0/24",
+        Reach::Never,
+        "TEST-NET-2 documentation range (RFC-5737)",
+    ),
+    (
+        "203.0.113.0/24",
+        Reach::Never,
+        "TEST-NET-3 documentation range (RFC-5737)",
+    ),
+    ("224.0.0.0/4", Reach::Never, "IPv4 multicast address"),
+    ("240.0.0.0/4", Reach::Never, "reserved address (RFC-1112)"),
+    ("255.255.255.255/32", Reach::Never, "broadcast address"),
+    (
+        "::/0",
+        Reach::Never,
+        "IPv6 address outside global unicast (2000::/3)",
+    ),
+    ("2000::/3", Reach::Global, "IPv6 global unicast"),
+    ("::/128", Reach::Never, "unspecified address"),
+    ("::1/128", Reach::Loopback, "IPv6 loopback address"),
+    (
+        "100::/64",
+        Reach::Never,
+        "IPv6 discard-only prefix (RFC-6666)",
+    ),
+    (
+        "100:0:0:1::/64",
+        Reach::Never,
+        "IPv6 dummy prefix (RFC-9780)",
+    ),
+    (
+        "2001::/23",
+        Reach::Never,
+        "IPv6 IETF protocol assignments (RFC-2928)",
+    ),
+    (
+        "2001:1::1/128",
+        Reach::Global,
+        "Port Control Protocol anycast (RFC-7723)",
+    ),
+    ("2001:1::2/128", Reach::Global, "TURN anycast (RFC-8155)"),
+    (
+        "2001:1::3/128",
+        Reach::Global,
+        "DNS-SD service registration anycast (RFC-9665)",
+    ),
+    (
+        "2001:2::/48",
+        Reach::Never,
+        "IPv6 benchmarking range (RFC-5180)",
+    ),
+    ("2001:3::/32", Reach::Global, "AMT (RFC-7450)"),
+    ("2001:4:112::/48", Reach::Global, "AS112-v6 (RFC-7535)"),
+    ("2001:20::/28", Reach::Global, "ORCHIDv2 (RFC-7343)"),
+    ("2001:30::/28", Reach::Global, "Drone Remote ID (RFC-9374)"),
+    (
+        "2001:db8::/32",
+        Reach::Never,
+        "IPv6 documentation address (RFC-3849 reserved)",
+    ),
+    (
+        "3fff::/20",
+        Reach::Never,
+        "IPv6 documentation address (RFC-9637)",
+    ),
+    (
+        "5f00::/16",
+        Reach::Never,
+        "IPv6 segment routing SIDs (RFC-9602)",
+    ),
+    (
+        "fc00::/8",
+        Reach::Never,
+        "IPv6 ULA non-routable prefix (fc00::/8)",
+    ),
+    (
+        "fd00::/8",
+        Reach::Private,
+        "IPv6 ULA address (RFC-4193 private)",
+    ),
+    (
+        "fe80::/10",
+        Reach::Never,
+        "IPv6 link-local address (cloud metadata analogue)",
+    ),
+    (
+        "fec0::/10",
+        Reach::Never,
+        "IPv6 site-local address (deprecated, RFC-3879)",
+    ),
+    ("ff00::/8", Reach::Never, "IPv6 multicast address"),
+];
+
+/// The most specific special-purpose range holding `ip`, if any.
+fn special_range(ip: IpAddr) -> Option<&'static SpecialRange> {
+    static RANGES: std::sync::LazyLock<Vec<SpecialRange>> = std::sync::LazyLock::new(|| {
+        SPECIAL_PURPOSE
+            .iter()
+            .map(|(net, reach, label)| SpecialRange {
+                net: net.parse().expect("the registry table parses"),
+                reach: *reach,
+                label,
+            })
+            .collect()
+    });
+    RANGES
+        .iter()
+        .filter(|range| range.net.contains(&ip))
+        .max_by_key(|range| range.net.prefix_len())
+}
+
 impl UrlPolicy {
     pub const STRICT: Self = Self {
         allow_loopback: false,
@@ -98,60 +276,24 @@ impl UrlPolicy {
     /// The label of the rule that blocks `ip`, if any. IPv6 forms that carry an IPv4 address
     /// (mapped, compatible, NAT64, 6to4, SIIT) are judged by that address.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), &'static str> {
-        match ip {
-            IpAddr::V4(v4) => self.check_v4(v4),
+        let ip = match ip {
             IpAddr::V6(v6) => match embedded_ipv4(v6) {
-                Some(Embedded::V4(v4)) => self.check_v4(v4),
-                Some(Embedded::Refused(label)) => Err(label),
-                None => self.check_v6(v6),
+                Some(Embedded::V4(v4)) => IpAddr::V4(v4),
+                Some(Embedded::Refused(label)) => return Err(label),
+                None => ip,
             },
-        }
-    }
-
-    fn check_v4(&self, ip: Ipv4Addr) -> Result<(), &'static str> {
-        let [a, b, c, _] = ip.octets();
-        let label = match (a, b, c) {
-            _ if ip.is_unspecified() => "unspecified address",
-            _ if ip.is_broadcast() => "broadcast address",
-            (169, 254, _) => "link-local address (cloud metadata endpoint)",
-            (127, _, _) if !self.allow_loopback => "loopback address",
-            (192, 0, 2) => "TEST-NET-1 documentation range (RFC-5737)",
-            (198, 51, 100) => "TEST-NET-2 documentation range (RFC-5737)",
-            (203, 0, 113) => "TEST-NET-3 documentation range (RFC-5737)",
-            (100, 64..=127, _) => "carrier-grade NAT address (RFC-6598)",
-            (224..=239, _, _) => "IPv4 multicast address",
-            (0, _, _) => "unspecified address",
-            (10, _, _) | (172, 16..=31, _) | (192, 168, _) if !self.allow_private => {
-                "RFC-1918 private address"
-            }
-            _ => return Ok(()),
+            v4 => v4,
         };
-        Err(label)
-    }
-
-    fn check_v6(&self, ip: Ipv6Addr) -> Result<(), &'static str> {
-        let first = ip.segments()[0];
-        let label = if ip.is_unspecified() {
-            "unspecified address"
-        } else if ip.is_loopback() {
-            if self.allow_loopback {
-                return Ok(());
-            }
-            "IPv6 loopback address"
-        } else if first & 0xffc0 == 0xfe80 {
-            "IPv6 link-local address (cloud metadata analogue)"
-        } else if first & 0xff00 == 0xfc00 {
-            "IPv6 ULA non-routable prefix (fc00::/8)"
-        } else if first == 0x2001 && ip.segments()[1] == 0x0db8 {
-            "IPv6 documentation address (RFC-3849 reserved)"
-        } else if first & 0xff00 == 0xff00 {
-            "IPv6 multicast address"
-        } else if first & 0xff00 == 0xfd00 && !self.allow_private {
-            "IPv6 ULA address (RFC-4193 private)"
-        } else {
+        let Some(range) = special_range(ip) else {
             return Ok(());
         };
-        Err(label)
+        let allowed = match range.reach {
+            Reach::Global => true,
+            Reach::Loopback => self.allow_loopback,
+            Reach::Private => self.allow_private,
+            Reach::Never => false,
+        };
+        if allowed { Ok(()) } else { Err(range.label) }
     }
 
     /// The registration check of docs/registry.md §1.1, with `remote://` accepted as "no inbound
@@ -385,12 +527,52 @@ mod tests {
             "http://10.1.2.3/",
             "http://192.168.1.1/",
             "http://LOCALHOST:9000/",
+            // Audit N12: the rest of the special-purpose registries.
+            "http://[fec0::1]/",
+            "http://[100::1]/",
+            "http://[5f00::1]/",
+            "http://[3fff::1]/",
+            "http://[2001:2::1]/",
+            "http://[4000::1]/",
+            "http://198.18.0.1/",
+            "http://198.19.255.254/",
+            "http://240.0.0.1/",
+            "http://255.255.255.255/",
+            "http://192.0.0.1/",
+            "http://192.88.99.1/",
+            "http://[::ffff:198.18.0.1]/",
         ] {
             assert!(
                 register(UrlPolicy::STRICT, url).await.is_err(),
                 "{url} must be blocked"
             );
         }
+    }
+
+    #[test]
+    fn globally_reachable_entries_inside_blocked_ranges_are_reachable() {
+        for ip in [
+            "192.0.0.9",
+            "192.0.0.10",
+            "2001:4:112::1",
+            "2001:20::1",
+            "2620:4f:8000::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(UrlPolicy::STRICT.check_ip(ip), Ok(()), "{ip}");
+        }
+        assert_eq!(
+            UrlPolicy::STRICT.check_ip("192.0.0.8".parse().unwrap()),
+            Err("IETF protocol assignments (RFC-6890)")
+        );
+        // A relaxed policy opens private networks, never the rest.
+        assert_eq!(
+            RELAXED.check_ip("198.18.0.1".parse().unwrap()),
+            Err("benchmarking range (RFC-2544)")
+        );
+        assert_eq!(RELAXED.check_ip("fd12::1".parse().unwrap()), Ok(()));
+        assert!(LOCAL.check_ip("::1".parse().unwrap()).is_ok());
+        assert!(LOCAL.check_ip("fe80::1".parse().unwrap()).is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::{
 #[derive(Deserialize, Serialize, ToSchema)]
 pub(crate) struct ContextEntry {
     /// Relative, without `..` segments or backslashes; unique within the set.
-    #[schema(pattern = r"^(?!/)(?!\.$)(?!(.*/)?\.\.(/|$))[^\\]+$")]
+    #[schema(pattern = r"^(?!\.\.?(/|$))[^/\\]+(/(?!\.\.?(/|$))[^/\\]+)*$")]
     path: String,
     content: String,
 }

@@ -90,12 +90,9 @@ impl RegistryService {
             }
         }
 
-        let stored = row.url.clone().unwrap_or_default();
-        let effective_url = if stored.starts_with("http://127.0.0.1") {
-            stored
-        } else {
-            request.url.clone()
-        };
+        // The agent's URL always wins: the reference kept a stored `http://127.0.0.1…` URL (its
+        // container provisioner's host port), and there is no provisioner here (decisions D11).
+        let effective_url = request.url.clone();
         let txn = db.begin().await.context("registration failed")?;
         // Serialises concurrent first registrations of this workspace (Postgres row lock;
         // SQLite has a single writer), so exactly one of them mints.

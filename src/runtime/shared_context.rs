@@ -76,14 +76,13 @@ impl pb::shared_context_server::SharedContext for SharedContextService {
     }
 }
 
-/// A relative path that stays inside its root: not empty, not `.`, not absolute, no `..`
-/// segment, no backslash or NUL.
+/// A relative path in its one canonical spelling, so it stays inside its root and names one
+/// entry: segments neither empty (`a//b`, `a/`, `/abs`) nor `.` or `..`, no backslash or NUL.
 fn valid_path(path: &str) -> bool {
-    !path.is_empty()
-        && path != "."
-        && !path.starts_with('/')
-        && !path.contains(['\\', '\0'])
-        && path.split('/').all(|segment| segment != "..")
+    !path.contains(['\\', '\0'])
+        && path
+            .split('/')
+            .all(|segment| !matches!(segment, "" | "." | ".."))
 }
 
 impl SharedContextService {
@@ -210,7 +209,19 @@ mod tests {
         for good in ["README.md", "docs/guide.md", "a/.hidden", "x..y"] {
             assert!(valid_path(good), "{good}");
         }
-        for bad in ["", ".", "/etc/passwd", "../up", "a/../../b", "a\\b", "a\0b"] {
+        for bad in [
+            "",
+            ".",
+            "/etc/passwd",
+            "../up",
+            "a/../../b",
+            "a\\b",
+            "a\0b",
+            "a/./b",
+            "a//b",
+            "a/",
+            "./a",
+        ] {
             assert!(!valid_path(bad), "{bad:?}");
         }
     }

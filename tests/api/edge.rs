@@ -285,6 +285,42 @@ async fn metrics_are_exported_for_prometheus_with_bounded_labels() {
     }
 }
 
+/// Audit N8: every unknown gRPC path and every HTTP method token became a label of its own, so
+/// 20,000 anonymous requests grew `/metrics` to 38.8 MB. They are now one `other` label each.
+#[tokio::test]
+async fn unknown_grpc_paths_and_methods_share_one_metrics_label() {
+    // With a tenant guard, a path of another tenant is refused before any router sees it.
+    let app = spawn_app_with(Options {
+        org_id: Some("org-metrics"),
+        ..Options::default()
+    })
+    .await;
+    let direct = format!("http://{}", app.addr);
+    let marker = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let mut grpc = tonic::client::Grpc::new(app.grpc_channel().await);
+    for n in 0..50 {
+        grpc.ready().await.unwrap();
+        let path = format!("/molecule.v1.Probe{marker}{n}/Call").parse().unwrap();
+        let codec = tonic_prost::ProstCodec::<(), ()>::default();
+        let status = grpc
+            .unary(tonic::Request::new(()), path, codec)
+            .await
+            .expect_err("no such tenant");
+        assert_eq!(status.code(), tonic::Code::NotFound);
+    }
+    for n in 0..50 {
+        let method = Method::from_bytes(format!("M{marker}{n}").as_bytes()).unwrap();
+        app.raw(app.http.request(method, format!("{direct}/health")))
+            .await;
+    }
+    let metrics = app
+        .raw(app.http.get(format!("{direct}/metrics")))
+        .await
+        .text;
+    assert!(!metrics.contains(&marker), "a client-chosen label in /metrics");
+    assert!(metrics.contains(r#"method="other""#), "{metrics}");
+}
+
 #[tokio::test]
 async fn a_dev_server_refuses_bearerless_requests_from_foreign_web_pages() {
     let app = spawn_app_with(Options {

@@ -181,6 +181,8 @@ fn json_log_lines_parse_and_text_has_no_colour_off_a_terminal() {
     assert_eq!(started["level"], "INFO");
     assert_eq!(started["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(started["mode"], "serve");
+    // Audit N15: unset MOLECULE_ENV is the default mode, not production.
+    assert_eq!(started["environment"], "default");
     assert_eq!(started["database"], "sqlite");
     assert_eq!(started["liveness_and_events"], "in-process");
     assert!(

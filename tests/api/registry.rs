@@ -55,6 +55,9 @@ async fn the_first_registration_mints_the_token_once() {
         .register(&id, "http://127.0.0.1:9002", Some(&token))
         .await;
     assert_eq!(with_token.body, json!({"status": "registered"}));
+    // Audit N13: "registered" means the new URL is the one in force.
+    let moved = app.admin_get(&format!("/workspaces/{id}")).await;
+    assert_eq!(moved.body["url"], "http://127.0.0.1:9002");
     let forged = app
         .register(&id, "http://127.0.0.1:9003", Some("forged"))
         .await;

@@ -112,6 +112,22 @@ async fn bad_sets_are_refused_and_change_nothing() {
             StatusCode::BAD_REQUEST,
             "invalid path",
         ),
+        // Audit N14: other spellings of `a/b` would be a second entry for the same file.
+        (
+            json!([{"path": "a/./b", "content": "x"}]),
+            StatusCode::BAD_REQUEST,
+            "invalid path",
+        ),
+        (
+            json!([{"path": "a//b", "content": "x"}]),
+            StatusCode::BAD_REQUEST,
+            "invalid path",
+        ),
+        (
+            json!([{"path": "a/b/", "content": "x"}]),
+            StatusCode::BAD_REQUEST,
+            "invalid path",
+        ),
         (
             json!([{"path": "a", "content": "x"}, {"path": "a", "content": "y"}]),
             StatusCode::BAD_REQUEST,
