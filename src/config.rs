@@ -173,7 +173,9 @@ pub struct ClientArgs {
     pub url: String,
 
     /// An operator credential (admin token or org key). Default: the admin token the server
-    /// generated in the local data dir.
+    /// generated in the local data dir, for a loopback `--url` only.
+    /// Prefer the environment variable: a flag's value shows in `ps` to every local user.
+
     // Generated tokens are base64url and may begin with `-`.
     #[arg(
         long,
@@ -296,8 +298,9 @@ pub struct StorageArgs {
     #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "./molecule-data")]
     pub data_dir: PathBuf,
 
-    /// Postgres or SQLite URL; unset means SQLite in the data dir.
-    #[arg(long, env = "DATABASE_URL")]
+    /// Postgres or SQLite URL; unset means SQLite in the data dir. It may hold a password:
+    /// prefer the environment variable, as a flag's value shows in `ps`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret>,
 }
 
@@ -336,6 +339,19 @@ pub struct EdgeArgs {
     /// or expired, a token revoked); the socket is closed when it does not.
     #[arg(long, env = "MOLECULE_WS_RECHECK", default_value = "30s", value_parser = parse_duration)]
     pub ws_recheck: std::time::Duration,
+
+    /// Public base URL shown to external agents; derived from the request when unset. An
+    /// `https://` URL also makes console cookies `Secure` behind a TLS proxy that sends no
+    /// `X-Forwarded-Proto`.
+    #[arg(long, env = "EXTERNAL_PLATFORM_URL")]
+    pub external_platform_url: Option<String>,
+
+    /// Dev mode only: host names, comma-separated, under which the server takes bearer-less
+    /// requests besides loopback addresses, `localhost` and `host.docker.internal` (the host of
+    /// EXTERNAL_PLATFORM_URL counts too). Others get 403, so a DNS-rebinding page cannot drive
+    /// a dev server.
+    #[arg(long, env = "MOLECULE_DEV_HOSTS", default_value = "")]
+    pub dev_hosts: String,
 }
 
 impl EdgeArgs {
@@ -350,6 +366,25 @@ impl EdgeArgs {
         );
         config.plugin_install_body_max_bytes = self.plugin_install_body_max_bytes;
         config.ws_recheck = self.ws_recheck;
+        let public = self
+            .external_platform_url
+            .as_deref()
+            .and_then(|url| url::Url::parse(url).ok());
+        config.public_https = public.as_ref().is_some_and(|url| url.scheme() == "https");
+        config.dev_hosts = self
+            .dev_hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|host| !host.is_empty())
+            .map(str::to_owned)
+            .chain(
+                public
+                    .as_ref()
+                    .and_then(|url| url.host_str())
+                    .map(str::to_owned),
+            )
+            .map(|host| host.to_ascii_lowercase())
+            .collect();
         gateway::Edge::new(config)
     }
 }
@@ -400,8 +435,9 @@ pub struct Config {
     #[command(flatten)]
     pub storage: StorageArgs,
 
-    /// Redis URL for liveness and cross-replica events; unset means in-process.
-    #[arg(long, env = "REDIS_URL")]
+    /// Redis URL for liveness and cross-replica events; unset means in-process. It may hold a
+    /// password: prefer the environment variable, as a flag's value shows in `ps`.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
 
     /// Prefix for every Redis key and channel, so several deployments (or test runs) can share
@@ -410,20 +446,24 @@ pub struct Config {
     pub redis_namespace: String,
 
     /// The admin bearer token. Required in production; generated into the data dir otherwise.
-    #[arg(long, env = "ADMIN_TOKEN")]
+    /// Prefer the environment variable: a flag's value shows in `ps` to every local user.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
 
     /// AES-256 key for secrets at rest (base64 of 32 bytes, or 32 raw bytes). Required in
     /// production; generated into the data dir otherwise.
-    #[arg(long, env = "SECRETS_ENCRYPTION_KEY")]
+    /// Prefer the environment variable: a flag's value shows in `ps` to every local user.
+    #[arg(long, env = "SECRETS_ENCRYPTION_KEY", hide_env_values = true)]
     pub secrets_encryption_key: Option<Secret>,
 
     /// The key being rotated away from: rows still sealed under it keep opening until
     /// `molecule secrets rotate-key` has re-encrypted them.
-    #[arg(long, env = "SECRETS_ENCRYPTION_KEY_PREVIOUS")]
+    /// Prefer the environment variable: a flag's value shows in `ps` to every local user.
+    #[arg(long, env = "SECRETS_ENCRYPTION_KEY_PREVIOUS", hide_env_values = true)]
     pub secrets_encryption_key_previous: Option<Secret>,
 
-    /// `production`/`prod`, `development`/`dev`, or anything else for the default mode.
+    /// `production`/`prod` or `development`/`dev`; unset for the default mode (any other value
+    /// is refused at start).
     #[arg(long = "env", env = "MOLECULE_ENV", default_value = "")]
     pub environment: String,
 
@@ -445,10 +485,6 @@ pub struct Config {
     /// Unset means relaxed iff MOLECULE_ORG_ID is set.
     #[arg(long, env = "MOLECULE_DEPLOY_MODE", default_value = "")]
     pub deploy_mode: String,
-
-    /// Public base URL shown to external agents; derived from the request when unset.
-    #[arg(long, env = "EXTERNAL_PLATFORM_URL")]
-    pub external_platform_url: Option<String>,
 
     /// Enable the test-token endpoint even in production (`1` enables).
     #[arg(long, env = "MOLECULE_ENABLE_TEST_TOKENS", default_value = "")]

@@ -61,19 +61,17 @@ fn refusal(
     client: std::net::IpAddr,
     caller: Caller,
 ) -> Option<Response> {
-    if edge.refuses_browser(request.headers()) {
-        return Some(refuse(ApiError::forbidden(
-            gateway::edge::ORIGIN_NOT_ALLOWED,
-        )));
+    let from_proxy = gateway::client_ip::peer_ip(request.extensions())
+        .is_some_and(|peer| edge.config.trusted_proxies.contains(peer));
+    if let Some(refusal) = edge.dev_refusal(request, from_proxy) {
+        return Some(refuse(ApiError::forbidden(refusal)));
     }
     let path = request.uri().path();
     if !edge.tenant_passes(path, request.headers()) {
         // Like REST's empty 404: the tenant's existence does not leak.
         return Some(refuse(ApiError::not_found("")));
     }
-    let proxy_check = path == WHO_AM_I
-        && gateway::client_ip::peer_ip(request.extensions())
-            .is_some_and(|peer| edge.config.trusted_proxies.contains(peer));
+    let proxy_check = path == WHO_AM_I && from_proxy;
     let limited = edge.config.rate_limiting
         && !proxy_check
         && !UNLIMITED_PREFIXES.iter().any(|p| path.starts_with(p));

@@ -161,7 +161,7 @@ impl Application {
             url_policy,
             resolver,
             settings: Arc::new(Settings {
-                external_platform_url: config.external_platform_url.clone(),
+                external_platform_url: config.edge.external_platform_url.clone(),
                 test_tokens_enabled: config.test_tokens_enabled(),
                 provision_timeout: std::time::Duration::from_secs(config.provision_timeout_seconds),
                 a2a_idle_timeout: config.a2a_idle_timeout(),

@@ -99,13 +99,20 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
-/// The cookie that holds `token` for `max_age` seconds; `Secure` when the caller came over TLS.
-fn set_cookie(forwarded: &Forwarded, token: &str, max_age: i64) -> Option<HeaderValue> {
-    let secure = if forwarded.platform_url().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
+/// The cookie that holds `token` for `max_age` seconds; `Secure` when the caller came over TLS
+/// or the public URL is `https://`.
+fn set_cookie(
+    gateway: &Gateway,
+    forwarded: &Forwarded,
+    token: &str,
+    max_age: i64,
+) -> Option<HeaderValue> {
+    let secure =
+        if gateway.edge.config.public_https || forwarded.platform_url().starts_with("https://") {
+            "; Secure"
+        } else {
+            ""
+        };
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
@@ -183,7 +190,7 @@ pub(crate) async fn sign_in(
         .zip(session.created_at.as_ref())
         .map_or(0, |(expires, created)| expires.seconds - created.seconds);
     let mut response = (StatusCode::CREATED, axum::Json(session_body(session))).into_response();
-    if let Some(cookie) = set_cookie(&forwarded, &reply.token, max_age) {
+    if let Some(cookie) = set_cookie(&gateway, &forwarded, &reply.token, max_age) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
@@ -217,7 +224,7 @@ pub(crate) async fn sign_out(State(gateway): State<Gateway>, forwarded: Forwarde
         return RestError::from(status).into_response();
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Some(cookie) = set_cookie(&forwarded, "", 0) {
+    if let Some(cookie) = set_cookie(&gateway, &forwarded, "", 0) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response

@@ -111,6 +111,12 @@ pub struct EdgeConfig {
     pub plugin_install_body_max_bytes: usize,
     /// How often an open `/ws` re-checks its credential.
     pub ws_recheck: Duration,
+    /// Host names (besides loopback, `localhost` and `host.docker.internal`) under which a dev
+    /// server takes bearer-less requests, lowercase.
+    pub dev_hosts: Vec<String>,
+    /// The public URL is `https://…` (a TLS proxy in front): session cookies are `Secure` even
+    /// when the proxy sends no `X-Forwarded-Proto`.
+    pub public_https: bool,
 }
 
 /// The edge's configuration and the limiters it shares between REST and gRPC.
@@ -167,6 +173,8 @@ impl EdgeConfig {
             trusted_proxies,
             plugin_install_body_max_bytes: PLUGIN_INSTALL_BODY_MAX_BYTES,
             ws_recheck: Duration::from_secs(30),
+            dev_hosts: Vec::new(),
+            public_https: false,
             rate_limit,
             rate_limiting: !dev_mode,
             dev_mode,
@@ -207,22 +215,68 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 impl Edge {
-    /// docs/decisions.md D20: in dev mode a bearer-less request passes the auth gates, so one sent
-    /// by a web page of another origin (browsers name it in `Origin`) is refused. Requests without
-    /// `Origin` (curl, the SDK) and with a bearer are unaffected.
-    pub fn refuses_browser(&self, headers: &HeaderMap) -> bool {
-        let Some(origin) = headers
-            .get(header::ORIGIN)
-            .and_then(|value| value.to_str().ok())
-        else {
-            return false;
-        };
-        self.config.dev_mode
-            && crate::preauth::bearer(headers).is_none()
-            && !same_origin(headers)
-            && !self.config.origin_allowed(origin)
+    /// Why dev mode refuses a bearer-less request, if it does (docs/decisions.md D20). Dev mode
+    /// lets such requests through the auth gates, so they must come from this machine's own
+    /// tools: addressed to a loopback host, `localhost`, `host.docker.internal` or a configured
+    /// dev host (a DNS-rebinding page reaches a dev server under the attacker's name, and its
+    /// browser then calls it "same-origin"), and not sent by a web page of another origin
+    /// (browsers name it in `Origin`; curl and the SDK send none or the server's own).
+    /// `proxied`: the request comes from a trusted proxy (the standalone gateway) that applied
+    /// the host rule to its client's request and addresses us by its own upstream name.
+    pub fn dev_refusal<B>(
+        &self,
+        request: &http::Request<B>,
+        proxied: bool,
+    ) -> Option<&'static str> {
+        let headers = request.headers();
+        if !self.config.dev_mode || crate::preauth::bearer(headers).is_some() {
+            return None;
+        }
+        let local = request_host(request).is_some_and(|host| self.config.dev_host(host));
+        if !local && !proxied {
+            return Some(HOST_NOT_ALLOWED);
+        }
+        let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or_default();
+        (!same_origin(headers) && !self.config.origin_allowed(origin)).then_some(ORIGIN_NOT_ALLOWED)
     }
 }
+
+impl EdgeConfig {
+    /// A host a dev server answers bearer-less requests under.
+    fn dev_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        {
+            Ok(ip) => ip.is_loopback(),
+            Err(_) => {
+                host == "localhost"
+                    || host.ends_with(".localhost")
+                    || host == "host.docker.internal"
+                    || self.dev_hosts.contains(&host)
+            }
+        }
+    }
+}
+
+/// The host a request is addressed to, without its port: `Host`, or an h2 request's
+/// `:authority`.
+fn request_host<B>(request: &http::Request<B>) -> Option<&str> {
+    let authority = match request.headers().get(header::HOST) {
+        Some(value) => value.to_str().ok()?,
+        None => request.uri().authority()?.as_str(),
+    };
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => &authority[..v6.find(']')? + 2],
+        None => authority.split(':').next()?,
+    };
+    Some(host)
+}
+
+/// The documented refusal of a dev request addressed to a host that is not this machine's.
+pub const HOST_NOT_ALLOWED: &str = "host not allowed";
 
 /// The cookie that carries an operator console session (docs/console.md §1).
 pub const SESSION_COOKIE: &str = "molecule_session";
@@ -240,9 +294,11 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|value| !value.is_empty())
 }
 
-/// Makes a session cookie the request's bearer (an explicit `Authorization` wins). A request
-/// that changes state, or opens a WebSocket, with the cookie must come from the console's own
-/// origin: otherwise a page elsewhere could ride the operator's session. Returns the refusal.
+/// Makes a session cookie the request's bearer (an explicit `Authorization` wins). The console
+/// is same-origin: a request that changes state, or opens a WebSocket, with the cookie must
+/// come from the console's own origin (otherwise a page elsewhere could ride the operator's
+/// session), and a read from another origin, even one CORS allows, is served as if it carried
+/// no cookie. Returns the refusal.
 fn admit_session_cookie(request: &mut Request) -> Option<Response> {
     let headers = request.headers();
     if headers.contains_key(header::AUTHORIZATION) {
@@ -254,8 +310,15 @@ fn admit_session_cookie(request: &mut Request) -> Option<Response> {
         Method::GET | Method::HEAD | Method::OPTIONS
     );
     let upgrade = headers.contains_key(header::UPGRADE);
-    if (!safe || upgrade) && !same_origin(headers) {
-        return Some(RestError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response());
+    if !same_origin(headers) {
+        if !safe || upgrade {
+            return Some(RestError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response());
+        }
+        // Browsers name the page's origin on every cross-origin read; a same-origin read
+        // (and a navigation) sends none.
+        if headers.contains_key(header::ORIGIN) {
+            return None;
+        }
     }
     let bearer = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
     request.headers_mut().insert(header::AUTHORIZATION, bearer);
@@ -370,8 +433,8 @@ fn refusal(edge: &Edge, request: &mut Request) -> Option<Response> {
     if let Some(refused) = admit_session_cookie(request) {
         return Some(refused);
     }
-    if edge.refuses_browser(request.headers()) {
-        return Some(RestError::new(StatusCode::FORBIDDEN, ORIGIN_NOT_ALLOWED).into_response());
+    if let Some(refusal) = edge.dev_refusal(request, false) {
+        return Some(RestError::new(StatusCode::FORBIDDEN, refusal).into_response());
     }
     // Multi-tenant routing (docs/workspaces.md §7.5): another tenant's request gets an empty 404,
     // so the tenant's existence does not leak.

@@ -185,6 +185,47 @@ async fn a_session_is_a_cookie_the_server_can_end() {
     );
 }
 
+/// Audit N10: an origin in `CORS_ORIGINS` (`Allow-Credentials: true`) read the operator's data
+/// through the console cookie. Audit N18: behind a TLS proxy that sends no
+/// `X-Forwarded-Proto`, the cookie lacked `Secure`; the public URL says the scheme.
+#[tokio::test]
+async fn the_session_cookie_is_same_origin_and_secure_behind_a_public_https_url() {
+    let app = spawn_app_with(Options {
+        public_url: Some("https://molecule.example"),
+        ..Options::default()
+    })
+    .await;
+    let (signed_in, cookie) = sign_in(&app, &app.admin_token.clone()).await;
+    let set_cookie = signed_in.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
+    let cookie = cookie.unwrap();
+    app.create_workspace(json!({"name": "private"})).await;
+
+    let allowed_by_cors = Some("http://localhost:3000");
+    let cross = with_cookie(
+        &app,
+        Method::GET,
+        "/workspaces",
+        &cookie,
+        allowed_by_cors,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (cross.status, cross.body),
+        (
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "admin auth required"})
+        )
+    );
+    let origin = own_origin(&app);
+    for from in [None, Some(origin.as_str())] {
+        let own = with_cookie(&app, Method::GET, "/workspaces", &cookie, from, None).await;
+        assert_eq!(own.status, StatusCode::OK, "{from:?}");
+        assert_eq!(own.body[0]["name"], "private");
+    }
+}
+
 #[tokio::test]
 async fn sessions_expire_and_die_with_their_org_key() {
     let app = spawn_app_with(Options {

@@ -300,7 +300,9 @@ async fn unknown_grpc_paths_and_methods_share_one_metrics_label() {
     let mut grpc = tonic::client::Grpc::new(app.grpc_channel().await);
     for n in 0..50 {
         grpc.ready().await.unwrap();
-        let path = format!("/molecule.v1.Probe{marker}{n}/Call").parse().unwrap();
+        let path = format!("/molecule.v1.Probe{marker}{n}/Call")
+            .parse()
+            .unwrap();
         let codec = tonic_prost::ProstCodec::<(), ()>::default();
         let status = grpc
             .unary(tonic::Request::new(()), path, codec)
@@ -317,7 +319,10 @@ async fn unknown_grpc_paths_and_methods_share_one_metrics_label() {
         .raw(app.http.get(format!("{direct}/metrics")))
         .await
         .text;
-    assert!(!metrics.contains(&marker), "a client-chosen label in /metrics");
+    assert!(
+        !metrics.contains(&marker),
+        "a client-chosen label in /metrics"
+    );
     assert!(metrics.contains(r#"method="other""#), "{metrics}");
 }
 
@@ -379,6 +384,87 @@ async fn a_dev_server_refuses_bearerless_requests_from_foreign_web_pages() {
             "{origin:?}: {}",
             reply.text
         );
+    }
+}
+
+/// Audit N7: "same origin" trusted `Host`, so a DNS-rebinding page (its name resolving to the
+/// developer's machine) drove a dev server: `Host: evil.example` with `Origin:
+/// http://evil.example`, or no `Origin` at all, passed; so did the WebSocket.
+#[tokio::test]
+async fn a_dev_server_takes_bearerless_requests_only_under_local_names() {
+    let app = spawn_app_with(Options {
+        env: "dev",
+        admin_token: false,
+        dev_hosts: "devbox.lan",
+        ..Options::default()
+    })
+    .await;
+    let port = app.addr.port();
+    let refused = json!({"error": "host not allowed"});
+    let rebound = format!("evil.example:{port}");
+    for origin in [Some("http://evil.example"), None] {
+        let mut request = app
+            .http
+            .post(format!("{}/settings/secrets", app.rest))
+            .header("host", &rebound)
+            .json(&json!({"key": "K", "value": "v"}));
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        let reply = app.raw(request).await;
+        assert_eq!(
+            (reply.status, &reply.body),
+            (StatusCode::FORBIDDEN, &refused),
+            "{origin:?}"
+        );
+    }
+    let read = app
+        .raw(
+            app.http
+                .get(format!("{}/workspaces", app.rest))
+                .header("host", &rebound),
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::FORBIDDEN);
+    let mut upgrade = crate::events::connect(&app, &[("host", rebound.as_str())]).await;
+    assert!(
+        upgrade.is_err(),
+        "the WebSocket opened under a foreign name"
+    );
+    upgrade = crate::events::connect(&app, &[]).await;
+    assert!(upgrade.is_ok(), "and opens under the server's own");
+    // Native gRPC addressed to that name.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .origin(format!("http://{rebound}").parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let status = molecule::pb::workspaces_client::WorkspacesClient::new(channel)
+        .list_workspaces(molecule::pb::ListWorkspacesRequest {})
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::PermissionDenied, "host not allowed")
+    );
+    let secrets = app.get("/settings/secrets", None).await;
+    assert_eq!(secrets.body, json!([]), "nothing was written");
+    // Loopback names, localhost and configured hosts work; so does any host with a bearer.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("devbox.lan:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let reply = app
+            .raw(
+                app.http
+                    .get(format!("{}/workspaces", app.rest))
+                    .header("host", &host),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{host}: {}", reply.text);
     }
 }
 

@@ -102,6 +102,10 @@ pub(crate) struct Options {
     pub(crate) ws_recheck: Option<Duration>,
     /// `MOLECULE_TRUSTED_PROXIES`; unset means none.
     pub(crate) trusted_proxies: Option<&'static str>,
+    /// `MOLECULE_DEV_HOSTS`.
+    pub(crate) dev_hosts: &'static str,
+    /// `EXTERNAL_PLATFORM_URL`.
+    pub(crate) public_url: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -125,6 +129,8 @@ impl Default for Options {
             session_ttl: None,
             ws_recheck: None,
             trusted_proxies: None,
+            dev_hosts: "",
+            public_url: None,
         }
     }
 }
@@ -284,6 +290,8 @@ fn edge_config(options: &Options) -> EdgeArgs {
         rate_limit: options.rate_limit,
         org_id: options.org_id.map(str::to_owned),
         ws_recheck: options.ws_recheck.unwrap_or(defaults.ws_recheck),
+        dev_hosts: options.dev_hosts.to_owned(),
+        external_platform_url: options.public_url.map(str::to_owned),
         ..defaults
     };
     if let Some(origins) = options.cors_origins {

@@ -209,6 +209,36 @@ fn version_is_printed() {
     );
 }
 
+/// Audit N16: `--help` says where secrets belong, and never prints one from the environment.
+#[test]
+fn help_points_secrets_to_the_environment_and_never_echoes_them() {
+    let output = molecule()
+        .args(["serve", "--help"])
+        .env("ADMIN_TOKEN", "help-must-not-show-this-token")
+        .env(
+            "DATABASE_URL",
+            "postgres://user:help-must-not-show-this-password@db/x",
+        )
+        .output()
+        .unwrap();
+    let help = succeeded(&output);
+    assert!(!help.contains("help-must-not-show"), "{help}");
+    for flag in [
+        "--admin-token",
+        "--secrets-encryption-key",
+        "--database-url",
+        "--redis-url",
+    ] {
+        let described = help
+            .split("\n      --")
+            .find(|entry| entry.starts_with(&format!("{} ", &flag[2..])))
+            .unwrap_or_else(|| panic!("{flag} in --help"));
+        assert!(described.contains("`ps`"), "{flag}: {described}");
+    }
+    let cli = succeeded(&molecule().args(["ws", "ls", "--help"]).output().unwrap());
+    assert!(cli.contains("`ps`"), "{cli}");
+}
+
 #[test]
 fn migrate_status_lists_pending_then_applied_migrations() {
     let dir = std::env::temp_dir().join(format!(
