@@ -168,6 +168,7 @@ pub struct RedisLiveness {
     connection: redis::aio::ConnectionManager,
     expired: broadcast::Sender<String>,
     healthy_since: Arc<Mutex<Instant>>,
+    outage: OutageLog,
 }
 
 /// Pops the ids whose deadline passed by Redis' own clock, as one atomic step (so each is
@@ -249,6 +250,7 @@ impl RedisLiveness {
             connection,
             expired: broadcast::channel(4096).0,
             healthy_since: Arc::new(Mutex::new(Instant::now())),
+            outage: OutageLog::default(),
         });
         let popper = Arc::downgrade(&liveness);
         tokio::spawn(async move {
@@ -308,12 +310,102 @@ fn unavailable(err: impl std::fmt::Display) -> LivenessError {
     LivenessError(err.to_string())
 }
 
+/// Failed calls to the liveness store, logged as one line when an outage begins, one every
+/// `REPORT_EVERY` while it lasts and one when it ends: not one per refused beat, which at
+/// thousands of agents would bury the log (as the datastore's breaker does for Postgres).
+#[derive(Default)]
+struct OutageLog {
+    /// Read on every successful call, so recovery costs no lock while all is well.
+    down: std::sync::atomic::AtomicBool,
+    state: Mutex<OutageState>,
+}
+
+#[derive(Default)]
+struct OutageState {
+    since: Option<Instant>,
+    failed: u64,
+    last_report: Option<Instant>,
+}
+
+/// What one failure or success adds to the log.
+#[derive(Debug, PartialEq, Eq)]
+enum OutageLine {
+    Began,
+    Lasting { failed: u64, down_for_secs: u64 },
+    Ended { failed: u64, down_for_secs: u64 },
+}
+
+impl OutageLog {
+    const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+    fn failure(&self) -> Option<OutageLine> {
+        let mut state = self.state.lock().expect("outage log poisoned");
+        self.down.store(true, std::sync::atomic::Ordering::Relaxed);
+        state.failed += 1;
+        let now = Instant::now();
+        let since = *state.since.get_or_insert(now);
+        let due = state
+            .last_report
+            .is_none_or(|last| now.duration_since(last) >= Self::REPORT_EVERY);
+        if !due {
+            return None;
+        }
+        let first = state.last_report.is_none();
+        state.last_report = Some(now);
+        if first {
+            return Some(OutageLine::Began);
+        }
+        let failed = std::mem::take(&mut state.failed);
+        Some(OutageLine::Lasting {
+            failed,
+            down_for_secs: since.elapsed().as_secs(),
+        })
+    }
+
+    fn success(&self) -> Option<OutageLine> {
+        if !self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let mut state = self.state.lock().expect("outage log poisoned");
+        self.down.store(false, std::sync::atomic::Ordering::Relaxed);
+        let ended = std::mem::take(&mut *state);
+        ended.since.map(|since| OutageLine::Ended {
+            failed: ended.failed,
+            down_for_secs: since.elapsed().as_secs(),
+        })
+    }
+
+    fn log(line: Option<OutageLine>, error: &dyn std::fmt::Display) {
+        match line {
+            None => {}
+            Some(OutageLine::Began) => {
+                tracing::warn!(%error, "liveness store unreachable; heartbeats are refused until it answers");
+            }
+            Some(OutageLine::Lasting {
+                failed,
+                down_for_secs,
+            }) => {
+                tracing::warn!(%error, failed, down_for_secs, "liveness store still unreachable");
+            }
+            Some(OutageLine::Ended {
+                failed,
+                down_for_secs,
+            }) => tracing::info!(failed, down_for_secs, "liveness store reachable again"),
+        }
+    }
+}
+
 impl RedisLiveness {
     /// Any failure restarts the grace period: keys may have been lost with the server.
     fn failed(&self, err: impl std::fmt::Display) -> LivenessError {
         crate::telemetry::redis_error("liveness");
         *self.healthy_since.lock().expect("poisoned") = Instant::now();
+        OutageLog::log(self.outage.failure(), &err);
         unavailable(err)
+    }
+
+    fn answered(&self) {
+        OutageLog::log(self.outage.success(), &"");
     }
 }
 
@@ -336,6 +428,7 @@ impl Liveness for RedisLiveness {
             .query_async::<()>(&mut connection)
             .await
             .map_err(|err| self.failed(err))?;
+        self.answered();
         let _ = self.scores.try_send((id.to_owned(), deadline));
         Ok(())
     }
@@ -366,6 +459,7 @@ impl Liveness for RedisLiveness {
             .query_async(&mut connection)
             .await
             .map_err(|err| self.failed(err))?;
+        self.answered();
         Ok(ids
             .iter()
             .zip(values)
@@ -400,6 +494,27 @@ mod tests {
             monthly_spend: None,
             native_session: false,
         }
+    }
+
+    #[test]
+    fn an_outage_is_one_line_when_it_begins_not_one_per_refused_beat() {
+        let log = OutageLog::default();
+        assert_eq!(log.success(), None, "nothing to report while all is well");
+        assert_eq!(log.failure(), Some(OutageLine::Began));
+        for _ in 0..10_000 {
+            assert_eq!(log.failure(), None);
+        }
+        log.state.lock().unwrap().last_report = Some(Instant::now() - OutageLog::REPORT_EVERY);
+        assert!(matches!(
+            log.failure(),
+            Some(OutageLine::Lasting { failed: 10_002, .. })
+        ));
+        assert!(matches!(
+            log.success(),
+            Some(OutageLine::Ended { failed: 0, .. })
+        ));
+        assert_eq!(log.success(), None);
+        assert_eq!(log.failure(), Some(OutageLine::Began), "a new outage");
     }
 
     #[tokio::test]
