@@ -16,7 +16,10 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode, RpcResult},
     pb::{self, download_part, upload_end::Reason, upload_part},
     state::Platform,
-    store::{self, DbContext, entities::chat_upload},
+    store::{
+        self, DbContext,
+        entities::{chat_upload, workspace},
+    },
 };
 
 const MIB: usize = 1024 * 1024;
@@ -188,6 +191,16 @@ impl ChatFilesService {
     ) -> ApiResult<pb::UploadResponse> {
         const FAILED: &str = "failed to stage files in workspace";
         let txn = self.state.db.begin().await.context(FAILED)?;
+        // One quota check at a time per workspace, on every replica: the workspace's row lock
+        // (Postgres; SQLite has a single writer) is held until the files are in.
+        workspace::Entity::find_by_id(workspace_id)
+            .select_only()
+            .column(workspace::Column::Id)
+            .lock_exclusive()
+            .into_tuple::<String>()
+            .one(&txn)
+            .await
+            .context(FAILED)?;
         let held: Option<i64> = chat_upload::Entity::find()
             .select_only()
             .expr(Expr::cust("CAST(COALESCE(SUM(size), 0) AS BIGINT)"))

@@ -368,3 +368,40 @@ async fn uploads_expire_and_go_with_their_workspace() {
     assert_eq!(purged.status, StatusCode::OK);
     assert_eq!(stored_count(&second).await, 0);
 }
+
+/// Audit N9: on Postgres, concurrent uploads each saw the quota free and all committed (10
+/// stored into room for 6). The check and the insert are serialised per workspace now.
+#[tokio::test]
+async fn concurrent_uploads_never_exceed_the_quota() {
+    let file = vec![b'q'; 100 * 1024];
+    let app = spawn_app_with(Options {
+        runtime: RuntimeArgs {
+            upload_quota_bytes: 6 * file.len() as u64,
+            ..RuntimeArgs::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let (id, token) = app.registered_agent("worker", None).await;
+    let body = multipart(&[("files", "part.bin", None, &file)]);
+    let replies =
+        futures::future::join_all((0..10).map(|_| upload(&app, &id, &token, body.clone()))).await;
+    let stored = replies
+        .iter()
+        .filter(|reply| reply.status == StatusCode::OK)
+        .count();
+    for reply in replies
+        .iter()
+        .filter(|reply| reply.status != StatusCode::OK)
+    {
+        assert_eq!(
+            (reply.status, &reply.body),
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"error": "workspace upload quota exceeded"})
+            )
+        );
+    }
+    assert_eq!(stored, 6, "exactly the quota's room is used");
+    assert_eq!(stored_count(&app).await, 6);
+}
