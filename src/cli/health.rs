@@ -11,16 +11,18 @@ use super::CliError;
 use crate::config::HealthArgs;
 
 pub(crate) async fn run(args: &HealthArgs) -> Result<(), CliError> {
-    let base = if args.url.contains("://") {
-        args.url.clone()
-    } else {
-        format!("http://{}", args.url)
-    };
-    let url = format!("{}/readyz", base.trim_end_matches('/'));
+    let base = super::server_url(&args.url)?;
+    let url = format!("{}/readyz", base.as_str().trim_end_matches('/'));
     let request = Request::get(&url)
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|_| CliError::new(format!("{base} is not a URL")))?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
+    // TLS for `https://`, with Mozilla's roots (a probe carries no credential).
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build(connector);
     let asked = async {
         let response = client.request(request).await?;
         let status = response.status();

@@ -84,9 +84,11 @@ pub(crate) struct Session {
 
 impl Session {
     async fn open(args: &ClientArgs) -> Result<Self, CliError> {
+        let url = server_url(&args.url)?;
         let token = match &args.token {
             Some(token) => token.expose().to_owned(),
-            None => {
+            // The generated admin token is this machine's: it never leaves it.
+            None if is_loopback(&url) => {
                 let path = args.data_dir.join("admin-token");
                 std::fs::read_to_string(&path)
                     .map(|token| token.trim().to_owned())
@@ -97,24 +99,24 @@ impl Session {
                         ))
                     })?
             }
+            None => {
+                return Err(CliError::new(format!(
+                    "no credential for {url}: pass --token or MOLECULE_TOKEN (the local admin token is only sent to a loopback --url)"
+                )));
+            }
         };
         let bearer = format!("Bearer {token}")
             .parse()
             .map_err(|_: InvalidMetadataValue| CliError::new("the token is not printable ASCII"))?;
-        let url = if args.url.contains("://") {
-            args.url.clone()
-        } else {
-            format!("http://{}", args.url)
-        };
-        let channel = Endpoint::from_shared(url.clone())
-            .map_err(|_| CliError::new(format!("{url} is not a URL")))?
+        let base = url.as_str().trim_end_matches('/').to_owned();
+        let channel = endpoint(&url)?
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect()
             .await
-            .map_err(|err| CliError::new(format!("cannot reach {url}: {err}")))?;
+            .map_err(|err| CliError::new(format!("cannot reach {base}: {}", error_chain(&err))))?;
         Ok(Self {
             channel,
-            url: url.trim_end_matches('/').to_owned(),
+            url: base,
             bearer,
             output: args.output,
         })
@@ -132,4 +134,58 @@ impl Session {
     pub(crate) fn channel(&self) -> Channel {
         self.channel.clone()
     }
+}
+
+/// The server's URL as the operator gave it; `host:port` means `http://host:port`.
+pub(crate) fn server_url(raw: &str) -> Result<url::Url, CliError> {
+    let full = if raw.contains("://") {
+        raw.to_owned()
+    } else {
+        format!("http://{raw}")
+    };
+    let url = url::Url::parse(&full).map_err(|_| CliError::new(format!("{raw} is not a URL")))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        _ => Err(CliError::new(format!(
+            "{raw}: the server's URL is http://HOST:PORT or https://HOST:PORT"
+        ))),
+    }
+}
+
+/// A gRPC endpoint for `url`: TLS (rustls, the platform's roots and Mozilla's) for `https://`,
+/// h2c for `http://`, never cleartext to an `https://` URL.
+fn endpoint(url: &url::Url) -> Result<Endpoint, CliError> {
+    let endpoint = Endpoint::from_shared(url.as_str().trim_end_matches('/').to_owned())
+        .map_err(|_| CliError::new(format!("{url} is not a URL")))?;
+    if url.scheme() != "https" {
+        return Ok(endpoint);
+    }
+    endpoint
+        .tls_config(tonic::transport::ClientTlsConfig::new().with_enabled_roots())
+        .map_err(|err| CliError::new(format!("cannot set up TLS for {url}: {err}")))
+}
+
+/// A host on this machine: a loopback address or `localhost`.
+pub(crate) fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name.to_ascii_lowercase().ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
+/// An error with its causes, for one line ("transport error: … : invalid peer certificate").
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        line.push_str(": ");
+        line.push_str(&next.to_string());
+        cause = next.source();
+    }
+    line
 }

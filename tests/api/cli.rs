@@ -19,6 +19,7 @@ pub(crate) fn molecule() -> Command {
         "MOLECULE_ENV",
         "MOLECULE_LOG_FORMAT",
         "MOLECULE_URL",
+        "MOLECULE_TOKEN",
     ] {
         command.env_remove(variable);
     }

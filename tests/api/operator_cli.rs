@@ -262,3 +262,57 @@ async fn completions_are_printed_for_each_shell() {
         );
     }
 }
+
+/// Audit N6: the CLI spoke cleartext h2c to an `https://` URL (a capture server logged the
+/// bearer), and sent the local generated admin token to whatever `--url` named.
+#[tokio::test]
+async fn the_cli_speaks_tls_to_https_and_keeps_the_local_token_local() {
+    let capture = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = capture.local_addr().unwrap().port();
+    let captured = std::thread::spawn(move || {
+        let (mut socket, _) = capture.accept().unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut bytes = vec![0u8; 16 * 1024];
+        let read = std::io::Read::read(&mut socket, &mut bytes).unwrap_or(0);
+        bytes.truncate(read);
+        bytes
+    });
+    let secret = "n6-bearer-that-must-never-travel-in-clear";
+    let output = tokio::task::spawn_blocking(move || {
+        molecule()
+            .args(["ws", "ls", "--url", &format!("https://127.0.0.1:{port}")])
+            .arg(format!("--token={secret}"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let bytes = captured.join().unwrap();
+    assert_eq!(bytes.first(), Some(&0x16), "a TLS handshake record first");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        !text.contains(secret) && !text.contains("PRI * HTTP/2.0"),
+        "{text}"
+    );
+
+    // No --token: the generated admin token is read only for a loopback server.
+    let dir = std::env::temp_dir().join(format!("molecule-n6-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin-token"), "n6-local-admin-token").unwrap();
+    let remote = molecule()
+        .args(["ws", "ls", "--url", "http://192.0.2.1:9", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&remote.stderr);
+    assert!(!remote.status.success());
+    assert!(
+        stderr.contains("no credential for http://192.0.2.1:9")
+            && stderr.contains("only sent to a loopback --url"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
