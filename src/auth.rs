@@ -20,7 +20,7 @@ use tracing::warn;
 
 use crate::{
     config::Secret,
-    domain::WorkspaceStatus,
+    domain::{EventType, WorkspaceStatus},
     error::{ApiError, ApiResult},
     store::{
         self, Db, DbContext,
@@ -40,6 +40,8 @@ pub enum AuthError {
     InvalidAdminToken,
     MissingWorkspaceToken,
     InvalidWorkspaceToken,
+    /// A long-lived stream's credential was revoked, expired or signed out.
+    CredentialLapsed,
     /// The datastore could not say (fail closed).
     Platform(ApiError),
 }
@@ -65,6 +67,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidAdminToken => INVALID_ADMIN_TOKEN,
             AuthError::MissingWorkspaceToken => MISSING_WORKSPACE_TOKEN,
             AuthError::InvalidWorkspaceToken => INVALID_WORKSPACE_TOKEN,
+            AuthError::CredentialLapsed => "credential no longer valid",
             AuthError::Platform(err) => return err,
         };
         ApiError::unauthenticated(message)
@@ -198,6 +201,44 @@ pub async fn issue_workspace_token(
 pub struct TokenOwner {
     pub workspace_id: String,
     pub token_id: String,
+}
+
+/// The credential a long-lived stream (an event watch, an agent's attach stream) was opened
+/// with, kept to end the stream when the credential no longer stands (audit N5). Holds the
+/// bearer only to ask about it again; it is never printed (no `Debug`).
+#[derive(Clone)]
+pub struct StreamCredential {
+    bearer: Option<String>,
+    /// What ends it at once, as an event: a workspace token's revocation or its workspace's
+    /// removal, an org key's revocation. Anything else (a session signed out or expired) is
+    /// found by the periodic re-check.
+    revoked_by: Option<Revocable>,
+}
+
+#[derive(Clone)]
+enum Revocable {
+    WorkspaceToken(TokenOwner),
+    OrgKey(String),
+}
+
+impl StreamCredential {
+    /// Whether `event` ends this credential.
+    pub fn ended_by(&self, event: &crate::events::Envelope) -> bool {
+        let token_id = event.payload["token_id"].as_str();
+        match (&self.revoked_by, event.event) {
+            (Some(Revocable::WorkspaceToken(token)), EventType::WorkspaceTokenRevoked) => {
+                event.workspace_id.as_deref() == Some(token.workspace_id.as_str())
+                    && token_id == Some(token.token_id.as_str())
+            }
+            (Some(Revocable::WorkspaceToken(token)), EventType::WorkspaceRemoved) => {
+                event.workspace_id.as_deref() == Some(token.workspace_id.as_str())
+            }
+            (Some(Revocable::OrgKey(id)), EventType::OrgTokenRevoked) => {
+                token_id == Some(id.as_str())
+            }
+            _ => false,
+        }
+    }
 }
 
 /// How long a validated workspace token is trusted without asking the datastore again.
@@ -403,6 +444,36 @@ impl Authenticator {
     /// run before a request body is read. Failures answer "no" (the request is then bounded).
     pub async fn recognizes(&self, bearer: &str) -> bool {
         matches!(self.identify(bearer).await, Ok(Some(_)))
+    }
+
+    /// The credential `metadata` carries, for a stream that must end with it.
+    pub async fn stream_credential(&self, metadata: &MetadataMap) -> StreamCredential {
+        let bearer = bearer(metadata).map(str::to_owned);
+        let revoked_by = match &bearer {
+            Some(bearer) if !self.is_admin_token(bearer) && !bearer.starts_with(SESSION_PREFIX) => {
+                match self.workspace_token(bearer).await {
+                    Ok(Some(owner)) => Some(Revocable::WorkspaceToken(owner)),
+                    _ => self
+                        .org_key(bearer)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|key| Revocable::OrgKey(key.id)),
+                }
+            }
+            _ => None,
+        };
+        StreamCredential { bearer, revoked_by }
+    }
+
+    /// Whether a stream's credential still stands: not revoked, expired or signed out, its
+    /// workspace not removed. Dev mode's bearer-less streams always stand, and so does every
+    /// credential while the datastore cannot say (nothing can be revoked during an outage).
+    pub async fn still_stands(&self, credential: &StreamCredential) -> bool {
+        let Some(bearer) = &credential.bearer else {
+            return true;
+        };
+        !matches!(self.identify(bearer).await, Ok(None))
     }
 
     /// Which live credential `bearer` is, whatever the mode.

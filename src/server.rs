@@ -166,6 +166,7 @@ impl Application {
                 provision_timeout: std::time::Duration::from_secs(config.provision_timeout_seconds),
                 a2a_idle_timeout: config.a2a_idle_timeout(),
                 session_ttl: config.session_ttl,
+                credential_recheck: config.edge.ws_recheck,
                 runtime: RuntimeSettings {
                     approval_ttl: config.runtime.approval_ttl,
                     checkpoint_retention: config.runtime.checkpoint_retention,
@@ -239,6 +240,7 @@ impl Application {
         tokio::spawn(sweeper::run_status_gauge(platform.clone()));
         registry::spawn_background(&platform);
         tokio::spawn(a2a::queue::sweep(a2a.clone()));
+        tokio::spawn(a2a::attach::close_on_revocation(a2a.clone()));
         let backends = Backends {
             environment: Environment::classify(&config.environment).as_str(),
             database: match sea_orm::ConnectionTrait::get_database_backend(&a2a.db) {

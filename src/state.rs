@@ -31,6 +31,8 @@ pub struct Settings {
     pub runtime: RuntimeSettings,
     /// How long a console sign-in lasts.
     pub session_ttl: Duration,
+    /// How often a long-lived stream re-checks the credential it was opened with.
+    pub credential_recheck: Duration,
 }
 
 /// Limits and retention of what the workspace runtime stores (docs/runtime.md).

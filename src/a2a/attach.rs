@@ -44,6 +44,10 @@ pub(super) enum ReplyPart {
 /// One agent's open stream.
 pub struct Attachment {
     serial: u64,
+    /// The workspace token the stream was opened with: its revocation ends the stream.
+    token_id: String,
+    /// Cancelled when the stream's credential ended.
+    ended: tokio_util::sync::CancellationToken,
     frames: mpsc::Sender<Result<pb::PlatformFrame, Status>>,
     pending: Mutex<HashMap<String, mpsc::Sender<ReplyPart>>>,
     in_flight: AtomicUsize,
@@ -468,9 +472,9 @@ impl pb::agent_inbound_server::AgentInbound for AgentInboundService {
             Some(bearer) => self.state.auth.workspace_token(bearer).await?,
             None => None,
         };
-        if owner.is_none_or(|owner| owner.workspace_id != id) {
+        let Some(owner) = owner.filter(|owner| owner.workspace_id == id) else {
             return Err(InboundError::InvalidAgentToken.into());
-        }
+        };
         let (frames, outbound) = mpsc::channel(OUTBOUND);
         let serial = self
             .state
@@ -479,6 +483,8 @@ impl pb::agent_inbound_server::AgentInbound for AgentInboundService {
             .fetch_add(1, Ordering::Relaxed);
         let attachment = Arc::new(Attachment {
             serial,
+            token_id: owner.token_id,
+            ended: tokio_util::sync::CancellationToken::new(),
             frames: frames.clone(),
             pending: Mutex::default(),
             in_flight: AtomicUsize::new(0),
@@ -497,6 +503,44 @@ impl pb::agent_inbound_server::AgentInbound for AgentInboundService {
     }
 }
 
+/// Ends attach streams whose credential ended (audit N5): a revoked token, a removed workspace.
+/// One task for every attachment of this replica, fed by the events of every replica, so a
+/// stream costs nothing per foreign event.
+pub async fn close_on_revocation(state: A2aState) {
+    let mut events = state.events.subscribe();
+    loop {
+        let envelope = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            received = events.recv() => match received {
+                Ok(envelope) => envelope,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    crate::telemetry::events_dropped("attach_revocations", missed);
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        let Some(id) = envelope.workspace_id.as_deref() else {
+            continue;
+        };
+        let ended = match envelope.event {
+            crate::domain::EventType::WorkspaceTokenRevoked => InboundError::TokenRevoked,
+            crate::domain::EventType::WorkspaceRemoved => InboundError::WorkspaceRemoved,
+            _ => continue,
+        };
+        let Some(attachment) = state.attachments.get(id) else {
+            continue;
+        };
+        let revoked = envelope.payload["token_id"].as_str();
+        if ended == InboundError::WorkspaceRemoved || revoked == Some(attachment.token_id.as_str())
+        {
+            debug!(workspace_id = %id, "attach stream's credential ended");
+            let _ = attachment.frames.try_send(Err(ended.into()));
+            attachment.ended.cancel();
+        }
+    }
+}
+
 /// Routes the agent's replies to their waiting calls, and pings it, until the stream ends.
 async fn serve(
     state: A2aState,
@@ -511,6 +555,7 @@ async fn serve(
         let frame = tokio::select! {
             () = state.shutdown.cancelled() => break,
             () = attachment.frames.closed() => break,
+            () = attachment.ended.cancelled() => break,
             _ = ping.tick() => {
                 if last_pong.elapsed() > PONG_WITHIN {
                     let _ = attachment.frames.try_send(Err(InboundError::NoPong.into()));

@@ -126,6 +126,10 @@ pub enum InboundError {
     AttachmentLost,
     /// The admin queue cleanup's age.
     InvalidMaxAge,
+    /// The token the stream was opened with was revoked.
+    TokenRevoked,
+    /// The stream's workspace was removed.
+    WorkspaceRemoved,
 }
 
 impl From<InboundError> for ApiError {
@@ -144,6 +148,8 @@ impl From<InboundError> for ApiError {
             }
             InboundError::NotAttachedHere => (ErrorCode::NotFound, "agent not attached here"),
             InboundError::AttachmentLost => (ErrorCode::Unavailable, "agent not attached here"),
+            InboundError::TokenRevoked => (ErrorCode::Unauthenticated, "workspace token revoked"),
+            InboundError::WorkspaceRemoved => (ErrorCode::NotFound, "workspace removed"),
             InboundError::InvalidMaxAge => (
                 ErrorCode::BadRequest,
                 "max_age_minutes must be a positive integer",

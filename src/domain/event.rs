@@ -18,6 +18,8 @@ pub enum EventType {
     WorkspaceRemoved,
     WorkspaceUpdated,
     WorkspaceTokenRevoked,
+    /// An org API key was revoked: streams opened with it end (no workspace).
+    OrgTokenRevoked,
     WorkspaceHeartbeat,
     AgentCardUpdated,
     AgentMessage,
@@ -53,6 +55,7 @@ impl EventType {
             Self::WorkspaceRemoved => "WORKSPACE_REMOVED",
             Self::WorkspaceUpdated => "WORKSPACE_UPDATED",
             Self::WorkspaceTokenRevoked => "WORKSPACE_TOKEN_REVOKED",
+            Self::OrgTokenRevoked => "ORG_TOKEN_REVOKED",
             Self::WorkspaceHeartbeat => "WORKSPACE_HEARTBEAT",
             Self::AgentCardUpdated => "AGENT_CARD_UPDATED",
             Self::AgentMessage => "AGENT_MESSAGE",

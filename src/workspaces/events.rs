@@ -1,15 +1,19 @@
 //! The event log: the persisted page for a reader, and the live watch stream, filtered to
-//! what the watcher may see.
+//! what the watcher may see and ended when the watcher's credential no longer stands.
+
+use std::sync::Arc;
 
 use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tonic::metadata::MetadataMap;
 
 use crate::{
+    auth::{AuthError, StreamCredential},
     domain::validate,
     error::{ApiError, ApiResult},
-    events::Envelope,
+    events::{Envelope, WatcherGuard},
     pb,
+    state::Platform,
     store::{DbContext, entities::structure_event},
 };
 
@@ -65,64 +69,93 @@ impl WorkspacesService {
                 None
             }
         };
-        let (receiver, guard) = self.state.events.watch();
-        let hierarchy = self.state.hierarchy.clone();
-        let shutdown = self.state.shutdown.clone();
-        let stream = futures::stream::unfold(
-            (receiver, hierarchy, agent, shutdown, false, guard),
-            |(mut receiver, hierarchy, agent, shutdown, ended, guard)| async move {
-                if ended {
-                    return None;
-                }
-                loop {
-                    let received = tokio::select! {
-                        () = shutdown.cancelled() => return None,
-                        received = receiver.recv() => received,
-                    };
-                    let envelope = match received {
-                        Ok(envelope) => envelope,
-                        Err(RecvError::Closed) => return None,
-                        Err(RecvError::Lagged(missed)) => {
-                            crate::telemetry::events_dropped("watcher", missed);
-                            tracing::warn!(missed, "event watcher too slow; disconnecting");
-                            let behind = ApiError::from(WorkspaceError::WatcherBehind);
-                            return Some((
-                                Err(behind.into()),
-                                (receiver, hierarchy, agent, shutdown, true, guard),
-                            ));
-                        }
-                    };
-                    let visible = match (&agent, &envelope.workspace_id) {
-                        (None, _) => true,
-                        (Some(_), None) => false,
-                        (Some(caller), Some(subject)) => {
-                            hierarchy.can_communicate(caller, subject).await
-                        }
-                    };
-                    if visible {
-                        let envelope = match &agent {
-                            Some(watcher) => {
-                                let party = envelope.names(watcher)
-                                    || (envelope.event.ancestors_take_part()
-                                        && hierarchy
-                                            .is_ancestor_of(
-                                                watcher,
-                                                envelope.workspace_id.as_deref().unwrap_or(""),
-                                            )
-                                            .await);
-                                envelope.seen_as(party)
-                            }
-                            None => envelope,
-                        };
-                        return Some((
-                            Ok(event_message(&envelope)),
-                            (receiver, hierarchy, agent, shutdown, false, guard),
-                        ));
-                    }
-                }
+        let (events, guard) = self.state.events.watch();
+        let period = self.state.settings.credential_recheck;
+        let watch = Watch {
+            events,
+            _guard: guard,
+            agent,
+            credential: self.state.auth.stream_credential(metadata).await,
+            recheck: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
+            state: self.state.clone(),
+            ended: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            watch,
+            |mut watch| async move {
+                let item = watch.next().await?;
+                Some((item, watch))
             },
-        );
-        Ok(Box::pin(stream))
+        )))
+    }
+}
+
+/// One open watch: the events its watcher may see, until its credential no longer stands.
+struct Watch {
+    events: broadcast::Receiver<Arc<Envelope>>,
+    _guard: WatcherGuard,
+    /// The agent watching; `None` for an operator.
+    agent: Option<String>,
+    credential: StreamCredential,
+    recheck: tokio::time::Interval,
+    state: Platform,
+    ended: bool,
+}
+
+impl Watch {
+    /// The next event to send, or the error that ends the watch, or `None` once it ended.
+    async fn next(&mut self) -> Option<Result<pb::Event, tonic::Status>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            let received = tokio::select! {
+                () = self.state.shutdown.cancelled() => return None,
+                _ = self.recheck.tick() => {
+                    if self.state.auth.still_stands(&self.credential).await {
+                        continue;
+                    }
+                    return self.end(AuthError::CredentialLapsed.into());
+                }
+                received = self.events.recv() => received,
+            };
+            let envelope = match received {
+                Ok(envelope) => envelope,
+                Err(RecvError::Closed) => return None,
+                Err(RecvError::Lagged(missed)) => {
+                    crate::telemetry::events_dropped("watcher", missed);
+                    tracing::warn!(missed, "event watcher too slow; disconnecting");
+                    return self.end(WorkspaceError::WatcherBehind.into());
+                }
+            };
+            if self.credential.ended_by(&envelope) {
+                return self.end(AuthError::CredentialLapsed.into());
+            }
+            if let Some(visible) = self.as_seen(envelope).await {
+                return Some(Ok(event_message(&visible)));
+            }
+        }
+    }
+
+    /// `envelope` as the watcher may see it, if at all.
+    async fn as_seen(&self, envelope: Arc<Envelope>) -> Option<Arc<Envelope>> {
+        let Some(watcher) = &self.agent else {
+            return Some(envelope);
+        };
+        let subject = envelope.workspace_id.as_deref()?;
+        let hierarchy = &self.state.hierarchy;
+        if !hierarchy.can_communicate(watcher, subject).await {
+            return None;
+        }
+        let party = envelope.names(watcher)
+            || (envelope.event.ancestors_take_part()
+                && hierarchy.is_ancestor_of(watcher, subject).await);
+        Some(envelope.seen_as(party))
+    }
+
+    fn end(&mut self, error: ApiError) -> Option<Result<pb::Event, tonic::Status>> {
+        self.ended = true;
+        Some(Err(error.into()))
     }
 }
 

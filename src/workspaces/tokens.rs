@@ -233,7 +233,7 @@ impl WorkspacesService {
         let id = validate::parse_uuid(raw_id).ok_or_else(not_found)?;
         let revoked = org_token::Entity::update_many()
             .col_expr(org_token::Column::RevokedAt, Expr::value(store::now()))
-            .filter(org_token::Column::Id.eq(id))
+            .filter(org_token::Column::Id.eq(id.clone()))
             .filter(org_token::Column::RevokedAt.is_null())
             .exec(&self.state.db)
             .await
@@ -241,6 +241,16 @@ impl WorkspacesService {
         if revoked.rows_affected == 0 {
             return Err(not_found());
         }
+        // Every replica ends the streams opened with the key.
+        self.state
+            .events
+            .record(
+                &self.state.db,
+                EventType::OrgTokenRevoked,
+                None,
+                json!({"token_id": id}),
+            )
+            .await;
         Ok(pb::RevokeOrgTokenResponse {})
     }
 }

@@ -311,3 +311,107 @@ async fn org_keys_are_minted_at_most_ten_times_an_hour_per_ip() {
     );
     assert_eq!(app.admin_get("/org/tokens").await.body["count"], 10);
 }
+
+/// The next message of a gRPC stream, or how it ended, within `seconds`.
+async fn next_or_end<T>(
+    stream: &mut tonic::Streaming<T>,
+    seconds: u64,
+) -> Result<Option<T>, tonic::Status> {
+    tokio::time::timeout(std::time::Duration::from_secs(seconds), stream.message())
+        .await
+        .expect("the stream answered in time")
+}
+
+/// Audit N5: revocation did not reach native gRPC streams. `WatchEvents` on a revoked org key
+/// still received an operator's conversation 120 s later; an agent's watch and its `Attach`
+/// stream outlived their revoked token.
+#[tokio::test]
+async fn revocation_ends_every_long_lived_grpc_stream() {
+    use molecule::pb;
+
+    use crate::grpc::authed;
+
+    let app = spawn_app_with(Options {
+        ws_recheck: Some(std::time::Duration::from_millis(500)),
+        ..Options::default()
+    })
+    .await;
+    let org = app
+        .admin(
+            Method::POST,
+            "/org/tokens",
+            Some(json!({"name": "watcher"})),
+        )
+        .await;
+    let org_key = org.body["auth_token"].as_str().unwrap().to_owned();
+    let org_key_id = org.body["id"].as_str().unwrap().to_owned();
+    let (id, token) = app.registered_agent("agent", None).await;
+    let mut client = app.grpc.clone();
+    let mut operator = client
+        .watch_events(authed(pb::WatchEventsRequest {}, &org_key))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut request = authed(pb::WatchEventsRequest {}, &token);
+    request
+        .metadata_mut()
+        .insert("x-workspace-id", id.parse().unwrap());
+    let mut agent = client.watch_events(request).await.unwrap().into_inner();
+    let (_frames, mut attached) = crate::a2a::attach(&app, &id, &token, 1).await.unwrap();
+
+    // The org key is revoked: its watch ends at the next re-check and hears nothing after.
+    let revoked = app
+        .admin(Method::DELETE, &format!("/org/tokens/{org_key_id}"), None)
+        .await;
+    assert!(revoked.status.is_success(), "{}", revoked.text);
+    app.create_workspace(json!({"name": "after-revocation"}))
+        .await;
+    let ended = loop {
+        match next_or_end(&mut operator, 5).await {
+            Ok(Some(event)) => assert!(
+                !event.payload_json.contains("after-revocation"),
+                "a revoked key heard {event:?}"
+            ),
+            Ok(None) => panic!("the watch ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(
+        (ended.code(), ended.message()),
+        (tonic::Code::Unauthenticated, "credential no longer valid")
+    );
+
+    // The workspace token is revoked: its watch and its attach stream end at once.
+    let tokens = app.admin_get(&format!("/workspaces/{id}/tokens")).await;
+    let token_id = tokens.body["tokens"][0]["id"].as_str().unwrap().to_owned();
+    let revoked_at = std::time::Instant::now();
+    app.admin(
+        Method::DELETE,
+        &format!("/workspaces/{id}/tokens/{token_id}"),
+        None,
+    )
+    .await;
+    let ended = loop {
+        match next_or_end(&mut agent, 5).await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the agent's watch ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.message(), "credential no longer valid");
+    let ended = loop {
+        match next_or_end(&mut attached, 5).await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the attach stream ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(
+        (ended.code(), ended.message()),
+        (tonic::Code::Unauthenticated, "workspace token revoked")
+    );
+    assert!(revoked_at.elapsed() < std::time::Duration::from_secs(1));
+    // Calls for the agent no longer reach the revoked stream.
+    let route = app.admin_get(&format!("/workspaces/{id}/route")).await;
+    assert_eq!(route.body["route"], "mailbox", "{}", route.text);
+}
