@@ -411,19 +411,44 @@ pub struct ListenerArgs {
     #[arg(long, env = "MOLECULE_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     pub idle_timeout: std::time::Duration,
 
-    /// A REST request body, or one message of an unauthenticated gRPC call, must arrive within
-    /// this (408 otherwise).
+    /// A request without a recognised credential must send its whole REST body, or be
+    /// answered (gRPC), within this of its start; any body or gRPC message under way may not
+    /// stall longer than this (408, or DEADLINE_EXCEEDED).
     #[arg(long, env = "MOLECULE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub body_read_timeout: std::time::Duration,
 
     /// Bytes that requests without a recognised credential may have buffered at once, in
-    /// total (503 beyond it).
+    /// total (503 beyond it); a sixteenth is kept for bodies under 64 KiB, such as a register
+    /// or a sign-in.
     #[arg(long, env = "MOLECULE_PREAUTH_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub preauth_buffer_bytes: usize,
 
+    /// The same, per client address.
+    #[arg(long, env = "MOLECULE_PREAUTH_ADDRESS_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub preauth_address_bytes: usize,
+
     /// The same, per connection (all its h2 streams together).
-    #[arg(long, env = "MOLECULE_PREAUTH_CONNECTION_BYTES", default_value_t = pb::MAX_MESSAGE_BYTES)]
+    #[arg(long, env = "MOLECULE_PREAUTH_CONNECTION_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub preauth_connection_bytes: usize,
+
+    /// Bytes one recognised credential's unfinished gRPC messages may declare at once (what
+    /// the decoder reserves for them).
+    #[arg(long, env = "MOLECULE_CREDENTIAL_INFLIGHT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub credential_inflight_bytes: usize,
+}
+
+impl ListenerArgs {
+    /// The pre-auth policy's limits (`gateway::preauth`): the first gRPC message is due as a
+    /// request head is.
+    pub fn preauth_limits(&self) -> gateway::preauth::PreAuthLimits {
+        gateway::preauth::PreAuthLimits {
+            total: self.preauth_buffer_bytes,
+            per_address: self.preauth_address_bytes,
+            per_credential: self.credential_inflight_bytes,
+            first_message: self.header_read_timeout,
+            body: self.body_read_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -736,10 +761,7 @@ mod tests {
         let config = Config::default();
         assert_eq!(config.edge.rate_limit, 600);
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(
-            config.listener.preauth_connection_bytes,
-            pb::MAX_MESSAGE_BYTES
-        );
+        assert_eq!(config.listener.preauth_connection_bytes, 4 << 20);
     }
 
     #[test]

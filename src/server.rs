@@ -208,8 +208,7 @@ impl Application {
         let edge = Arc::new(config.edge.edge(dev_mode));
         let preauth = PreAuth::new(
             Arc::new(platform.auth.clone()),
-            config.listener.preauth_buffer_bytes,
-            config.listener.body_read_timeout,
+            config.listener.preauth_limits(),
         );
         let grpc_edge = GrpcEdge {
             edge: edge.clone(),
@@ -343,46 +342,70 @@ async fn grpc_router(
     a2a: &A2aState,
     on_beat: registry::BeatHook,
 ) -> Result<(Router, GrpcHealth), StartupError> {
+    // Each service decodes what its calls need (audit N3): REST's body cap for the JSON-shaped
+    // services, an A2A body for the proxy, the agent's inbound stream and replica relays.
     GrpcServices::new()
-        .add(pb::workspaces_server::WorkspacesServer::new(
-            WorkspacesService::new(platform.clone()),
-        ))
-        .add(pb::registry_server::RegistryServer::new(
-            RegistryService::new(platform.clone(), on_beat),
-        ))
-        .add(pb::secrets_server::SecretsServer::new(SecretsService::new(
-            platform.clone(),
-        )))
-        .add(pb::plugins_server::PluginsServer::new(PluginsService::new(
-            platform.clone(),
-        )))
-        .add(pb::bundles_server::BundlesServer::new(BundlesService::new(
-            platform.clone(),
-        )))
-        .add(pb::console_server::ConsoleServer::new(ConsoleService::new(
-            platform.clone(),
-        )))
-        .add(pb::memories_server::MemoriesServer::new(
-            MemoriesService::new(platform.clone()),
-        ))
-        .add(pb::approvals_server::ApprovalsServer::new(
-            ApprovalsService::new(platform.clone()),
-        ))
-        .add(pb::instructions_server::InstructionsServer::new(
-            InstructionsService::new(platform.clone()),
-        ))
-        .add(pb::shared_context_server::SharedContextServer::new(
-            SharedContextService::new(platform.clone()),
-        ))
-        .add(pb::chat_files_server::ChatFilesServer::new(
-            ChatFilesService::new(platform.clone()),
-        ))
-        .add(pb::checkpoints_server::CheckpointsServer::new(
-            CheckpointsService::new(platform.clone()),
-        ))
-        .add(pb::delegations_server::DelegationsServer::new(
-            DelegationsService::new(a2a.clone()),
-        ))
+        .add(
+            pb::workspaces_server::WorkspacesServer::new(WorkspacesService::new(platform.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::registry_server::RegistryServer::new(RegistryService::new(
+                platform.clone(),
+                on_beat,
+            ))
+            .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::secrets_server::SecretsServer::new(SecretsService::new(platform.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::plugins_server::PluginsServer::new(PluginsService::new(platform.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::bundles_server::BundlesServer::new(BundlesService::new(platform.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::console_server::ConsoleServer::new(ConsoleService::new(platform.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::memories_server::MemoriesServer::new(MemoriesService::new(platform.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::approvals_server::ApprovalsServer::new(ApprovalsService::new(platform.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::instructions_server::InstructionsServer::new(InstructionsService::new(
+                platform.clone(),
+            ))
+            .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::shared_context_server::SharedContextServer::new(SharedContextService::new(
+                platform.clone(),
+            ))
+            .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::chat_files_server::ChatFilesServer::new(ChatFilesService::new(platform.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::checkpoints_server::CheckpointsServer::new(CheckpointsService::new(
+                platform.clone(),
+            ))
+            .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::delegations_server::DelegationsServer::new(DelegationsService::new(a2a.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
         .add(
             pb::a2a_server::A2aServer::new(A2AService::new(a2a.clone()))
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)
@@ -396,6 +419,7 @@ async fn grpc_router(
         )
         .add(
             pb::replicas_server::ReplicasServer::new(ReplicasService::new(a2a.clone()))
+                .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(pb::MAX_MESSAGE_BYTES),
         )
         .finish()
@@ -558,8 +582,7 @@ impl GatewayServer {
         let shutdown = CancellationToken::new();
         let preauth = PreAuth::new(
             Arc::new(RemoteCheck::new(transport.clone())),
-            args.listener.preauth_buffer_bytes,
-            args.listener.body_read_timeout,
+            args.listener.preauth_limits(),
         );
         let rest = gateway::router(Gateway::new(transport, edge.clone(), shutdown.clone()));
         let app = gateway::edge::apply(with_metrics(rest), edge, preauth)

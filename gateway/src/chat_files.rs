@@ -20,6 +20,7 @@ use crate::{
     edge::UPLOAD_BODY_LIMIT,
     error::{ErrorBody, RestError},
     forward::Forwarded,
+    json::BodyError,
     pb::{self, upload_end::Reason, upload_part::Part},
 };
 
@@ -55,19 +56,20 @@ pub(crate) struct DownloadParams {
     path: Option<String>,
 }
 
-/// Sends every `files` part of a multipart body as upload parts; the reason the body ended.
+/// Sends every `files` part of a multipart body as upload parts; the reason the body ended,
+/// or why it could not be read (too slow, the server's budget spent): then the gateway answers.
 async fn forward_files(
     parts: &mpsc::Sender<pb::UploadPart>,
     headers: &HeaderMap,
     body: Body,
-) -> Reason {
+) -> Result<Reason, BodyError> {
     let send = |part| parts.send(pb::UploadPart { part: Some(part) });
     let boundary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| multer::parse_boundary(value).ok());
     let Some(boundary) = boundary else {
-        return Reason::Malformed;
+        return Ok(Reason::Malformed);
     };
     let limits = multer::Constraints::new()
         .size_limit(multer::SizeLimit::new().whole_stream(UPLOAD_BODY_LIMIT as u64));
@@ -76,7 +78,7 @@ async fn forward_files(
     loop {
         let mut field = match multipart.next_field().await {
             Ok(Some(field)) => field,
-            Ok(None) => return Reason::Complete,
+            Ok(None) => return Ok(Reason::Complete),
             Err(err) => return failure(&err),
         };
         if field.name() != Some(FILES_FIELD) {
@@ -91,13 +93,13 @@ async fn forward_files(
         };
         if send(Part::File(header)).await.is_err() {
             // The control plane already answered (a refusal); its answer is what counts.
-            return Reason::Complete;
+            return Ok(Reason::Complete);
         }
         loop {
             match field.chunk().await {
                 Ok(Some(chunk)) => {
                     if send(Part::Data(chunk.to_vec())).await.is_err() {
-                        return Reason::Complete;
+                        return Ok(Reason::Complete);
                     }
                 }
                 Ok(None) => break,
@@ -107,10 +109,14 @@ async fn forward_files(
     }
 }
 
-fn failure(err: &multer::Error) -> Reason {
+fn failure(err: &multer::Error) -> Result<Reason, BodyError> {
     match err {
-        multer::Error::StreamSizeExceeded { .. } => Reason::TooLarge,
-        _ => Reason::Malformed,
+        multer::Error::StreamSizeExceeded { .. } => Ok(Reason::TooLarge),
+        multer::Error::StreamReadFailed(cause) => match BodyError::of(cause.as_ref()) {
+            BodyError::Invalid => Ok(Reason::Malformed),
+            unreadable => Err(unreadable),
+        },
+        _ => Ok(Reason::Malformed),
     }
 }
 
@@ -120,6 +126,7 @@ fn failure(err: &multer::Error) -> Reason {
     request_body(content_type = "multipart/form-data", content = UploadForm),
     responses((status = 200, body = Object, example = json!({"files": [{"uri": "workspace:/workspace/.molecule/chat-uploads/0123…-report.pdf", "name": "report.pdf", "mimeType": "application/pdf", "size": 1024}]})),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 408, description = "the body stalled for longer than the body-read timeout", body = ErrorBody),
         (status = 413, body = ErrorBody)))]
 pub(crate) async fn upload(
     State(gateway): State<Gateway>,
@@ -138,7 +145,17 @@ pub(crate) async fn upload(
         .await
         .is_ok()
     {
-        let reason = forward_files(&parts, &headers, body).await;
+        let reason = match forward_files(&parts, &headers, body).await {
+            Ok(reason) => reason,
+            // Nothing is stored: the call ends without its end part.
+            Err(unreadable) => {
+                call.abort();
+                if let Some(answer) = unreadable.early_response() {
+                    return answer;
+                }
+                Reason::Malformed
+            }
+        };
         let end = Part::End(pb::UploadEnd {
             reason: reason as i32,
         });

@@ -51,19 +51,25 @@ pub(crate) async fn read_body(body: Body) -> Result<bytes::Bytes, BodyError> {
     read_body_capped(body, BODY_LIMIT).await
 }
 
+impl BodyError {
+    /// Why reading a body failed, from the error its stream gave.
+    pub(crate) fn of(err: &(dyn std::error::Error + 'static)) -> Self {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return Self::TooLarge;
+        }
+        match status_of(err).map(tonic::Status::code) {
+            Some(tonic::Code::ResourceExhausted) => Self::Busy,
+            Some(tonic::Code::DeadlineExceeded) => Self::TimedOut,
+            _ => Self::Invalid,
+        }
+    }
+}
+
 /// Reads the whole body, at most `limit` bytes, as bytes.
 pub(crate) async fn read_body_capped(body: Body, limit: usize) -> Result<bytes::Bytes, BodyError> {
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
-        let err = err.into_inner();
-        if err.is::<http_body_util::LengthLimitError>() {
-            return BodyError::TooLarge;
-        }
-        match status_of(err.as_ref()).map(tonic::Status::code) {
-            Some(tonic::Code::ResourceExhausted) => BodyError::Busy,
-            Some(tonic::Code::DeadlineExceeded) => BodyError::TimedOut,
-            _ => BodyError::Invalid,
-        }
-    })
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|err| BodyError::of(err.into_inner().as_ref()))
 }
 
 /// Reads and parses a JSON body into `T`.

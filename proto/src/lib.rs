@@ -24,6 +24,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mole
 /// envelope. Servers and clients of `A2A`, `AgentInbound` and `Replicas` set it both ways.
 pub const MAX_MESSAGE_BYTES: usize = 11 * 1024 * 1024;
 
+/// The largest message every other service decodes: a REST body (1 MiB, the gateway's cap)
+/// and room for its protobuf framing.
+pub const REQUEST_MESSAGE_BYTES: usize = 1024 * 1024 + 64 * 1024;
+
 /// A UTC time as a protobuf timestamp.
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {

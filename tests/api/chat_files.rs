@@ -405,3 +405,80 @@ async fn concurrent_uploads_never_exceed_the_quota() {
     assert_eq!(stored, 6, "exactly the quota's room is used");
     assert_eq!(stored_count(&app).await, 6);
 }
+
+/// `send_message_to_user`'s upload at the pace of a slow link: the multipart body in `parts`,
+/// each sent `gap` after the last; with `stall`, the body then goes silent without ending.
+async fn slow_upload(
+    app: &TestApp,
+    id: &str,
+    token: &str,
+    parts: Vec<Vec<u8>>,
+    gap: std::time::Duration,
+    stall: bool,
+) -> Reply {
+    use futures::StreamExt as _;
+    let paced = futures::stream::iter(parts).then(move |part| async move {
+        tokio::time::sleep(gap).await;
+        Ok::<_, std::io::Error>(part)
+    });
+    let body = if stall {
+        reqwest::Body::wrap_stream(paced.chain(futures::stream::pending()))
+    } else {
+        reqwest::Body::wrap_stream(paced)
+    };
+    app.raw(
+        app.http
+            .post(format!("{}/workspaces/{id}/chat/uploads", app.rest))
+            .bearer_auth(token)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body),
+    )
+    .await
+}
+
+/// Audit N11: an authenticated upload slower than ~14 Mbit/s was cut at 30 s with a 400
+/// "failed to parse multipart form". An authenticated body is timed by its silences, not its
+/// length, and one that stalls gets 408.
+#[tokio::test]
+async fn a_slow_authenticated_upload_completes_and_a_stalled_one_is_408() {
+    let timeout = std::time::Duration::from_secs(1);
+    let app = spawn_app_with(Options {
+        listener: molecule::config::ListenerArgs {
+            body_read_timeout: timeout,
+            ..molecule::config::ListenerArgs::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let (id, token) = app.registered_agent("uploader", None).await;
+    let body = multipart(&[("files", "slow.bin", None, &vec![b's'; 64 * 1024])]);
+    let parts: Vec<Vec<u8>> = body
+        .chunks(body.len() / 8 + 1)
+        .map(<[u8]>::to_vec)
+        .collect();
+    let started = std::time::Instant::now();
+    let slow = slow_upload(&app, &id, &token, parts.clone(), timeout / 3, false).await;
+    assert!(
+        started.elapsed() > timeout * 2,
+        "longer than the timeout in all"
+    );
+    assert_eq!(slow.status, StatusCode::OK, "{}", slow.text);
+    assert_eq!(slow.body["files"][0]["size"], 64 * 1024);
+
+    let stalled = slow_upload(&app, &id, &token, parts[..2].to_vec(), timeout / 3, true).await;
+    assert_eq!(
+        (stalled.status, stalled.body),
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            json!({"error": "request body timeout"})
+        )
+    );
+    assert_eq!(
+        stored_count(&app).await,
+        1,
+        "nothing of the stalled upload is stored"
+    );
+}

@@ -22,45 +22,61 @@ type Chunks = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
 type StreamedBody =
     StreamBody<tokio_stream::wrappers::ReceiverStream<Result<Frame<Bytes>, Infallible>>>;
 
-/// An h2c connection to the control plane's port.
-async fn h2_connection(app: &TestApp) -> hyper::client::conn::http2::SendRequest<StreamedBody> {
+/// An h2c connection to the control plane's port, and the task driving it (it ends when the
+/// server closes the connection).
+async fn h2_connection(
+    app: &TestApp,
+) -> (
+    hyper::client::conn::http2::SendRequest<StreamedBody>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
     let tcp = TcpStream::connect(app.addr).await.unwrap();
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await
             .expect("h2 handshake");
-    tokio::spawn(connection);
-    sender
+    (sender, tokio::spawn(connection))
 }
 
-/// Starts an `A2A/Send` call whose first message declares `declared` bytes and sends only its
-/// 5-byte header; the body stays open. Returns the response future and the body's sender.
-async fn declare_message(
+type Call = tokio::task::JoinHandle<hyper::Result<hyper::Response<hyper::body::Incoming>>>;
+
+/// A gRPC call to `path` from a client at `client` (an `X-Forwarded-For`, for a server that
+/// trusts the test's loopback as its proxy) whose body stays open: the first message's 5-byte
+/// header declaring `declared` bytes, then `sent` bytes of it. Returns the response future and
+/// the body's sender.
+async fn partial_message(
     sender: &mut hyper::client::conn::http2::SendRequest<StreamedBody>,
+    path: &str,
     bearer: Option<&str>,
+    client: Option<&str>,
     declared: u32,
-) -> (
-    tokio::task::JoinHandle<hyper::Result<hyper::Response<hyper::body::Incoming>>>,
-    Chunks,
-) {
+    sent: usize,
+) -> (Call, Chunks) {
     let (chunks, receiver) = mpsc::channel(4);
-    let mut request = hyper::Request::post("http://localhost/molecule.v1.A2A/Send")
+    let mut request = hyper::Request::post(format!("http://localhost{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     if let Some(bearer) = bearer {
         request = request.header("authorization", format!("Bearer {bearer}"));
     }
+    if let Some(client) = client {
+        request = request.header("x-forwarded-for", client);
+    }
     let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
     sender.ready().await.unwrap();
     let response = tokio::spawn(sender.send_request(request.body(body).unwrap()));
-    let mut header = vec![0u8];
-    header.extend_from_slice(&declared.to_be_bytes());
+    let mut message = vec![0u8];
+    message.extend_from_slice(&declared.to_be_bytes());
+    message.resize(5 + sent, 7);
     chunks
-        .send(Ok(Frame::data(Bytes::from(header))))
+        .send(Ok(Frame::data(Bytes::from(message))))
         .await
         .unwrap();
     (response, chunks)
 }
+
+const A2A_SEND: &str = "/molecule.v1.A2A/Send";
+const REGISTER: &str = "/molecule.v1.Registry/Register";
 
 /// The `grpc-status` of a response (in its headers for trailers-only answers, else its trailers).
 async fn grpc_status(response: hyper::Response<hyper::body::Incoming>) -> Option<String> {
@@ -75,93 +91,293 @@ async fn grpc_status(response: hyper::Response<hyper::body::Incoming>) -> Option
 }
 
 const RESOURCE_EXHAUSTED: &str = "8";
+const DEADLINE_EXCEEDED: &str = "4";
+const OUT_OF_RANGE: &str = "11";
 
-/// Asserts a call was refused at once with RESOURCE_EXHAUSTED.
-async fn assert_refused_at_once(
-    call: tokio::task::JoinHandle<hyper::Result<hyper::Response<hyper::body::Incoming>>>,
-) {
-    let refused = tokio::time::timeout(Duration::from_secs(5), call)
+/// The `grpc-status` a call ended with, within `seconds`.
+async fn ended_with(call: Call, seconds: u64) -> Option<String> {
+    let answer = tokio::time::timeout(Duration::from_secs(seconds), call)
         .await
-        .expect("refused promptly")
+        .expect("the call ended in time")
         .unwrap()
         .unwrap();
+    grpc_status(answer).await
+}
+
+/// Asserts a call was refused at once with RESOURCE_EXHAUSTED.
+async fn assert_refused_at_once(call: Call) {
     assert_eq!(
-        grpc_status(refused).await.as_deref(),
+        ended_with(call, 5).await.as_deref(),
         Some(RESOURCE_EXHAUSTED)
     );
 }
 
-#[tokio::test]
-async fn unauthenticated_grpc_messages_are_charged_their_declared_length_per_connection() {
-    let app = spawn_app_with(Options::default()).await;
-    let mut connection = h2_connection(&app).await;
-    // The first 10 MiB declaration fits the connection's 11 MiB; the second does not, and is
-    // refused at once, before any of its data was sent.
-    let (first, _first_body) = declare_message(&mut connection, None, 10 << 20).await;
-    let (second, _second_body) = declare_message(&mut connection, None, 10 << 20).await;
-    assert_refused_at_once(second).await;
-    assert!(
-        !first.is_finished(),
-        "the first call still waits for its data"
-    );
-
-    // A recognised credential is not charged: its call reads its whole message.
-    let (call, body) = declare_message(&mut connection, Some(&app.admin_token), 1 << 20).await;
-    body.send(Ok(Frame::data(Bytes::from(vec![0u8; 1 << 20]))))
-        .await
-        .unwrap();
-    drop(body);
-    let answered = tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .expect("answered")
-        .unwrap()
-        .unwrap();
-    assert_ne!(
-        grpc_status(answered).await.as_deref(),
-        Some(RESOURCE_EXHAUSTED),
-        "an admin's message is decoded (and rejected only as a malformed request)"
-    );
+/// A bearer-less `POST /registry/register` of a fresh external workspace, as the SDK sends it,
+/// from `client`.
+async fn sdk_register(app: &TestApp, client: &str) -> StatusCode {
+    let id = app
+        .create_workspace(json!({"name": "sdk", "external": true}))
+        .await;
+    let body = json!({"id": id, "url": "remote://no-inbound", "agent_card": {"name": "sdk", "skills": []}});
+    app.raw(
+        app.http
+            .post(format!("{}/registry/register", app.rest))
+            .header("x-forwarded-for", client)
+            .json(&body),
+    )
+    .await
+    .status
 }
 
+/// Audit N2: a gRPC message's declared length was charged when its header arrived and held for
+/// the 30 s body timeout, so 6 connections of 14 header-only streams (2,554 bytes in 64 s) held
+/// the whole 64 MiB, and every bearer-less register and console sign-in got 503.
 #[tokio::test]
-async fn unauthenticated_bytes_are_bounded_in_total_across_connections() {
+async fn a_header_only_flood_holds_nothing_and_registers_still_get_through() {
+    let app = spawn_app_with(Options::default()).await;
+    let mut held = Vec::new();
+    let mut connections = Vec::new();
+    for _ in 0..6 {
+        let (mut connection, _) = h2_connection(&app).await;
+        for _ in 0..14 {
+            held.push(partial_message(&mut connection, REGISTER, None, None, 1 << 20, 0).await);
+        }
+        connections.push(connection);
+    }
+    // The declarations reached the server, and each is only waiting for its bytes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(held.iter().all(|(call, _)| !call.is_finished()));
+    assert_eq!(sdk_register(&app, "127.0.0.1").await, StatusCode::OK);
+    let signed_in = app
+        .call(
+            reqwest::Method::POST,
+            "/console/session",
+            None,
+            Some(json!({"token": app.admin_token})),
+        )
+        .await;
+    assert_eq!(signed_in.status, StatusCode::CREATED, "{}", signed_in.text);
+    // A declaration over what an unauthenticated call may send is refused at once.
+    let (mut connection, _) = h2_connection(&app).await;
+    let (call, _body) =
+        partial_message(&mut connection, REGISTER, None, None, (1 << 20) + 1, 0).await;
+    assert_refused_at_once(call).await;
+}
+
+/// Audit N2: each client address has its own share of the pre-auth budget, and a reserve keeps
+/// room for small bodies, so neither one address nor many large bodies lock out a register.
+#[tokio::test]
+async fn each_address_has_its_share_and_small_bodies_a_reserve() {
+    const KIB: usize = 1024;
     let app = spawn_app_with(Options {
+        trusted_proxies: Some("127.0.0.1"),
         listener: ListenerArgs {
-            preauth_buffer_bytes: 16 * 1024 * 1024,
+            preauth_buffer_bytes: 2048 * KIB,
+            preauth_address_bytes: 512 * KIB,
+            preauth_connection_bytes: 512 * KIB,
             ..ListenerArgs::default()
         },
         ..Options::default()
     })
     .await;
-    let mut one = h2_connection(&app).await;
-    let mut two = h2_connection(&app).await;
-    let (mut first, first_body) = declare_message(&mut one, None, 10 << 20).await;
-    let (mut second, second_body) = declare_message(&mut two, None, 10 << 20).await;
-    // The two declarations race to the server: whichever it charges second is refused at once,
-    // while the other is held.
-    let (refused, held, held_body) = tokio::time::timeout(Duration::from_secs(5), async {
-        tokio::select! {
-            answer = &mut first => (answer, second, second_body),
-            answer = &mut second => (answer, first, first_body),
+    let mut held = Vec::new();
+    let mut connections = Vec::new();
+    // Three addresses fill most of their shares: 4 × 120 KiB each.
+    for client in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        let (mut connection, _) = h2_connection(&app).await;
+        for _ in 0..4 {
+            held.push(
+                partial_message(
+                    &mut connection,
+                    REGISTER,
+                    None,
+                    Some(client),
+                    1 << 20,
+                    120 * KIB,
+                )
+                .await,
+            );
         }
-    })
-    .await
-    .expect("one of the two refused promptly");
-    assert_eq!(
-        grpc_status(refused.unwrap().unwrap()).await.as_deref(),
-        Some(RESOURCE_EXHAUSTED)
-    );
-    assert!(!held.is_finished(), "the call within the budget is held");
-    drop(held);
-    drop(held_body);
-    // The first call's charge is returned when it ends: the budget serves new calls again.
+        connections.push(connection);
+    }
+    // A fourth address takes 360 KiB more: 1,800 of the 1,920 KiB that large bodies may hold.
+    let (mut fourth, _) = h2_connection(&app).await;
+    for _ in 0..3 {
+        held.push(
+            partial_message(
+                &mut fourth,
+                REGISTER,
+                None,
+                Some("10.0.0.4"),
+                1 << 20,
+                120 * KIB,
+            )
+            .await,
+        );
+    }
+    // Every one of them is held, waiting for the rest of its message.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(held.iter().all(|(call, _)| !call.is_finished()));
+    // Once the server holds it all, a fifth address's large body no longer fits...
     crate::helpers::eventually(5, || async {
-        let mut three = h2_connection(&app).await;
-        let (call, _body) = declare_message(&mut three, None, 10 << 20).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        (!call.is_finished()).then_some(())
+        let (mut connection, _) = h2_connection(&app).await;
+        let (call, _body) = partial_message(
+            &mut connection,
+            REGISTER,
+            None,
+            Some("10.0.0.5"),
+            1 << 20,
+            200 * KIB,
+        )
+        .await;
+        let status = tokio::time::timeout(Duration::from_millis(500), call)
+            .await
+            .ok()?;
+        Some(grpc_status(status.unwrap().unwrap()).await)
+            .filter(|status| status.as_deref() == Some(RESOURCE_EXHAUSTED))
     })
     .await;
+    // ...an address over its share is refused...
+    let (mut connection, _) = h2_connection(&app).await;
+    let (call, _body) = partial_message(
+        &mut connection,
+        REGISTER,
+        None,
+        Some("10.0.0.1"),
+        1 << 20,
+        40 * KIB,
+    )
+    .await;
+    assert_refused_at_once(call).await;
+    // ...and a register from anywhere else gets through, in the reserve.
+    assert_eq!(sdk_register(&app, "10.0.0.9").await, StatusCode::OK);
+    drop((held, connections, fourth));
+}
+
+/// Audit N3: with any workspace token, one connection made the server hold 100 messages of
+/// 10 MiB (RSS 63 → 1,145 MB) with no body deadline. A credential's unfinished messages now hold
+/// at most its share, a message that stalls ends, and each service decodes only what its calls
+/// need.
+#[tokio::test]
+async fn a_credential_holds_at_most_its_share_and_a_stalled_message_ends() {
+    let app = spawn_app_with(Options {
+        listener: ListenerArgs {
+            credential_inflight_bytes: 32 << 20,
+            body_read_timeout: Duration::from_secs(2),
+            ..ListenerArgs::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let (_, token) = app.registered_agent("sender", None).await;
+    let (mut connection, _) = h2_connection(&app).await;
+    let mut calls = Vec::new();
+    for _ in 0..10 {
+        calls.push(
+            partial_message(
+                &mut connection,
+                A2A_SEND,
+                Some(&token),
+                None,
+                10 << 20,
+                64 * 1024,
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut held = Vec::new();
+    for (call, body) in calls {
+        if call.is_finished() {
+            assert_eq!(
+                ended_with(call, 1).await.as_deref(),
+                Some(RESOURCE_EXHAUSTED)
+            );
+        } else {
+            held.push((call, body));
+        }
+    }
+    assert_eq!(
+        held.len(),
+        3,
+        "3 × 10 MiB fit a 32 MiB share; 7 were refused"
+    );
+    // Another credential has its own share.
+    let (admin_call, _admin_body) = partial_message(
+        &mut connection,
+        A2A_SEND,
+        Some(&app.admin_token),
+        None,
+        10 << 20,
+        0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!admin_call.is_finished());
+    // Silence ends the held messages, and the share is free again.
+    let stalled = std::time::Instant::now();
+    for (call, _body) in held {
+        assert_eq!(
+            ended_with(call, 10).await.as_deref(),
+            Some(DEADLINE_EXCEEDED)
+        );
+    }
+    assert!(stalled.elapsed() < Duration::from_secs(5));
+    let (again, _again_body) =
+        partial_message(&mut connection, A2A_SEND, Some(&token), None, 10 << 20, 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!again.is_finished(), "the share came back");
+    // The other services take what a REST body may be, not an A2A message.
+    let (listing, _listing_body) = partial_message(
+        &mut connection,
+        "/molecule.v1.Workspaces/ListWorkspaces",
+        Some(&app.admin_token),
+        None,
+        2 << 20,
+        0,
+    )
+    .await;
+    assert_eq!(ended_with(listing, 5).await.as_deref(), Some(OUT_OF_RANGE));
+}
+
+/// Audit N4: an h2 connection holding one gRPC call that sent only its HEADERS was never
+/// closed (20 of 20 open after 600 s). The first message is due as a request head is, and the
+/// connection, idle once the call ended, is closed.
+#[tokio::test]
+async fn a_call_that_never_sends_its_first_message_ends_and_its_connection_closes() {
+    let app = spawn_app_with(Options {
+        listener: ListenerArgs {
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
+            ..ListenerArgs::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    for bearer in [None, Some(app.admin_token.as_str())] {
+        let (mut sender, connection) = h2_connection(&app).await;
+        let (chunks, receiver) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        let mut request = hyper::Request::post(format!("http://localhost{REGISTER}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if let Some(bearer) = bearer {
+            request = request.header("authorization", format!("Bearer {bearer}"));
+        }
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+        sender.ready().await.unwrap();
+        let opened = std::time::Instant::now();
+        let call = tokio::spawn(sender.send_request(request.body(body).unwrap()));
+        assert_eq!(
+            ended_with(call, 5).await.as_deref(),
+            Some(DEADLINE_EXCEEDED)
+        );
+        assert!(opened.elapsed() < Duration::from_secs(3), "{bearer:?}");
+        tokio::time::timeout(Duration::from_secs(6), connection)
+            .await
+            .expect("the idle connection was closed")
+            .ok();
+        drop(chunks);
+    }
 }
 
 #[tokio::test]
