@@ -349,7 +349,7 @@ pub struct EdgeArgs {
     /// Dev mode only: host names, comma-separated, under which the server takes bearer-less
     /// requests besides loopback addresses, `localhost` and `host.docker.internal` (the host of
     /// EXTERNAL_PLATFORM_URL counts too). Others get 403, so a DNS-rebinding page cannot drive
-    /// a dev server.
+    /// a dev server. Behind `molecule gateway`, its upstream's host must be one of them.
     #[arg(long, env = "MOLECULE_DEV_HOSTS", default_value = "")]
     pub dev_hosts: String,
 }

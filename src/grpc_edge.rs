@@ -61,9 +61,7 @@ fn refusal(
     client: std::net::IpAddr,
     caller: Caller,
 ) -> Option<Response> {
-    let from_proxy = gateway::client_ip::peer_ip(request.extensions())
-        .is_some_and(|peer| edge.config.trusted_proxies.contains(peer));
-    if let Some(refusal) = edge.dev_refusal(request, from_proxy) {
+    if let Some(refusal) = edge.dev_refusal(request) {
         return Some(refuse(ApiError::forbidden(refusal)));
     }
     let path = request.uri().path();
@@ -71,7 +69,9 @@ fn refusal(
         // Like REST's empty 404: the tenant's existence does not leak.
         return Some(refuse(ApiError::not_found("")));
     }
-    let proxy_check = path == WHO_AM_I && from_proxy;
+    let proxy_check = path == WHO_AM_I
+        && gateway::client_ip::peer_ip(request.extensions())
+            .is_some_and(|peer| edge.config.trusted_proxies.contains(peer));
     let limited = edge.config.rate_limiting
         && !proxy_check
         && !UNLIMITED_PREFIXES.iter().any(|p| path.starts_with(p));

@@ -221,19 +221,14 @@ impl Edge {
     /// dev host (a DNS-rebinding page reaches a dev server under the attacker's name, and its
     /// browser then calls it "same-origin"), and not sent by a web page of another origin
     /// (browsers name it in `Origin`; curl and the SDK send none or the server's own).
-    /// `proxied`: the request comes from a trusted proxy (the standalone gateway) that applied
-    /// the host rule to its client's request and addresses us by its own upstream name.
-    pub fn dev_refusal<B>(
-        &self,
-        request: &http::Request<B>,
-        proxied: bool,
-    ) -> Option<&'static str> {
+    /// (A standalone gateway in front of a dev control plane addresses it by its upstream
+    /// URL's host, which must then be a dev host too.)
+    pub fn dev_refusal<B>(&self, request: &http::Request<B>) -> Option<&'static str> {
         let headers = request.headers();
         if !self.config.dev_mode || crate::preauth::bearer(headers).is_some() {
             return None;
         }
-        let local = request_host(request).is_some_and(|host| self.config.dev_host(host));
-        if !local && !proxied {
+        if !request_host(request).is_some_and(|host| self.config.dev_host(host)) {
             return Some(HOST_NOT_ALLOWED);
         }
         let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or_default();
@@ -433,7 +428,7 @@ fn refusal(edge: &Edge, request: &mut Request) -> Option<Response> {
     if let Some(refused) = admit_session_cookie(request) {
         return Some(refused);
     }
-    if let Some(refusal) = edge.dev_refusal(request, false) {
+    if let Some(refusal) = edge.dev_refusal(request) {
         return Some(RestError::new(StatusCode::FORBIDDEN, refusal).into_response());
     }
     // Multi-tenant routing (docs/workspaces.md §7.5): another tenant's request gets an empty 404,
