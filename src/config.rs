@@ -175,7 +175,6 @@ pub struct ClientArgs {
     /// An operator credential (admin token or org key). Default: the admin token the server
     /// generated in the local data dir, for a loopback `--url` only.
     /// Prefer the environment variable: a flag's value shows in `ps` to every local user.
-
     // Generated tokens are base64url and may begin with `-`.
     #[arg(
         long,
