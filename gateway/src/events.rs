@@ -193,13 +193,36 @@ impl Drop for WebSocketClient {
     }
 }
 
+/// Reads the watch in a task of its own: relayed in-process, the watch runs only when polled,
+/// and one left mid-query while the relay waits on another call (its credential re-check)
+/// would hold SQLite's one connection against it.
+fn pump(
+    mut events: tonic::Streaming<pb::Event>,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<Option<pb::Event>, tonic::Status>>,
+    tokio_util::task::AbortOnDropHandle<()>,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    let task = tokio::spawn(async move {
+        loop {
+            let next = events.message().await;
+            let more = matches!(next, Ok(Some(_)));
+            if sender.send(next).await.is_err() || !more {
+                return;
+            }
+        }
+    });
+    (receiver, tokio_util::task::AbortOnDropHandle::new(task))
+}
+
 async fn relay(
     mut socket: WebSocket,
-    mut events: tonic::Streaming<pb::Event>,
+    events: tonic::Streaming<pb::Event>,
     gateway: Gateway,
     forwarded: Forwarded,
 ) {
     let _client = WebSocketClient::open();
+    let (mut events, _pump) = pump(events);
     let close = |code, reason: &'static str| {
         Message::Close(Some(CloseFrame {
             code,
@@ -221,12 +244,16 @@ async fn relay(
                     return;
                 }
             }
-            next = events.message() => {
-                let frame = match next {
+            next = events.recv() => {
+                let frame = match next.unwrap_or(Ok(None)) {
                     Ok(Some(event)) => Message::Text(wire_json(&event).into()),
                     Ok(None) => close(close_code::AWAY, "event stream ended"),
                     Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                         close(close_code::AGAIN, "too slow; reconnect")
+                    }
+                    // The watch itself found the credential revoked or signed out.
+                    Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                        close(close_code::POLICY, "credential no longer valid")
                     }
                     Err(_) => close(close_code::ERROR, "event stream failed"),
                 };

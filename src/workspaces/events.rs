@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::metadata::MetadataMap;
 
 use crate::{
@@ -70,13 +71,22 @@ impl WorkspacesService {
             }
         };
         let (events, guard) = self.state.events.watch();
-        let period = self.state.settings.credential_recheck;
+        let credential = self.state.auth.stream_credential(metadata).await;
+        let lapsed = CancellationToken::new();
+        let done = CancellationToken::new();
+        tokio::spawn(recheck(
+            self.state.clone(),
+            credential.clone(),
+            lapsed.clone(),
+            done.clone(),
+        ));
         let watch = Watch {
             events,
             _guard: guard,
             agent,
-            credential: self.state.auth.stream_credential(metadata).await,
-            recheck: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
+            credential,
+            lapsed,
+            _done: done.drop_guard(),
             state: self.state.clone(),
             ended: false,
         };
@@ -90,6 +100,30 @@ impl WorkspacesService {
     }
 }
 
+/// Re-checks a watch's credential every `credential_recheck` until the watch ends, and cancels
+/// `lapsed` when it no longer stands. Its own task: a watch relayed in-process is polled only
+/// by its reader, and a datastore call pending inside that poll would hold SQLite's one
+/// connection while the reader waits for it.
+async fn recheck(
+    state: Platform,
+    credential: StreamCredential,
+    lapsed: CancellationToken,
+    done: CancellationToken,
+) {
+    let period = state.settings.credential_recheck;
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return,
+            () = state.shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        if !state.auth.still_stands(&credential).await {
+            lapsed.cancel();
+            return;
+        }
+    }
+}
+
 /// One open watch: the events its watcher may see, until its credential no longer stands.
 struct Watch {
     events: broadcast::Receiver<Arc<Envelope>>,
@@ -97,7 +131,10 @@ struct Watch {
     /// The agent watching; `None` for an operator.
     agent: Option<String>,
     credential: StreamCredential,
-    recheck: tokio::time::Interval,
+    /// Cancelled by the re-check when the credential lapsed.
+    lapsed: CancellationToken,
+    /// Ends the re-check with the watch.
+    _done: DropGuard,
     state: Platform,
     ended: bool,
 }
@@ -111,10 +148,7 @@ impl Watch {
         loop {
             let received = tokio::select! {
                 () = self.state.shutdown.cancelled() => return None,
-                _ = self.recheck.tick() => {
-                    if self.state.auth.still_stands(&self.credential).await {
-                        continue;
-                    }
+                () = self.lapsed.cancelled() => {
                     return self.end(AuthError::CredentialLapsed.into());
                 }
                 received = self.events.recv() => received,
