@@ -578,6 +578,11 @@ pub struct RuntimeArgs {
     /// How long a chat upload is kept (`30d`, `12h`).
     #[arg(long, env = "MOLECULE_UPLOAD_TTL", default_value = "30d", value_parser = parse_duration)]
     pub upload_ttl: std::time::Duration,
+
+    /// How long a schedule's run may wait for the agent's answer; a run still unfinished this
+    /// long (and a little more) after it began is recorded as failed: its replica stopped.
+    #[arg(long, env = "MOLECULE_SCHEDULE_FIRE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub schedule_fire_timeout: std::time::Duration,
 }
 
 /// A Go-style duration with one unit: `500ms`, `30s`, `5m`, `1h`.

@@ -1,17 +1,22 @@
 //! Readiness, as opposed to liveness (`/health`): the datastore answers, Redis answers when it is
-//! configured, and every migration is applied. It is published through gRPC health — each part
+//! configured, every migration is applied, and the scheduler loop is passing. It is published through gRPC health — each part
 //! under a name of its own ([`gateway::readiness::PARTS`]), and the whole server (the empty name
 //! and every service) serving only while all parts are — which is what REST's `/readyz` reads.
 //! It reports; it turns no traffic away.
 
 use std::time::Duration;
 
-use gateway::readiness::{DATASTORE, MIGRATIONS, REDIS};
+use std::sync::Arc;
+
+use gateway::readiness::{DATASTORE, MIGRATIONS, REDIS, SCHEDULER};
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
-use crate::store::{self, Db};
+use crate::{
+    store::{self, Db},
+    supervision::{self, Supervision},
+};
 
 /// How often the parts are checked, and how long one check may take.
 const EVERY: Duration = Duration::from_secs(1);
@@ -24,6 +29,8 @@ pub struct Readiness {
     pub services: Vec<&'static str>,
     pub db: Db,
     pub redis: Option<redis::Client>,
+    /// The background loops' heartbeats; a stalled scheduler is not ready.
+    pub supervision: Arc<Supervision>,
 }
 
 impl Readiness {
@@ -66,6 +73,9 @@ impl Readiness {
         {
             failing.push(REDIS);
         }
+        if self.supervision.stalled(supervision::SCHEDULER) {
+            failing.push(SCHEDULER);
+        }
         failing
     }
 
@@ -77,7 +87,7 @@ impl Readiness {
                 ServingStatus::NotServing
             }
         };
-        let mut parts = vec![DATASTORE, MIGRATIONS];
+        let mut parts = vec![DATASTORE, MIGRATIONS, SCHEDULER];
         if self.redis.is_some() {
             parts.push(REDIS);
         }

@@ -50,6 +50,7 @@ use crate::{
         ApprovalsService, ChatFilesService, CheckpointsService, InstructionsService,
         MemoriesService, SharedContextService,
     },
+    schedules::{self, SchedulesService},
     secrets::SecretsService,
     state::{Platform, PluginSettings, RuntimeSettings, Settings},
     store::{self, Db},
@@ -152,6 +153,7 @@ impl Application {
         let url_policy = config.url_policy();
         let resolver: Arc<dyn Resolver> = Arc::new(SystemResolver);
         let platform = Platform {
+            supervision: Arc::default(),
             auth: Authenticator::new(db.clone(), credentials.admin_token.as_ref(), dev_mode),
             events: EventLog::new(bus),
             hierarchy: Hierarchy::new(db.clone()),
@@ -172,6 +174,7 @@ impl Application {
                     checkpoint_retention: config.runtime.checkpoint_retention,
                     upload_quota_bytes: config.runtime.upload_quota_bytes,
                     upload_ttl: config.runtime.upload_ttl,
+                    schedule_fire_timeout: config.runtime.schedule_fire_timeout,
                 },
                 plugins: PluginSettings {
                     dir: config.plugins.plugins_dir.clone(),
@@ -215,13 +218,15 @@ impl Application {
             preauth: preauth.clone(),
             strings: Arc::new(nul_guard::Index::from_descriptors(pb::FILE_DESCRIPTOR_SET)?),
         };
-        let (grpc, health) = grpc_router(&platform, &a2a, on_beat).await?;
+        let schedules_wake = Arc::new(tokio::sync::Notify::new());
+        let (grpc, health) = grpc_router(&platform, &a2a, on_beat, &schedules_wake).await?;
         let grpc = grpc.layer(middleware::from_fn_with_state(grpc_edge, grpc_edge::guard));
         let readiness = Readiness {
             health: health.reporter,
             services: health.services,
             db: platform.db.clone(),
             redis: redis.clone(),
+            supervision: platform.supervision.clone(),
         };
         tokio::spawn(readiness.run(platform.shutdown.clone()));
         let transport = in_process_transport(grpc.clone());
@@ -240,6 +245,7 @@ impl Application {
         registry::spawn_background(&platform);
         tokio::spawn(a2a::queue::sweep(a2a.clone()));
         tokio::spawn(a2a::attach::close_on_revocation(a2a.clone()));
+        tokio::spawn(schedules::scheduler::run(a2a.clone(), schedules_wake));
         let backends = Backends {
             environment: Environment::classify(&config.environment).as_str(),
             database: match sea_orm::ConnectionTrait::get_database_backend(&a2a.db) {
@@ -341,6 +347,7 @@ async fn grpc_router(
     platform: &Platform,
     a2a: &A2aState,
     on_beat: registry::BeatHook,
+    schedules_wake: &Arc<tokio::sync::Notify>,
 ) -> Result<(Router, GrpcHealth), StartupError> {
     // Each service decodes what its calls need (audit N3): REST's body cap for the JSON-shaped
     // services, an A2A body for the proxy, the agent's inbound stream and replica relays.
@@ -405,6 +412,13 @@ async fn grpc_router(
         .add(
             pb::delegations_server::DelegationsServer::new(DelegationsService::new(a2a.clone()))
                 .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::schedules_server::SchedulesServer::new(SchedulesService::new(
+                a2a.clone(),
+                schedules_wake.clone(),
+            ))
+            .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
         )
         .add(
             pb::a2a_server::A2aServer::new(A2AService::new(a2a.clone()))

@@ -15,6 +15,7 @@ use crate::{
     hot::HotState,
     liveness::Liveness,
     store::Db,
+    supervision::Supervision,
     url_safety::{Resolver, UrlPolicy},
 };
 
@@ -42,6 +43,7 @@ pub struct RuntimeSettings {
     pub checkpoint_retention: u64,
     pub upload_quota_bytes: u64,
     pub upload_ttl: Duration,
+    pub schedule_fire_timeout: Duration,
 }
 
 /// Where plugins come from and the limits on fetching them.
@@ -71,4 +73,6 @@ pub struct Platform {
     pub settings: Arc<Settings>,
     /// Cancelled on shutdown; long-lived streams end on it so shutdown never hangs.
     pub shutdown: CancellationToken,
+    /// Background loops' last passes.
+    pub supervision: Arc<Supervision>,
 }

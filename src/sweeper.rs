@@ -28,7 +28,7 @@ pub async fn run_provision_timeout_sweep(state: Platform) {
     on_a_clock(
         state,
         interval,
-        "provision-timeout sweep",
+        "provision_timeout_sweep",
         move |state| async move { sweep_provisioning(&state, timeout).await },
     )
     .await;
@@ -51,7 +51,7 @@ pub async fn run_runtime_sweep(state: Platform) {
     on_a_clock(
         state,
         interval,
-        "runtime expiry sweep",
+        "runtime_expiry_sweep",
         |state| async move {
             approvals::expire_pending(&state).await?;
             console::expire_sessions(&state).await?;
@@ -67,7 +67,7 @@ pub async fn run_status_gauge(state: Platform) {
     on_a_clock(
         state,
         Duration::from_secs(15),
-        "workspace status gauge",
+        "workspace_status_gauge",
         |state| async move {
             let counts: Vec<(WorkspaceStatus, i64)> = workspace::Entity::find()
                 .select_only()
@@ -104,6 +104,7 @@ where
             () = state.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        state.supervision.tick(name, interval);
         if let Err(err) = pass(state.clone()).await
             && !crate::store::is_unavailable(&err)
         {

@@ -23,6 +23,7 @@ mod plugins;
 pub mod preauth;
 pub mod readiness;
 mod registry;
+mod schedules;
 mod secrets;
 mod shared_context;
 mod tokens;
@@ -78,6 +79,7 @@ type PluginsClient = pb::plugins_client::PluginsClient<Transport>;
 type BundlesClient = pb::bundles_client::BundlesClient<Transport>;
 type A2aClient = pb::a2a_client::A2aClient<Transport>;
 type DelegationsClient = pb::delegations_client::DelegationsClient<Transport>;
+type SchedulesClient = pb::schedules_client::SchedulesClient<Transport>;
 type CheckpointsClient = pb::checkpoints_client::CheckpointsClient<Transport>;
 type MemoriesClient = pb::memories_client::MemoriesClient<Transport>;
 type ApprovalsClient = pb::approvals_client::ApprovalsClient<Transport>;
@@ -106,6 +108,7 @@ pub struct Clients {
     instructions: InstructionsClient,
     shared_context: SharedContextClient,
     console: ConsoleClient,
+    schedules: SchedulesClient,
     /// The raw transport, for the standard services (gRPC health) behind `/readyz`.
     transport: Transport,
     /// Ends WebSocket sessions on shutdown.
@@ -137,6 +140,7 @@ impl Gateway {
             instructions: InstructionsClient::new(transport.clone()),
             shared_context: SharedContextClient::new(transport.clone()),
             console: ConsoleClient::new(transport.clone()),
+            schedules: SchedulesClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.
             a2a: A2aClient::new(transport.clone())
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)

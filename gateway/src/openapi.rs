@@ -10,7 +10,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     Gateway, a2a, approvals, bundles, chat_files, checkpoints, console, delegations, edge, events,
-    instructions, memories, plugins, registry, secrets, shared_context, tokens, workspaces,
+    instructions, memories, plugins, registry, schedules, secrets, shared_context, tokens,
+    workspaces,
 };
 
 #[derive(OpenApi)]
@@ -36,6 +37,7 @@ use crate::{
         (name = "checkpoints", description = "The last step each workspace workflow completed"),
         (name = "shared-context", description = "Files a workspace publishes for its descendants"),
         (name = "console", description = "Operator console sessions and the saved canvas viewport"),
+        (name = "schedules", description = "Prompts sent to a workspace on a cron, fired once across replicas"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -51,6 +53,7 @@ pub(crate) fn router() -> Router<Gateway> {
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(crate::readiness::readyz))
+        .routes(routes!(crate::readiness::liveness))
         .routes(routes!(
             workspaces::list_workspaces,
             workspaces::create_workspace
@@ -123,6 +126,12 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(chat_files::upload))
         .routes(routes!(chat_files::download))
         .routes(routes!(checkpoints::save))
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(schedules::update, schedules::delete))
+        .routes(routes!(schedules::run))
+        .routes(routes!(schedules::history))
+        .routes(routes!(schedules::health))
+        .routes(routes!(schedules::admin_health))
         .routes(routes!(checkpoints::latest))
         .routes(routes!(
             checkpoints::list_workflow,

@@ -22,12 +22,14 @@ use crate::{Gateway, Transport};
 pub const DATASTORE: &str = "molecule.datastore";
 pub const REDIS: &str = "molecule.redis";
 pub const MIGRATIONS: &str = "molecule.migrations";
+pub const SCHEDULER: &str = "molecule.scheduler";
 
 /// Each part's health name, and the word `/readyz` uses for it.
-const PARTS: [(&str, &str); 3] = [
+const PARTS: [(&str, &str); 4] = [
     (DATASTORE, "database"),
     (REDIS, "redis"),
     (MIGRATIONS, "migrations"),
+    (SCHEDULER, "scheduler"),
 ];
 
 /// A probe that waits longer than this has its answer: not ready.
@@ -86,4 +88,32 @@ async fn status_of(
         Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
         Err(status) => Err(status),
     }
+}
+
+#[utoipa::path(get, path = "/admin/liveness", tag = "meta",
+    description = "Each background loop of the replica that answers (the scheduler, the sweeps) and its last pass: a loop stuck without having crashed shows here. Operators.",
+    responses((status = 200, body = Object, example = json!({"subsystems": {"scheduler": {"last_tick_at": "2026-12-05T19:00:00Z", "seconds_ago": 0, "stalled": false}}})),
+        (status = 401, body = crate::error::ErrorBody)))]
+pub(crate) async fn liveness(
+    State(gateway): State<Gateway>,
+    forwarded: crate::forward::Forwarded,
+) -> Response {
+    let result = gateway
+        .workspaces
+        .clone()
+        .liveness(forwarded.request(crate::pb::LivenessRequest {}))
+        .await;
+    crate::workspaces::render(StatusCode::OK, result, |liveness| {
+        let subsystems: serde_json::Map<String, serde_json::Value> = liveness
+            .subsystems
+            .into_iter()
+            .map(|state| {
+                let last_tick_at = crate::json::timestamp_opt(state.last_tick_at.as_ref());
+                let entry = json!({"last_tick_at": last_tick_at,
+                                   "seconds_ago": state.seconds_ago, "stalled": state.stalled});
+                (state.name, entry)
+            })
+            .collect();
+        json!({"subsystems": subsystems})
+    })
 }

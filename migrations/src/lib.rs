@@ -9,6 +9,7 @@ mod m20261121_000001_token_usage;
 mod m20261201_000001_runtime;
 mod m20261202_000001_console;
 mod m20261203_000001_scale_indexes;
+mod m20261205_000001_schedules;
 
 /// Every migration, in order.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_runtime::Migration),
             Box::new(m20261202_000001_console::Migration),
             Box::new(m20261203_000001_scale_indexes::Migration),
+            Box::new(m20261205_000001_schedules::Migration),
         ]
     }
 }

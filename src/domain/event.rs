@@ -40,6 +40,10 @@ pub enum EventType {
     /// The WebSocket-only frame the runtime waits for (docs/runtime.md M3); never recorded.
     ApprovalDecided,
     InstructionsUpdated,
+    /// A schedule fired (docs/operations.md O1).
+    CronExecuted,
+    /// A due schedule was not fired (its workspace paused or offline).
+    CronSkipped,
 }
 
 impl EventType {
@@ -74,6 +78,8 @@ impl EventType {
             Self::ApprovalDenied => "APPROVAL_DENIED",
             Self::ApprovalDecided => "APPROVAL_DECIDED",
             Self::InstructionsUpdated => "INSTRUCTIONS_UPDATED",
+            Self::CronExecuted => "CRON_EXECUTED",
+            Self::CronSkipped => "CRON_SKIPPED",
         }
     }
 
@@ -90,6 +96,8 @@ impl EventType {
                 | Self::ApprovalRequested
                 | Self::ApprovalEscalated
                 | Self::ApprovalDecided
+                | Self::CronExecuted
+                | Self::CronSkipped
         )
     }
 

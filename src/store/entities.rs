@@ -546,3 +546,78 @@ pub mod console_viewport {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod schedule {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "workspace_schedules")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub workspace_id: String,
+        pub name: String,
+        pub cron_expr: String,
+        /// An IANA zone name.
+        pub timezone: String,
+        pub prompt: String,
+        pub enabled: bool,
+        pub next_run_at: Option<DateTimeUtc>,
+        pub last_run_at: Option<DateTimeUtc>,
+        pub run_count: i64,
+        pub last_status: String,
+        pub last_error: String,
+        /// `runtime` (created through the API) or `template` (seeded by an org import).
+        pub source: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::workspace::Entity",
+            from = "Column::WorkspaceId",
+            to = "super::workspace::Column::Id"
+        )]
+        Workspace,
+    }
+
+    impl Related<super::workspace::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Workspace.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod schedule_run {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "schedule_runs")]
+    pub struct Model {
+        /// A UUIDv7: runs sort by when they started.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub schedule_id: String,
+        pub workspace_id: String,
+        /// `schedule` or `manual`.
+        pub trigger: String,
+        /// The slot a scheduled run was due at.
+        pub due_at: Option<DateTimeUtc>,
+        pub started_at: DateTimeUtc,
+        pub finished_at: Option<DateTimeUtc>,
+        pub duration_ms: Option<i32>,
+        pub status: String,
+        pub error_detail: String,
+        /// JSON text: the schedule as it was fired.
+        pub request: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -205,6 +205,29 @@ impl pb::workspaces_server::Workspaces for WorkspacesService {
         }))
     }
 
+    async fn liveness(
+        &self,
+        request: Request<pb::LivenessRequest>,
+    ) -> RpcResult<pb::LivenessResponse> {
+        let admitted = self.state.auth.admin(request.metadata()).await;
+        reply(admitted.map_err(Into::into).map(|_| {
+            pb::LivenessResponse {
+                subsystems: self
+                    .state
+                    .supervision
+                    .snapshot()
+                    .into_iter()
+                    .map(|state| pb::LoopLiveness {
+                        name: state.name.to_owned(),
+                        last_tick_at: Some(pb::timestamp(state.last_tick_at)),
+                        seconds_ago: state.seconds_ago,
+                        stalled: state.stalled,
+                    })
+                    .collect(),
+            }
+        }))
+    }
+
     async fn list_events(
         &self,
         request: Request<pb::ListEventsRequest>,

@@ -410,3 +410,34 @@ fn startup_errors_name_what_failed_and_where_and_leave_no_credentials() {
         )
     );
 }
+
+/// `molecule serve` as one more replica on `backend`, returned once it says it started (its
+/// stdout drained by a thread). `child.kill()` stops it without a word, as `kill -9` does.
+pub(crate) fn replica_process(
+    backend: &crate::helpers::Backend,
+    admin_token: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let mut command = molecule();
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("MOLECULE_DATA_DIR", &backend.data_dir)
+        .env("DATABASE_URL", &backend.database_url)
+        .env("MOLECULE_REDIS_NAMESPACE", &backend.redis_namespace)
+        .env("ADMIN_TOKEN", admin_token)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(redis) = &backend.redis_url {
+        command.env("REDIS_URL", redis);
+    }
+    let mut child = command.spawn().unwrap();
+    let lines = drain_stdout(&mut child);
+    while !lines
+        .recv()
+        .expect("the replica says it started")
+        .contains("molecule started")
+    {}
+    child
+}

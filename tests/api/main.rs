@@ -28,6 +28,7 @@ mod operator_cli;
 mod outage;
 mod plugins;
 mod registry;
+mod schedules;
 mod secrets;
 mod shared_context;
 mod tokens;

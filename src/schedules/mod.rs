@@ -1,0 +1,522 @@
+//! Schedules (docs/operations.md O1): a workspace's cron schedules as a gRPC service, the
+//! scheduler that fires each due run exactly once across replicas, and the history of runs. A
+//! run is an A2A call through the proxy, as the scheduler's; this module never talks to an agent
+//! itself.
+
+mod cron;
+mod runs;
+pub mod scheduler;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
+};
+use tokio::sync::Notify;
+use tonic::{Request, metadata::MetadataMap};
+use tracing::info;
+
+pub use self::cron::{Timing, TimingError};
+use crate::{
+    a2a::A2aState,
+    auth,
+    domain::{WorkspaceStatus, validate},
+    error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
+    pb,
+    store::{
+        self, DbContext,
+        entities::{schedule, schedule_run, workspace},
+    },
+    supervision::SCHEDULER,
+};
+
+/// Runs a history shows.
+const HISTORY_LIMIT: u64 = 20;
+
+/// Every way a schedule call is refused, each naming its code and documented words once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ScheduleError {
+    Required,
+    InvalidTimezone(String),
+    InvalidCron,
+    NotFound,
+    AccessDenied,
+}
+
+impl From<ScheduleError> for ApiError {
+    fn from(err: ScheduleError) -> Self {
+        match err {
+            ScheduleError::Required => ApiError::bad_request("cron_expr and prompt are required"),
+            ScheduleError::InvalidTimezone(zone) => {
+                ApiError::bad_request(format!("invalid timezone: {zone}"))
+            }
+            // The reference's words for an expression it cannot read.
+            ScheduleError::InvalidCron => ApiError::bad_request("invalid request body"),
+            ScheduleError::NotFound => ApiError::new(ErrorCode::NotFound, "schedule not found"),
+            ScheduleError::AccessDenied => ApiError::forbidden("access denied"),
+        }
+    }
+}
+
+impl From<TimingError> for ScheduleError {
+    fn from(err: TimingError) -> Self {
+        match err {
+            TimingError::Expression => Self::InvalidCron,
+            TimingError::Zone(zone) => Self::InvalidTimezone(zone),
+        }
+    }
+}
+
+pub struct SchedulesService {
+    state: A2aState,
+    /// Wakes this replica's scheduler when a schedule changes, so a new next run is not late.
+    wake: Arc<Notify>,
+}
+
+impl SchedulesService {
+    pub fn new(state: A2aState, wake: Arc<Notify>) -> Self {
+        Self { state, wake }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::schedules_server::Schedules for SchedulesService {
+    async fn list(
+        &self,
+        request: Request<pb::WorkspaceSchedulesRequest>,
+    ) -> RpcResult<pb::ScheduleList> {
+        reply(
+            self.list(request.metadata(), &request.get_ref().workspace_id)
+                .await,
+        )
+    }
+
+    async fn create(
+        &self,
+        request: Request<pb::CreateScheduleRequest>,
+    ) -> RpcResult<pb::CreateScheduleResponse> {
+        reply(self.create(request.metadata(), request.get_ref()).await)
+    }
+
+    async fn update(
+        &self,
+        request: Request<pb::UpdateScheduleRequest>,
+    ) -> RpcResult<pb::ScheduleStatusResponse> {
+        reply(self.update(request.metadata(), request.get_ref()).await)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::ScheduleRef>,
+    ) -> RpcResult<pb::ScheduleStatusResponse> {
+        reply(self.delete(request.metadata(), request.get_ref()).await)
+    }
+
+    async fn run(&self, request: Request<pb::ScheduleRef>) -> RpcResult<pb::RunScheduleResponse> {
+        reply(self.run_now(request.metadata(), request.get_ref()).await)
+    }
+
+    async fn history(&self, request: Request<pb::ScheduleRef>) -> RpcResult<pb::ScheduleHistory> {
+        reply(self.history(request.metadata(), request.get_ref()).await)
+    }
+
+    async fn health(
+        &self,
+        request: Request<pb::WorkspaceSchedulesRequest>,
+    ) -> RpcResult<pb::ScheduleHealthList> {
+        reply(
+            self.health(request.metadata(), &request.get_ref().workspace_id)
+                .await,
+        )
+    }
+
+    async fn admin_health(
+        &self,
+        request: Request<pb::AdminScheduleHealthRequest>,
+    ) -> RpcResult<pb::AdminScheduleHealthList> {
+        reply(self.admin_health(request.metadata()).await)
+    }
+}
+
+/// Org-template files written on Windows carry `\r\n`, which agents answer with nothing (the
+/// reference's issue #958).
+fn clean_prompt(prompt: &str) -> String {
+    prompt.replace('\r', "")
+}
+
+impl SchedulesService {
+    async fn list(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<pb::ScheduleList> {
+        let workspace_id = self.state.auth.live_workspace(metadata, raw_id).await?;
+        let rows = schedule::Entity::find()
+            .filter(schedule::Column::WorkspaceId.eq(workspace_id))
+            .order_by_asc(schedule::Column::CreatedAt)
+            .order_by_asc(schedule::Column::Id)
+            .all(&self.state.db)
+            .await
+            .context("failed to query schedules")?;
+        Ok(pb::ScheduleList {
+            schedules: rows.into_iter().map(schedule_message).collect(),
+        })
+    }
+
+    async fn create(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::CreateScheduleRequest,
+    ) -> ApiResult<pb::CreateScheduleResponse> {
+        let workspace_id = self
+            .state
+            .auth
+            .live_workspace(metadata, &request.workspace_id)
+            .await?;
+        if request.cron_expr.trim().is_empty() || request.prompt.trim().is_empty() {
+            return Err(ScheduleError::Required.into());
+        }
+        let timezone = Some(request.timezone.trim())
+            .filter(|zone| !zone.is_empty())
+            .unwrap_or("UTC");
+        let timing = Timing::parse(&request.cron_expr, timezone).map_err(ScheduleError::from)?;
+        let now = store::now();
+        let next_run_at = timing.next_after(now);
+        let id = uuid::Uuid::new_v4().to_string();
+        schedule::Entity::insert(schedule::ActiveModel {
+            id: Set(id.clone()),
+            workspace_id: Set(workspace_id.clone()),
+            name: Set(request.name.clone()),
+            cron_expr: Set(request.cron_expr.trim().to_owned()),
+            timezone: Set(timezone.to_owned()),
+            prompt: Set(clean_prompt(&request.prompt)),
+            enabled: Set(request.enabled.unwrap_or(true)),
+            next_run_at: Set(next_run_at),
+            last_run_at: Set(None),
+            run_count: Set(0),
+            last_status: Set(String::new()),
+            last_error: Set(String::new()),
+            source: Set("runtime".to_owned()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_without_returning(&self.state.db)
+        .await
+        .context("failed to create schedule")?;
+        self.wake.notify_one();
+        info!(workspace_id = %workspace_id, schedule_id = %id, "schedule created");
+        Ok(pb::CreateScheduleResponse {
+            id,
+            next_run_at: next_run_at.map(pb::timestamp),
+        })
+    }
+
+    /// The schedule `raw_schedule` of the workspace `raw_workspace`, after WorkspaceAuth.
+    async fn owned(
+        &self,
+        metadata: &MetadataMap,
+        raw_workspace: &str,
+        raw_schedule: &str,
+    ) -> ApiResult<schedule::Model> {
+        let workspace_id = self
+            .state
+            .auth
+            .live_workspace(metadata, raw_workspace)
+            .await?;
+        let schedule_id = validate::parse_uuid(raw_schedule).ok_or(ScheduleError::NotFound)?;
+        schedule::Entity::find_by_id(schedule_id)
+            .filter(schedule::Column::WorkspaceId.eq(workspace_id))
+            .one(&self.state.db)
+            .await
+            .context("failed to read schedule")?
+            .ok_or_else(|| ScheduleError::NotFound.into())
+    }
+
+    async fn update(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::UpdateScheduleRequest,
+    ) -> ApiResult<pb::ScheduleStatusResponse> {
+        let current = self
+            .owned(metadata, &request.workspace_id, &request.schedule_id)
+            .await?;
+        let blank = |value: &Option<String>| value.as_deref().is_some_and(|v| v.trim().is_empty());
+        if blank(&request.cron_expr) || blank(&request.prompt) {
+            return Err(ScheduleError::Required.into());
+        }
+        let cron_expr = request
+            .cron_expr
+            .as_deref()
+            .map_or(current.cron_expr.clone(), |expr| expr.trim().to_owned());
+        let timezone = request
+            .timezone
+            .as_deref()
+            .map(str::trim)
+            .filter(|zone| !zone.is_empty())
+            .map_or(current.timezone.clone(), str::to_owned);
+        let timing = Timing::parse(&cron_expr, &timezone).map_err(ScheduleError::from)?;
+        let now = store::now();
+        let mut update = schedule::Entity::update_many()
+            .col_expr(schedule::Column::UpdatedAt, Expr::value(now))
+            .filter(schedule::Column::Id.eq(current.id.clone()));
+        if request.cron_expr.is_some() || request.timezone.is_some() {
+            update = update
+                .col_expr(schedule::Column::CronExpr, Expr::value(cron_expr))
+                .col_expr(schedule::Column::Timezone, Expr::value(timezone))
+                .col_expr(
+                    schedule::Column::NextRunAt,
+                    Expr::value(timing.next_after(now)),
+                );
+        }
+        if let Some(name) = &request.name {
+            update = update.col_expr(schedule::Column::Name, Expr::value(name.clone()));
+        }
+        if let Some(prompt) = &request.prompt {
+            update = update.col_expr(schedule::Column::Prompt, Expr::value(clean_prompt(prompt)));
+        }
+        if let Some(enabled) = request.enabled {
+            update = update.col_expr(schedule::Column::Enabled, Expr::value(enabled));
+            if enabled && !current.enabled {
+                // Runs missed while disabled are not made up.
+                update = update.col_expr(
+                    schedule::Column::NextRunAt,
+                    Expr::value(timing.next_after(now)),
+                );
+            }
+        }
+        let updated = update
+            .exec(&self.state.db)
+            .await
+            .context("failed to update schedule")?;
+        if updated.rows_affected == 0 {
+            return Err(ScheduleError::NotFound.into());
+        }
+        self.wake.notify_one();
+        Ok(pb::ScheduleStatusResponse {})
+    }
+
+    async fn delete(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::ScheduleRef,
+    ) -> ApiResult<pb::ScheduleStatusResponse> {
+        let current = self
+            .owned(metadata, &request.workspace_id, &request.schedule_id)
+            .await?;
+        let deleted = schedule::Entity::delete_by_id(current.id)
+            .exec(&self.state.db)
+            .await
+            .context("failed to delete schedule")?;
+        if deleted.rows_affected == 0 {
+            return Err(ScheduleError::NotFound.into());
+        }
+        Ok(pb::ScheduleStatusResponse {})
+    }
+
+    async fn run_now(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::ScheduleRef,
+    ) -> ApiResult<pb::RunScheduleResponse> {
+        let current = self
+            .owned(metadata, &request.workspace_id, &request.schedule_id)
+            .await?;
+        let run = runs::begin_manual(&self.state, &current)
+            .await
+            .context("failed to fire schedule")?;
+        let response = pb::RunScheduleResponse {
+            workspace_id: current.workspace_id.clone(),
+            prompt: current.prompt.clone(),
+            run_id: run.id.clone(),
+        };
+        let state = self.state.clone();
+        tokio::spawn(async move { runs::fire(&state, run).await });
+        Ok(response)
+    }
+
+    async fn history(
+        &self,
+        metadata: &MetadataMap,
+        request: &pb::ScheduleRef,
+    ) -> ApiResult<pb::ScheduleHistory> {
+        let current = self
+            .owned(metadata, &request.workspace_id, &request.schedule_id)
+            .await?;
+        let rows = schedule_run::Entity::find()
+            .filter(schedule_run::Column::ScheduleId.eq(current.id))
+            .order_by_desc(schedule_run::Column::StartedAt)
+            .order_by_desc(schedule_run::Column::Id)
+            .limit(HISTORY_LIMIT)
+            .all(&self.state.db)
+            .await
+            .context("failed to query history")?;
+        Ok(pb::ScheduleHistory {
+            runs: rows.into_iter().map(run_message).collect(),
+        })
+    }
+
+    /// Readers of the health view: the workspace itself or an operator (WorkspaceAuth), or a
+    /// peer that names itself in `X-Workspace-ID`, with its own token, and may talk to it.
+    async fn health_reader(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<String> {
+        let target = validate::workspace_id(raw_id)?;
+        match auth::claimed_workspace(metadata) {
+            Some(raw_caller) => {
+                let caller = validate::workspace_id(raw_caller)?;
+                self.state.auth.workspace(metadata, &caller).await?;
+                if caller != target && !self.state.hierarchy.can_communicate(&caller, &target).await
+                {
+                    return Err(ScheduleError::AccessDenied.into());
+                }
+            }
+            None => {
+                self.state.auth.workspace(metadata, &target).await?;
+            }
+        }
+        store::live_workspace(&self.state.db, &target).await?;
+        Ok(target)
+    }
+
+    async fn health(
+        &self,
+        metadata: &MetadataMap,
+        raw_id: &str,
+    ) -> ApiResult<pb::ScheduleHealthList> {
+        let workspace_id = self.health_reader(metadata, raw_id).await?;
+        let rows = schedule::Entity::find()
+            .filter(schedule::Column::WorkspaceId.eq(workspace_id))
+            .order_by_asc(schedule::Column::CreatedAt)
+            .order_by_asc(schedule::Column::Id)
+            .all(&self.state.db)
+            .await
+            .context("failed to query schedules")?;
+        Ok(pb::ScheduleHealthList {
+            schedules: rows
+                .into_iter()
+                .map(|row| pb::ScheduleHealth {
+                    id: row.id,
+                    name: row.name,
+                    enabled: row.enabled,
+                    last_run_at: row.last_run_at.map(pb::timestamp),
+                    next_run_at: row.next_run_at.map(pb::timestamp),
+                    run_count: row.run_count,
+                    last_status: row.last_status,
+                    last_error: row.last_error,
+                })
+                .collect(),
+        })
+    }
+
+    async fn admin_health(&self, metadata: &MetadataMap) -> ApiResult<pb::AdminScheduleHealthList> {
+        self.state.auth.admin(metadata).await?;
+        let rows = schedule::Entity::find()
+            .find_also_related(workspace::Entity)
+            .filter(workspace::Column::Status.ne(WorkspaceStatus::Removed))
+            .order_by_asc(workspace::Column::Name)
+            .order_by_asc(schedule::Column::Name)
+            .order_by_asc(schedule::Column::Id)
+            .all(&self.state.db)
+            .await
+            .context("failed to query schedules")?;
+        let now = store::now();
+        let schedules = rows
+            .into_iter()
+            .filter_map(|(row, owner)| Some((row, owner?)))
+            .map(|(row, owner)| {
+                let threshold = stale_threshold(&row, now);
+                pb::AdminScheduleHealth {
+                    status: health_status(row.last_run_at, threshold, now).to_owned(),
+                    stale_threshold_seconds: threshold.map_or(0, |gap| gap.num_seconds()),
+                    workspace_id: owner.id,
+                    workspace_name: owner.name,
+                    schedule_id: row.id,
+                    schedule_name: row.name,
+                    cron_expr: row.cron_expr,
+                    last_run_at: row.last_run_at.map(pb::timestamp),
+                    expected_next_run: row.next_run_at.map(pb::timestamp),
+                }
+            })
+            .collect();
+        Ok(pb::AdminScheduleHealthList {
+            schedules,
+            scheduler_healthy: !self.state.supervision.stalled(SCHEDULER),
+        })
+    }
+}
+
+/// Twice the schedule's interval (the gap between its next two runs): a schedule whose last run
+/// is older than this is stale.
+fn stale_threshold(row: &schedule::Model, now: DateTime<Utc>) -> Option<chrono::TimeDelta> {
+    let timing = Timing::parse(&row.cron_expr, &row.timezone).ok()?;
+    let first = timing.next_after(now)?;
+    let second = timing.next_after(first)?;
+    Some((second - first) * 2)
+}
+
+fn health_status(
+    last_run_at: Option<DateTime<Utc>>,
+    threshold: Option<chrono::TimeDelta>,
+    now: DateTime<Utc>,
+) -> &'static str {
+    match (last_run_at, threshold) {
+        (None, _) => "never_run",
+        (Some(last), Some(threshold)) if now - last > threshold => "stale",
+        _ => "ok",
+    }
+}
+
+fn schedule_message(row: schedule::Model) -> pb::Schedule {
+    pb::Schedule {
+        id: row.id,
+        workspace_id: row.workspace_id,
+        name: row.name,
+        cron_expr: row.cron_expr,
+        timezone: row.timezone,
+        prompt: row.prompt,
+        enabled: row.enabled,
+        last_run_at: row.last_run_at.map(pb::timestamp),
+        next_run_at: row.next_run_at.map(pb::timestamp),
+        run_count: row.run_count,
+        last_status: row.last_status,
+        last_error: row.last_error,
+        source: row.source,
+        created_at: Some(pb::timestamp(row.created_at)),
+        updated_at: Some(pb::timestamp(row.updated_at)),
+    }
+}
+
+fn run_message(row: schedule_run::Model) -> pb::ScheduleRun {
+    pb::ScheduleRun {
+        id: row.id,
+        started_at: Some(pb::timestamp(row.started_at)),
+        duration_ms: row.duration_ms,
+        status: row.status,
+        error_detail: row.error_detail,
+        request_json: row.request,
+        trigger: row.trigger,
+        due_at: row.due_at.map(pb::timestamp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn a_schedule_is_stale_after_twice_its_interval_and_never_run_before_its_first() {
+        let now = Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap();
+        let hourly = chrono::TimeDelta::hours(2);
+        assert_eq!(health_status(None, Some(hourly), now), "never_run");
+        let recent = now - chrono::TimeDelta::minutes(90);
+        assert_eq!(health_status(Some(recent), Some(hourly), now), "ok");
+        let old = now - chrono::TimeDelta::minutes(121);
+        assert_eq!(health_status(Some(old), Some(hourly), now), "stale");
+    }
+
+    #[test]
+    fn prompts_lose_carriage_returns() {
+        assert_eq!(
+            clean_prompt("line one\r\nline two\r\n"),
+            "line one\nline two\n"
+        );
+    }
+}
