@@ -48,7 +48,7 @@ use crate::{
     registry::{self, RegistryService},
     runtime::{
         ApprovalsService, ChatFilesService, CheckpointsService, InstructionsService,
-        MemoriesService, SharedContextService,
+        KeyValuesService, MemoriesService, SharedContextService,
     },
     schedules::{self, SchedulesService},
     secrets::SecretsService,
@@ -411,6 +411,10 @@ async fn grpc_router(
         )
         .add(
             pb::delegations_server::DelegationsServer::new(DelegationsService::new(a2a.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::key_values_server::KeyValuesServer::new(KeyValuesService::new(platform.clone()))
                 .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
         )
         .add(

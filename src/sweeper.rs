@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::{
     console,
     domain::{EventType, WorkspaceStatus},
-    runtime::{approvals, chat_files},
+    runtime::{approvals, chat_files, key_values},
     state::Platform,
     store::{self, entities::workspace},
 };
@@ -55,6 +55,7 @@ pub async fn run_runtime_sweep(state: Platform) {
         |state| async move {
             approvals::expire_pending(&state).await?;
             console::expire_sessions(&state).await?;
+            key_values::expire(&state).await?;
             chat_files::expire(&state).await
         },
     )

@@ -161,3 +161,13 @@ mod tests {
         assert!(from_integral_floats::<Step>(br#"{"index": 1e300}"#).is_err());
     }
 }
+
+/// For `#[serde(default, deserialize_with = "present")]`: a field sent as JSON `null` is
+/// present (`Some` of the null), unlike a plain `Option`, which reads it as absent.
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}

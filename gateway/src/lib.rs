@@ -17,6 +17,7 @@ mod events;
 mod forward;
 mod instructions;
 mod json;
+mod key_values;
 mod memories;
 mod openapi;
 mod plugins;
@@ -80,6 +81,7 @@ type BundlesClient = pb::bundles_client::BundlesClient<Transport>;
 type A2aClient = pb::a2a_client::A2aClient<Transport>;
 type DelegationsClient = pb::delegations_client::DelegationsClient<Transport>;
 type SchedulesClient = pb::schedules_client::SchedulesClient<Transport>;
+type KeyValuesClient = pb::key_values_client::KeyValuesClient<Transport>;
 type CheckpointsClient = pb::checkpoints_client::CheckpointsClient<Transport>;
 type MemoriesClient = pb::memories_client::MemoriesClient<Transport>;
 type ApprovalsClient = pb::approvals_client::ApprovalsClient<Transport>;
@@ -109,6 +111,7 @@ pub struct Clients {
     shared_context: SharedContextClient,
     console: ConsoleClient,
     schedules: SchedulesClient,
+    key_values: KeyValuesClient,
     /// The raw transport, for the standard services (gRPC health) behind `/readyz`.
     transport: Transport,
     /// Ends WebSocket sessions on shutdown.
@@ -141,6 +144,7 @@ impl Gateway {
             shared_context: SharedContextClient::new(transport.clone()),
             console: ConsoleClient::new(transport.clone()),
             schedules: SchedulesClient::new(transport.clone()),
+            key_values: KeyValuesClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.
             a2a: A2aClient::new(transport.clone())
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)

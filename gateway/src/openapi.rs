@@ -10,8 +10,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     Gateway, a2a, approvals, bundles, chat_files, checkpoints, console, delegations, edge, events,
-    instructions, memories, plugins, registry, schedules, secrets, shared_context, tokens,
-    workspaces,
+    instructions, key_values, memories, plugins, registry, schedules, secrets, shared_context,
+    tokens, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -37,6 +37,7 @@ use crate::{
         (name = "checkpoints", description = "The last step each workspace workflow completed"),
         (name = "shared-context", description = "Files a workspace publishes for its descendants"),
         (name = "console", description = "Operator console sessions and the saved canvas viewport"),
+        (name = "memory", description = "A workspace's key-value memory: versions, compare-and-set, expiry"),
         (name = "schedules", description = "Prompts sent to a workspace on a cron, fired once across replicas"),
         (name = "meta", description = "Health and this document"),
     )
@@ -126,6 +127,8 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(chat_files::upload))
         .routes(routes!(chat_files::download))
         .routes(routes!(checkpoints::save))
+        .routes(routes!(key_values::list, key_values::set))
+        .routes(routes!(key_values::get, key_values::delete))
         .routes(routes!(schedules::list, schedules::create))
         .routes(routes!(schedules::update, schedules::delete))
         .routes(routes!(schedules::run))

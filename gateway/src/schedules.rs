@@ -95,7 +95,7 @@ impl From<pb::Schedule> for ScheduleEntry {
 
 /// One run in a schedule's history.
 #[derive(Serialize, ToSchema)]
-pub(crate) struct RunEntry {
+pub(crate) struct ScheduleRunEntry {
     id: String,
     /// When it started.
     timestamp: Option<String>,
@@ -294,7 +294,7 @@ pub(crate) async fn run(
 #[utoipa::path(get, path = "/workspaces/{id}/schedules/{schedule_id}/history", tag = "schedules",
     description = "The newest 20 runs, newest first.",
     params(("id" = String, Path, format = Uuid, description = ID), ("schedule_id" = String, Path, format = Uuid, description = "schedule id")),
-    responses((status = 200, body = [RunEntry]),
+    responses((status = 200, body = [ScheduleRunEntry]),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn history(
     State(gateway): State<Gateway>,
@@ -314,7 +314,7 @@ pub(crate) async fn history(
         history
             .runs
             .into_iter()
-            .map(|run| RunEntry {
+            .map(|run| ScheduleRunEntry {
                 timestamp: timestamp_opt(run.started_at.as_ref()),
                 due_at: timestamp_opt(run.due_at.as_ref()),
                 request: RawValue::from_string(run.request_json).ok(),

@@ -10,6 +10,7 @@ mod m20261201_000001_runtime;
 mod m20261202_000001_console;
 mod m20261203_000001_scale_indexes;
 mod m20261205_000001_schedules;
+mod m20261205_000002_key_values;
 
 /// Every migration, in order.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_console::Migration),
             Box::new(m20261203_000001_scale_indexes::Migration),
             Box::new(m20261205_000001_schedules::Migration),
+            Box::new(m20261205_000002_key_values::Migration),
         ]
     }
 }

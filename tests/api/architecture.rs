@@ -158,3 +158,50 @@ fn the_scanner_sees_grouped_and_plain_paths() {
         ["a", "d", "e", "g", "i"]
     );
 }
+
+/// utoipa names a component after its type alone: two `ToSchema` types of one name in the
+/// gateway would silently share one schema in `/openapi.json`, and one route's replies would be
+/// validated against the other's.
+#[test]
+fn every_openapi_schema_has_a_name_of_its_own() {
+    let gateway = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway/src");
+    let mut files = Vec::new();
+    rust_files(&gateway, &mut files);
+    let mut seen = std::collections::BTreeMap::new();
+    let mut clashes = Vec::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file).unwrap();
+        let mut lines = source.lines();
+        while let Some(line) = lines.next() {
+            if !(line.contains("#[derive(") && line.contains("ToSchema")) {
+                continue;
+            }
+            let name = lines
+                .by_ref()
+                .find_map(|line| {
+                    let rest = line
+                        .trim_start()
+                        .strip_prefix("pub(crate) ")
+                        .unwrap_or(line.trim_start());
+                    let rest = rest.strip_prefix("pub ").unwrap_or(rest);
+                    rest.strip_prefix("struct ")
+                        .or_else(|| rest.strip_prefix("enum "))
+                        .map(|rest| {
+                            rest.chars()
+                                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                                .collect::<String>()
+                        })
+                })
+                .unwrap();
+            if let Some(first) = seen.insert(name.clone(), file.clone()) {
+                clashes.push(format!(
+                    "{name}: {} and {}",
+                    first.display(),
+                    file.display()
+                ));
+            }
+        }
+    }
+    assert!(seen.len() > 20, "the scan found the schemas: {seen:?}");
+    assert!(clashes.is_empty(), "{clashes:#?}");
+}

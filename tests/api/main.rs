@@ -20,6 +20,7 @@ mod heartbeat_stream;
 mod helpers;
 mod instructions;
 mod interop;
+mod key_values;
 mod lifecycle;
 mod limits;
 mod memories;
