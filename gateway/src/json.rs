@@ -137,6 +137,16 @@ pub(crate) fn timestamp_opt(at: Option<&prost_types::Timestamp>) -> Option<Strin
     at.map(timestamp)
 }
 
+/// For `#[serde(default, deserialize_with = "present")]`: a field sent as JSON `null` is
+/// present (`Some` of the null), unlike a plain `Option`, which reads it as absent.
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,14 +170,4 @@ mod tests {
         assert!(from_integral_floats::<Step>(br#"{"index": 699.5}"#).is_err());
         assert!(from_integral_floats::<Step>(br#"{"index": 1e300}"#).is_err());
     }
-}
-
-/// For `#[serde(default, deserialize_with = "present")]`: a field sent as JSON `null` is
-/// present (`Some` of the null), unlike a plain `Option`, which reads it as absent.
-pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    T::deserialize(deserializer).map(Some)
 }
