@@ -28,6 +28,7 @@ mod schedules;
 mod secrets;
 mod shared_context;
 mod tokens;
+mod workspace_config;
 mod workspaces;
 
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     Gateway, a2a, approvals, bundles, chat_files, checkpoints, console, delegations, edge, events,
     instructions, key_values, memories, plugins, registry, schedules, secrets, shared_context,
-    tokens, workspaces,
+    tokens, workspace_config, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -127,6 +127,7 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(chat_files::upload))
         .routes(routes!(chat_files::download))
         .routes(routes!(checkpoints::save))
+        .routes(routes!(workspace_config::get, workspace_config::update))
         .routes(routes!(key_values::list, key_values::set))
         .routes(routes!(key_values::get, key_values::delete))
         .routes(routes!(schedules::list, schedules::create))

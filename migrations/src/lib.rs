@@ -11,6 +11,7 @@ mod m20261202_000001_console;
 mod m20261203_000001_scale_indexes;
 mod m20261205_000001_schedules;
 mod m20261205_000002_key_values;
+mod m20261205_000003_workspace_configs;
 
 /// Every migration, in order.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_scale_indexes::Migration),
             Box::new(m20261205_000001_schedules::Migration),
             Box::new(m20261205_000002_key_values::Migration),
+            Box::new(m20261205_000003_workspace_configs::Migration),
         ]
     }
 }

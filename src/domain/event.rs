@@ -40,6 +40,8 @@ pub enum EventType {
     /// The WebSocket-only frame the runtime waits for (docs/runtime.md M3); never recorded.
     ApprovalDecided,
     InstructionsUpdated,
+    /// A workspace's config.yaml changed (docs/operations.md O4).
+    ConfigChanged,
     /// A schedule fired (docs/operations.md O1).
     CronExecuted,
     /// A due schedule was not fired (its workspace paused or offline).
@@ -78,6 +80,7 @@ impl EventType {
             Self::ApprovalDenied => "APPROVAL_DENIED",
             Self::ApprovalDecided => "APPROVAL_DECIDED",
             Self::InstructionsUpdated => "INSTRUCTIONS_UPDATED",
+            Self::ConfigChanged => "CONFIG_CHANGED",
             Self::CronExecuted => "CRON_EXECUTED",
             Self::CronSkipped => "CRON_SKIPPED",
         }

@@ -212,9 +212,9 @@ fn push_controls(state: &Platform, id: &str, envelope: &Envelope) {
             EventType::SecretsChanged | EventType::GlobalSecretsChanged => {
                 (Kind::SecretsChanged, false)
             }
-            EventType::WorkspaceUpdated | EventType::AgentCardUpdated => {
-                (Kind::ConfigChanged, false)
-            }
+            EventType::WorkspaceUpdated
+            | EventType::AgentCardUpdated
+            | EventType::ConfigChanged => (Kind::ConfigChanged, false),
             EventType::ApprovalApproved | EventType::ApprovalDenied => {
                 (Kind::ApprovalDecided, false)
             }

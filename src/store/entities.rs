@@ -644,3 +644,24 @@ pub mod key_value {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod workspace_config {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "workspace_configs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub workspace_id: String,
+        /// The YAML document.
+        pub content: String,
+        pub version: i64,
+        pub updated_at: DateTimeUtc,
+        pub updated_by: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

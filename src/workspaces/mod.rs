@@ -22,6 +22,7 @@ use crate::{
     },
 };
 
+mod config;
 mod create;
 mod delete;
 mod error;
@@ -203,6 +204,26 @@ impl pb::workspaces_server::Workspaces for WorkspacesService {
         reply(principal.map(|principal| pb::WhoAmIResponse {
             principal: principal.kind().to_owned(),
         }))
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<pb::GetConfigRequest>,
+    ) -> RpcResult<pb::WorkspaceConfig> {
+        reply(
+            self.get_config(request.metadata(), &request.get_ref().workspace_id)
+                .await,
+        )
+    }
+
+    async fn update_config(
+        &self,
+        request: Request<pb::UpdateConfigRequest>,
+    ) -> RpcResult<pb::WorkspaceConfig> {
+        reply(
+            self.update_config(request.metadata(), request.get_ref())
+                .await,
+        )
     }
 
     async fn liveness(

@@ -58,7 +58,7 @@ impl AgentStream {
             .transpose()
     }
 
-    async fn control(&mut self) -> Kind {
+    pub(crate) async fn control(&mut self) -> Kind {
         Kind::try_from(self.control_frame().await.kind).unwrap()
     }
 

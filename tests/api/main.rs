@@ -34,4 +34,5 @@ mod secrets;
 mod shared_context;
 mod tokens;
 mod validation;
+mod workspace_config;
 mod workspaces;
