@@ -390,6 +390,18 @@ impl Authenticator {
         Ok(self.live_workspace_row(metadata, raw_id).await?.id)
     }
 
+    /// [`Self::live_workspace`], with the principal the gate admitted (for the audit trail).
+    pub async fn live_workspace_as(
+        &self,
+        metadata: &MetadataMap,
+        raw_id: &str,
+    ) -> ApiResult<(String, Principal)> {
+        let id = crate::domain::validate::workspace_id(raw_id)?;
+        let principal = self.workspace(metadata, &id).await?;
+        store::live_workspace(&self.db, &id).await?;
+        Ok((id, principal))
+    }
+
     /// [`Self::live_workspace`], returning the workspace's row (for rules that depend on its
     /// parent).
     pub async fn live_workspace_row(

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use tonic::{Request, metadata::MetadataMap};
 
 use crate::{
+    audit::Action,
     domain::{EventType, WorkspaceStatus, validate},
     error::{ApiError, ApiResult, RpcResult, reply},
     events::Envelope,
@@ -253,7 +254,7 @@ impl BundlesService {
     }
 
     async fn import(&self, metadata: &MetadataMap, text: &str) -> ApiResult<Value> {
-        self.state.auth.admin(metadata).await?;
+        let operator = self.state.auth.admin(metadata).await?;
         let bundle: Bundle =
             serde_json::from_str(text).map_err(|_| ApiError::from(BundleError::Invalid))?;
         check(&bundle, 0)?;
@@ -266,6 +267,17 @@ impl BundlesService {
         let mut events = Vec::new();
         let result = self
             .import_tree(&txn, &bundle, None, &mut events)
+            .await
+            .context("failed to import bundle")?;
+        let action = Action {
+            operation: "bundle.import",
+            workspace_id: None,
+            target: result["workspace_id"].as_str().map(str::to_owned),
+            details: json!({"name": bundle.name, "source_bundle_id": bundle.id}),
+        };
+        self.state
+            .audit
+            .append(&txn, &operator, metadata, action)
             .await
             .context("failed to import bundle")?;
         txn.commit().await.context("failed to import bundle")?;

@@ -131,6 +131,9 @@ pub enum OperatorCommand {
     Token(ClientCommand<TokenCommand>),
     /// Talk to an agent through the platform's A2A proxy.
     A2a(ClientCommand<A2aCommand>),
+    /// The audit trail: list a chain, or verify every chain offline from the database.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Probe the server's readiness (`GET /readyz`): exit 0 when ready, 1 otherwise. For a
     /// container's HEALTHCHECK.
     Health(HealthArgs),
@@ -284,10 +287,57 @@ pub enum A2aCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List a workspace's chain, or the organisation's without a workspace.
+    Ls(AuditLsArgs),
+    /// Check chains from the database (no server needed): exit 1 when a row was changed or
+    /// deleted, naming it.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditLsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The workspace; omitted, the organisation's chain (operators).
+    pub workspace: Option<String>,
+    /// Only this operation (`secret.set`, `workspace.delete`, …).
+    #[arg(long)]
+    pub operation: Option<String>,
+    /// Only this actor (`admin`, `org:<prefix>`, `workspace:<id>`).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Rows to print, 1–500.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=500))]
+    pub limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub key: AuditKeyArgs,
+    /// One chain (a workspace id, or `org`); every chain by default.
+    #[arg(long)]
+    pub chain: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
     /// Re-encrypt every secret under the current key, opening rows sealed under the previous
     /// one. Safe while servers keep serving; see README "Rotating the secrets key".
     RotateKey(Box<Config>),
+}
+
+/// The audit trail's hash key, shared by `serve` (which writes rows) and `audit verify`.
+#[derive(Debug, Clone, Args)]
+pub struct AuditKeyArgs {
+    /// Keys the audit trail's hashes (HMAC-SHA-256); unset means plain SHA-256, which finds a
+    /// changed or deleted row but not one forged with the chain rewritten after it.
+    /// Prefer the environment variable: a flag's value shows in `ps` to every local user.
+    #[arg(long, env = "AUDIT_LEDGER_SALT", hide_env_values = true)]
+    pub audit_ledger_salt: Option<Secret>,
 }
 
 /// Where state lives.
@@ -485,6 +535,9 @@ pub struct Config {
     /// Prefer the environment variable: a flag's value shows in `ps` to every local user.
     #[arg(long, env = "SECRETS_ENCRYPTION_KEY_PREVIOUS", hide_env_values = true)]
     pub secrets_encryption_key_previous: Option<Secret>,
+
+    #[command(flatten)]
+    pub audit: AuditKeyArgs,
 
     /// `production`/`prod` or `development`/`dev`; unset for the default mode (any other value
     /// is refused at start).

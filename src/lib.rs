@@ -2,6 +2,8 @@
 //! gRPC, gRPC-Web and the `/ws` WebSocket on one port. See README.md for the map.
 
 pub mod a2a;
+pub mod audit;
+pub mod audit_log;
 pub mod auth;
 pub mod bootstrap;
 pub mod bundles;

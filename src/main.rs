@@ -1,5 +1,5 @@
 //! The `molecule` binary: the server (`serve`, `migrate`, `gateway`, `secrets rotate-key`) and
-//! the operator CLI (`ws`, `events`, `token`, `a2a`, `completions`).
+//! the operator CLI (`ws`, `events`, `token`, `a2a`, `audit`, `completions`).
 
 use std::io::IsTerminal;
 

@@ -30,6 +30,8 @@ use crate::{
         attach::AgentInboundService,
         replicas::{Replicas, ReplicasService},
     },
+    audit::AuditTrail,
+    audit_log::AuditService,
     auth::Authenticator,
     bootstrap,
     bundles::BundlesService,
@@ -154,6 +156,7 @@ impl Application {
         let resolver: Arc<dyn Resolver> = Arc::new(SystemResolver);
         let platform = Platform {
             supervision: Arc::default(),
+            audit: AuditTrail::new(config.audit.audit_ledger_salt.as_ref()),
             auth: Authenticator::new(db.clone(), credentials.admin_token.as_ref(), dev_mode),
             events: EventLog::new(bus),
             hierarchy: Hierarchy::new(db.clone()),
@@ -415,6 +418,10 @@ async fn grpc_router(
         )
         .add(
             pb::key_values_server::KeyValuesServer::new(KeyValuesService::new(platform.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::audit_server::AuditServer::new(AuditService::new(platform.clone()))
                 .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
         )
         .add(

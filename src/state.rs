@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    audit::AuditTrail,
     auth::Authenticator,
     crypto::Keyring,
     events::EventLog,
@@ -75,4 +76,6 @@ pub struct Platform {
     pub shutdown: CancellationToken,
     /// Background loops' last passes.
     pub supervision: Arc<Supervision>,
+    /// Appends state-changing actions to the audit chains.
+    pub audit: AuditTrail,
 }

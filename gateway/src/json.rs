@@ -147,6 +147,23 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
+/// An RFC 3339 time, or empty for none (empty query values mean absent, as in the reference).
+pub(crate) fn date_time_or_empty() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(0)),
+        )
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 
 mod a2a;
 mod approvals;
+mod audit;
 mod bundles;
 mod chat_files;
 mod checkpoints;
@@ -83,6 +84,7 @@ type A2aClient = pb::a2a_client::A2aClient<Transport>;
 type DelegationsClient = pb::delegations_client::DelegationsClient<Transport>;
 type SchedulesClient = pb::schedules_client::SchedulesClient<Transport>;
 type KeyValuesClient = pb::key_values_client::KeyValuesClient<Transport>;
+type AuditClient = pb::audit_client::AuditClient<Transport>;
 type CheckpointsClient = pb::checkpoints_client::CheckpointsClient<Transport>;
 type MemoriesClient = pb::memories_client::MemoriesClient<Transport>;
 type ApprovalsClient = pb::approvals_client::ApprovalsClient<Transport>;
@@ -113,6 +115,7 @@ pub struct Clients {
     console: ConsoleClient,
     schedules: SchedulesClient,
     key_values: KeyValuesClient,
+    audit: AuditClient,
     /// The raw transport, for the standard services (gRPC health) behind `/readyz`.
     transport: Transport,
     /// Ends WebSocket sessions on shutdown.
@@ -146,6 +149,7 @@ impl Gateway {
             console: ConsoleClient::new(transport.clone()),
             schedules: SchedulesClient::new(transport.clone()),
             key_values: KeyValuesClient::new(transport.clone()),
+            audit: AuditClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.
             a2a: A2aClient::new(transport.clone())
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)

@@ -9,9 +9,9 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    Gateway, a2a, approvals, bundles, chat_files, checkpoints, console, delegations, edge, events,
-    instructions, key_values, memories, plugins, registry, schedules, secrets, shared_context,
-    tokens, workspace_config, workspaces,
+    Gateway, a2a, approvals, audit, bundles, chat_files, checkpoints, console, delegations, edge,
+    events, instructions, key_values, memories, plugins, registry, schedules, secrets,
+    shared_context, tokens, workspace_config, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -39,6 +39,7 @@ use crate::{
         (name = "console", description = "Operator console sessions and the saved canvas viewport"),
         (name = "memory", description = "A workspace's key-value memory: versions, compare-and-set, expiry"),
         (name = "schedules", description = "Prompts sent to a workspace on a cron, fired once across replicas"),
+        (name = "audit", description = "Who changed what: hash-chained, append-only, verified on every read"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -136,6 +137,8 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(schedules::history))
         .routes(routes!(schedules::health))
         .routes(routes!(schedules::admin_health))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::list_org))
         .routes(routes!(checkpoints::latest))
         .routes(routes!(
             checkpoints::list_workflow,

@@ -374,23 +374,6 @@ pub(crate) async fn log_activity(
     render(StatusCode::OK, result, |_| json!({"status": "logged"}))
 }
 
-/// An RFC 3339 time, or empty for none (empty query values mean absent, as in the reference).
-fn date_time_or_empty() -> utoipa::openapi::schema::Schema {
-    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
-    OneOfBuilder::new()
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
-        )
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .max_length(Some(0)),
-        )
-        .into()
-}
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ActivityQuery {
@@ -409,7 +392,7 @@ pub(crate) struct ActivityQuery {
     )]
     peer_id: Option<String>,
     /// Only rows created before this RFC 3339 time.
-    #[param(schema_with = date_time_or_empty)]
+    #[param(schema_with = crate::json::date_time_or_empty)]
     before_ts: Option<String>,
     /// `asc` or `desc`; the default is newest first, or oldest first after `since_id`.
     #[param(pattern = "^(asc|desc)?$")]

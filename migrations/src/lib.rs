@@ -12,6 +12,7 @@ mod m20261203_000001_scale_indexes;
 mod m20261205_000001_schedules;
 mod m20261205_000002_key_values;
 mod m20261205_000003_workspace_configs;
+mod m20261205_000004_audit;
 
 /// Every migration, in order.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000001_schedules::Migration),
             Box::new(m20261205_000002_key_values::Migration),
             Box::new(m20261205_000003_workspace_configs::Migration),
+            Box::new(m20261205_000004_audit::Migration),
         ]
     }
 }

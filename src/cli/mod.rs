@@ -1,9 +1,10 @@
-//! The operator CLI (`molecule ws|events|token|a2a`): typed gRPC calls to a running control
+//! The operator CLI (`molecule ws|events|token|a2a|audit`): typed gRPC calls to a running control
 //! plane, printed as a table or as JSON. It owns argument handling and presentation only; every
 //! rule is the server's, so the CLI gets exactly the answers REST and gRPC clients get. It never
 //! prints a credential except a token minted on request, once.
 
 mod a2a;
+mod audit;
 mod events;
 mod health;
 mod render;
@@ -62,6 +63,7 @@ pub async fn run(command: OperatorCommand) -> Result<(), CliError> {
         OperatorCommand::A2a(a2a) => {
             a2a::run(&Session::open(&a2a.client).await?, a2a.command).await
         }
+        OperatorCommand::Audit(command) => audit::run(command).await,
         OperatorCommand::Health(args) => health::run(&args).await,
         OperatorCommand::Completions { shell } => {
             use clap::CommandFactory;

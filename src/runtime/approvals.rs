@@ -5,14 +5,15 @@
 
 use chrono::TimeDelta;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait, sea_query::Expr,
 };
 use serde_json::{Value, json};
 use tonic::{Request, metadata::MetadataMap};
 use tracing::info;
 
 use crate::{
+    audit::Action,
     auth::{self, AuthError, Principal},
     domain::{ApprovalStatus, EventType, validate},
     error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
@@ -291,12 +292,33 @@ impl ApprovalsService {
         let note = Some(request.note.clone()).filter(|note| !note.is_empty());
         // Bound to the path's workspace: a credential that may decide for one workspace settles
         // that workspace's requests and no other's.
-        let decided = settle(&self.state, &id, &approval_id, decision, &decided_by, note)
-            .await
-            .context("failed to update")?;
+        let txn = self.state.db.begin().await.context("failed to update")?;
+        let decided = settle(
+            &txn,
+            &self.state,
+            &id,
+            &approval_id,
+            decision,
+            &decided_by,
+            note,
+        )
+        .await
+        .context("failed to update")?;
         if !decided {
             return Err(ApprovalError::NotPending.into());
         }
+        let action = Action {
+            operation: "approval.decide",
+            workspace_id: Some(&id),
+            target: Some(approval_id.clone()),
+            details: json!({"decision": decision.as_str()}),
+        };
+        self.state
+            .audit
+            .append(&txn, &decider, metadata, action)
+            .await
+            .context("failed to update")?;
+        txn.commit().await.context("failed to update")?;
         announce(&self.state, &id, &approval_id, decision, &decided_by).await;
         info!(workspace_id = %id, approval_id = %approval_id, decision = decision.as_str(), decided_by = %decided_by, "approval decided");
         Ok(pb::DecideApprovalResponse {
@@ -336,6 +358,7 @@ fn expiry_cutoff(state: &Platform) -> chrono::DateTime<chrono::Utc> {
 /// pending or belongs to another workspace. A conditional update, so of two deciders (or a
 /// decider and the sweeper) exactly one wins.
 async fn settle(
+    db: &impl ConnectionTrait,
     state: &Platform,
     workspace_id: &str,
     approval_id: &str,
@@ -354,7 +377,7 @@ async fn settle(
     if decided_by != EXPIRED_BY {
         update = update.filter(approval::Column::CreatedAt.gte(expiry_cutoff(state)));
     }
-    Ok(update.exec(&state.db).await?.rows_affected == 1)
+    Ok(update.exec(db).await?.rows_affected == 1)
 }
 
 /// The events of a decision: the recorded `APPROVAL_APPROVED|DENIED` (which also reaches a
@@ -397,6 +420,7 @@ pub async fn expire_pending(state: &Platform) -> Result<(), sea_orm::DbErr> {
         .await?;
     for (approval_id, workspace_id) in expired {
         if settle(
+            &state.db,
             state,
             &workspace_id,
             &approval_id,

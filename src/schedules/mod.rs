@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait, sea_query::Expr,
 };
+use serde_json::json;
 use tokio::sync::Notify;
 use tonic::{Request, metadata::MetadataMap};
 use tracing::info;
@@ -21,7 +22,8 @@ use tracing::info;
 pub use self::cron::{Timing, TimingError};
 use crate::{
     a2a::A2aState,
-    auth,
+    audit::Action,
+    auth::{self, Principal},
     domain::{WorkspaceStatus, validate},
     error::{ApiError, ApiResult, ErrorCode, RpcResult, reply},
     pb,
@@ -166,10 +168,10 @@ impl SchedulesService {
         metadata: &MetadataMap,
         request: &pb::CreateScheduleRequest,
     ) -> ApiResult<pb::CreateScheduleResponse> {
-        let workspace_id = self
+        let (workspace_id, principal) = self
             .state
             .auth
-            .live_workspace(metadata, &request.workspace_id)
+            .live_workspace_as(metadata, &request.workspace_id)
             .await?;
         if request.cron_expr.trim().is_empty() || request.prompt.trim().is_empty() {
             return Err(ScheduleError::Required.into());
@@ -181,6 +183,8 @@ impl SchedulesService {
         let now = store::now();
         let next_run_at = timing.next_after(now);
         let id = uuid::Uuid::new_v4().to_string();
+        let failed = "failed to create schedule";
+        let txn = self.state.db.begin().await.context(failed)?;
         schedule::Entity::insert(schedule::ActiveModel {
             id: Set(id.clone()),
             workspace_id: Set(workspace_id.clone()),
@@ -198,9 +202,22 @@ impl SchedulesService {
             created_at: Set(now),
             updated_at: Set(now),
         })
-        .exec_without_returning(&self.state.db)
+        .exec_without_returning(&txn)
         .await
-        .context("failed to create schedule")?;
+        .context(failed)?;
+        let details = json!({"name": request.name, "cron_expr": request.cron_expr.trim(), "timezone": timezone});
+        self.audit(
+            &txn,
+            &principal,
+            metadata,
+            "schedule.create",
+            &workspace_id,
+            &id,
+            details,
+        )
+        .await
+        .context(failed)?;
+        txn.commit().await.context(failed)?;
         self.wake.notify_one();
         info!(workspace_id = %workspace_id, schedule_id = %id, "schedule created");
         Ok(pb::CreateScheduleResponse {
@@ -215,19 +232,44 @@ impl SchedulesService {
         metadata: &MetadataMap,
         raw_workspace: &str,
         raw_schedule: &str,
-    ) -> ApiResult<schedule::Model> {
-        let workspace_id = self
+    ) -> ApiResult<(schedule::Model, Principal)> {
+        let (workspace_id, principal) = self
             .state
             .auth
-            .live_workspace(metadata, raw_workspace)
+            .live_workspace_as(metadata, raw_workspace)
             .await?;
         let schedule_id = validate::parse_uuid(raw_schedule).ok_or(ScheduleError::NotFound)?;
-        schedule::Entity::find_by_id(schedule_id)
+        let schedule = schedule::Entity::find_by_id(schedule_id)
             .filter(schedule::Column::WorkspaceId.eq(workspace_id))
             .one(&self.state.db)
             .await
             .context("failed to read schedule")?
-            .ok_or_else(|| ScheduleError::NotFound.into())
+            .ok_or(ScheduleError::NotFound)?;
+        Ok((schedule, principal))
+    }
+
+    /// Appends a change to schedule `schedule_id` to the audit trail, inside `txn`.
+    #[allow(clippy::too_many_arguments)]
+    async fn audit(
+        &self,
+        txn: &impl ConnectionTrait,
+        principal: &Principal,
+        metadata: &MetadataMap,
+        operation: &'static str,
+        workspace_id: &str,
+        schedule_id: &str,
+        details: serde_json::Value,
+    ) -> Result<(), sea_orm::DbErr> {
+        let action = Action {
+            operation,
+            workspace_id: Some(workspace_id),
+            target: Some(schedule_id.to_owned()),
+            details,
+        };
+        self.state
+            .audit
+            .append(txn, principal, metadata, action)
+            .await
     }
 
     async fn update(
@@ -235,7 +277,7 @@ impl SchedulesService {
         metadata: &MetadataMap,
         request: &pb::UpdateScheduleRequest,
     ) -> ApiResult<pb::ScheduleStatusResponse> {
-        let current = self
+        let (current, principal) = self
             .owned(metadata, &request.workspace_id, &request.schedule_id)
             .await?;
         let blank = |value: &Option<String>| value.as_deref().is_some_and(|v| v.trim().is_empty());
@@ -282,13 +324,32 @@ impl SchedulesService {
                 );
             }
         }
-        let updated = update
-            .exec(&self.state.db)
-            .await
-            .context("failed to update schedule")?;
+        let failed = "failed to update schedule";
+        let txn = self.state.db.begin().await.context(failed)?;
+        let updated = update.exec(&txn).await.context(failed)?;
         if updated.rows_affected == 0 {
             return Err(ScheduleError::NotFound.into());
         }
+        let details = json!({
+            "name": request.name,
+            "cron_expr": request.cron_expr,
+            "timezone": request.timezone,
+            "prompt_changed": request.prompt.is_some(),
+            "enabled": request.enabled,
+        });
+        let (workspace_id, schedule_id) = (&current.workspace_id, &current.id);
+        self.audit(
+            &txn,
+            &principal,
+            metadata,
+            "schedule.update",
+            workspace_id,
+            schedule_id,
+            details,
+        )
+        .await
+        .context(failed)?;
+        txn.commit().await.context(failed)?;
         self.wake.notify_one();
         Ok(pb::ScheduleStatusResponse {})
     }
@@ -298,16 +359,31 @@ impl SchedulesService {
         metadata: &MetadataMap,
         request: &pb::ScheduleRef,
     ) -> ApiResult<pb::ScheduleStatusResponse> {
-        let current = self
+        let (current, principal) = self
             .owned(metadata, &request.workspace_id, &request.schedule_id)
             .await?;
-        let deleted = schedule::Entity::delete_by_id(current.id)
-            .exec(&self.state.db)
+        let failed = "failed to delete schedule";
+        let txn = self.state.db.begin().await.context(failed)?;
+        let deleted = schedule::Entity::delete_by_id(current.id.clone())
+            .exec(&txn)
             .await
-            .context("failed to delete schedule")?;
+            .context(failed)?;
         if deleted.rows_affected == 0 {
             return Err(ScheduleError::NotFound.into());
         }
+        let details = json!({"name": current.name});
+        self.audit(
+            &txn,
+            &principal,
+            metadata,
+            "schedule.delete",
+            &current.workspace_id,
+            &current.id,
+            details,
+        )
+        .await
+        .context(failed)?;
+        txn.commit().await.context(failed)?;
         Ok(pb::ScheduleStatusResponse {})
     }
 
@@ -316,12 +392,22 @@ impl SchedulesService {
         metadata: &MetadataMap,
         request: &pb::ScheduleRef,
     ) -> ApiResult<pb::RunScheduleResponse> {
-        let current = self
+        let (current, principal) = self
             .owned(metadata, &request.workspace_id, &request.schedule_id)
             .await?;
         let run = runs::begin_manual(&self.state, &current)
             .await
             .context("failed to fire schedule")?;
+        let action = Action {
+            operation: "schedule.run",
+            workspace_id: Some(&current.workspace_id),
+            target: Some(current.id.clone()),
+            details: json!({"run_id": run.id}),
+        };
+        self.state
+            .audit
+            .record(&self.state.db, &principal, metadata, action)
+            .await;
         let response = pb::RunScheduleResponse {
             workspace_id: current.workspace_id.clone(),
             prompt: current.prompt.clone(),
@@ -337,7 +423,7 @@ impl SchedulesService {
         metadata: &MetadataMap,
         request: &pb::ScheduleRef,
     ) -> ApiResult<pb::ScheduleHistory> {
-        let current = self
+        let (current, _) = self
             .owned(metadata, &request.workspace_id, &request.schedule_id)
             .await?;
         let rows = schedule_run::Entity::find()

@@ -14,7 +14,7 @@ use crate::{
 use super::{
     SecretsService, StoredSecret,
     error::SecretsError,
-    writes::{GLOBAL_WRITE, check_body},
+    writes::{GLOBAL_WRITE, Who, check_body},
 };
 
 impl SecretsService {
@@ -41,10 +41,20 @@ impl SecretsService {
         metadata: &MetadataMap,
         request: &pb::SetSecretRequest,
     ) -> ApiResult<pb::SetSecretResponse> {
-        self.state.auth.admin(metadata).await?;
+        let principal = self.state.auth.admin(metadata).await?;
         check_body(&request.key, &request.value)?;
-        self.upsert(Scope::Global, &request.key, &request.value, &GLOBAL_WRITE)
-            .await?;
+        let who = Who {
+            principal: &principal,
+            metadata,
+        };
+        self.upsert(
+            who,
+            Scope::Global,
+            &request.key,
+            &request.value,
+            &GLOBAL_WRITE,
+        )
+        .await?;
         Ok(pb::SetSecretResponse {
             key: request.key.clone(),
         })
@@ -55,9 +65,13 @@ impl SecretsService {
         metadata: &MetadataMap,
         request: &pb::DeleteSecretRequest,
     ) -> ApiResult<pb::DeleteSecretResponse> {
-        self.state.auth.admin(metadata).await?;
+        let principal = self.state.auth.admin(metadata).await?;
+        let who = Who {
+            principal: &principal,
+            metadata,
+        };
         if !self
-            .remove(Scope::Global, &request.key, &GLOBAL_WRITE)
+            .remove(who, Scope::Global, &request.key, &GLOBAL_WRITE)
             .await?
         {
             return Err(SecretsError::NotFound.into());

@@ -207,8 +207,12 @@ impl pb::secrets_server::Secrets for SecretsService {
 
 impl SecretsService {
     /// WorkspaceAuth on a workspace that exists and is not removed.
-    async fn authorize(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<String> {
-        self.state.auth.live_workspace(metadata, raw_id).await
+    async fn authorize(
+        &self,
+        metadata: &MetadataMap,
+        raw_id: &str,
+    ) -> ApiResult<(String, crate::auth::Principal)> {
+        self.state.auth.live_workspace_as(metadata, raw_id).await
     }
 }
 

@@ -12,7 +12,10 @@ use crate::{
 };
 
 use super::{
-    MODEL_KEY, SecretsService, StoredSecret, error::SecretsError, valid_value, writes::MODEL_WRITE,
+    MODEL_KEY, SecretsService, StoredSecret,
+    error::SecretsError,
+    valid_value,
+    writes::{MODEL_WRITE, Who},
 };
 
 impl SecretsService {
@@ -21,7 +24,7 @@ impl SecretsService {
         metadata: &MetadataMap,
         raw_id: &str,
     ) -> ApiResult<pb::ModelResponse> {
-        let id = self.authorize(metadata, raw_id).await?;
+        let (id, _) = self.authorize(metadata, raw_id).await?;
         let row = workspace_secret::Entity::find()
             .filter(workspace_secret::Column::WorkspaceId.eq(&id))
             .filter(workspace_secret::Column::Key.eq(MODEL_KEY))
@@ -53,9 +56,13 @@ impl SecretsService {
         metadata: &MetadataMap,
         request: &pb::SetModelRequest,
     ) -> ApiResult<pb::SetModelResponse> {
-        let id = self.authorize(metadata, &request.workspace_id).await?;
+        let (id, principal) = self.authorize(metadata, &request.workspace_id).await?;
+        let who = Who {
+            principal: &principal,
+            metadata,
+        };
         if request.model.is_empty() {
-            self.remove(Scope::Workspace(&id), MODEL_KEY, &MODEL_WRITE)
+            self.remove(who, Scope::Workspace(&id), MODEL_KEY, &MODEL_WRITE)
                 .await?;
             return Ok(pb::SetModelResponse {
                 cleared: true,
@@ -66,6 +73,7 @@ impl SecretsService {
             return Err(SecretsError::InvalidValue.into());
         }
         self.upsert(
+            who,
             Scope::Workspace(&id),
             MODEL_KEY,
             &request.model,

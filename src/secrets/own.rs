@@ -17,7 +17,7 @@ use crate::{
 use super::{
     SecretsService, StoredSecret,
     error::SecretsError,
-    writes::{WORKSPACE_WRITE, check_body, load},
+    writes::{WORKSPACE_WRITE, Who, check_body, load},
 };
 
 impl SecretsService {
@@ -26,7 +26,7 @@ impl SecretsService {
         metadata: &MetadataMap,
         raw_id: &str,
     ) -> ApiResult<pb::ListSecretsResponse> {
-        let id = self.authorize(metadata, raw_id).await?;
+        let (id, _) = self.authorize(metadata, raw_id).await?;
         let (own, globals) = load(&self.state.db, &id).await.context("query failed")?;
         let overridden: std::collections::HashSet<&str> =
             own.iter().map(|row| row.key.as_str()).collect();
@@ -90,10 +90,15 @@ impl SecretsService {
         request: &pb::SetSecretRequest,
     ) -> ApiResult<pb::SetSecretResponse> {
         let id = validate::workspace_id(&request.workspace_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
+        let principal = self.state.auth.workspace(metadata, &id).await?;
         check_body(&request.key, &request.value)?;
         store::live_workspace(&self.state.db, &id).await?;
+        let who = Who {
+            principal: &principal,
+            metadata,
+        };
         self.upsert(
+            who,
             Scope::Workspace(&id),
             &request.key,
             &request.value,
@@ -110,9 +115,13 @@ impl SecretsService {
         metadata: &MetadataMap,
         request: &pb::DeleteSecretRequest,
     ) -> ApiResult<pb::DeleteSecretResponse> {
-        let id = self.authorize(metadata, &request.workspace_id).await?;
+        let (id, principal) = self.authorize(metadata, &request.workspace_id).await?;
+        let who = Who {
+            principal: &principal,
+            metadata,
+        };
         if !self
-            .remove(Scope::Workspace(&id), &request.key, &WORKSPACE_WRITE)
+            .remove(who, Scope::Workspace(&id), &request.key, &WORKSPACE_WRITE)
             .await?
         {
             return Err(SecretsError::NotFound.into());

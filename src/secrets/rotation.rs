@@ -2,10 +2,12 @@
 //! key keeps opening the rows not yet done.
 
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde_json::json;
 use tonic::metadata::MetadataMap;
 use tracing::info;
 
 use crate::{
+    audit::Action,
     crypto::Keyring,
     error::ApiResult,
     pb,
@@ -19,10 +21,21 @@ use super::{SecretsService, StoredSecret};
 
 impl SecretsService {
     pub(super) async fn rotate(&self, metadata: &MetadataMap) -> ApiResult<pb::RotateKeyResponse> {
-        self.state.auth.admin(metadata).await?;
-        rotate(&self.state.db, &self.state.keyring)
+        let operator = self.state.auth.admin(metadata).await?;
+        let report = rotate(&self.state.db, &self.state.keyring)
             .await
-            .context("key rotation failed")
+            .context("key rotation failed")?;
+        let action = Action {
+            operation: "secrets.rotate_key",
+            workspace_id: None,
+            target: None,
+            details: json!({"key_version": report.key_version}),
+        };
+        self.state
+            .audit
+            .record(&self.state.db, &operator, metadata, action)
+            .await;
+        Ok(report)
     }
 }
 

@@ -9,7 +9,11 @@ use sea_orm::{
 };
 use serde_json::json;
 
+use tonic::metadata::MetadataMap;
+
 use crate::{
+    audit::{Action, AuditTrail},
+    auth::Principal,
     crypto::{Keyring, Scope},
     domain::{EventType, WorkspaceStatus},
     error::ApiResult,
@@ -26,6 +30,7 @@ impl SecretsService {
     /// Seals and upserts one value, and records who must be told, in one transaction.
     pub(super) async fn upsert(
         &self,
+        who: Who<'_>,
         scope: Scope<'_>,
         key: &str,
         value: &str,
@@ -91,6 +96,9 @@ impl SecretsService {
             .record_change(&txn, scope, key)
             .await
             .context(messages.save)?;
+        who.append(&self.state.audit, &txn, scope, "set", key)
+            .await
+            .context(messages.save)?;
         txn.commit().await.context(messages.save)?;
         self.state.events.publish_all([event]);
         Ok(())
@@ -99,6 +107,7 @@ impl SecretsService {
     /// Deletes one row; false when there was none.
     pub(super) async fn remove(
         &self,
+        who: Who<'_>,
         scope: Scope<'_>,
         key: &str,
         messages: &WriteMessages,
@@ -125,6 +134,9 @@ impl SecretsService {
         }
         let event = self
             .record_change(&txn, scope, key)
+            .await
+            .context(messages.delete)?;
+        who.append(&self.state.audit, &txn, scope, "delete", key)
             .await
             .context(messages.delete)?;
         txn.commit().await.context(messages.delete)?;
@@ -176,6 +188,40 @@ impl SecretsService {
                     .await
             }
         }
+    }
+}
+
+/// Who writes a secret, for the audit trail (which names the key, never the value).
+#[derive(Clone, Copy)]
+pub(super) struct Who<'a> {
+    pub(super) principal: &'a Principal,
+    pub(super) metadata: &'a MetadataMap,
+}
+
+impl Who<'_> {
+    async fn append(
+        self,
+        trail: &AuditTrail,
+        txn: &impl ConnectionTrait,
+        scope: Scope<'_>,
+        verb: &'static str,
+        key: &str,
+    ) -> Result<(), DbErr> {
+        let (operation, workspace_id) = match (scope, verb) {
+            (Scope::Workspace(id), "set") => ("secret.set", Some(id)),
+            (Scope::Workspace(id), _) => ("secret.delete", Some(id)),
+            (Scope::Global, "set") => ("global_secret.set", None),
+            (Scope::Global, _) => ("global_secret.delete", None),
+        };
+        let action = Action {
+            operation,
+            workspace_id,
+            target: Some(key.to_owned()),
+            details: json!({}),
+        };
+        trail
+            .append(txn, self.principal, self.metadata, action)
+            .await
     }
 }
 

@@ -665,3 +665,53 @@ pub mod workspace_config {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod audit_event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        /// A UUIDv7.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// A workspace id, or `org`.
+        pub chain: String,
+        /// The row's position in its chain, from 1.
+        pub seq: i64,
+        pub at: DateTimeUtc,
+        /// The credential, as audit trails name principals.
+        pub actor: String,
+        pub operation: String,
+        pub target: Option<String>,
+        pub workspace_id: Option<String>,
+        pub request_id: Option<String>,
+        /// JSON text; never a secret value.
+        pub details: String,
+        pub prev_hash: Option<String>,
+        pub hash: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit_chain {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_chains")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub chain: String,
+        pub last_seq: i64,
+        pub last_hash: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

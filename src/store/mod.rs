@@ -224,6 +224,11 @@ pub fn now() -> DateTime<Utc> {
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
+/// An instant as text to the microsecond, `Z`-terminated: how hashes and logs read a stored time.
+pub fn rfc3339_micros(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// A datastore result as the caller's answer, in one place: unreachable → the documented 503
 /// (fail closed), anything else → a 500 with the documented `message`. The cause is logged,
 /// never returned; an outage is logged by the breaker once, not here once per request.

@@ -165,6 +165,17 @@ impl WorkspacesService {
             )
             .await
             .context(FAILED)?;
+        self.audited(
+            &txn,
+            &principal,
+            metadata,
+            "config.update",
+            &id,
+            None,
+            json!({"version": version}),
+            FAILED,
+        )
+        .await?;
         let written = workspace_config::Entity::find_by_id(id.clone())
             .one(&txn)
             .await

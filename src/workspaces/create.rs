@@ -60,7 +60,7 @@ impl WorkspacesService {
         metadata: &MetadataMap,
         request: pb::CreateWorkspaceRequest,
     ) -> ApiResult<pb::CreateWorkspaceResponse> {
-        self.state.auth.admin(metadata).await?;
+        let principal = self.state.auth.admin(metadata).await?;
         if request.name.is_empty() {
             return Err(WorkspaceError::InvalidPayload.into());
         }
@@ -209,6 +209,17 @@ impl WorkspacesService {
                     .context("failed to create workspace")?,
             );
         }
+        self.audited(
+            &txn,
+            &principal,
+            metadata,
+            "workspace.create",
+            &id,
+            None,
+            json!({"name": request.name, "external": external, "runtime": runtime}),
+            "failed to create workspace",
+        )
+        .await?;
         txn.commit().await.context("failed to create workspace")?;
         events.publish_all(recorded);
         self.state.hierarchy.invalidate().await;

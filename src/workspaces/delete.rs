@@ -27,7 +27,7 @@ impl WorkspacesService {
         request: &pb::DeleteWorkspaceRequest,
     ) -> ApiResult<pb::DeleteWorkspaceResponse> {
         let id = validate::workspace_id(&request.id)?;
-        self.state.auth.admin(metadata).await?;
+        let principal = self.state.auth.admin(metadata).await?;
         let db = &self.state.db;
         let root = self.find(db, &id).await?.ok_or(WorkspaceError::NotFound)?;
         let descendants = self.descendants(db, &id).await?;
@@ -104,6 +104,18 @@ impl WorkspacesService {
             .exec(&txn)
             .await
             .context("failed to delete workspace")?;
+        let details = json!({"cascade_deleted": cascade_deleted, "purge": request.purge});
+        self.audited(
+            &txn,
+            &principal,
+            metadata,
+            "workspace.delete",
+            &id,
+            None,
+            details,
+            "failed to delete workspace",
+        )
+        .await?;
         txn.commit().await.context("failed to delete workspace")?;
         self.state.events.publish_all(recorded);
         self.forget_liveness(&targets).await;

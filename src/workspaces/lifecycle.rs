@@ -24,7 +24,7 @@ impl WorkspacesService {
         raw_id: &str,
     ) -> ApiResult<pb::PauseWorkspaceResponse> {
         let id = validate::workspace_id(raw_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
+        let principal = self.state.auth.workspace(metadata, &id).await?;
         let db = &self.state.db;
         let target = self
             .find(db, &id)
@@ -72,6 +72,18 @@ impl WorkspacesService {
                 );
             }
         }
+        let details = json!({"paused_count": recorded.len()});
+        self.audited(
+            &txn,
+            &principal,
+            metadata,
+            "workspace.pause",
+            &id,
+            None,
+            details,
+            "failed to pause workspace",
+        )
+        .await?;
         txn.commit().await.context("failed to pause workspace")?;
         let paused_count = recorded.len() as i32;
         let paused: Vec<String> = recorded
@@ -89,7 +101,7 @@ impl WorkspacesService {
         raw_id: &str,
     ) -> ApiResult<pb::ResumeWorkspaceResponse> {
         let id = validate::workspace_id(raw_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
+        let principal = self.state.auth.workspace(metadata, &id).await?;
         let db = &self.state.db;
         let target = self
             .find(db, &id)
@@ -133,6 +145,18 @@ impl WorkspacesService {
                 );
             }
         }
+        let details = json!({"resumed_count": recorded.len()});
+        self.audited(
+            &txn,
+            &principal,
+            metadata,
+            "workspace.resume",
+            &id,
+            None,
+            details,
+            "failed to resume workspace",
+        )
+        .await?;
         txn.commit().await.context("failed to resume workspace")?;
         let resumed_count = recorded.len() as i32;
         self.state.events.publish_all(recorded);
@@ -148,7 +172,7 @@ impl WorkspacesService {
         raw_id: &str,
     ) -> ApiResult<pb::RestartWorkspaceResponse> {
         let id = validate::workspace_id(raw_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
+        let principal = self.state.auth.workspace(metadata, &id).await?;
         let db = &self.state.db;
         let row = store::live_workspace(db, &id).await?;
         if let Some(parent) = self.paused_ancestor(&row).await? {
@@ -180,6 +204,17 @@ impl WorkspacesService {
             .insert(&txn, EventType::WorkspaceProvisioning, Some(&id), payload)
             .await
             .context("failed to restart workspace")?;
+        self.audited(
+            &txn,
+            &principal,
+            metadata,
+            "workspace.restart",
+            &id,
+            None,
+            json!({}),
+            "failed to restart workspace",
+        )
+        .await?;
         txn.commit().await.context("failed to restart workspace")?;
         self.state.events.publish_all([event]);
         Ok(pb::RestartWorkspaceResponse {

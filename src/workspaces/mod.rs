@@ -37,6 +37,48 @@ pub struct WorkspacesService {
 }
 
 impl WorkspacesService {
+    /// Appends `operation` to the audit trail after the change it records committed.
+    async fn record(
+        &self,
+        principal: &auth::Principal,
+        metadata: &tonic::metadata::MetadataMap,
+        action: crate::audit::Action<'_>,
+    ) {
+        self.state
+            .audit
+            .record(&self.state.db, principal, metadata, action)
+            .await;
+    }
+
+    /// Appends `operation` on workspace `id` to the audit trail inside `txn`, the transaction
+    /// making the change.
+    #[allow(clippy::too_many_arguments)]
+    async fn audited(
+        &self,
+        txn: &impl ConnectionTrait,
+        principal: &auth::Principal,
+        metadata: &tonic::metadata::MetadataMap,
+        operation: &'static str,
+        id: &str,
+        target: Option<String>,
+        details: serde_json::Value,
+        failed: &'static str,
+    ) -> ApiResult<()> {
+        let action = crate::audit::Action {
+            operation,
+            workspace_id: Some(id),
+            target,
+            details,
+        };
+        self.state
+            .audit
+            .append(txn, principal, metadata, action)
+            .await
+            .context(failed)
+    }
+}
+
+impl WorkspacesService {
     pub fn new(state: Platform) -> Self {
         Self { state }
     }

@@ -9,6 +9,7 @@ use serde_json::json;
 use tonic::metadata::MetadataMap;
 
 use crate::{
+    audit::Action,
     auth::{self, MintedToken, Principal},
     domain::{
         EventType, WorkspaceStatus,
@@ -67,7 +68,7 @@ impl WorkspacesService {
         metadata: &MetadataMap,
         raw_id: &str,
     ) -> ApiResult<pb::CreateTokenResponse> {
-        let id = self.state.auth.live_workspace(metadata, raw_id).await?;
+        let (id, principal) = self.state.auth.live_workspace_as(metadata, raw_id).await?;
         let live = workspace_token::Entity::find()
             .filter(workspace_token::Column::WorkspaceId.eq(id.clone()))
             .filter(workspace_token::Column::RevokedAt.is_null())
@@ -80,6 +81,13 @@ impl WorkspacesService {
         let auth_token = auth::issue_workspace_token(&self.state.db, &id)
             .await
             .context("failed to create token")?;
+        let action = Action {
+            operation: "token.mint",
+            workspace_id: Some(&id),
+            target: None,
+            details: json!({"prefix": auth_token.get(..8)}),
+        };
+        self.record(&principal, metadata, action).await;
         Ok(pb::CreateTokenResponse {
             auth_token,
             workspace_id: id,
@@ -92,7 +100,7 @@ impl WorkspacesService {
         request: &pb::RevokeTokenRequest,
     ) -> ApiResult<pb::RevokeTokenResponse> {
         let id = validate::workspace_id(&request.workspace_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
+        let principal = self.state.auth.workspace(metadata, &id).await?;
         let not_found = || ApiError::from(WorkspaceError::TokenNotFound);
         let token_id = validate::parse_uuid(&request.token_id).ok_or_else(not_found)?;
         let revoked = workspace_token::Entity::update_many()
@@ -119,6 +127,13 @@ impl WorkspacesService {
                 json!({"token_id": token_id}),
             )
             .await;
+        let action = Action {
+            operation: "token.revoke",
+            workspace_id: Some(&id),
+            target: Some(token_id),
+            details: json!({}),
+        };
+        self.record(&principal, metadata, action).await;
         Ok(pb::RevokeTokenResponse {})
     }
 
@@ -152,6 +167,18 @@ impl WorkspacesService {
         let auth_token = auth::issue_workspace_token(db, &id)
             .await
             .context("token issue failed")?;
+        let principal = if auth.dev_mode() {
+            Principal::Dev
+        } else {
+            Principal::Admin
+        };
+        let action = Action {
+            operation: "token.mint_test",
+            workspace_id: Some(&id),
+            target: None,
+            details: json!({"prefix": auth_token.get(..8)}),
+        };
+        self.record(&principal, metadata, action).await;
         Ok(pb::CreateTokenResponse {
             auth_token,
             workspace_id: id,
@@ -215,6 +242,13 @@ impl WorkspacesService {
         .exec(&self.state.db)
         .await
         .context("failed to mint token")?;
+        let action = Action {
+            operation: "org_token.mint",
+            workspace_id: None,
+            target: Some(id.clone()),
+            details: json!({"prefix": token.prefix, "name": name}),
+        };
+        self.record(&principal, metadata, action).await;
         Ok(pb::CreateOrgTokenResponse {
             id,
             prefix: token.prefix,
@@ -228,7 +262,7 @@ impl WorkspacesService {
         metadata: &MetadataMap,
         raw_id: &str,
     ) -> ApiResult<pb::RevokeOrgTokenResponse> {
-        self.state.auth.admin(metadata).await?;
+        let principal = self.state.auth.admin(metadata).await?;
         let not_found = || ApiError::from(WorkspaceError::TokenNotFound);
         let id = validate::parse_uuid(raw_id).ok_or_else(not_found)?;
         let revoked = org_token::Entity::update_many()
@@ -251,6 +285,13 @@ impl WorkspacesService {
                 json!({"token_id": id}),
             )
             .await;
+        let action = Action {
+            operation: "org_token.revoke",
+            workspace_id: None,
+            target: Some(id),
+            details: json!({}),
+        };
+        self.record(&principal, metadata, action).await;
         Ok(pb::RevokeOrgTokenResponse {})
     }
 }

@@ -182,6 +182,26 @@ impl WorkspacesService {
             )
             .await
             .context("failed to update workspace")?;
+        // Moving or folding a node on the canvas is layout, not a change worth a trail row.
+        let audited: Vec<&str> = changed_fields
+            .iter()
+            .copied()
+            .filter(|field| !matches!(*field, "collapsed" | "position"))
+            .collect();
+        if !audited.is_empty() {
+            let details = json!({"fields": audited});
+            self.audited(
+                &txn,
+                &principal,
+                metadata,
+                "workspace.update",
+                &id,
+                None,
+                details,
+                "failed to update workspace",
+            )
+            .await?;
+        }
         txn.commit().await.context("failed to update workspace")?;
         self.state.events.publish_all([event]);
         if parent_id.is_some() {

@@ -7,8 +7,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use molecule::{
     config::{
-        Config, EdgeArgs, Environment, GatewayArgs, ListenerArgs, PluginArgs, RuntimeArgs, Secret,
-        StorageArgs,
+        AuditKeyArgs, Config, EdgeArgs, Environment, GatewayArgs, ListenerArgs, PluginArgs,
+        RuntimeArgs, Secret, StorageArgs,
     },
     pb::workspaces_client::WorkspacesClient,
     server::{Application, GatewayServer},
@@ -106,6 +106,8 @@ pub(crate) struct Options {
     pub(crate) dev_hosts: &'static str,
     /// `EXTERNAL_PLATFORM_URL`.
     pub(crate) public_url: Option<&'static str>,
+    /// `AUDIT_LEDGER_SALT`; unset means plain SHA-256.
+    pub(crate) audit_salt: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -131,6 +133,7 @@ impl Default for Options {
             trusted_proxies: None,
             dev_hosts: "",
             public_url: None,
+            audit_salt: None,
         }
     }
 }
@@ -280,6 +283,9 @@ fn server_config(
         listener: options.listener.clone(),
         runtime: options.runtime.clone(),
         session_ttl: options.session_ttl.unwrap_or(defaults.session_ttl),
+        audit: AuditKeyArgs {
+            audit_ledger_salt: options.audit_salt.map(Secret::new),
+        },
         ..defaults
     }
 }

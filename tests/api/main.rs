@@ -5,6 +5,7 @@ mod a2a;
 mod activity;
 mod approvals;
 mod architecture;
+mod audit;
 mod auth;
 mod bundles;
 mod chat_files;
