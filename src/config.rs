@@ -636,6 +636,23 @@ pub struct RuntimeArgs {
     /// long (and a little more) after it began is recorded as failed: its replica stopped.
     #[arg(long, env = "MOLECULE_SCHEDULE_FIRE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub schedule_fire_timeout: std::time::Duration,
+
+    /// What a million input tokens cost, in US dollars: budgets and `/metrics` price the usage
+    /// agents report at it (default: the reference's, Claude Sonnet's list price).
+    #[arg(long, env = "MOLECULE_PRICE_INPUT_PER_MTOK", default_value_t = 3.0, value_parser = parse_price)]
+    pub price_input_per_mtok: f64,
+
+    /// What a million output tokens cost, in US dollars.
+    #[arg(long, env = "MOLECULE_PRICE_OUTPUT_PER_MTOK", default_value_t = 15.0, value_parser = parse_price)]
+    pub price_output_per_mtok: f64,
+}
+
+/// A price: a finite number, zero or more.
+fn parse_price(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(price) if price.is_finite() && price >= 0.0 => Ok(price),
+        _ => Err(format!("{raw:?} is not a price (a number, zero or more)")),
+    }
 }
 
 /// A Go-style duration with one unit: `500ms`, `30s`, `5m`, `1h`.

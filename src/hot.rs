@@ -32,8 +32,8 @@ pub struct CachedRoute {
     pub status: WorkspaceStatus,
     pub runtime: String,
     pub url: Option<String>,
+    /// Whether calls are judged against a budget (the spend itself is read per call).
     pub budget_limit: Option<i64>,
-    pub monthly_spend: i64,
 }
 
 /// Per-workspace runtime overrides from `runtime_metadata` (absent = unchanged).

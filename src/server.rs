@@ -39,6 +39,7 @@ use crate::{
     console::ConsoleService,
     crypto::Keyring,
     delegations::{self, DelegationsService},
+    domain::usage::Pricing,
     events::{EventBus, EventLog, InProcessBus, RedisBus},
     grpc_edge::{self, GrpcEdge},
     hierarchy::Hierarchy,
@@ -178,6 +179,10 @@ impl Application {
                     upload_quota_bytes: config.runtime.upload_quota_bytes,
                     upload_ttl: config.runtime.upload_ttl,
                     schedule_fire_timeout: config.runtime.schedule_fire_timeout,
+                    pricing: Pricing {
+                        input_per_mtok: config.runtime.price_input_per_mtok,
+                        output_per_mtok: config.runtime.price_output_per_mtok,
+                    },
                 },
                 plugins: PluginSettings {
                     dir: config.plugins.plugins_dir.clone(),

@@ -45,6 +45,7 @@ pub struct RuntimeSettings {
     pub upload_quota_bytes: u64,
     pub upload_ttl: Duration,
     pub schedule_fire_timeout: Duration,
+    pub pricing: crate::domain::usage::Pricing,
 }
 
 /// Where plugins come from and the limits on fetching them.

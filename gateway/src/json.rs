@@ -72,19 +72,37 @@ pub(crate) async fn read_body_capped(body: Body, limit: usize) -> Result<bytes::
         .map_err(|err| BodyError::of(err.into_inner().as_ref()))
 }
 
-/// Reads and parses a JSON body into `T`.
+/// Reads and parses a JSON object body into `T`.
 pub(crate) async fn parse_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, BodyError> {
     parse_body_capped(body, BODY_LIMIT).await
 }
 
-/// Reads (at most `limit` bytes) and parses a JSON body into `T`.
+/// Reads (at most `limit` bytes) and parses a JSON object body into `T`. Only an object: serde
+/// would also read a struct from an array of its fields in order (`[500]`), which no client
+/// means.
 pub(crate) async fn parse_body_capped<T: serde::de::DeserializeOwned>(
     body: Body,
     limit: usize,
 ) -> Result<T, BodyError> {
     let bytes = read_body_capped(body, limit).await?;
-    serde_json::from_slice(&bytes)
-        .or_else(|_| from_integral_floats(&bytes))
+    decode(&bytes, b'{')
+}
+
+/// Reads and parses a JSON array body into `T`.
+pub(crate) async fn parse_list_body<T: serde::de::DeserializeOwned>(
+    body: Body,
+) -> Result<T, BodyError> {
+    let bytes = read_body(body).await?;
+    decode(&bytes, b'[')
+}
+
+/// Parses `bytes`, whose first non-blank byte must be `opening`.
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], opening: u8) -> Result<T, BodyError> {
+    if bytes.trim_ascii_start().first() != Some(&opening) {
+        return Err(BodyError::Invalid);
+    }
+    serde_json::from_slice(bytes)
+        .or_else(|_| from_integral_floats(bytes))
         .map_err(|_| BodyError::Invalid)
 }
 

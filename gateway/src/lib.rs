@@ -6,6 +6,7 @@
 mod a2a;
 mod approvals;
 mod audit;
+mod budget;
 mod bundles;
 mod chat_files;
 mod checkpoints;

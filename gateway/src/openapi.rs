@@ -9,8 +9,8 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    Gateway, a2a, approvals, audit, bundles, chat_files, checkpoints, console, delegations, edge,
-    events, instructions, key_values, memories, plugins, registry, schedules, secrets,
+    Gateway, a2a, approvals, audit, budget, bundles, chat_files, checkpoints, console, delegations,
+    edge, events, instructions, key_values, memories, plugins, registry, schedules, secrets,
     shared_context, tokens, workspace_config, workspaces,
 };
 
@@ -138,6 +138,8 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(schedules::health))
         .routes(routes!(schedules::admin_health))
         .routes(routes!(audit::list))
+        .routes(routes!(budget::get, budget::update))
+        .routes(routes!(budget::metrics))
         .routes(routes!(audit::list_org))
         .routes(routes!(checkpoints::latest))
         .routes(routes!(

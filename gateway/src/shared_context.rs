@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
-    Gateway, error::ErrorBody, forward::Forwarded, json::parse_body, pb, workspaces::render,
+    Gateway, error::ErrorBody, forward::Forwarded, json::parse_list_body, pb, workspaces::render,
 };
 
 /// One published file.
@@ -66,7 +66,7 @@ pub(crate) async fn publish(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let body: Vec<ContextEntry> = match parse_body(body).await {
+    let body: Vec<ContextEntry> = match parse_list_body(body).await {
         Ok(body) => body,
         Err(err) => {
             return gateway

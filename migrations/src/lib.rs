@@ -13,6 +13,7 @@ mod m20261205_000001_schedules;
 mod m20261205_000002_key_values;
 mod m20261205_000003_workspace_configs;
 mod m20261205_000004_audit;
+mod m20261205_000005_usage_daily;
 
 /// Every migration, in order.
 #[derive(Debug)]
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000002_key_values::Migration),
             Box::new(m20261205_000003_workspace_configs::Migration),
             Box::new(m20261205_000004_audit::Migration),
+            Box::new(m20261205_000005_usage_daily::Migration),
         ]
     }
 }

@@ -66,7 +66,10 @@ impl A2aState {
     ) -> Self {
         Self {
             upstream: upstream::Upstream::new(platform.url_policy, platform.resolver.clone()),
-            records: records::RecordWriter::start(platform.db.clone()),
+            records: records::RecordWriter::start(
+                platform.db.clone(),
+                platform.settings.runtime.pricing,
+            ),
             waiting: Arc::default(),
             attachments: Arc::default(),
             replicas,

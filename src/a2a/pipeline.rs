@@ -15,6 +15,7 @@ use crate::{
     error::ApiResult,
     hot::CachedRoute,
     store::{DbContext, entities::workspace},
+    workspaces::budget,
 };
 
 use super::{
@@ -110,9 +111,13 @@ pub(super) async fn prepare(
         }
     }
     let target = target.ok_or(ProxyError::WorkspaceNotFound)?;
-    if target
-        .budget_limit
-        .is_some_and(|limit| target.monthly_spend >= limit)
+    // The limit is cached with the route (every replica drops it when the limit changes); the
+    // spend is read fresh, as it moves with every answer.
+    if target.budget_limit.is_some()
+        && budget::spend(&state.db, &target.id)
+            .await
+            .context("lookup failed")?
+            .is_some_and(|spend| spend.exhausted())
     {
         return Err(ProxyError::BudgetExceeded);
     }
@@ -203,10 +208,12 @@ pub(super) async fn deliver(
         }
         _ => None,
     };
-    // The attempt is recorded whatever follows, after the answer (docs/a2a.md §1.11).
+    // The attempt is recorded whatever follows, after the answer (docs/a2a.md §1.11), in a
+    // task of its own so that a caller who leaves cannot cancel it.
     let recorded = result.clone();
     let background = state.clone();
-    tokio::spawn(async move {
+    let budgeted = target.budget_limit.is_some();
+    let recording = tokio::spawn(async move {
         record(
             &background,
             &caller,
@@ -217,6 +224,10 @@ pub(super) async fn deliver(
         )
         .await;
     });
+    if budgeted {
+        // Its spend counts before the caller can send the next call.
+        let _ = recording.await;
+    }
     busy.unwrap_or_else(|| answer(result, duration_ms))
 }
 
@@ -324,7 +335,6 @@ async fn target_route(state: &A2aState, id: &str) -> ApiResult<Option<Arc<Cached
         runtime: row.runtime,
         url: row.url,
         budget_limit: row.budget_limit,
-        monthly_spend: row.monthly_spend,
     });
     state.hot.remember_route(route.clone());
     Ok(Some(route))

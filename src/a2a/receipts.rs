@@ -81,6 +81,7 @@ pub(super) async fn record(
         _ => None,
     };
     let usage = response_body.as_ref().and_then(TokenUsage::reported_by);
+    let charged = usage.is_some() && target.budget_limit.is_some();
     state
         .records
         .write(Record {
@@ -89,6 +90,11 @@ pub(super) async fn record(
             usage,
         })
         .await;
+    if charged {
+        // A budgeted workspace's spend is written before its answer is relayed, so the next
+        // call, on any replica, is judged on it (docs/operations.md §5).
+        state.records.flush().await;
+    }
     receipt.announce(state, tool_trace.as_ref());
     if delivered && *caller == Caller::User {
         state.events.broadcast_only(

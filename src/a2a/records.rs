@@ -11,15 +11,18 @@ use std::{
 
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, EntityTrait, QueryFilter,
+    ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
     sea_query::{Alias, Expr, ExprTrait, OnConflict},
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::store::{
-    self, Db,
-    entities::{activity_log, token_usage, workspace},
+use crate::{
+    domain::usage::{self, Pricing},
+    store::{
+        self, Db,
+        entities::{activity_log, token_usage, usage_daily, workspace},
+    },
 };
 
 /// Rows gathered into one statement at most.
@@ -84,9 +87,9 @@ pub struct RecordWriter {
 }
 
 impl RecordWriter {
-    pub fn start(db: Db) -> Self {
+    pub fn start(db: Db, pricing: Pricing) -> Self {
         let (queue, inbox) = mpsc::channel(QUEUE);
-        tokio::spawn(run(db, inbox));
+        tokio::spawn(run(db, pricing, inbox));
         Self { queue }
     }
 
@@ -111,7 +114,7 @@ impl RecordWriter {
     }
 }
 
-async fn run(db: Db, mut inbox: mpsc::Receiver<Message>) {
+async fn run(db: Db, pricing: Pricing, mut inbox: mpsc::Receiver<Message>) {
     let mut batch = Batch::default();
     let mut flushed = Vec::new();
     while let Some(first) = inbox.recv().await {
@@ -134,7 +137,7 @@ async fn run(db: Db, mut inbox: mpsc::Receiver<Message>) {
                 Ok(None) | Err(_) => break,
             }
         }
-        batch.write(&db).await;
+        batch.write(&db, &pricing).await;
         for done in flushed.drain(..) {
             let _ = done.send(());
         }
@@ -169,7 +172,7 @@ impl Batch {
 
     /// Writes and empties the batch; a failed statement is logged, the others still run.
     /// Datastore outages are reported by the store, once, not here per batch.
-    async fn write(&mut self, db: &Db) {
+    async fn write(&mut self, db: &Db, pricing: &Pricing) {
         let rows = std::mem::take(&mut self.rows);
         if !rows.is_empty() {
             let written = activity_log::Entity::insert_many(rows.clone())
@@ -208,7 +211,7 @@ impl Batch {
         }
         if !self.usage.is_empty() {
             let count = self.usage.len();
-            if let Err(err) = add_usage(db, std::mem::take(&mut self.usage)).await
+            if let Err(err) = add_usage(db, pricing, std::mem::take(&mut self.usage)).await
                 && !store::is_unavailable(&err)
             {
                 warn!(workspaces = count, error = %err, "token usage not written");
@@ -217,31 +220,77 @@ impl Batch {
     }
 }
 
-/// One upsert adding each workspace's batch totals to its stored totals.
-async fn add_usage(db: &Db, usage: BTreeMap<String, UsageTotals>) -> Result<(), sea_orm::DbErr> {
-    use token_usage::Column;
+/// Adds each workspace's batch totals to its all-time totals and to today's, priced, in one
+/// transaction (so the two never disagree).
+async fn add_usage(
+    db: &Db,
+    pricing: &Pricing,
+    usage: BTreeMap<String, UsageTotals>,
+) -> Result<(), sea_orm::DbErr> {
     let now = store::now();
-    let rows = usage
-        .into_iter()
+    let today = usage::day_start(now);
+    let add = |table: Alias, column: &'static str| {
+        Expr::col((table, Alias::new(column)))
+            .add(Expr::col((Alias::new("excluded"), Alias::new(column))))
+    };
+    let totals = usage
+        .iter()
         .map(|(workspace_id, totals)| token_usage::ActiveModel {
-            workspace_id: Set(workspace_id),
+            workspace_id: Set(workspace_id.clone()),
             input_tokens: Set(totals.tokens.input_tokens),
             output_tokens: Set(totals.tokens.output_tokens),
             calls: Set(totals.calls),
             updated_at: Set(now),
         });
-    let add = |column: Column| {
-        Expr::col((token_usage::Entity, column)).add(Expr::col((Alias::new("excluded"), column)))
-    };
-    let on_conflict = OnConflict::column(Column::WorkspaceId)
-        .value(Column::InputTokens, add(Column::InputTokens))
-        .value(Column::OutputTokens, add(Column::OutputTokens))
-        .value(Column::Calls, add(Column::Calls))
-        .update_column(Column::UpdatedAt)
+    let days = usage
+        .iter()
+        .map(|(workspace_id, totals)| usage_daily::ActiveModel {
+            workspace_id: Set(workspace_id.clone()),
+            day: Set(today),
+            input_tokens: Set(totals.tokens.input_tokens),
+            output_tokens: Set(totals.tokens.output_tokens),
+            calls: Set(totals.calls),
+            cost_micro_usd: Set(
+                pricing.cost_micro_usd(totals.tokens.input_tokens, totals.tokens.output_tokens)
+            ),
+        });
+    let all_time = Alias::new("workspace_token_usage");
+    let on_total = OnConflict::column(token_usage::Column::WorkspaceId)
+        .value(
+            token_usage::Column::InputTokens,
+            add(all_time.clone(), "input_tokens"),
+        )
+        .value(
+            token_usage::Column::OutputTokens,
+            add(all_time.clone(), "output_tokens"),
+        )
+        .value(token_usage::Column::Calls, add(all_time, "calls"))
+        .update_column(token_usage::Column::UpdatedAt)
         .to_owned();
-    token_usage::Entity::insert_many(rows)
-        .on_conflict(on_conflict)
-        .exec_without_returning(db)
-        .await
-        .map(drop)
+    let daily = Alias::new("workspace_usage_daily");
+    let on_day = OnConflict::columns([usage_daily::Column::WorkspaceId, usage_daily::Column::Day])
+        .value(
+            usage_daily::Column::InputTokens,
+            add(daily.clone(), "input_tokens"),
+        )
+        .value(
+            usage_daily::Column::OutputTokens,
+            add(daily.clone(), "output_tokens"),
+        )
+        .value(usage_daily::Column::Calls, add(daily.clone(), "calls"))
+        .value(
+            usage_daily::Column::CostMicroUsd,
+            add(daily, "cost_micro_usd"),
+        )
+        .to_owned();
+    let txn = db.begin().await?;
+    token_usage::Entity::insert_many(totals)
+        .on_conflict(on_total)
+        .exec_without_returning(&txn)
+        .await?;
+    usage_daily::Entity::insert_many(days)
+        .on_conflict(on_day)
+        .exec_without_returning(&txn)
+        .await?;
+    txn.commit().await
 }

@@ -42,6 +42,8 @@ pub enum EventType {
     InstructionsUpdated,
     /// A workspace's config.yaml changed (docs/operations.md O4).
     ConfigChanged,
+    /// A workspace's budget limit was set or cleared (docs/operations.md §5).
+    BudgetUpdated,
     /// A schedule fired (docs/operations.md O1).
     CronExecuted,
     /// A due schedule was not fired (its workspace paused or offline).
@@ -81,6 +83,7 @@ impl EventType {
             Self::ApprovalDecided => "APPROVAL_DECIDED",
             Self::InstructionsUpdated => "INSTRUCTIONS_UPDATED",
             Self::ConfigChanged => "CONFIG_CHANGED",
+            Self::BudgetUpdated => "WORKSPACE_BUDGET_UPDATED",
             Self::CronExecuted => "CRON_EXECUTED",
             Self::CronSkipped => "CRON_SKIPPED",
         }

@@ -1,9 +1,10 @@
 //! The domain vocabulary every feature shares: identifiers and input rules, workspace
-//! statuses, event names. Pure values and functions: no datastore, no network, no state.
+//! statuses, event names, prices. Pure values and functions: no datastore, no network, no state.
 
 pub mod event;
 pub mod runtime;
 pub mod status;
+pub mod usage;
 pub mod validate;
 
 pub use event::EventType;

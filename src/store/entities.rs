@@ -346,6 +346,31 @@ pub mod token_usage {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod usage_daily {
+    use sea_orm::entity::prelude::*;
+
+    /// One workspace's token usage on one UTC day (docs/operations.md §5).
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "workspace_usage_daily")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub workspace_id: String,
+        /// Midnight UTC.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub day: DateTimeUtc,
+        pub input_tokens: i64,
+        pub output_tokens: i64,
+        pub calls: i64,
+        /// Millionths of a US dollar.
+        pub cost_micro_usd: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod memory {
     use sea_orm::entity::prelude::*;
 

@@ -22,6 +22,7 @@ use crate::{
     },
 };
 
+pub mod budget;
 mod config;
 mod create;
 mod delete;
@@ -264,6 +265,33 @@ impl pb::workspaces_server::Workspaces for WorkspacesService {
     ) -> RpcResult<pb::WorkspaceConfig> {
         reply(
             self.update_config(request.metadata(), request.get_ref())
+                .await,
+        )
+    }
+
+    async fn get_budget(&self, request: Request<pb::GetBudgetRequest>) -> RpcResult<pb::Budget> {
+        reply(
+            self.get_budget(request.metadata(), &request.get_ref().workspace_id)
+                .await,
+        )
+    }
+
+    async fn update_budget(
+        &self,
+        request: Request<pb::UpdateBudgetRequest>,
+    ) -> RpcResult<pb::Budget> {
+        reply(
+            self.update_budget(request.metadata(), request.get_ref())
+                .await,
+        )
+    }
+
+    async fn get_metrics(
+        &self,
+        request: Request<pb::GetMetricsRequest>,
+    ) -> RpcResult<pb::WorkspaceMetrics> {
+        reply(
+            self.get_metrics(request.metadata(), &request.get_ref().workspace_id)
                 .await,
         )
     }

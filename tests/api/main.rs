@@ -7,6 +7,7 @@ mod approvals;
 mod architecture;
 mod audit;
 mod auth;
+mod budgets;
 mod bundles;
 mod chat_files;
 mod checkpoints;
