@@ -20,6 +20,8 @@ pub enum ErrorCode {
     /// The resource existed and was removed (HTTP 410).
     Gone,
     Conflict,
+    /// A precondition the caller can fix is unmet (HTTP 412): an import's required secrets.
+    PreconditionFailed,
     /// A newer call took this one's place (an agent's second `Attach`).
     Superseded,
     PayloadTooLarge,
@@ -40,7 +42,9 @@ impl ErrorCode {
             Self::Unauthenticated => tonic::Code::Unauthenticated,
             Self::Forbidden => tonic::Code::PermissionDenied,
             Self::NotFound | Self::Gone => tonic::Code::NotFound,
-            Self::Conflict | Self::PaymentRequired => tonic::Code::FailedPrecondition,
+            Self::Conflict | Self::PaymentRequired | Self::PreconditionFailed => {
+                tonic::Code::FailedPrecondition
+            }
             Self::Superseded => tonic::Code::Aborted,
             Self::PayloadTooLarge | Self::TooManyRequests => tonic::Code::ResourceExhausted,
             Self::Internal => tonic::Code::Internal,
@@ -59,6 +63,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::Gone => "gone",
             Self::Conflict => "conflict",
+            Self::PreconditionFailed => "precondition_failed",
             Self::Superseded => "superseded",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Unprocessable => "unprocessable",
@@ -79,6 +84,7 @@ impl ErrorCode {
             Self::NotFound => 404,
             Self::Conflict | Self::Superseded => 409,
             Self::Gone => 410,
+            Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
             Self::Unprocessable => 422,
             Self::TooManyRequests => 429,
@@ -202,6 +208,11 @@ mod tests {
             (ErrorCode::NotFound, 404, tonic::Code::NotFound),
             (ErrorCode::Gone, 410, tonic::Code::NotFound),
             (ErrorCode::Conflict, 409, tonic::Code::FailedPrecondition),
+            (
+                ErrorCode::PreconditionFailed,
+                412,
+                tonic::Code::FailedPrecondition,
+            ),
             (ErrorCode::Superseded, 409, tonic::Code::Aborted),
             (
                 ErrorCode::PayloadTooLarge,

@@ -67,6 +67,19 @@ impl Hierarchy {
         }
     }
 
+    /// The root of `node`'s tree (its org): `node` itself when it has no parent or is unknown.
+    pub async fn root_of(&self, node: &str) -> Result<String, DbErr> {
+        let parents = self.parents().await?;
+        let mut current = node.to_owned();
+        for _ in 0..MAX_DEPTH {
+            match parents.get(&current).cloned().flatten() {
+                Some(parent) => current = parent,
+                None => break,
+            }
+        }
+        Ok(current)
+    }
+
     /// CanCommunicate(caller, target): self; siblings (including all roots); any ancestor or
     /// descendant. Status is ignored; unknown ids and lookup errors deny.
     pub async fn can_communicate(&self, caller: &str, target: &str) -> bool {

@@ -22,6 +22,7 @@ mod json;
 mod key_values;
 mod memories;
 mod openapi;
+mod plugin_management;
 mod plugins;
 pub mod preauth;
 pub mod readiness;

@@ -10,8 +10,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     Gateway, a2a, approvals, audit, budget, bundles, chat_files, checkpoints, console, delegations,
-    edge, events, instructions, key_values, memories, plugins, registry, schedules, secrets,
-    shared_context, tokens, workspace_config, workspaces,
+    edge, events, instructions, key_values, memories, plugin_management, plugins, registry,
+    schedules, secrets, shared_context, tokens, workspace_config, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -104,7 +104,17 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(plugins::list_sources))
         .routes(routes!(plugins::download))
         .routes(routes!(plugins::workspace_download))
-        .routes(routes!(plugins::record_install))
+        .routes(routes!(
+            plugin_management::list_installed,
+            plugins::record_install
+        ))
+        .routes(routes!(plugin_management::list_available))
+        .routes(routes!(plugin_management::compatibility))
+        .routes(routes!(plugin_management::uninstall))
+        .routes(routes!(
+            plugin_management::get_allowlist,
+            plugin_management::put_allowlist
+        ))
         .routes(routes!(bundles::export))
         .routes(routes!(bundles::import))
         .routes(routes!(a2a::proxy))

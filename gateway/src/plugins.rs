@@ -28,6 +28,21 @@ pub(crate) struct PluginItem {
     runtimes: Option<Vec<String>>,
 }
 
+impl From<pb::PluginInfo> for PluginItem {
+    fn from(plugin: pb::PluginInfo) -> Self {
+        let items = |list: Option<pb::StringList>| list.map(|list| list.items);
+        Self {
+            name: plugin.name,
+            version: plugin.version,
+            description: plugin.description,
+            author: plugin.author,
+            tags: items(plugin.tags),
+            skills: items(plugin.skills),
+            runtimes: items(plugin.runtimes),
+        }
+    }
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct RuntimeFilter {
@@ -67,19 +82,10 @@ pub(crate) async fn list_plugins(
         .list_plugins(forwarded.request(request))
         .await;
     render(StatusCode::OK, result, |reply| {
-        let items = |list: Option<pb::StringList>| list.map(|list| list.items);
         reply
             .plugins
             .into_iter()
-            .map(|plugin| PluginItem {
-                name: plugin.name,
-                version: plugin.version,
-                description: plugin.description,
-                author: plugin.author,
-                tags: items(plugin.tags),
-                skills: items(plugin.skills),
-                runtimes: items(plugin.runtimes),
-            })
+            .map(PluginItem::from)
             .collect::<Vec<_>>()
     })
 }

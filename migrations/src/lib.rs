@@ -14,6 +14,7 @@ mod m20261205_000002_key_values;
 mod m20261205_000003_workspace_configs;
 mod m20261205_000004_audit;
 mod m20261205_000005_usage_daily;
+mod m20261205_000006_plugin_management;
 
 /// Every migration, in order.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000003_workspace_configs::Migration),
             Box::new(m20261205_000004_audit::Migration),
             Box::new(m20261205_000005_usage_daily::Migration),
+            Box::new(m20261205_000006_plugin_management::Migration),
         ]
     }
 }

@@ -1,16 +1,18 @@
-//! The Plugins gRPC service (docs/workspaces.md §5): the catalogue of the plugins dir, downloads as
-//! one gzip tar built in memory before the first byte goes out, and the install record of external
-//! agents (open question O4). Filesystem work runs on blocking threads; nothing here serves a path
+//! The Plugins gRPC service (docs/workspaces.md §5, docs/operations.md §6): the catalogue of the
+//! plugins dir, downloads as one gzip tar built in memory before the first byte goes out, the
+//! install records of external agents, and each org's allowlist. Filesystem work runs on blocking threads; nothing here serves a path
 //! outside a plugin's own tree.
 
+pub mod allowlist;
 pub mod archive;
 mod error;
+mod installed;
 pub mod source;
 
 use std::pin::Pin;
 
 use futures::Stream;
-use sea_orm::{ActiveValue::Set, EntityTrait, sea_query::OnConflict};
+use sea_orm::{ActiveValue::Set, EntityTrait, TransactionTrait, sea_query::OnConflict};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::warn;
 
@@ -21,6 +23,7 @@ use self::{
 
 pub use self::error::{FetchFailure, PluginError};
 use crate::{
+    audit::Action,
     domain::validate,
     error::{ApiResult, RpcResult, reply},
     pb,
@@ -91,6 +94,59 @@ impl pb::plugins_server::Plugins for PluginsService {
                 .await,
         )
     }
+
+    async fn list_installed(
+        &self,
+        request: Request<pb::WorkspacePluginsRequest>,
+    ) -> RpcResult<pb::InstalledPlugins> {
+        let workspace_id = &request.get_ref().workspace_id;
+        reply(self.list_installed(request.metadata(), workspace_id).await)
+    }
+
+    async fn list_available(
+        &self,
+        request: Request<pb::WorkspacePluginsRequest>,
+    ) -> RpcResult<pb::ListPluginsResponse> {
+        let workspace_id = &request.get_ref().workspace_id;
+        reply(self.list_available(request.metadata(), workspace_id).await)
+    }
+
+    async fn check_compatibility(
+        &self,
+        request: Request<pb::CompatibilityRequest>,
+    ) -> RpcResult<pb::CompatibilityReport> {
+        reply(
+            self.check_compatibility(request.metadata(), request.get_ref())
+                .await,
+        )
+    }
+
+    async fn uninstall(
+        &self,
+        request: Request<pb::UninstallRequest>,
+    ) -> RpcResult<pb::UninstallResponse> {
+        reply(self.uninstall(request.metadata(), request.get_ref()).await)
+    }
+
+    async fn get_allowlist(
+        &self,
+        request: Request<pb::AllowlistRequest>,
+    ) -> RpcResult<pb::Allowlist> {
+        reply(
+            self.get_allowlist(request.metadata(), request.get_ref())
+                .await,
+        )
+    }
+
+    async fn put_allowlist(
+        &self,
+        request: Request<pb::PutAllowlistRequest>,
+    ) -> RpcResult<pb::Allowlist> {
+        reply(
+            self.put_allowlist(request.metadata(), request.get_ref())
+                .await,
+        )
+    }
 }
 
 fn list(items: Option<Vec<String>>) -> Option<pb::StringList> {
@@ -102,20 +158,22 @@ fn same_runtime(a: &str, b: &str) -> bool {
     a.replace('-', "_") == b.replace('-', "_")
 }
 
+/// Whether a plugin declaring `info.runtimes` runs on `runtime`: no declaration means any.
+fn supports(info: &pb::PluginInfo, runtime: &str) -> bool {
+    info.runtimes.as_ref().is_none_or(|runtimes| {
+        runtimes.items.is_empty() || runtimes.items.iter().any(|r| same_runtime(r, runtime))
+    })
+}
+
 impl PluginsService {
-    async fn list(&self, runtime: &str) -> pb::ListPluginsResponse {
+    /// Every plugin in the plugins dir, by name.
+    async fn catalogue(&self) -> Vec<pb::PluginInfo> {
         let dir = self.state.settings.plugins.dir.clone();
         let catalogue = tokio::task::spawn_blocking(move || archive::catalogue(&dir))
             .await
             .unwrap_or_default();
-        let plugins = catalogue
+        catalogue
             .into_iter()
-            .filter(|(_, manifest)| {
-                runtime.is_empty()
-                    || manifest.runtimes.as_ref().is_none_or(|runtimes| {
-                        runtimes.is_empty() || runtimes.iter().any(|r| same_runtime(r, runtime))
-                    })
-            })
             .map(|(dir_name, manifest)| pb::PluginInfo {
                 name: manifest.name.filter(|n| !n.is_empty()).unwrap_or(dir_name),
                 version: manifest.version.unwrap_or_default(),
@@ -125,14 +183,29 @@ impl PluginsService {
                 skills: list(manifest.skills),
                 runtimes: list(manifest.runtimes),
             })
+            .collect()
+    }
+
+    async fn list(&self, runtime: &str) -> pb::ListPluginsResponse {
+        let plugins = self
+            .catalogue()
+            .await
+            .into_iter()
+            .filter(|info| runtime.is_empty() || supports(info, runtime))
             .collect();
         pb::ListPluginsResponse { plugins }
     }
 
-    /// The org allowlist, applied to downloads and installs alike.
-    fn check_allowed(&self, name: &str) -> ApiResult<()> {
-        let allowlist = &self.state.settings.plugins.allowlist;
-        if allowlist.is_empty() || allowlist.iter().any(|allowed| allowed == name) {
+    /// The allowlist of `workspace`'s org (the deployment's default for an org-level download),
+    /// applied to downloads and installs alike.
+    async fn check_allowed(&self, workspace: Option<&str>, name: &str) -> ApiResult<()> {
+        let allowed = match workspace {
+            Some(workspace) => allowlist::allows(&self.state, workspace, name)
+                .await
+                .context("failed to read the plugin allowlist")?,
+            None => allowlist::default_allows(&self.state, name),
+        };
+        if allowed {
             Ok(())
         } else {
             Err(PluginError::NotAllowed {
@@ -147,13 +220,15 @@ impl PluginsService {
         metadata: &MetadataMap,
         request: &pb::DownloadPluginRequest,
     ) -> ApiResult<(pb::PluginArchiveHeader, Vec<u8>)> {
-        if request.workspace_id.is_empty() {
+        let workspace = if request.workspace_id.is_empty() {
             self.state.auth.any_credential(metadata).await?;
+            None
         } else {
             let id = validate::workspace_id(&request.workspace_id)?;
             self.state.auth.own_token(metadata, &id).await?;
             store::live_workspace(&self.state.db, &id).await?;
-        }
+            Some(id)
+        };
         let name = request.name.as_str();
         if !source::valid_requested_name(name) {
             return Err(PluginError::InvalidName.into());
@@ -176,7 +251,7 @@ impl PluginsService {
             }
             .into());
         }
-        self.check_allowed(name)?;
+        self.check_allowed(workspace.as_deref(), name).await?;
         let max_bytes = settings.max_dir_bytes;
         let packed = tokio::task::spawn_blocking(move || {
             let packed = archive::pack(&tree.path, max_bytes);
@@ -214,22 +289,35 @@ impl PluginsService {
         request: &pb::RecordInstallRequest,
     ) -> ApiResult<pb::RecordInstallResponse> {
         let id = validate::workspace_id(&request.workspace_id)?;
-        self.state.auth.workspace(metadata, &id).await?;
+        let principal = self.state.auth.workspace(metadata, &id).await?;
         let row = store::live_workspace(&self.state.db, &id).await?;
         if request.source.is_empty() {
             return Err(PluginError::InvalidSource.into());
         }
         let source = Source::parse(&request.source, true)?;
         let name = source.plugin_name().to_owned();
-        self.check_allowed(&name)?;
+        self.check_allowed(Some(&id), &name).await?;
         if row.runtime != "external" {
             return Err(PluginError::ContainerNotRunning.into());
         }
         let canonical = source.canonical();
+        let version = match &source {
+            Source::Local { .. } => self
+                .catalogue()
+                .await
+                .into_iter()
+                .find(|info| info.name == name)
+                .map(|info| info.version)
+                .filter(|version| !version.is_empty()),
+            Source::Github { reference, .. } => reference.clone(),
+        };
+        let failed = "failed to record plugin install";
+        let txn = self.state.db.begin().await.context(failed)?;
         workspace_plugin::Entity::insert(workspace_plugin::ActiveModel {
-            workspace_id: Set(id),
+            workspace_id: Set(id.clone()),
             plugin: Set(name.clone()),
             source: Set(canonical.clone()),
+            version: Set(version.clone()),
             installed_at: Set(store::now()),
         })
         .on_conflict(
@@ -239,13 +327,26 @@ impl PluginsService {
             ])
             .update_columns([
                 workspace_plugin::Column::Source,
+                workspace_plugin::Column::Version,
                 workspace_plugin::Column::InstalledAt,
             ])
             .to_owned(),
         )
-        .exec_without_returning(&self.state.db)
+        .exec_without_returning(&txn)
         .await
-        .context("failed to record plugin install")?;
+        .context(failed)?;
+        let action = Action {
+            operation: "plugin.install",
+            workspace_id: Some(&id),
+            target: Some(name.clone()),
+            details: serde_json::json!({"source": canonical, "version": version}),
+        };
+        self.state
+            .audit
+            .append(&txn, &principal, metadata, action)
+            .await
+            .context(failed)?;
+        txn.commit().await.context(failed)?;
         Ok(pb::RecordInstallResponse {
             plugin: name,
             source: canonical,

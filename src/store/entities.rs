@@ -265,7 +265,50 @@ pub mod workspace_plugin {
         #[sea_orm(primary_key, auto_increment = false)]
         pub plugin: String,
         pub source: String,
+        /// The manifest's version when the install was recorded (a local plugin), or the
+        /// source's pinned ref (a GitHub one).
+        pub version: Option<String>,
         pub installed_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod org_plugin_policy {
+    use sea_orm::entity::prelude::*;
+
+    /// An org (a root workspace) that has set its own plugin allowlist.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "org_plugin_policies")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub org_id: String,
+        pub updated_by: String,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod org_plugin_allowed {
+    use sea_orm::entity::prelude::*;
+
+    /// One plugin an org allows.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "org_plugin_allowlist")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub org_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub plugin_name: String,
+        pub enabled_by: String,
+        pub enabled_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -29,6 +29,7 @@ mod memories;
 mod operability;
 mod operator_cli;
 mod outage;
+mod plugin_management;
 mod plugins;
 mod registry;
 mod schedules;
