@@ -41,10 +41,12 @@ RUN apt-get update \
         --home-dir /var/lib/molecule --create-home molecule \
     && install -d -o molecule -g molecule -m 0700 /var/lib/molecule/data
 COPY --from=build /src/target/release/molecule /usr/local/bin/molecule
+COPY templates /usr/share/molecule/templates
 USER molecule
 WORKDIR /var/lib/molecule
 ENV MOLECULE_LISTEN=0.0.0.0:8080 \
     MOLECULE_DATA_DIR=/var/lib/molecule/data \
+    MOLECULE_TEMPLATES_DIR=/usr/share/molecule/templates \
     MOLECULE_LOG_FORMAT=json
 # The embedded database, the generated admin token and the secrets key live here: without a
 # volume they would vanish with the container.

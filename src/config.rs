@@ -539,6 +539,10 @@ pub struct Config {
     #[command(flatten)]
     pub audit: AuditKeyArgs,
 
+    /// Org templates (`<name>/org.yaml`) and workspace templates (`<name>/config.yaml`).
+    #[arg(long, env = "MOLECULE_TEMPLATES_DIR", default_value = "./templates")]
+    pub templates_dir: PathBuf,
+
     /// `production`/`prod` or `development`/`dev`; unset for the default mode (any other value
     /// is refused at start).
     #[arg(long = "env", env = "MOLECULE_ENV", default_value = "")]

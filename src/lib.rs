@@ -33,6 +33,7 @@ pub mod store;
 pub mod supervision;
 pub mod sweeper;
 pub mod telemetry;
+pub mod templates;
 pub mod url_safety;
 pub mod workspaces;
 

@@ -58,6 +58,7 @@ use crate::{
     state::{Platform, PluginSettings, RuntimeSettings, Settings},
     store::{self, Db},
     sweeper, telemetry,
+    templates::TemplatesService,
     url_safety::{Resolver, SystemResolver},
     workspaces::WorkspacesService,
 };
@@ -173,6 +174,7 @@ impl Application {
                 a2a_idle_timeout: config.a2a_idle_timeout(),
                 session_ttl: config.session_ttl,
                 credential_recheck: config.edge.ws_recheck,
+                templates_dir: config.templates_dir.clone(),
                 runtime: RuntimeSettings {
                     approval_ttl: config.runtime.approval_ttl,
                     checkpoint_retention: config.runtime.checkpoint_retention,
@@ -427,6 +429,10 @@ async fn grpc_router(
         )
         .add(
             pb::audit_server::AuditServer::new(AuditService::new(platform.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::templates_server::TemplatesServer::new(TemplatesService::new(platform.clone()))
                 .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
         )
         .add(

@@ -31,6 +31,8 @@ pub struct Settings {
     /// override it).
     pub a2a_idle_timeout: Duration,
     pub runtime: RuntimeSettings,
+    /// Org templates (`<dir>/org.yaml`) and workspace templates (`<dir>/config.yaml`).
+    pub templates_dir: std::path::PathBuf,
     /// How long a console sign-in lasts.
     pub session_ttl: Duration,
     /// How often a long-lived stream re-checks the credential it was opened with.

@@ -30,6 +30,7 @@ mod registry;
 mod schedules;
 mod secrets;
 mod shared_context;
+mod templates;
 mod tokens;
 mod workspace_config;
 mod workspaces;
@@ -87,6 +88,7 @@ type DelegationsClient = pb::delegations_client::DelegationsClient<Transport>;
 type SchedulesClient = pb::schedules_client::SchedulesClient<Transport>;
 type KeyValuesClient = pb::key_values_client::KeyValuesClient<Transport>;
 type AuditClient = pb::audit_client::AuditClient<Transport>;
+type TemplatesClient = pb::templates_client::TemplatesClient<Transport>;
 type CheckpointsClient = pb::checkpoints_client::CheckpointsClient<Transport>;
 type MemoriesClient = pb::memories_client::MemoriesClient<Transport>;
 type ApprovalsClient = pb::approvals_client::ApprovalsClient<Transport>;
@@ -118,6 +120,7 @@ pub struct Clients {
     schedules: SchedulesClient,
     key_values: KeyValuesClient,
     audit: AuditClient,
+    templates: TemplatesClient,
     /// The raw transport, for the standard services (gRPC health) behind `/readyz`.
     transport: Transport,
     /// Ends WebSocket sessions on shutdown.
@@ -152,6 +155,7 @@ impl Gateway {
             schedules: SchedulesClient::new(transport.clone()),
             key_values: KeyValuesClient::new(transport.clone()),
             audit: AuditClient::new(transport.clone()),
+            templates: TemplatesClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.
             a2a: A2aClient::new(transport.clone())
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)

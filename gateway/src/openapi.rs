@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     Gateway, a2a, approvals, audit, budget, bundles, chat_files, checkpoints, console, delegations,
     edge, events, instructions, key_values, memories, plugin_management, plugins, registry,
-    schedules, secrets, shared_context, tokens, workspace_config, workspaces,
+    schedules, secrets, shared_context, templates, tokens, workspace_config, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -39,6 +39,7 @@ use crate::{
         (name = "console", description = "Operator console sessions and the saved canvas viewport"),
         (name = "memory", description = "A workspace's key-value memory: versions, compare-and-set, expiry"),
         (name = "schedules", description = "Prompts sent to a workspace on a cron, fired once across replicas"),
+        (name = "templates", description = "Org templates imported as whole workspace trees, and workspace templates"),
         (name = "audit", description = "Who changed what: hash-chained, append-only, verified on every read"),
         (name = "meta", description = "Health and this document"),
     )
@@ -148,6 +149,10 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(schedules::health))
         .routes(routes!(schedules::admin_health))
         .routes(routes!(audit::list))
+        .routes(routes!(templates::list_org))
+        .routes(routes!(templates::import_org))
+        .routes(routes!(templates::list))
+        .routes(routes!(templates::import))
         .routes(routes!(budget::get, budget::update))
         .routes(routes!(budget::metrics))
         .routes(routes!(audit::list_org))

@@ -202,6 +202,20 @@ pub(crate) struct ConnectionBody {
     python_snippet: String,
 }
 
+impl From<pb::ExternalConnection> for ConnectionBody {
+    fn from(c: pb::ExternalConnection) -> Self {
+        Self {
+            workspace_id: c.workspace_id,
+            platform_url: c.platform_url,
+            auth_token: c.auth_token,
+            registry_endpoint: c.registry_endpoint,
+            heartbeat_endpoint: c.heartbeat_endpoint,
+            curl_register_template: c.curl_register_template,
+            python_snippet: c.python_snippet,
+        }
+    }
+}
+
 /// `201` of `POST /workspaces`: the external shape or the provisioning shape.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
@@ -228,15 +242,7 @@ impl From<pb::CreateWorkspaceResponse> for CreatedWorkspace {
                 id: r.id,
                 external: true,
                 status: r.status,
-                connection: r.connection.map(|c| ConnectionBody {
-                    workspace_id: c.workspace_id,
-                    platform_url: c.platform_url,
-                    auth_token: c.auth_token,
-                    registry_endpoint: c.registry_endpoint,
-                    heartbeat_endpoint: c.heartbeat_endpoint,
-                    curl_register_template: c.curl_register_template,
-                    python_snippet: c.python_snippet,
-                }),
+                connection: r.connection.map(ConnectionBody::from),
             }
         } else {
             Self::Provisioning {

@@ -15,6 +15,7 @@ mod m20261205_000003_workspace_configs;
 mod m20261205_000004_audit;
 mod m20261205_000005_usage_daily;
 mod m20261205_000006_plugin_management;
+mod m20261205_000007_templates;
 
 /// Every migration, in order.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000004_audit::Migration),
             Box::new(m20261205_000005_usage_daily::Migration),
             Box::new(m20261205_000006_plugin_management::Migration),
+            Box::new(m20261205_000007_templates::Migration),
         ]
     }
 }

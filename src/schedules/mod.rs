@@ -148,6 +148,45 @@ fn clean_prompt(prompt: &str) -> String {
     prompt.replace('\r', "")
 }
 
+/// What a new schedule is made of.
+pub struct NewSchedule<'a> {
+    pub name: &'a str,
+    pub cron_expr: &'a str,
+    /// An IANA zone name.
+    pub timezone: &'a str,
+    pub prompt: &'a str,
+    pub enabled: bool,
+    /// `runtime` (made through the API) or `template` (an org import).
+    pub source: &'static str,
+}
+
+/// A new schedule's row, its first run computed from now.
+pub fn new_schedule(
+    workspace_id: &str,
+    new: NewSchedule<'_>,
+) -> Result<schedule::ActiveModel, TimingError> {
+    let cron_expr = new.cron_expr.trim();
+    let timing = Timing::parse(cron_expr, new.timezone)?;
+    let now = store::now();
+    Ok(schedule::ActiveModel {
+        id: Set(uuid::Uuid::new_v4().to_string()),
+        workspace_id: Set(workspace_id.to_owned()),
+        name: Set(new.name.to_owned()),
+        cron_expr: Set(cron_expr.to_owned()),
+        timezone: Set(new.timezone.to_owned()),
+        prompt: Set(clean_prompt(new.prompt)),
+        enabled: Set(new.enabled),
+        next_run_at: Set(timing.next_after(now)),
+        last_run_at: Set(None),
+        run_count: Set(0),
+        last_status: Set(String::new()),
+        last_error: Set(String::new()),
+        source: Set(new.source.to_owned()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+}
+
 impl SchedulesService {
     async fn list(&self, metadata: &MetadataMap, raw_id: &str) -> ApiResult<pb::ScheduleList> {
         let workspace_id = self.state.auth.live_workspace(metadata, raw_id).await?;
@@ -179,32 +218,25 @@ impl SchedulesService {
         let timezone = Some(request.timezone.trim())
             .filter(|zone| !zone.is_empty())
             .unwrap_or("UTC");
-        let timing = Timing::parse(&request.cron_expr, timezone).map_err(ScheduleError::from)?;
-        let now = store::now();
-        let next_run_at = timing.next_after(now);
-        let id = uuid::Uuid::new_v4().to_string();
+        let row = new_schedule(
+            &workspace_id,
+            NewSchedule {
+                name: &request.name,
+                cron_expr: &request.cron_expr,
+                timezone,
+                prompt: &request.prompt,
+                enabled: request.enabled.unwrap_or(true),
+                source: "runtime",
+            },
+        )
+        .map_err(ScheduleError::from)?;
+        let (id, next_run_at) = (row.id.clone().unwrap(), row.next_run_at.clone().unwrap());
         let failed = "failed to create schedule";
         let txn = self.state.db.begin().await.context(failed)?;
-        schedule::Entity::insert(schedule::ActiveModel {
-            id: Set(id.clone()),
-            workspace_id: Set(workspace_id.clone()),
-            name: Set(request.name.clone()),
-            cron_expr: Set(request.cron_expr.trim().to_owned()),
-            timezone: Set(timezone.to_owned()),
-            prompt: Set(clean_prompt(&request.prompt)),
-            enabled: Set(request.enabled.unwrap_or(true)),
-            next_run_at: Set(next_run_at),
-            last_run_at: Set(None),
-            run_count: Set(0),
-            last_status: Set(String::new()),
-            last_error: Set(String::new()),
-            source: Set("runtime".to_owned()),
-            created_at: Set(now),
-            updated_at: Set(now),
-        })
-        .exec_without_returning(&txn)
-        .await
-        .context(failed)?;
+        schedule::Entity::insert(row)
+            .exec_without_returning(&txn)
+            .await
+            .context(failed)?;
         let details = json!({"name": request.name, "cron_expr": request.cron_expr.trim(), "timezone": timezone});
         self.audit(
             &txn,

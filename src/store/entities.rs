@@ -783,3 +783,48 @@ pub mod audit_chain {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod org_import {
+    use sea_orm::entity::prelude::*;
+
+    /// One org template import, by the key its document names (docs/operations.md §7).
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "org_imports")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub import_key: String,
+        pub template_name: String,
+        pub document_sha256: String,
+        /// JSON array of workspace ids, in the document's order.
+        pub workspace_ids: String,
+        pub created_by: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod workspace_template {
+    use sea_orm::entity::prelude::*;
+
+    /// A workspace template imported through the API.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "workspace_templates")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub name: String,
+        /// JSON object: relative path → content.
+        pub files: String,
+        pub created_by: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

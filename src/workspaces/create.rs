@@ -246,7 +246,7 @@ impl WorkspacesService {
 
 /// How an operator connects the agent of a new external workspace: the first register mints
 /// its token, so the snippets register without a bearer and keep the returned token.
-fn connection_block(id: &str, name: &str, platform_url: &str) -> pb::ExternalConnection {
+pub(crate) fn connection_block(id: &str, name: &str, platform_url: &str) -> pb::ExternalConnection {
     let card = json!({"name": name, "skills": []}).to_string();
     let curl_register_template = format!(
         "curl -sS -X POST {platform_url}/registry/register \\\n  -H 'Content-Type: application/json' \\\n  -d '{{\"id\":\"{id}\",\"url\":\"'\"$AGENT_URL\"'\",\"agent_card\":{card}}}'"

@@ -25,6 +25,7 @@ use crate::{
 pub mod budget;
 mod config;
 mod create;
+pub(crate) use create::connection_block;
 mod delete;
 mod error;
 mod events;

@@ -45,6 +45,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "a2a",
             "delegations",
             "schedules",
+            "templates",
             "audit_log",
         ],
     ),

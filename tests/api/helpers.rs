@@ -3,7 +3,11 @@
 //! environment: SQLite in a temp dir always; Postgres + Redis when `TEST_DATABASE_URL` and
 //! `TEST_REDIS_URL` are set. `TEST_GATEWAY=remote` sends REST through a standalone gateway.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use molecule::{
     config::{
@@ -108,6 +112,8 @@ pub(crate) struct Options {
     pub(crate) public_url: Option<&'static str>,
     /// `AUDIT_LEDGER_SALT`; unset means plain SHA-256.
     pub(crate) audit_salt: Option<&'static str>,
+    /// `MOLECULE_TEMPLATES_DIR`; unset means the repository's `templates/`.
+    pub(crate) templates_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -134,6 +140,7 @@ impl Default for Options {
             dev_hosts: "",
             public_url: None,
             audit_salt: None,
+            templates_dir: None,
         }
     }
 }
@@ -286,6 +293,10 @@ fn server_config(
         audit: AuditKeyArgs {
             audit_ledger_salt: options.audit_salt.map(Secret::new),
         },
+        templates_dir: options
+            .templates_dir
+            .clone()
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")),
         ..defaults
     }
 }

@@ -35,6 +35,7 @@ mod registry;
 mod schedules;
 mod secrets;
 mod shared_context;
+mod templates;
 mod tokens;
 mod validation;
 mod workspace_config;

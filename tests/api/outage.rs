@@ -113,49 +113,107 @@ async fn heartbeats_fail_closed_while_redis_is_down_and_recover_without_an_offli
 }
 
 /// A TCP forwarder in front of a real server that a test can cut (every connection dropped,
-/// new ones refused) and restore: a datastore outage without stopping the shared server.
+/// new ones refused) and restore: a datastore outage without stopping the shared server. It can
+/// also cut itself once a number of bytes has gone towards the server, to land an outage in the
+/// middle of a transaction.
 pub(crate) struct Gate {
     pub(crate) port: u16,
     state: std::sync::Arc<std::sync::Mutex<(bool, tokio_util::sync::CancellationToken)>>,
+    /// Bytes still allowed towards the server before the gate cuts itself; `u64::MAX`: unarmed.
+    budget: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes forwarded towards the server so far.
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Gate {
     pub(crate) async fn open(target: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = std::sync::Arc::new(std::sync::Mutex::new((
             true,
             tokio_util::sync::CancellationToken::new(),
         )));
-        let shared = state.clone();
+        let budget = std::sync::Arc::new(AtomicU64::new(u64::MAX));
+        let sent = std::sync::Arc::new(AtomicU64::new(0));
+        let (shared, shared_budget, shared_sent) = (state.clone(), budget.clone(), sent.clone());
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 let (open, cut) = shared.lock().unwrap().clone();
                 if !open {
                     continue;
                 }
+                let (gate, budget, sent) =
+                    (shared.clone(), shared_budget.clone(), shared_sent.clone());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_server, mut to_server) = outbound.into_split();
+                    let towards_server = async {
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        loop {
+                            let read = from_client.read(&mut buffer).await.unwrap_or(0);
+                            if read == 0 {
+                                return;
+                            }
+                            let left = budget.load(Ordering::SeqCst);
+                            if left != u64::MAX {
+                                if left < read as u64 {
+                                    Gate::cut_shared(&gate);
+                                    return;
+                                }
+                                budget.fetch_sub(read as u64, Ordering::SeqCst);
+                            }
+                            if to_server.write_all(&buffer[..read]).await.is_err() {
+                                return;
+                            }
+                            sent.fetch_add(read as u64, Ordering::SeqCst);
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = towards_server => {}
+                        _ = tokio::io::copy(&mut from_server, &mut to_client) => {}
                         () = cut.cancelled() => {}
                     }
                 });
             }
         });
-        Self { port, state }
+        Self {
+            port,
+            state,
+            budget,
+            sent,
+        }
     }
 
-    pub(crate) fn cut(&self) {
-        let mut state = self.state.lock().unwrap();
+    fn cut_shared(state: &std::sync::Mutex<(bool, tokio_util::sync::CancellationToken)>) {
+        let mut state = state.lock().unwrap();
         state.0 = false;
         state.1.cancel();
         state.1 = tokio_util::sync::CancellationToken::new();
     }
 
+    pub(crate) fn cut(&self) {
+        Self::cut_shared(&self.state);
+    }
+
+    /// Cuts once `bytes` more have gone towards the server.
+    pub(crate) fn cut_after(&self, bytes: u64) {
+        self.budget
+            .store(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bytes forwarded towards the server so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub(crate) fn restore(&self) {
+        self.budget
+            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
         self.state.lock().unwrap().0 = true;
     }
 }
