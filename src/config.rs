@@ -330,6 +330,28 @@ pub enum SecretsCommand {
     RotateKey(Box<Config>),
 }
 
+/// The GitHub App whose installation tokens workspaces fetch (docs/operations.md §8). All three
+/// of id, key and installation, or none.
+#[derive(Debug, Clone, Args)]
+pub struct GithubArgs {
+    /// The App's id (or client id): the `iss` of the JWTs the platform signs.
+    #[arg(long, env = "GITHUB_APP_ID")]
+    pub github_app_id: Option<String>,
+
+    /// The App's private key: the PEM itself, or the path of a file holding it.
+    /// Prefer the environment variable: a flag's value shows in `ps` to every local user.
+    #[arg(long, env = "GITHUB_APP_PRIVATE_KEY", hide_env_values = true)]
+    pub github_app_private_key: Option<Secret>,
+
+    /// The installation whose tokens are handed out.
+    #[arg(long, env = "GITHUB_APP_INSTALLATION_ID")]
+    pub github_app_installation_id: Option<String>,
+
+    /// The GitHub API (GitHub Enterprise: `https://HOST/api/v3`).
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+}
+
 /// The audit trail's hash key, shared by `serve` (which writes rows) and `audit verify`.
 #[derive(Debug, Clone, Args)]
 pub struct AuditKeyArgs {
@@ -538,6 +560,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub audit: AuditKeyArgs,
+
+    #[command(flatten)]
+    pub github: GithubArgs,
 
     /// Org templates (`<name>/org.yaml`) and workspace templates (`<name>/config.yaml`).
     #[arg(long, env = "MOLECULE_TEMPLATES_DIR", default_value = "./templates")]
@@ -765,6 +790,12 @@ impl Default for EdgeArgs {
 }
 
 impl Default for ListenerArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl Default for GithubArgs {
     fn default() -> Self {
         defaults()
     }

@@ -15,6 +15,7 @@ pub mod delegations;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod github;
 pub mod grpc_edge;
 pub mod hierarchy;
 pub mod hot;

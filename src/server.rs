@@ -41,6 +41,7 @@ use crate::{
     delegations::{self, DelegationsService},
     domain::usage::Pricing,
     events::{EventBus, EventLog, InProcessBus, RedisBus},
+    github::{GithubApp, GithubService},
     grpc_edge::{self, GrpcEdge},
     hierarchy::Hierarchy,
     listener::{self, ListenerSettings},
@@ -91,6 +92,7 @@ impl Application {
         // Credentials are generated only once the datastores answer and the port is ours, so a
         // failed first start leaves nothing behind to confuse the next one.
         bootstrap::validate(&config)?;
+        let github = GithubApp::from_args(&config.github)?.map(Arc::new);
         let db = Db::new(store::open(&config.storage).await?);
         let redis = match &config.redis_url {
             Some(url) => Some(connect_redis(url).await?),
@@ -229,7 +231,7 @@ impl Application {
             strings: Arc::new(nul_guard::Index::from_descriptors(pb::FILE_DESCRIPTOR_SET)?),
         };
         let schedules_wake = Arc::new(tokio::sync::Notify::new());
-        let (grpc, health) = grpc_router(&platform, &a2a, on_beat, &schedules_wake).await?;
+        let (grpc, health) = grpc_router(&platform, &a2a, on_beat, &schedules_wake, github).await?;
         let grpc = grpc.layer(middleware::from_fn_with_state(grpc_edge, grpc_edge::guard));
         let readiness = Readiness {
             health: health.reporter,
@@ -358,6 +360,7 @@ async fn grpc_router(
     a2a: &A2aState,
     on_beat: registry::BeatHook,
     schedules_wake: &Arc<tokio::sync::Notify>,
+    github: Option<Arc<GithubApp>>,
 ) -> Result<(Router, GrpcHealth), StartupError> {
     // Each service decodes what its calls need (audit N3): REST's body cap for the JSON-shaped
     // services, an A2A body for the proxy, the agent's inbound stream and replica relays.
@@ -429,6 +432,10 @@ async fn grpc_router(
         )
         .add(
             pb::audit_server::AuditServer::new(AuditService::new(platform.clone()))
+                .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
+        )
+        .add(
+            pb::github_server::GithubServer::new(GithubService::new(platform.clone(), github))
                 .max_decoding_message_size(pb::REQUEST_MESSAGE_BYTES),
         )
         .add(

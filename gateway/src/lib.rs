@@ -17,6 +17,7 @@ pub mod edge;
 mod error;
 mod events;
 mod forward;
+mod github;
 mod instructions;
 mod json;
 mod key_values;
@@ -88,6 +89,7 @@ type DelegationsClient = pb::delegations_client::DelegationsClient<Transport>;
 type SchedulesClient = pb::schedules_client::SchedulesClient<Transport>;
 type KeyValuesClient = pb::key_values_client::KeyValuesClient<Transport>;
 type AuditClient = pb::audit_client::AuditClient<Transport>;
+type GithubClient = pb::github_client::GithubClient<Transport>;
 type TemplatesClient = pb::templates_client::TemplatesClient<Transport>;
 type CheckpointsClient = pb::checkpoints_client::CheckpointsClient<Transport>;
 type MemoriesClient = pb::memories_client::MemoriesClient<Transport>;
@@ -120,6 +122,7 @@ pub struct Clients {
     schedules: SchedulesClient,
     key_values: KeyValuesClient,
     audit: AuditClient,
+    github: GithubClient,
     templates: TemplatesClient,
     /// The raw transport, for the standard services (gRPC health) behind `/readyz`.
     transport: Transport,
@@ -155,6 +158,7 @@ impl Gateway {
             schedules: SchedulesClient::new(transport.clone()),
             key_values: KeyValuesClient::new(transport.clone()),
             audit: AuditClient::new(transport.clone()),
+            github: GithubClient::new(transport.clone()),
             templates: TemplatesClient::new(transport.clone()),
             // An agent's answer may be up to 10 MiB.
             a2a: A2aClient::new(transport.clone())

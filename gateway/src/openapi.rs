@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     Gateway, a2a, approvals, audit, budget, bundles, chat_files, checkpoints, console, delegations,
-    edge, events, instructions, key_values, memories, plugin_management, plugins, registry,
+    edge, events, github, instructions, key_values, memories, plugin_management, plugins, registry,
     schedules, secrets, shared_context, templates, tokens, workspace_config, workspaces,
 };
 
@@ -149,6 +149,8 @@ pub(crate) fn router() -> Router<Gateway> {
         .routes(routes!(schedules::health))
         .routes(routes!(schedules::admin_health))
         .routes(routes!(audit::list))
+        .routes(routes!(github::workspace_token))
+        .routes(routes!(github::admin_token))
         .routes(routes!(templates::list_org))
         .routes(routes!(templates::import_org))
         .routes(routes!(templates::list))

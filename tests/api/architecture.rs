@@ -46,6 +46,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "delegations",
             "schedules",
             "templates",
+            "github",
             "audit_log",
         ],
     ),

@@ -20,6 +20,10 @@ pub(crate) fn molecule() -> Command {
         "MOLECULE_LOG_FORMAT",
         "MOLECULE_URL",
         "MOLECULE_TOKEN",
+        "GITHUB_APP_ID",
+        "GITHUB_APP_PRIVATE_KEY",
+        "GITHUB_APP_INSTALLATION_ID",
+        "AUDIT_LEDGER_SALT",
     ] {
         command.env_remove(variable);
     }

@@ -11,8 +11,8 @@ use std::{
 
 use molecule::{
     config::{
-        AuditKeyArgs, Config, EdgeArgs, Environment, GatewayArgs, ListenerArgs, PluginArgs,
-        RuntimeArgs, Secret, StorageArgs,
+        AuditKeyArgs, Config, EdgeArgs, Environment, GatewayArgs, GithubArgs, ListenerArgs,
+        PluginArgs, RuntimeArgs, Secret, StorageArgs,
     },
     pb::workspaces_client::WorkspacesClient,
     server::{Application, GatewayServer},
@@ -114,6 +114,8 @@ pub(crate) struct Options {
     pub(crate) audit_salt: Option<&'static str>,
     /// `MOLECULE_TEMPLATES_DIR`; unset means the repository's `templates/`.
     pub(crate) templates_dir: Option<PathBuf>,
+    /// The GitHub App; none by default.
+    pub(crate) github: GithubArgs,
 }
 
 impl Default for Options {
@@ -141,6 +143,7 @@ impl Default for Options {
             public_url: None,
             audit_salt: None,
             templates_dir: None,
+            github: GithubArgs::default(),
         }
     }
 }
@@ -293,6 +296,7 @@ fn server_config(
         audit: AuditKeyArgs {
             audit_ledger_salt: options.audit_salt.map(Secret::new),
         },
+        github: options.github.clone(),
         templates_dir: options
             .templates_dir
             .clone()

@@ -17,6 +17,7 @@ mod delegations;
 mod discovery;
 mod edge;
 mod events;
+mod github;
 mod grpc;
 mod heartbeat_stream;
 mod helpers;
