@@ -131,6 +131,10 @@ pub enum OperatorCommand {
     Token(ClientCommand<TokenCommand>),
     /// Talk to an agent through the platform's A2A proxy.
     A2a(ClientCommand<A2aCommand>),
+    /// Schedules: list, add, remove, run now.
+    Schedule(ClientCommand<ScheduleCommand>),
+    /// Org templates: import one from a YAML file, or list the server's.
+    Org(ClientCommand<OrgCommand>),
     /// The audit trail: list a chain, or verify every chain offline from the database.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -237,6 +241,9 @@ pub enum WsCommand {
     Pause { id: String },
     /// Resume a paused workspace and its descendants.
     Resume { id: String },
+    /// A workspace's config.yaml: print it, or replace it from a file (`-`: stdin).
+    #[command(subcommand)]
+    Config(WsConfigCommand),
     /// Remove a workspace.
     Rm {
         id: String,
@@ -247,6 +254,60 @@ pub enum WsCommand {
         #[arg(long)]
         purge: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WsConfigCommand {
+    /// Print the YAML document (`-o json`: the parsed document and its version).
+    Get { id: String },
+    /// Replace the document with a YAML file's, checked by the server.
+    Set {
+        id: String,
+        /// The YAML file; `-` reads stdin.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// A workspace's schedules.
+    Ls { workspace: String },
+    /// Add a schedule: five-field cron (or `@daily`, …) in an IANA zone.
+    Add {
+        workspace: String,
+        /// `0 9 * * 1-5`, `@hourly`, …
+        #[arg(long)]
+        cron: String,
+        /// What the workspace is sent when it fires.
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// An IANA zone; default UTC.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Remove a schedule.
+    Rm { workspace: String, schedule: String },
+    /// Fire a schedule now (its next run is unchanged).
+    Run { workspace: String, schedule: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Import an org template (the org.yaml shape) from a file; `-` reads stdin. The same
+    /// document again creates nothing.
+    Import {
+        file: PathBuf,
+        /// Import although required global secrets are missing.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The org templates in the server's MOLECULE_TEMPLATES_DIR.
+    Templates,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! The operator CLI (`molecule ws|events|token|a2a|audit`): typed gRPC calls to a running control
+//! The operator CLI (`molecule ws|events|token|a2a|schedule|org|audit`): typed gRPC calls to a running control
 //! plane, printed as a table or as JSON. It owns argument handling and presentation only; every
 //! rule is the server's, so the CLI gets exactly the answers REST and gRPC clients get. It never
 //! prints a credential except a token minted on request, once.
@@ -7,7 +7,9 @@ mod a2a;
 mod audit;
 mod events;
 mod health;
+mod org;
 mod render;
+mod schedule;
 mod tokens;
 mod ws;
 
@@ -62,6 +64,12 @@ pub async fn run(command: OperatorCommand) -> Result<(), CliError> {
         }
         OperatorCommand::A2a(a2a) => {
             a2a::run(&Session::open(&a2a.client).await?, a2a.command).await
+        }
+        OperatorCommand::Schedule(schedule) => {
+            schedule::run(&Session::open(&schedule.client).await?, schedule.command).await
+        }
+        OperatorCommand::Org(org) => {
+            org::run(&Session::open(&org.client).await?, org.command).await
         }
         OperatorCommand::Audit(command) => audit::run(command).await,
         OperatorCommand::Health(args) => health::run(&args).await,
@@ -190,4 +198,17 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         cause = next.source();
     }
     line
+}
+
+/// The text of `path`, or of stdin for `-`.
+pub(crate) fn read_input(path: &std::path::Path) -> Result<String, CliError> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).map(drop)
+    } else {
+        std::fs::read_to_string(path).map(|read| text = read)
+    };
+    read.map_err(|err| CliError::new(format!("cannot read {}: {err}", path.display())))?;
+    Ok(text)
 }

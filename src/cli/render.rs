@@ -6,7 +6,7 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::pb;
+use crate::{config::Output, pb};
 
 /// Prints `rows` under `headers`, each column as wide as its widest cell.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
@@ -148,4 +148,15 @@ pub(crate) fn event_json(event: &pb::Event) -> Value {
         "timestamp": rfc3339(event.timestamp.as_ref()),
         "payload": serde_json::from_str::<Value>(&event.payload_json).unwrap_or(Value::Null),
     })
+}
+
+/// A command's outcome: the JSON value, or one line of text.
+pub(crate) fn done(output: Output, value: &Value, text: &str) -> std::io::Result<()> {
+    match output {
+        Output::Json => json_out(value),
+        Output::Table => {
+            println!("{text}");
+            Ok(())
+        }
+    }
 }

@@ -1,14 +1,17 @@
-//! `molecule ws`: list (and watch), get, create, pause, resume, rm.
+//! `molecule ws`: list (and watch), get, create, pause, resume, rm, and `config get|set`.
 
 use std::{collections::BTreeMap, io::IsTerminal, time::Duration};
 
 use serde_json::json;
 
 use super::{
-    CliError, Session,
-    render::{self, WORKSPACE_HEADERS, workspace_json, workspace_row},
+    CliError, Session, read_input,
+    render::{self, WORKSPACE_HEADERS, done, workspace_json, workspace_row},
 };
-use crate::{config::Output, config::WsCommand, pb};
+use crate::{
+    config::{Output, WsCommand, WsConfigCommand},
+    pb,
+};
 
 type Client = pb::workspaces_client::WorkspacesClient<tonic::transport::Channel>;
 
@@ -114,15 +117,50 @@ pub(super) async fn run(session: &Session, command: WsCommand) -> Result<(), Cli
             );
             done(session.output, &value, &text)?;
         }
+        WsCommand::Config(WsConfigCommand::Get { id }) => {
+            let config = client
+                .get_config(session.request(pb::GetConfigRequest { workspace_id: id }))
+                .await?
+                .into_inner();
+            print_config(session.output, &config)?;
+        }
+        WsCommand::Config(WsConfigCommand::Set { id, file }) => {
+            use pb::update_config_request::Change;
+            let request = pb::UpdateConfigRequest {
+                workspace_id: id,
+                change: Some(Change::Yaml(read_input(&file)?)),
+            };
+            let config = client
+                .update_config(session.request(request))
+                .await?
+                .into_inner();
+            let value = json!({"status": "updated", "version": config.version});
+            done(
+                session.output,
+                &value,
+                &format!("updated to version {}", config.version),
+            )?;
+        }
     }
     Ok(())
 }
 
-fn done(output: Output, value: &serde_json::Value, text: &str) -> std::io::Result<()> {
+fn print_config(output: Output, config: &pb::WorkspaceConfig) -> std::io::Result<()> {
     match output {
-        Output::Json => render::json_out(value),
+        Output::Json => render::json_out(&json!({
+            "data": serde_json::from_str::<serde_json::Value>(&config.data_json).unwrap_or_default(),
+            "content": config.content,
+            "version": config.version,
+            "updated_at": render::rfc3339(config.updated_at.as_ref()),
+            "updated_by": config.updated_by,
+        })),
         Output::Table => {
-            println!("{text}");
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(config.content.as_bytes())?;
+            if !config.content.is_empty() && !config.content.ends_with('\n') {
+                out.write_all(b"\n")?;
+            }
             Ok(())
         }
     }

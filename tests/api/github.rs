@@ -347,7 +347,8 @@ fn a_partial_or_unreadable_app_configuration_refuses_to_start() {
         start(&[("GITHUB_APP_ID", "1")]),
         "error: GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY and GITHUB_APP_INSTALLATION_ID are set together or not at all"
     );
-    let not_a_key = "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0LWJ5dGVz\n-----END RSA PRIVATE KEY-----";
+    let not_a_key =
+        "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0LWJ5dGVz\n-----END RSA PRIVATE KEY-----";
     let refused = start(&[
         ("GITHUB_APP_ID", "1"),
         ("GITHUB_APP_INSTALLATION_ID", "2"),

@@ -1,4 +1,5 @@
-//! The operator CLI (`molecule ws|events|token|a2a|completions`) against the real server:
+//! The operator CLI (`molecule ws|events|token|a2a|schedule|org|audit|completions`) against the
+//! real server:
 //! each subcommand, with `--output json` parsed.
 
 use std::{
@@ -315,4 +316,107 @@ async fn the_cli_speaks_tls_to_https_and_keeps_the_local_token_local() {
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn schedule_org_config_and_audit_commands_do_what_operators_script() {
+    let app = spawn_app().await;
+    let imported = json_of(&app, &["org", "import", "templates/support-desk/org.yaml"]).await;
+    assert_eq!(
+        (&imported["created"], &imported["count"]),
+        (&json!(true), &json!(3))
+    );
+    let again = json_of(&app, &["org", "import", "templates/support-desk/org.yaml"]).await;
+    assert_eq!(again["created"], false);
+    let templates = json_of(&app, &["org", "templates"]).await;
+    assert_eq!(templates.as_array().unwrap().len(), 2);
+    let triage = imported["workspaces"][0]["id"].as_str().unwrap().to_owned();
+
+    let listed = json_of(&app, &["schedule", "ls", &triage]).await;
+    assert_eq!(listed[0]["name"], "backlog sweep");
+    let added = json_of(
+        &app,
+        &[
+            "schedule",
+            "add",
+            &triage,
+            "--cron",
+            "0 9 * * 1-5",
+            "--prompt",
+            "standup",
+            "--name",
+            "standup",
+            "--timezone",
+            "Europe/Berlin",
+        ],
+    )
+    .await;
+    let schedule = added["id"].as_str().unwrap().to_owned();
+    assert!(added["next_run_at"].is_string());
+    let fired = json_of(&app, &["schedule", "run", &triage, &schedule]).await;
+    assert_eq!(fired["status"], "fired");
+    let removed = json_of(&app, &["schedule", "rm", &triage, &schedule]).await;
+    assert_eq!(removed["status"], "deleted");
+    assert_eq!(
+        json_of(&app, &["schedule", "ls", &triage])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let bad = run(
+        &app,
+        &[
+            "schedule",
+            "add",
+            &triage,
+            "--cron",
+            "61 * * * *",
+            "--prompt",
+            "x",
+        ],
+    )
+    .await;
+    assert!(!bad.status.success());
+
+    let file = std::env::temp_dir().join(format!("config-{}.yaml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, "model: opus\ntools: [search]\n").unwrap();
+    let set = json_of(
+        &app,
+        &["ws", "config", "set", &triage, file.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(set["status"], "updated");
+    let text = run(&app, &["ws", "config", "get", &triage]).await;
+    assert_eq!(
+        crate::helpers::succeeded(&text),
+        "model: opus\ntools: [search]\n"
+    );
+    let parsed = json_of(&app, &["ws", "config", "get", &triage]).await;
+    assert_eq!(
+        parsed["data"],
+        json!({"model": "opus", "tools": ["search"]})
+    );
+
+    let trail = json_of(&app, &["audit", "ls", &triage]).await;
+    let operations: Vec<&str> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        operations,
+        [
+            "workspace.create",
+            "schedule.create",
+            "schedule.run",
+            "schedule.delete",
+            "config.update"
+        ]
+    );
+    assert_eq!(trail["chain_valid"], true);
+    let org = json_of(&app, &["audit", "ls"]).await;
+    assert_eq!(org["events"][0]["operation"], "org.import");
 }
