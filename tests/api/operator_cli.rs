@@ -1,6 +1,5 @@
 //! The operator CLI (`molecule ws|events|token|a2a|schedule|org|audit|completions`) against the
-//! real server:
-//! each subcommand, with `--output json` parsed.
+//! real server: each subcommand, with `--output json` parsed.
 
 use std::{
     io::{BufRead, BufReader},
