@@ -258,7 +258,7 @@ async fn rest_agent(run: Arc<Run>, name: String) -> Vec<u32> {
 type Offlines = Arc<Mutex<HashMap<String, Instant>>>;
 
 async fn watch_offlines(server: &Server, admin: &str) -> Offlines {
-    let mut request = Request::new(pb::WatchEventsRequest {});
+    let mut request = Request::new(pb::WatchEventsRequest::default());
     let bearer = format!("Bearer {admin}");
     request
         .metadata_mut()

@@ -145,7 +145,7 @@ pub(crate) async fn websocket(
         }
     }
     // Authenticate before upgrading, so a refused client gets a real HTTP status.
-    let request = forwarded.request(pb::WatchEventsRequest {});
+    let request = forwarded.request(pb::WatchEventsRequest::default());
     let events = match gateway.workspaces.clone().watch_events(request).await {
         Ok(reply) => reply.into_inner(),
         Err(status) => return RestError::from(status).into_response(),
@@ -274,4 +274,67 @@ async fn relay(
             }
         }
     }
+}
+
+/// How often an idle AG-UI stream sends a comment, so proxies keep it open.
+const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One event as AG-UI frames it: `{"type","timestamp" (Unix ms),"data"}`.
+fn agui_event(event: &pb::Event) -> axum::response::sse::Event {
+    let millis = event
+        .timestamp
+        .as_ref()
+        .map_or(0, |at| at.seconds * 1000 + i64::from(at.nanos) / 1_000_000);
+    let frame = serde_json::json!({
+        "type": event.event,
+        "timestamp": millis,
+        "data": raw(Some(&event.payload_json)),
+    });
+    axum::response::sse::Event::default().data(frame.to_string())
+}
+
+#[utoipa::path(get, path = "/workspaces/{id}/events/stream", tag = "events",
+    description = "Server-Sent Events of the workspace's own events in the AG-UI envelope: `data: {\"type\",\"timestamp\",\"data\"}`, opening with a `: ping` comment and repeating it while idle. Ends when the credential is revoked or expires.",
+    params(("id" = String, Path, format = Uuid, description = "workspace id")),
+    responses((status = 200, content_type = "text/event-stream", description = "the event stream"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn stream(
+    State(gateway): State<Gateway>,
+    forwarded: Forwarded,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let request = forwarded.request(pb::WatchEventsRequest { workspace_id: id });
+    let events = match gateway.workspaces.clone().watch_events(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return RestError::from(status).into_response(),
+    };
+    let (receiver, pump) = pump(events);
+    let shutdown = gateway.shutdown.clone();
+    let opened = futures::stream::once(async {
+        Ok::<_, std::convert::Infallible>(Event::default().comment("ping"))
+    });
+    let relayed = futures::stream::unfold(
+        (receiver, pump, shutdown),
+        |(mut receiver, pump, shutdown)| async move {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                next = receiver.recv() => next?,
+            };
+            match next {
+                Ok(Some(event)) => Some((Ok(agui_event(&event)), (receiver, pump, shutdown))),
+                // The watch ended: its credential lapsed, or the server is going away.
+                _ => None,
+            }
+        },
+    );
+    let mut response = Sse::new(futures::StreamExt::chain(opened, relayed))
+        .keep_alive(KeepAlive::new().interval(STREAM_KEEP_ALIVE).text("ping"))
+        .into_response();
+    // Reverse proxies (nginx) would otherwise buffer the stream.
+    response.headers_mut().insert(
+        http::HeaderName::from_static("x-accel-buffering"),
+        http::HeaderValue::from_static("no"),
+    );
+    response
 }

@@ -185,3 +185,103 @@ mod tests {
         }
     }
 }
+
+/// One entry of `POST /admin/memories/import`, as `/admin/memories/export` writes it.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct ImportedMemoryBody {
+    #[serde(default)]
+    content: String,
+    /// LOCAL, TEAM or GLOBAL, any case.
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    namespace: String,
+    /// RFC 3339; kept.
+    #[serde(default)]
+    created_at: String,
+    /// The workspace is found by this name.
+    #[serde(default)]
+    workspace_name: String,
+}
+
+#[utoipa::path(get, path = "/admin/memories/export", tag = "memories",
+    description = "Every memory, oldest first, with its author's name and credentials redacted: a JSON array, streamed.",
+    responses((status = 200, body = [Object], example = json!([{"id": "…", "content": "…", "scope": "LOCAL", "namespace": "general", "created_at": "2026-12-05T10:00:00Z", "workspace_name": "researcher"}])),
+        (status = 401, body = ErrorBody)))]
+pub(crate) async fn export(State(gateway): State<Gateway>, forwarded: Forwarded) -> Response {
+    use axum::response::IntoResponse;
+    use futures::StreamExt;
+    let entries = match gateway
+        .memories
+        .clone()
+        .export(forwarded.request(pb::ExportMemoriesRequest {}))
+        .await
+    {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return crate::error::RestError::from(status).into_response(),
+    };
+    // `[`, the entries comma-separated as they arrive, `]`: the whole backup is never held. A
+    // failure midway ends the body early, so the client sees invalid JSON, not a short list.
+    let body = futures::stream::once(async { Ok(bytes::Bytes::from_static(b"[")) })
+        .chain(entries.enumerate().map(|(index, entry)| {
+            let entry = entry.map_err(std::io::Error::other)?;
+            let json = json!({
+                "id": entry.id, "content": entry.content, "scope": entry.scope,
+                "namespace": entry.namespace,
+                "created_at": timestamp_opt(entry.created_at.as_ref()),
+                "workspace_name": entry.workspace_name,
+            });
+            let separator = if index == 0 { "" } else { "," };
+            Ok::<_, std::io::Error>(bytes::Bytes::from(format!("{separator}{json}")))
+        }))
+        .chain(futures::stream::once(async {
+            Ok(bytes::Bytes::from_static(b"]"))
+        }));
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+#[utoipa::path(post, path = "/admin/memories/import", tag = "memories",
+    description = "Restores an export in one transaction, matching workspaces by name; what a workspace already holds is skipped. Bodies up to 1 MiB: send a large backup in parts.",
+    request_body = [ImportedMemoryBody],
+    responses((status = 200, body = Object, example = json!({"imported": 10, "skipped": 2, "errors": 0, "total": 12})),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub(crate) async fn import(
+    State(gateway): State<Gateway>,
+    forwarded: Forwarded,
+    body: Body,
+) -> Response {
+    let entries: Vec<ImportedMemoryBody> = match crate::json::parse_list_body(body).await {
+        Ok(entries) => entries,
+        Err(err) => {
+            return gateway
+                .reject_body(&forwarded, None, err, "invalid JSON")
+                .await;
+        }
+    };
+    let request = pb::ImportMemoriesRequest {
+        memories: entries
+            .into_iter()
+            .map(|entry| pb::ImportedMemory {
+                content: entry.content,
+                scope: entry.scope,
+                namespace: entry.namespace,
+                created_at: entry.created_at,
+                workspace_name: entry.workspace_name,
+            })
+            .collect(),
+    };
+    let result = gateway
+        .memories
+        .clone()
+        .import(forwarded.request(request))
+        .await;
+    render(
+        StatusCode::OK,
+        result,
+        |report| json!({"imported": report.imported, "skipped": report.skipped, "errors": report.errors, "total": report.total}),
+    )
+}

@@ -522,3 +522,61 @@ pub(crate) async fn notify(
         .await;
     render(StatusCode::OK, result, |_| json!({"status": "sent"}))
 }
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SessionSearchQuery {
+    /// A phrase matched in any case against the text and bodies; empty matches everything.
+    q: Option<String>,
+    /// 1–200, default 50.
+    limit: Option<String>,
+}
+
+#[utoipa::path(get, path = "/workspaces/{id}/session-search", tag = "activity",
+    description = "The workspace's activity rows and its own memories, newest first, matching `q`.",
+    params(("id" = String, Path, format = Uuid, description = "workspace id"), SessionSearchQuery),
+    responses((status = 200, body = [Object]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn session_search(
+    State(gateway): State<Gateway>,
+    forwarded: Forwarded,
+    Path(id): Path<String>,
+    Query(query): Query<SessionSearchQuery>,
+) -> Response {
+    let request = pb::SessionSearchRequest {
+        workspace_id: id,
+        q: query.q.unwrap_or_default(),
+        limit: query
+            .limit
+            .and_then(|limit| limit.trim().parse().ok())
+            .unwrap_or(0),
+    };
+    let result = gateway
+        .registry
+        .clone()
+        .session_search(forwarded.request(request))
+        .await;
+    render(StatusCode::OK, result, |reply| {
+        reply
+            .items
+            .into_iter()
+            .map(|item| {
+                let mut body = json!({
+                    "kind": item.kind, "id": item.id, "workspace_id": item.workspace_id,
+                    "label": item.label, "content": item.content, "method": item.method,
+                    "status": item.status,
+                    "created_at": item.created_at.as_ref().map(timestamp),
+                });
+                for (key, text) in [
+                    ("request_body", item.request_body_json),
+                    ("response_body", item.response_body_json),
+                ] {
+                    if let Some(value) = raw(text.as_deref()) {
+                        body[key] = serde_json::to_value(value).unwrap_or(Value::Null);
+                    }
+                }
+                body
+            })
+            .collect::<Vec<_>>()
+    })
+}

@@ -42,7 +42,7 @@ pub(super) async fn run(session: &Session, args: &EventsArgs) -> Result<(), CliE
         };
     }
     let mut stream = client
-        .watch_events(session.request(pb::WatchEventsRequest {}))
+        .watch_events(session.request(pb::WatchEventsRequest::default()))
         .await?
         .into_inner();
     // On stderr, so the stream on stdout stays clean; it also tells a script the watch is open.

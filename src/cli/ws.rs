@@ -238,7 +238,7 @@ fn summary(w: &pb::Workspace) -> (String, String, i32, String, String) {
 /// one line per change, so `| grep offline` works.
 async fn watch(session: &Session, client: &mut Client) -> Result<(), CliError> {
     let mut events = client
-        .watch_events(session.request(pb::WatchEventsRequest {}))
+        .watch_events(session.request(pb::WatchEventsRequest::default()))
         .await?
         .into_inner();
     let mut workspaces = list(session, client).await?;

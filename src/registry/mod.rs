@@ -9,6 +9,7 @@ mod discovery;
 mod error;
 mod heartbeat;
 mod register;
+mod session_search;
 mod stream;
 mod sweeps;
 pub mod transitions;
@@ -210,6 +211,13 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<pb::ListActivityRequest>,
     ) -> RpcResult<pb::ListActivityResponse> {
         reply(activity::list(&self.state, request.metadata(), request.get_ref()).await)
+    }
+
+    async fn session_search(
+        &self,
+        request: Request<pb::SessionSearchRequest>,
+    ) -> RpcResult<pb::SessionSearchResponse> {
+        reply(session_search::search(&self.state, request.metadata(), request.get_ref()).await)
     }
 
     async fn notify(&self, request: Request<pb::NotifyRequest>) -> RpcResult<pb::NotifyResponse> {

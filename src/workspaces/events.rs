@@ -57,14 +57,22 @@ impl WorkspacesService {
     pub(super) async fn watch(
         &self,
         metadata: &MetadataMap,
+        only: &str,
     ) -> ApiResult<<Self as pb::workspaces_server::Workspaces>::WatchEventsStream> {
+        // One workspace's own stream: what it sees of the events about itself.
+        let only = if only.is_empty() {
+            None
+        } else {
+            Some(self.state.auth.live_workspace(metadata, only).await?)
+        };
         // An agent sees itself and the peers it may talk to; an operator sees everything.
-        let agent = match crate::auth::claimed_workspace(metadata) {
+        let agent = match crate::auth::claimed_workspace(metadata).filter(|_| only.is_none()) {
             Some(raw) => {
                 let id = validate::workspace_id(raw)?;
                 self.state.auth.workspace(metadata, &id).await?;
                 Some(id)
             }
+            None if only.is_some() => only.clone(),
             None => {
                 self.state.auth.admin(metadata).await?;
                 None
@@ -84,6 +92,7 @@ impl WorkspacesService {
             events,
             _guard: guard,
             agent,
+            only,
             credential,
             lapsed,
             _done: done.drop_guard(),
@@ -130,6 +139,8 @@ struct Watch {
     _guard: WatcherGuard,
     /// The agent watching; `None` for an operator.
     agent: Option<String>,
+    /// The one workspace whose events are wanted, if only one's.
+    only: Option<String>,
     credential: StreamCredential,
     /// Cancelled by the re-check when the credential lapsed.
     lapsed: CancellationToken,
@@ -173,6 +184,11 @@ impl Watch {
 
     /// `envelope` as the watcher may see it, if at all.
     async fn as_seen(&self, envelope: Arc<Envelope>) -> Option<Arc<Envelope>> {
+        if let Some(only) = &self.only
+            && envelope.workspace_id.as_deref() != Some(only.as_str())
+        {
+            return None;
+        }
         let Some(watcher) = &self.agent else {
             return Some(envelope);
         };

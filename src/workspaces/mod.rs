@@ -333,7 +333,10 @@ impl pb::workspaces_server::Workspaces for WorkspacesService {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> RpcResult<Self::WatchEventsStream> {
-        reply(self.watch(request.metadata()).await)
+        reply(
+            self.watch(request.metadata(), &request.get_ref().workspace_id)
+                .await,
+        )
     }
 }
 

@@ -297,3 +297,74 @@ async fn notify_validates_and_pushes_an_agent_message() {
         )
     );
 }
+
+/// The reference's session search: activity rows and the workspace's own memories, newest
+/// first, matched in any case; `%` in the phrase is a character, not a wildcard.
+#[tokio::test]
+async fn session_search_finds_activity_and_memories_in_any_case() {
+    let app = spawn_app().await;
+    let (id, token) = app.registered_agent("searcher", None).await;
+    let (other, other_token) = app.registered_agent("other", None).await;
+    log(
+        &app,
+        &id,
+        &token,
+        json!({"activity_type": "agent_log", "summary": "Deployed the Billing service", "status": "ok"}),
+    )
+    .await;
+    log(
+        &app,
+        &id,
+        &token,
+        json!({"activity_type": "agent_log", "summary": "rolled back 50% of traffic"}),
+    )
+    .await;
+    app.call(
+        Method::POST,
+        &format!("/workspaces/{id}/memories"),
+        Some(&token),
+        Some(json!({"content": "billing runs on Tuesdays", "scope": "LOCAL"})),
+    )
+    .await;
+    log(
+        &app,
+        &other,
+        &other_token,
+        json!({"activity_type": "agent_log", "summary": "billing elsewhere"}),
+    )
+    .await;
+
+    let path = format!("/workspaces/{id}/session-search");
+    let found = app.get(&format!("{path}?q=BILLING"), Some(&token)).await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.text);
+    let kinds: Vec<(&str, &str)> = found
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["kind"].as_str().unwrap(),
+                item["content"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("memory", "billing runs on Tuesdays"),
+            ("activity", "Deployed the Billing service")
+        ]
+    );
+    let first = &found.body[1];
+    assert_eq!(
+        (&first["label"], &first["status"], &first["workspace_id"]),
+        (&json!("agent_log"), &json!("ok"), &json!(id))
+    );
+    let literal = app.get(&format!("{path}?q=50%25"), Some(&token)).await;
+    assert_eq!(literal.body.as_array().unwrap().len(), 1);
+    let everything = app.get(&format!("{path}?limit=2"), Some(&token)).await;
+    assert_eq!(everything.body.as_array().unwrap().len(), 2);
+    let refused = app.get(&path, Some(&other_token)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}

@@ -348,11 +348,11 @@ async fn revocation_ends_every_long_lived_grpc_stream() {
     let (id, token) = app.registered_agent("agent", None).await;
     let mut client = app.grpc.clone();
     let mut operator = client
-        .watch_events(authed(pb::WatchEventsRequest {}, &org_key))
+        .watch_events(authed(pb::WatchEventsRequest::default(), &org_key))
         .await
         .unwrap()
         .into_inner();
-    let mut request = authed(pb::WatchEventsRequest {}, &token);
+    let mut request = authed(pb::WatchEventsRequest::default(), &token);
     request
         .metadata_mut()
         .insert("x-workspace-id", id.parse().unwrap());

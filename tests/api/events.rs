@@ -328,3 +328,53 @@ async fn conversation_text_reaches_operators_and_participants_only() {
     assert!(seen["payload"].get("response_body").is_none(), "{seen}");
     assert!(!seen.to_string().contains("1234"), "{seen}");
 }
+
+/// The reference's AG-UI stream: a `: ping` first, then the workspace's own events as
+/// `data: {"type","timestamp","data"}`, and none of another workspace's.
+#[tokio::test]
+async fn a_workspace_event_stream_speaks_ag_ui() {
+    let app = spawn_app().await;
+    let (id, token) = app.registered_agent("streamed", None).await;
+    let (other, _) = app.registered_agent("elsewhere", None).await;
+    let response = app
+        .http
+        .get(format!("{}/workspaces/{id}/events/stream", app.rest))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let mut read_until = async |needle: &str, text: &mut String| {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !text.contains(needle) {
+                let chunk = body.next().await.unwrap().unwrap();
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {needle:?} in {text:?}"));
+    };
+    read_until(": ping", &mut text).await;
+    app.admin(Method::POST, &format!("/workspaces/{other}/pause"), None)
+        .await;
+    app.admin(Method::POST, &format!("/workspaces/{id}/pause"), None)
+        .await;
+    read_until("WORKSPACE_PAUSED", &mut text).await;
+    let frame = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .unwrap();
+    let frame: Value = serde_json::from_str(frame).unwrap();
+    assert_eq!(frame["type"], "WORKSPACE_PAUSED");
+    assert!(frame["timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+    assert_eq!(frame["data"]["name"], "streamed");
+    assert!(!text.contains("elsewhere"), "{text}");
+
+    let refused = app
+        .get(&format!("/workspaces/{other}/events/stream"), Some(&token))
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}

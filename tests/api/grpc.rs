@@ -115,7 +115,7 @@ async fn the_event_watch_streams_over_grpc() {
     let app = spawn_app().await;
     let mut client = app.grpc.clone();
     let mut stream = client
-        .watch_events(authed(pb::WatchEventsRequest {}, &app.admin_token))
+        .watch_events(authed(pb::WatchEventsRequest::default(), &app.admin_token))
         .await
         .unwrap()
         .into_inner();
@@ -130,7 +130,7 @@ async fn the_event_watch_streams_over_grpc() {
     let payload: serde_json::Value = serde_json::from_str(&event.payload_json).unwrap();
     assert_eq!(payload["name"], "streamed");
     let refused = client
-        .watch_events(authed(pb::WatchEventsRequest {}, "not-a-token"))
+        .watch_events(authed(pb::WatchEventsRequest::default(), "not-a-token"))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
@@ -275,7 +275,7 @@ async fn a_watcher_that_falls_behind_is_cut_off_not_silently_skipped() {
         .unwrap();
     let mut client = pb::workspaces_client::WorkspacesClient::new(channel);
     let mut stream = client
-        .watch_events(authed(pb::WatchEventsRequest {}, &app.admin_token))
+        .watch_events(authed(pb::WatchEventsRequest::default(), &app.admin_token))
         .await
         .unwrap()
         .into_inner();

@@ -502,3 +502,92 @@ async fn only_the_author_deletes_and_purge_takes_the_rest() {
         );
     }
 }
+
+/// An operator's backup and restore: the export names each memory's workspace and redacts
+/// credentials; the restore matches workspaces by name, keeps creation times, skips what is
+/// held and what has no workspace, and refuses a GLOBAL memory for a child.
+#[tokio::test]
+async fn an_export_restores_into_workspaces_of_the_same_names() {
+    let app = spawn_app().await;
+    let (root, root_token) = app.registered_agent("keeper", None).await;
+    let (child, child_token) = app.registered_agent("helper", Some(&root)).await;
+    commit(&app, &root, &root_token, json!({"content": "the deploy key is sk-ant-abcdefghijklmnopqrstuvwxyz0123", "scope": "GLOBAL"})).await;
+    commit(
+        &app,
+        &child,
+        &child_token,
+        json!({"content": "prefers short answers", "scope": "LOCAL", "namespace": "style"}),
+    )
+    .await;
+
+    let export = app.admin_get("/admin/memories/export").await;
+    assert_eq!(export.status, StatusCode::OK, "{}", export.text);
+    let entries = export.body.as_array().unwrap().clone();
+    assert_eq!(entries.len(), 2);
+    assert!(
+        !export
+            .text
+            .contains("sk-ant-abcdefghijklmnopqrstuvwxyz0123")
+    );
+    assert_eq!(
+        (
+            &entries[1]["workspace_name"],
+            &entries[1]["namespace"],
+            &entries[1]["scope"]
+        ),
+        (&json!("helper"), &json!("style"), &json!("LOCAL"))
+    );
+
+    // The same names on a fresh platform take the backup back.
+    let fresh = spawn_app().await;
+    fresh.registered_agent("keeper", None).await;
+    let (keeper, _) = fresh.registered_agent("keeper-2", None).await;
+    let (_, _) = fresh.registered_agent("helper", Some(&keeper)).await;
+    let mut restore = entries.clone();
+    restore
+        .push(json!({"content": "no such workspace", "scope": "LOCAL", "workspace_name": "ghost"}));
+    restore
+        .push(json!({"content": "not for a child", "scope": "GLOBAL", "workspace_name": "helper"}));
+    let report = fresh
+        .admin(
+            Method::POST,
+            "/admin/memories/import",
+            Some(Value::Array(restore.clone())),
+        )
+        .await;
+    assert_eq!(
+        report.body,
+        json!({"imported": 2, "skipped": 1, "errors": 1, "total": 4})
+    );
+    let again = fresh
+        .admin(
+            Method::POST,
+            "/admin/memories/import",
+            Some(Value::Array(restore)),
+        )
+        .await;
+    assert_eq!(again.body["imported"], 0);
+    let back = fresh.admin_get("/admin/memories/export").await;
+    let back = back.body.as_array().unwrap();
+    assert_eq!(back.len(), 2);
+    assert_eq!(back[1]["created_at"], entries[1]["created_at"]);
+
+    let bad = fresh
+        .admin(
+            Method::POST,
+            "/admin/memories/import",
+            Some(json!({"not": "a list"})),
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.body),
+        (StatusCode::BAD_REQUEST, json!({"error": "invalid JSON"}))
+    );
+    assert_eq!(
+        fresh
+            .get("/admin/memories/export", Some(&child_token))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -19,6 +19,7 @@ use crate::{
     },
 };
 
+mod admin;
 mod redact;
 pub mod search;
 
@@ -98,6 +99,22 @@ impl pb::memories_server::Memories for MemoriesService {
         request: Request<pb::DeleteMemoryRequest>,
     ) -> RpcResult<pb::DeleteMemoryResponse> {
         reply(self.delete(request.metadata(), request.get_ref()).await)
+    }
+
+    type ExportStream = admin::ExportStream;
+
+    async fn export(
+        &self,
+        request: Request<pb::ExportMemoriesRequest>,
+    ) -> RpcResult<Self::ExportStream> {
+        reply(self.export(request.metadata()).await)
+    }
+
+    async fn import(
+        &self,
+        request: Request<pb::ImportMemoriesRequest>,
+    ) -> RpcResult<pb::ImportMemoriesResponse> {
+        reply(self.import(request.metadata(), request.get_ref()).await)
     }
 }
 
